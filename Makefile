@@ -1,0 +1,42 @@
+# The contract with a new user: `make test` and `make bench` work on a fresh
+# Debian machine as root. They install liburing-dev when its header is
+# missing, create .venv, install the package with its extras, then run.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+APT_GET := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
+
+.PHONY: test test-all bench lint deps clean
+
+test: deps lint
+	$(BIN)/pytest -m "not slow"
+
+test-all: deps lint
+	$(BIN)/pytest
+
+bench: deps
+	$(BIN)/python benchmarks/bench_files.py
+
+lint: deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+deps: $(STAMP)
+
+/usr/include/liburing.h:
+	DEBIAN_FRONTEND=noninteractive $(APT_GET) update -qq
+	DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -qq liburing-dev
+
+# Editable install: the cffi extension is built into src/ouring/ and rebuilt
+# whenever the native sources or the build configuration change.
+$(STAMP): /usr/include/liburing.h pyproject.toml setup.py native/build.py native/shim.h native/shim.c native/ouring_cdef.h
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info src/ouring/_native*
