@@ -1,0 +1,24 @@
+"""cffi build script: compiles ``ouring._native`` against liburing (API mode).
+
+The declarations Python sees live in ``ouring_cdef.h``; the C that implements
+them (the hot path) in ``shim.h`` and ``shim.c``. liburing comes from Debian's
+``liburing-dev``.
+"""
+
+from pathlib import Path
+
+from cffi import FFI
+
+HERE = Path(__file__).resolve().parent
+
+ffibuilder = FFI()
+ffibuilder.cdef((HERE / "ouring_cdef.h").read_text())
+ffibuilder.set_source(
+    "ouring._native",
+    (HERE / "shim.h").read_text() + (HERE / "shim.c").read_text(),
+    libraries=["uring"],
+    extra_compile_args=["-O2", "-Wall"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

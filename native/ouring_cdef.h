@@ -1,0 +1,88 @@
+/* What Python sees of liburing and the shim (cffi cdef, API mode: `...` lets
+ * the C compiler supply values and layouts). */
+
+static const int IORING_OP_NOP;
+static const int IORING_OP_READV;
+static const int IORING_OP_WRITEV;
+static const int IORING_OP_FSYNC;
+static const int IORING_OP_ACCEPT;
+static const int IORING_OP_ASYNC_CANCEL;
+static const int IORING_OP_CONNECT;
+static const int IORING_OP_OPENAT;
+static const int IORING_OP_CLOSE;
+static const int IORING_OP_STATX;
+static const int IORING_OP_READ;
+static const int IORING_OP_WRITE;
+static const int IORING_OP_SEND;
+static const int IORING_OP_RECV;
+static const int IORING_OP_LAST;
+
+#define IORING_SETUP_SUBMIT_ALL ...
+#define IORING_SETUP_COOP_TASKRUN ...
+#define IORING_SETUP_TASKRUN_FLAG ...
+#define IORING_SETUP_SINGLE_ISSUER ...
+#define IORING_SETUP_DEFER_TASKRUN ...
+#define IORING_FEAT_NODROP ...
+#define IORING_FEAT_EXT_ARG ...
+#define IORING_ASYNC_CANCEL_ANY ...
+#define IORING_FSYNC_DATASYNC ...
+#define IORING_CQE_F_MORE ...
+#define IOSQE_ASYNC ...
+
+#define AT_FDCWD ...
+#define AT_SYMLINK_NOFOLLOW ...
+#define AT_EMPTY_PATH ...
+#define AT_STATX_SYNC_AS_STAT ...
+#define STATX_BASIC_STATS ...
+#define STATX_BTIME ...
+#define SOCK_CLOEXEC ...
+
+struct iovec {
+    void *iov_base;
+    size_t iov_len;
+};
+
+struct statx_timestamp {
+    int64_t tv_sec;
+    uint32_t tv_nsec;
+    ...;
+};
+
+struct statx {
+    uint32_t stx_mask;
+    uint32_t stx_blksize;
+    uint64_t stx_attributes;
+    uint32_t stx_nlink;
+    uint32_t stx_uid;
+    uint32_t stx_gid;
+    uint16_t stx_mode;
+    uint64_t stx_ino;
+    uint64_t stx_size;
+    uint64_t stx_blocks;
+    struct statx_timestamp stx_atime;
+    struct statx_timestamp stx_btime;
+    struct statx_timestamp stx_ctime;
+    struct statx_timestamp stx_mtime;
+    uint32_t stx_rdev_major;
+    uint32_t stx_rdev_minor;
+    uint32_t stx_dev_major;
+    uint32_t stx_dev_minor;
+    ...;
+};
+
+struct ouring;
+
+int ouring_setup(unsigned entries, unsigned cq_entries, unsigned flags, struct ouring **out);
+void ouring_exit(struct ouring *o);
+int ouring_ring_fd(struct ouring *o);
+int ouring_wait_fd(struct ouring *o);
+unsigned ouring_sq_entries(struct ouring *o);
+unsigned ouring_cq_entries(struct ouring *o);
+unsigned ouring_setup_flags(struct ouring *o);
+unsigned ouring_features(struct ouring *o);
+int ouring_probe(struct ouring *o, unsigned char *supported, unsigned n);
+int ouring_prep(struct ouring *o, int opcode, int fd, const void *addr, uint32_t len,
+                uint64_t off, uint32_t op_flags, uint64_t user_data, uint8_t sqe_flags);
+int ouring_submit_and_reap(struct ouring *o, unsigned wait_nr, long long timeout_ns,
+                           uint64_t *user_data, int32_t *res, uint32_t *flags,
+                           unsigned max, int *submit_result);

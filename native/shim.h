@@ -1,0 +1,31 @@
+/* The hot path of ouring, in C so that Python makes one foreign call to prepare
+ * an SQE and one to submit a batch and reap the CQEs that are ready.
+ *
+ * Who owns what: `struct ouring` is malloc'ed here and freed only by
+ * ouring_exit(). Memory that SQEs point at (buffers, paths, sockaddrs, statx
+ * structs, iovecs) is owned by the Python operation objects, never by this file.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <liburing.h>
+
+struct ouring {
+    struct io_uring ring;
+    unsigned setup_flags;
+    unsigned features;
+    /* With IORING_SETUP_DEFER_TASKRUN, completions are only posted when this
+     * task enters the kernel, so polling the ring fd misses them: the kernel
+     * signals a registered eventfd when it queues task work instead. -1 otherwise. */
+    int event_fd;
+};
