@@ -1,0 +1,71 @@
+"""Exceptions of ouring, and the one place errno results become exceptions."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+__all__ = [
+    "BufferInUseError",
+    "RingClosedError",
+    "UnsupportedError",
+    "os_error",
+]
+
+
+class UnsupportedError(OSError):
+    """io_uring, or an operation of it, is not available on this system.
+
+    The message names the cause and the fix; ``errno`` is the kernel's answer.
+    """
+
+
+class BufferInUseError(BufferError):
+    """The buffer, or memory overlapping it, is lent to an in-flight operation
+    that the kernel writes into; it comes back when that operation completes."""
+
+
+class RingClosedError(RuntimeError):
+    """The ring was closed (or belongs to a finished run, another thread or
+    another process) before the operation could complete."""
+
+
+def os_error(res: int, *, buffer: object = None, filename: object = None) -> OSError:
+    """``OSError`` of the right subclass for a negative CQE result.
+
+    For operations that carry a buffer, the exception's ``buffer`` attribute
+    holds it: ownership returns to the caller on failure too.
+    """
+    code = -res
+    exc = OSError(code, os.strerror(code), filename)
+    if buffer is not None:
+        exc.buffer = buffer  # type: ignore[attr-defined]
+    return exc
+
+
+_SETUP_FIXES = {
+    errno.ENOSYS: (
+        "this kernel has no io_uring (it needs Linux 5.6 or later, built with CONFIG_IO_URING)",
+        "upgrade the kernel",
+    ),
+    errno.EPERM: (
+        "io_uring is forbidden here: kernel.io_uring_disabled is set, or a seccomp filter "
+        "(Docker's default profile) blocks io_uring_setup",
+        "set sysctl kernel.io_uring_disabled=0 (or add the process to kernel.io_uring_group), "
+        "or run the container with a seccomp profile that allows io_uring_setup, "
+        "io_uring_enter and io_uring_register",
+    ),
+    errno.ENOMEM: (
+        "the kernel could not allocate the ring (RLIMIT_MEMLOCK is too low on kernels before 5.12)",
+        "raise the locked-memory limit (ulimit -l) or ask for fewer entries",
+    ),
+}
+
+
+def setup_error(res: int) -> UnsupportedError | OSError:
+    """The exception for a failed ``io_uring_setup``."""
+    code = -res
+    if code in _SETUP_FIXES:
+        cause, fix = _SETUP_FIXES[code]
+        return UnsupportedError(code, f"io_uring is unavailable: {cause}; fix: {fix}")
+    return os_error(res)
