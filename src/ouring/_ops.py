@@ -1,0 +1,481 @@
+"""Operations: one small class per opcode.
+
+An operation is built from the caller's arguments. Its constructor validates
+them and acquires everything the kernel will touch (buffer leases, iovec
+arrays, paths, sockaddrs, statx structs), so bad input raises at the call and
+nothing is half-acquired. It describes its SQE as five fields that the ring
+writes with one native call, and turns its CQE result into the caller's value
+(``result``). Whatever it owns stays referenced by the operation, and the
+operation stays referenced by its ring, until the final CQE; then the ring
+calls ``release`` exactly once.
+
+The lifecycle fields (``state``, ``res``, ``cancel_by``, ``waiter``,
+``abandoned``) are written only by the ring (``_ring.py``): every state change
+lives there.
+"""
+
+from __future__ import annotations
+
+import errno
+import operator
+import os
+import socket
+from typing import Any, ClassVar, Generic, TypeVar
+
+from . import _sockaddr
+from ._buffers import Lease
+from ._errors import RingClosedError, os_error
+from ._native import ffi, lib
+
+__all__ = [
+    "Accept",
+    "Close",
+    "Connect",
+    "Fsync",
+    "Nop",
+    "OpenAt",
+    "Operation",
+    "Read",
+    "ReadV",
+    "Recv",
+    "Send",
+    "Statx",
+    "Write",
+    "WriteV",
+]
+
+T = TypeVar("T")
+B = TypeVar("B")
+S = TypeVar("S")
+
+# Operation.state
+CREATED = 0  # built: owns its resources; no ring has it
+PENDING = 1  # queued in a ring, not yet in the SQ: the kernel has not seen it
+SUBMITTED = 2  # its SQE is in the SQ: the kernel owns its memory until the final CQE
+CANCELLING = 3  # SUBMITTED, and an IORING_OP_ASYNC_CANCEL is requested for it
+DONE = 4  # final CQE reaped, or withdrawn while PENDING; resources released
+LEAKED = 5  # the ring closed before the final CQE: its memory is kept forever
+STATE_NAMES = ("CREATED", "PENDING", "SUBMITTED", "CANCELLING", "DONE", "LEAKED")
+
+# Operation.cancel_by: who asked for a cancel
+CALLER = 1  # the waiting task was cancelled (trio's abort)
+RING = 2  # the ring is closing
+
+_U64 = 0xFFFF_FFFF_FFFF_FFFF
+_IOV_MAX = 1024
+_NULL = ffi.NULL
+
+
+class Operation(Generic[T]):
+    """Base of every operation. ``T`` is what awaiting it returns."""
+
+    __slots__ = (
+        "abandoned",
+        "addr",
+        "cancel_by",
+        "fd",
+        "length",
+        "offset",
+        "op_flags",
+        "res",
+        "sqe_flags",
+        "state",
+        "user_data",
+        "waiter",
+    )
+    opcode: ClassVar[int]
+
+    def __init__(self, fd: int, addr: Any, length: int, offset: int, op_flags: int) -> None:
+        # The SQE image (see ouring_prep in native/shim.c for each opcode's use).
+        self.fd = fd
+        self.addr = addr
+        self.length = length
+        self.offset = offset
+        self.op_flags = op_flags
+        self.sqe_flags = 0
+        # Lifecycle, written by the ring only.
+        self.user_data = 0
+        self.state = CREATED
+        self.res = 0
+        self.cancel_by = 0
+        self.waiter: object = None
+        self.abandoned = False
+
+    def release(self) -> None:
+        """Give back what the kernel could touch. Called exactly once."""
+
+    def result(self) -> T:
+        """The caller's value for ``self.res``, or the exception to raise."""
+        raise NotImplementedError
+
+    def discard(self) -> None:
+        """Undo a successful result that nobody will receive (close an fd)."""
+
+    def cancelled(self) -> bool:
+        """True when a requested cancel won: the operation did not happen.
+
+        -EINTR counts too: an io-wq worker interrupted by a cancel reports it,
+        and it means no bytes moved (a partial transfer returns the count)."""
+        return self.cancel_by != 0 and self.res in (-errno.ECANCELED, -errno.EINTR)
+
+    def outcome(self) -> T:
+        """The value to hand the waiter once the operation is DONE."""
+        if self.cancel_by == RING and self.cancelled():
+            raise RingClosedError("the ring was closed before the operation completed")
+        return self.result()
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} fd={self.fd} user_data={self.user_data} "
+            f"state={STATE_NAMES[self.state]} res={self.res}>"
+        )
+
+
+class Nop(Operation[None]):
+    """IORING_OP_NOP: a round trip through the ring and nothing else."""
+
+    __slots__ = ()
+    opcode = lib.IORING_OP_NOP
+
+    def __init__(self) -> None:
+        super().__init__(-1, _NULL, 0, 0, 0)
+
+    def result(self) -> None:
+        if self.res < 0:
+            raise os_error(self.res)
+
+
+class _BufferOperation(Operation[tuple[B, int]]):
+    """An operation on one caller buffer, which comes back with the count."""
+
+    __slots__ = ("lease",)
+    writes_buffer: ClassVar[bool]
+
+    def __init__(self, fd: int, buf: B, offset: int, op_flags: int) -> None:
+        self.lease = Lease(buf, self.writes_buffer)
+        super().__init__(fd, self.lease.ptr, self.lease.length, offset, op_flags)
+
+    def release(self) -> None:
+        self.lease.release()
+
+    def result(self) -> tuple[B, int]:
+        if self.res < 0:
+            raise os_error(self.res, buffer=self.lease.obj)
+        buf: B = self.lease.obj
+        return buf, self.res
+
+
+class Read(_BufferOperation[B]):
+    """IORING_OP_READ into ``buf`` at ``offset`` (-1: the file position)."""
+
+    __slots__ = ()
+    opcode = lib.IORING_OP_READ
+    writes_buffer = True
+
+    def __init__(self, fd: Any, buf: B, offset: int = -1) -> None:
+        super().__init__(fileno(fd), buf, file_offset(offset), 0)
+
+
+class Write(_BufferOperation[B]):
+    """IORING_OP_WRITE from ``buf`` at ``offset`` (-1: the file position)."""
+
+    __slots__ = ()
+    opcode = lib.IORING_OP_WRITE
+    writes_buffer = False
+
+    def __init__(self, fd: Any, buf: B, offset: int = -1) -> None:
+        super().__init__(fileno(fd), buf, file_offset(offset), 0)
+
+
+class Recv(_BufferOperation[B]):
+    """IORING_OP_RECV into ``buf`` with ``MSG_*`` flags."""
+
+    __slots__ = ()
+    opcode = lib.IORING_OP_RECV
+    writes_buffer = True
+
+    def __init__(self, sock: Any, buf: B, flags: int = 0) -> None:
+        super().__init__(fileno(sock), buf, 0, u32(flags, "flags"))
+
+
+class Send(_BufferOperation[B]):
+    """IORING_OP_SEND from ``buf`` with ``MSG_*`` flags."""
+
+    __slots__ = ()
+    opcode = lib.IORING_OP_SEND
+    writes_buffer = False
+
+    def __init__(self, sock: Any, buf: B, flags: int = 0) -> None:
+        super().__init__(fileno(sock), buf, 0, u32(flags, "flags"))
+
+
+class _VectorOperation(Operation[tuple[S, int]]):
+    """readv/writev: the sequence of buffers comes back as the same object."""
+
+    __slots__ = ("buffers", "iovecs", "leases")
+    writes_buffer: ClassVar[bool]
+
+    def __init__(self, fd: Any, bufs: S, offset: int) -> None:
+        fd = fileno(fd)
+        offset = file_offset(offset)
+        try:
+            items = list(bufs)  # type: ignore[call-overload]
+        except TypeError:
+            raise TypeError(
+                f"a sequence of buffers is required, not {type(bufs).__name__}"
+            ) from None
+        if len(items) > _IOV_MAX:
+            raise ValueError(f"at most {_IOV_MAX} buffers (IOV_MAX), got {len(items)}")
+        leases: list[Lease] = []
+        try:
+            for item in items:
+                leases.append(Lease(item, self.writes_buffer))
+        except BaseException:
+            for lease in leases:
+                lease.release()
+            raise
+        iovecs = ffi.new("struct iovec[]", len(leases))
+        for iov, lease in zip(iovecs, leases, strict=True):
+            iov.iov_base = lease.ptr
+            iov.iov_len = lease.length
+        super().__init__(fd, iovecs, len(leases), offset, 0)
+        self.buffers = bufs
+        self.leases = leases
+        self.iovecs = iovecs
+
+    def release(self) -> None:
+        for lease in self.leases:
+            lease.release()
+
+    def result(self) -> tuple[S, int]:
+        if self.res < 0:
+            raise os_error(self.res, buffer=self.buffers)
+        return self.buffers, self.res
+
+
+class ReadV(_VectorOperation[S]):
+    __slots__ = ()
+    opcode = lib.IORING_OP_READV
+    writes_buffer = True
+
+
+class WriteV(_VectorOperation[S]):
+    __slots__ = ()
+    opcode = lib.IORING_OP_WRITEV
+    writes_buffer = False
+
+
+class Accept(Operation[tuple[socket.socket, Any]]):
+    """IORING_OP_ACCEPT; the new fd is close-on-exec, like ``socket.accept``'s."""
+
+    __slots__ = ("addrlen", "sockaddr")
+    opcode = lib.IORING_OP_ACCEPT
+
+    def __init__(self, sock: Any) -> None:
+        fd = fileno(sock)
+        # The kernel writes the peer address and its length here at completion.
+        self.sockaddr = ffi.new("char[]", _sockaddr.MAX_SOCKADDR)
+        self.addrlen = ffi.new("uint32_t *", _sockaddr.MAX_SOCKADDR)
+        super().__init__(fd, self.sockaddr, 0, address_of(self.addrlen), lib.SOCK_CLOEXEC)
+
+    def result(self) -> tuple[socket.socket, Any]:
+        if self.res < 0:
+            raise os_error(self.res)
+        conn = socket.socket(fileno=self.res)
+        return conn, _sockaddr.decode(ffi.buffer(self.sockaddr, self.addrlen[0])[:])
+
+    def discard(self) -> None:
+        if self.res >= 0:
+            os.close(self.res)
+
+
+class Connect(Operation[None]):
+    """IORING_OP_CONNECT to a numeric address in the socket's family."""
+
+    __slots__ = ("sockaddr",)
+    opcode = lib.IORING_OP_CONNECT
+
+    def __init__(self, sock: Any, address: Any) -> None:
+        fd = fileno(sock)
+        data = _sockaddr.encode(socket_family(sock, fd), address)
+        self.sockaddr = ffi.new("char[]", data)
+        super().__init__(fd, self.sockaddr, 0, len(data), 0)
+
+    def result(self) -> None:
+        if self.res < 0:
+            raise os_error(self.res)
+
+
+class OpenAt(Operation[int]):
+    """IORING_OP_OPENAT; the fd is close-on-exec, as ``os.open`` makes it."""
+
+    __slots__ = ("filename", "path")
+    opcode = lib.IORING_OP_OPENAT
+
+    def __init__(self, path: Any, flags: int, mode: int, dir_fd: Any) -> None:
+        raw = fs_path(path)
+        flags = u32(flags, "flags") | os.O_CLOEXEC
+        mode = u32(mode, "mode")
+        dfd = lib.AT_FDCWD if dir_fd is None else fileno(dir_fd)
+        self.filename = path
+        self.path = ffi.new("char[]", raw)
+        super().__init__(dfd, self.path, mode, 0, flags)
+
+    def result(self) -> int:
+        if self.res < 0:
+            raise os_error(self.res, filename=self.filename)
+        return self.res
+
+    def discard(self) -> None:
+        if self.res >= 0:
+            os.close(self.res)
+
+
+class Close(Operation[None]):
+    """IORING_OP_CLOSE. A ``socket.socket`` is detached only once the close
+    happened, so a cancelled close leaves it owning its fd."""
+
+    __slots__ = ("sock",)
+    opcode = lib.IORING_OP_CLOSE
+
+    def __init__(self, fd: Any) -> None:
+        self.sock = fd if isinstance(fd, socket.socket) else None
+        if self.sock is None and not isinstance(fd, int):
+            raise TypeError(
+                f"close() takes an int fd or a socket.socket, not {type(fd).__name__}; "
+                "close file objects with their own close()"
+            )
+        super().__init__(fileno(fd), _NULL, 0, 0, 0)
+
+    def result(self) -> None:
+        if self.res < 0:
+            raise os_error(self.res)
+        if self.sock is not None:
+            self.sock.detach()
+
+
+class Fsync(Operation[None]):
+    __slots__ = ()
+    opcode = lib.IORING_OP_FSYNC
+
+    def __init__(self, fd: Any, datasync: bool = False) -> None:
+        super().__init__(fileno(fd), _NULL, 0, 0, lib.IORING_FSYNC_DATASYNC if datasync else 0)
+
+    def result(self) -> None:
+        if self.res < 0:
+            raise os_error(self.res)
+
+
+class Statx(Operation[os.stat_result]):
+    """IORING_OP_STATX, returned as a real ``os.stat_result``."""
+
+    __slots__ = ("filename", "path", "statx")
+    opcode = lib.IORING_OP_STATX
+
+    def __init__(self, path: Any, dir_fd: Any = None, follow_symlinks: bool = True) -> None:
+        flags = lib.AT_STATX_SYNC_AS_STAT
+        if isinstance(path, int) and not isinstance(path, bool):
+            if dir_fd is not None:
+                raise ValueError("stat: can't specify both dir_fd and fd")
+            dfd, raw = fileno(path), b""
+            flags |= lib.AT_EMPTY_PATH
+        else:
+            raw = fs_path(path)
+            dfd = lib.AT_FDCWD if dir_fd is None else fileno(dir_fd)
+        if not follow_symlinks:
+            flags |= lib.AT_SYMLINK_NOFOLLOW
+        self.filename = path
+        self.path = ffi.new("char[]", raw)
+        self.statx = ffi.new("struct statx *")  # written by the kernel at completion
+        super().__init__(dfd, self.path, lib.STATX_BASIC_STATS, address_of(self.statx), flags)
+
+    def result(self) -> os.stat_result:
+        if self.res < 0:
+            raise os_error(self.res, filename=self.filename)
+        sx = self.statx
+        seq = (
+            sx.stx_mode,
+            sx.stx_ino,
+            os.makedev(sx.stx_dev_major, sx.stx_dev_minor),
+            sx.stx_nlink,
+            sx.stx_uid,
+            sx.stx_gid,
+            sx.stx_size,
+            sx.stx_atime.tv_sec,
+            sx.stx_mtime.tv_sec,
+            sx.stx_ctime.tv_sec,
+        )
+        extra: dict[str, Any] = {
+            "st_blksize": sx.stx_blksize,
+            "st_blocks": sx.stx_blocks,
+            "st_rdev": os.makedev(sx.stx_rdev_major, sx.stx_rdev_minor),
+        }
+        for name in ("atime", "mtime", "ctime"):
+            ts = getattr(sx, "stx_" + name)
+            extra["st_" + name] = ts.tv_sec + ts.tv_nsec * 1e-9  # as CPython computes it
+            extra[f"st_{name}_ns"] = ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+        return os.stat_result(seq, extra)
+
+
+# Argument checks shared by the operations: each raises at the call, before
+# anything is acquired.
+
+
+def fileno(obj: Any) -> int:
+    """An fd from an int or an object with ``fileno()``."""
+    if isinstance(obj, int):
+        fd = obj
+    else:
+        method = getattr(obj, "fileno", None)
+        if method is None:
+            raise TypeError(
+                f"an fd (int) or an object with fileno() is required, not {type(obj).__name__}"
+            )
+        fd = method()
+        if not isinstance(fd, int):
+            raise TypeError(f"fileno() returned {type(fd).__name__}, not int")
+    if not 0 <= fd <= 0x7FFFFFFF:
+        raise OSError(errno.EBADF, f"{os.strerror(errno.EBADF)}: {fd} (is it closed?)")
+    return fd
+
+
+def file_offset(offset: Any) -> int:
+    """A 64-bit SQE offset; -1 (all ones) means the file's current position."""
+    value: int = operator.index(offset)
+    if value < -1:
+        raise ValueError(f"offset must be >= 0, or -1 for the current position, not {value}")
+    if value >= 1 << 63:
+        raise OverflowError(f"offset {value} does not fit in a 64-bit file offset")
+    return value & _U64
+
+
+def u32(value: Any, name: str) -> int:
+    number: int = operator.index(value)
+    if not 0 <= number <= 0xFFFFFFFF:
+        raise ValueError(f"{name} must fit in 32 unsigned bits, not {number}")
+    return number
+
+
+def fs_path(path: Any) -> bytes:
+    raw: str | bytes = os.fspath(path)
+    if isinstance(raw, str):
+        raw = os.fsencode(raw)
+    if b"\0" in raw:
+        raise ValueError("embedded null byte")
+    return raw
+
+
+def socket_family(sock: Any, fd: int) -> int:
+    family = getattr(sock, "family", None)
+    if isinstance(family, int):
+        return family
+    probe = socket.socket(fileno=fd)  # reads SO_DOMAIN; detached so fd stays open
+    try:
+        return probe.family
+    finally:
+        probe.detach()
+
+
+def address_of(cdata: Any) -> int:
+    """For SQE fields that carry a pointer in a 64-bit integer (addr2/off)."""
+    return int(ffi.cast("uintptr_t", cdata))
