@@ -1,0 +1,526 @@
+"""The ring core: one io_uring, its operation table, submission, reaping,
+cancellation requests and teardown. No event loop is imported here: an
+adapter attaches an ``Executor`` that parks a task on an operation and wakes
+it when the ring says the operation is done.
+
+Kernel facts this module relies on:
+
+- A CQE is posted for every request the kernel consumed, whether or not a
+  cancel for it succeeded (IORING_OP_ASYNC_CANCEL is best effort). Memory an
+  SQE points at must stay valid until that CQE: operations stay in
+  ``_inflight`` (and so keep their buffers) until then.
+- SQEs are consumed in order, so a cancel prepared after its target, even in
+  the same batch, finds it.
+- The CQ holds ``cq_entries`` CQEs; past that the kernel keeps an overflow list
+  (IORING_FEAT_NODROP) that only io_uring_enter flushes. The ring lets at most
+  ``cq_entries // 2`` operations into the kernel and keeps the other half for
+  cancel requests (at most one per operation), so its own traffic cannot
+  overflow the CQ; the native reap flushes an overflow anyway if one appears.
+- ``io_uring_queue_exit`` returns while io-wq workers may still write into
+  user memory. ``close`` therefore cancels, reaps every CQE it can within a
+  bounded wait, and keeps forever (leaks, counted) the memory of operations
+  that never completed.
+
+State changes of an operation (see DESIGN.md for the table) happen only in
+``submit``, ``flush``, ``cancel``, ``abandon``, ``_settle`` and ``close``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import time
+import warnings
+from collections import deque
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from . import _sockaddr
+from ._errors import RingClosedError, UnsupportedError, os_error, setup_error
+from ._native import ffi, lib
+from ._ops import (
+    CALLER,
+    CANCELLING,
+    DONE,
+    LEAKED,
+    PENDING,
+    RING,
+    SUBMITTED,
+    Accept,
+    Close,
+    Connect,
+    Fsync,
+    Nop,
+    OpenAt,
+    Operation,
+    Read,
+    ReadV,
+    Recv,
+    Send,
+    Statx,
+    Write,
+    WriteV,
+    fileno,
+    socket_family,
+)
+
+__all__ = ["DEFAULT_SETUP_FLAGS", "Executor", "Ring", "RingStatistics"]
+
+T = TypeVar("T")
+B = TypeVar("B")
+S = TypeVar("S")
+
+# COOP_TASKRUN: completions run as task work when this thread next enters the
+# kernel instead of interrupting it (an IPI); the ring fd still polls readable.
+# TASKRUN_FLAG: the kernel flags IORING_SQ_TASKRUN when such work waits, and the
+# native reap then calls io_uring_get_events. SUBMIT_ALL: one bad SQE does not
+# stop the rest of the batch (it gets its own error CQE).
+DEFAULT_SETUP_FLAGS = (
+    lib.IORING_SETUP_COOP_TASKRUN | lib.IORING_SETUP_TASKRUN_FLAG | lib.IORING_SETUP_SUBMIT_ALL
+)
+_MAX_ENTRIES = 32768  # IORING_MAX_ENTRIES
+_MAX_CQ_ENTRIES = 2 * _MAX_ENTRIES
+_DEFAULT_MIN_CQ = 4096  # 64 KiB of CQ: room for 2048 operations in the kernel at once
+_NO_WAIT = -1
+_CANCEL_OPCODE = lib.IORING_OP_ASYNC_CANCEL
+_CANCEL_USER_DATA = 0  # operations count from 1; CQEs of cancel requests carry 0
+_BUSY = (-errno.EBUSY, -errno.EAGAIN)
+
+# Memory of operations the kernel never completed before their ring closed. It
+# is never freed: the kernel may still write into it.
+_leaked_forever: list[Operation[Any]] = []
+
+
+class Executor(Protocol):
+    """What an event-loop adapter provides to drive a ring."""
+
+    def perform(self, ring: Ring, op: Operation[T]) -> Awaitable[T]:
+        """Submit ``op`` on ``ring``, park the current task until it is DONE,
+        and return ``op.outcome()`` (applying the loop's cancellation rules)."""
+        ...
+
+    def wake(self, op: Operation[Any]) -> None:
+        """``op`` is DONE; reschedule the task in ``op.waiter``."""
+        ...
+
+    async def resolve(self, family: int, address: Any) -> Any:
+        """A numeric form of ``address``, resolved without blocking the loop."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RingStatistics:
+    """A snapshot of one ring's counters."""
+
+    inflight: int  #: operations not yet done: pending plus those the kernel owns
+    pending: int  #: queued in Python: the kernel has not seen them yet
+    submitted: int  #: operations handed to the kernel since the ring opened
+    completed: int  #: operations done (final CQE, or withdrawn before submission)
+    cancelled: int  #: operations that ended cancelled (did not happen)
+    leaked: int  #: operations whose memory was kept forever at close
+    sq_entries: int
+    cq_entries: int
+    setup_flags: int
+
+
+class Ring:
+    """One io_uring and the operations in flight on it.
+
+    ``entries`` sizes the submission queue; ``cq_entries`` the completion
+    queue (default: at least 4096, and twice ``entries``). ``setup_flags``
+    defaults to :data:`DEFAULT_SETUP_FLAGS`, falling back to none on kernels
+    that reject them; with ``IORING_SETUP_DEFER_TASKRUN`` a registered eventfd
+    becomes :attr:`wait_fd`. ``teardown_timeout`` bounds how long
+    :meth:`close` waits for the kernel to finish cancelled operations.
+    """
+
+    def __init__(
+        self,
+        entries: int = 256,
+        *,
+        cq_entries: int | None = None,
+        setup_flags: int | None = None,
+        teardown_timeout: float = 5.0,
+    ) -> None:
+        if not isinstance(entries, int) or isinstance(entries, bool):
+            raise TypeError(f"entries must be an int, not {type(entries).__name__}")
+        if not 1 <= entries <= _MAX_ENTRIES:
+            raise ValueError(f"entries must be in 1..{_MAX_ENTRIES}, not {entries}")
+        if cq_entries is None:
+            cq_entries = min(max(2 * entries, _DEFAULT_MIN_CQ), _MAX_CQ_ENTRIES)
+        elif not isinstance(cq_entries, int) or isinstance(cq_entries, bool):
+            raise TypeError(f"cq_entries must be an int, not {type(cq_entries).__name__}")
+        elif not entries <= cq_entries <= _MAX_CQ_ENTRIES:
+            raise ValueError(
+                f"cq_entries must be in {entries}..{_MAX_CQ_ENTRIES}, not {cq_entries}"
+            )
+        if teardown_timeout < 0:
+            raise ValueError("teardown_timeout must be >= 0")
+
+        out = ffi.new("struct ouring **")
+        candidates = [DEFAULT_SETUP_FLAGS, 0] if setup_flags is None else [setup_flags]
+        for flags in candidates:
+            res = lib.ouring_setup(entries, cq_entries, flags, out)
+            if res != -errno.EINVAL:
+                break
+        if res < 0:
+            raise setup_error(res)
+        self._ptr: Any = out[0]
+        self._closed = False
+        self._pid = os.getpid()
+        self._thread = threading.get_ident()
+        self.fd: int = lib.ouring_ring_fd(self._ptr)
+        #: The fd that polls readable when completions wait: the ring fd, or
+        #: with DEFER_TASKRUN the registered eventfd.
+        self.wait_fd: int = lib.ouring_wait_fd(self._ptr)
+        self.sq_entries: int = lib.ouring_sq_entries(self._ptr)
+        self.cq_entries: int = lib.ouring_cq_entries(self._ptr)
+        self.setup_flags: int = lib.ouring_setup_flags(self._ptr)
+        self.teardown_timeout = teardown_timeout
+        #: Set by the event-loop adapter that drives this ring.
+        self.executor: Executor | None = None
+
+        supported = ffi.new("unsigned char[]", lib.IORING_OP_LAST)
+        lib.ouring_probe(self._ptr, supported, lib.IORING_OP_LAST)
+        self._supported = bytes(ffi.buffer(supported))
+
+        self._next_user_data = 1  # never reused: a Python int does not wrap
+        self._pending: deque[Operation[Any]] = deque()
+        self._inflight: dict[int, Operation[Any]] = {}
+        self._cancels: deque[Operation[Any]] = deque()  # cancel requests not yet in the SQ
+        self._cancels_inflight = 0
+        self._max_inflight = self.cq_entries // 2
+        self._batch = self.cq_entries
+        self._cqe_user_data = ffi.new("uint64_t[]", self._batch)
+        self._cqe_res = ffi.new("int32_t[]", self._batch)
+        self._cqe_flags = ffi.new("uint32_t[]", self._batch)
+        self._submit_res = ffi.new("int *")
+        self._submitted = 0
+        self._completed = 0
+        self._cancelled = 0
+        self._leaked = 0
+
+    # -- the driver interface, used by executors -------------------------------------
+
+    def submit(self, op: Operation[Any], waiter: object = None) -> None:
+        """Queue ``op``; the ring now owns it and its resources. ``waiter`` is
+        the executor's token (a task) to wake when ``op`` is DONE."""
+        try:
+            self._check_open()
+            if not self._supported[op.opcode]:
+                raise UnsupportedError(
+                    errno.EOPNOTSUPP,
+                    f"this kernel's io_uring has no {type(op).__name__} operation "
+                    f"(opcode {op.opcode}); upgrade the kernel",
+                )
+        except BaseException:
+            op.release()
+            raise
+        op.user_data = self._next_user_data
+        self._next_user_data += 1
+        op.waiter = waiter
+        op.state = PENDING
+        self._pending.append(op)
+
+    def flush(self) -> None:
+        """Write queued cancels and operations into the SQ and submit them with
+        one io_uring_enter, as far as SQ and CQ capacity allow."""
+        if not (self._pending or self._cancels) or self._closed:
+            return
+        self._check_process()
+        self._prepare()
+        self._enter(0, _NO_WAIT, 0)
+
+    def reap(self) -> int:
+        """Settle every operation whose final CQE is ready; never blocks."""
+        return self._enter(0, _NO_WAIT, self._batch)
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Submit, block until at least one CQE or ``timeout``, then reap.
+        For driving a ring without an event loop; returns the CQEs reaped."""
+        self._check_open()
+        self._check_process()
+        self._prepare()
+        timeout_ns = _NO_WAIT if timeout is None else max(0, int(timeout * 1e9))
+        return self._enter(1, timeout_ns, self._batch)
+
+    def cancel(self, op: Operation[Any], by: int = CALLER) -> bool:
+        """Ask for ``op`` to be cancelled. True when it was withdrawn before the
+        kernel saw it (it is DONE and did not happen); False when a cancel
+        request goes to the kernel and the final CQE will tell."""
+        if op.state == PENDING:
+            self._pending.remove(op)
+            op.cancel_by = by
+            self._settle(op, -errno.ECANCELED)
+            return True
+        if op.state == SUBMITTED:
+            op.cancel_by = by
+            op.state = CANCELLING
+            self._cancels.append(op)
+        return False
+
+    def abandon(self, op: Operation[Any]) -> None:
+        """Nobody will receive ``op``'s result (its coroutine was closed): stop
+        it if possible, and undo its effect (close an fd) if it completes."""
+        op.waiter = None
+        op.abandoned = True
+        if op.state in (PENDING, SUBMITTED):
+            self.cancel(op)
+
+    # -- state changes -----------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        """PENDING -> SUBMITTED for as many operations as fit; cancels first."""
+        prep = lib.ouring_prep
+        ptr = self._ptr
+        cancels = self._cancels
+        while cancels:
+            target = cancels[0]
+            if target.state == CANCELLING:  # its CQE may have come first
+                addr = ffi.cast("void *", target.user_data)
+                if prep(ptr, _CANCEL_OPCODE, -1, addr, 0, 0, 0, _CANCEL_USER_DATA, 0) < 0:
+                    if not self._make_room():
+                        return
+                    continue
+                self._cancels_inflight += 1
+            cancels.popleft()
+        pending = self._pending
+        inflight = self._inflight
+        room = self._max_inflight - len(inflight)
+        while pending and room > 0:
+            op = pending[0]
+            if (
+                prep(
+                    ptr,
+                    op.opcode,
+                    op.fd,
+                    op.addr,
+                    op.length,
+                    op.offset,
+                    op.op_flags,
+                    op.user_data,
+                    op.sqe_flags,
+                )
+                < 0
+            ):
+                if not self._make_room():
+                    return
+                continue
+            pending.popleft()
+            op.state = SUBMITTED
+            inflight[op.user_data] = op
+            room -= 1
+            self._submitted += 1
+
+    def _make_room(self) -> bool:
+        """The SQ is full: hand it to the kernel. False if the kernel refused
+        (it wants CQEs reaped first); the rest waits for the next flush."""
+        self._enter(0, _NO_WAIT, 0)
+        return self._submit_res[0] not in _BUSY
+
+    def _enter(self, wait_nr: int, timeout_ns: int, max_cqes: int) -> int:
+        n: int = lib.ouring_submit_and_reap(
+            self._ptr,
+            wait_nr,
+            timeout_ns,
+            self._cqe_user_data,
+            self._cqe_res,
+            self._cqe_flags,
+            max_cqes,
+            self._submit_res,
+        )
+        submitted = self._submit_res[0]
+        if submitted < 0 and submitted not in _BUSY:
+            raise os_error(submitted)
+        total = n
+        while n:
+            self._dispatch(n)
+            if n < max_cqes:
+                break
+            n = lib.ouring_submit_and_reap(
+                self._ptr,
+                0,
+                _NO_WAIT,
+                self._cqe_user_data,
+                self._cqe_res,
+                self._cqe_flags,
+                max_cqes,
+                self._submit_res,
+            )
+            total += n
+        return total
+
+    def _dispatch(self, n: int) -> None:
+        inflight = self._inflight
+        settle = self._settle
+        for user_data, res in zip(
+            ffi.unpack(self._cqe_user_data, n), ffi.unpack(self._cqe_res, n), strict=True
+        ):
+            if user_data == _CANCEL_USER_DATA:
+                self._cancels_inflight -= 1
+                continue
+            settle(inflight.pop(user_data), res)
+
+    def _settle(self, op: Operation[Any], res: int) -> None:
+        """The operation's final CQE arrived (or it was withdrawn): -> DONE."""
+        op.res = res
+        op.state = DONE
+        op.release()
+        self._completed += 1
+        if op.cancelled():
+            self._cancelled += 1
+        if op.abandoned:
+            if res >= 0:
+                op.discard()
+        elif op.waiter is not None and self.executor is not None:
+            self.executor.wake(op)
+
+    # -- lifetime ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Cancel everything, wait (bounded) for every CQE, then free the ring.
+
+        Waiters of operations that did not happen get ``RingClosedError``.
+        Operations the kernel still owns after ``teardown_timeout`` are leaked
+        on purpose: their memory is kept forever, counted in
+        ``statistics().leaked``, with a ``ResourceWarning``."""
+        if self._closed:
+            return
+        if threading.get_ident() != self._thread and os.getpid() == self._pid:
+            raise RuntimeError("a Ring must be closed by the thread that created it")
+        self._closed = True
+        if os.getpid() != self._pid:
+            # A forked child: the ring's memory was not inherited (MADV_DONTFORK)
+            # and the kernel writes only into the parent's copies of buffers.
+            lib.ouring_exit(self._ptr)
+            return
+        for op in list(self._pending):
+            self.cancel(op, RING)
+        for op in list(self._inflight.values()):
+            self.cancel(op, RING)
+        deadline = time.monotonic() + self.teardown_timeout
+        while self._inflight or self._cancels:
+            self._prepare()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._enter(1, int(remaining * 1e9), self._batch)
+        if self._inflight:
+            leaked = list(self._inflight.values())
+            for op in leaked:
+                op.state = LEAKED
+            _leaked_forever.extend(leaked)
+            self._leaked += len(leaked)
+            self._inflight.clear()
+            warnings.warn(
+                f"ouring: {len(leaked)} operation(s) did not complete within "
+                f"{self.teardown_timeout}s of closing the ring; their buffers are "
+                "kept alive forever so the kernel never writes into freed memory",
+                ResourceWarning,
+                stacklevel=2,
+            )
+        lib.ouring_exit(self._ptr)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Ring:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"fd={self.fd}"
+        return f"<ouring.Ring {state} sq={self.sq_entries} cq={self.cq_entries}>"
+
+    def statistics(self) -> RingStatistics:
+        return RingStatistics(
+            inflight=len(self._pending) + len(self._inflight),
+            pending=len(self._pending),
+            submitted=self._submitted,
+            completed=self._completed,
+            cancelled=self._cancelled,
+            leaked=self._leaked,
+            sq_entries=self.sq_entries,
+            cq_entries=self.cq_entries,
+            setup_flags=self.setup_flags,
+        )
+
+    def supports(self, opcode: int) -> bool:
+        """Whether this kernel implements the io_uring opcode."""
+        return 0 <= opcode < len(self._supported) and bool(self._supported[opcode])
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RingClosedError("the ring is closed")
+        if threading.get_ident() != self._thread:
+            raise RingClosedError("this ring belongs to another thread; open one per thread")
+
+    def _check_process(self) -> None:
+        if os.getpid() != self._pid:
+            raise RingClosedError(
+                "this ring belongs to the parent process; a forked child must open its own"
+            )
+
+    # -- operations ------------------------------------------------------------------------
+
+    def _perform(self, op: Operation[T]) -> Awaitable[T]:
+        if self.executor is None:
+            op.release()
+            raise RuntimeError(
+                "this ring is not driven by an event loop; use "
+                "`async with ouring.open_ring()` inside trio.run"
+            )
+        return self.executor.perform(self, op)
+
+    async def nop(self) -> None:
+        await self._perform(Nop())
+
+    async def read(self, fd: Any, buf: B, offset: int = -1) -> tuple[B, int]:
+        return await self._perform(Read(fd, buf, offset))
+
+    async def write(self, fd: Any, buf: B, offset: int = -1) -> tuple[B, int]:
+        return await self._perform(Write(fd, buf, offset))
+
+    async def readv(self, fd: Any, bufs: S, offset: int = -1) -> tuple[S, int]:
+        return await self._perform(ReadV(fd, bufs, offset))
+
+    async def writev(self, fd: Any, bufs: S, offset: int = -1) -> tuple[S, int]:
+        return await self._perform(WriteV(fd, bufs, offset))
+
+    async def recv(self, sock: Any, buf: B, flags: int = 0) -> tuple[B, int]:
+        return await self._perform(Recv(sock, buf, flags))
+
+    async def send(self, sock: Any, buf: B, flags: int = 0) -> tuple[B, int]:
+        return await self._perform(Send(sock, buf, flags))
+
+    async def accept(self, sock: Any) -> tuple[Any, Any]:
+        return await self._perform(Accept(sock))
+
+    async def connect(self, sock: Any, address: Any) -> None:
+        family = socket_family(sock, fileno(sock))
+        if not _sockaddr.is_numeric(family, address):
+            if self.executor is None:
+                raise RuntimeError("resolving a host name needs an event loop")
+            address = await self.executor.resolve(family, address)
+        await self._perform(Connect(sock, address))
+
+    async def open(
+        self, path: Any, flags: int = os.O_RDONLY, mode: int = 0o666, *, dir_fd: Any = None
+    ) -> int:
+        return await self._perform(OpenAt(path, flags, mode, dir_fd))
+
+    async def close_fd(self, fd: Any) -> None:
+        await self._perform(Close(fd))
+
+    async def fsync(self, fd: Any, *, datasync: bool = False) -> None:
+        await self._perform(Fsync(fd, datasync))
+
+    async def stat(
+        self, path: Any, *, dir_fd: Any = None, follow_symlinks: bool = True
+    ) -> os.stat_result:
+        return await self._perform(Statx(path, dir_fd, follow_symlinks))
