@@ -1,0 +1,51 @@
+"""ouring: completion-based I/O on Linux io_uring with owned buffers.
+
+A buffer handed to an operation belongs to the kernel until the operation's
+final completion; the library keeps it alive and pinned until then, whatever
+happens to the caller, and hands it back with the result::
+
+    buf, n = await ouring.read(fd, bytearray(4096), offset)
+"""
+
+from ._errors import BufferInUseError, RingClosedError, UnsupportedError
+from ._ring import DEFAULT_SETUP_FLAGS, Ring, RingStatistics
+from ._trio import (
+    accept,
+    close,
+    connect,
+    current_ring,
+    fsync,
+    open,  # noqa: A004 - ouring.open mirrors os.open
+    open_ring,
+    read,
+    readv,
+    recv,
+    send,
+    stat,
+    write,
+    writev,
+)
+
+__all__ = [
+    "DEFAULT_SETUP_FLAGS",
+    "BufferInUseError",
+    "Ring",
+    "RingClosedError",
+    "RingStatistics",
+    "UnsupportedError",
+    "accept",
+    "close",
+    "connect",
+    "current_ring",
+    "fsync",
+    "open",
+    "open_ring",
+    "read",
+    "readv",
+    "recv",
+    "send",
+    "stat",
+    "write",
+    "writev",
+]
+__version__ = "0.1.0"
