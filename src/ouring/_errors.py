@@ -49,11 +49,9 @@ _SETUP_FIXES = {
         "upgrade the kernel",
     ),
     errno.EPERM: (
-        "io_uring is forbidden here: kernel.io_uring_disabled is set, or a seccomp filter "
-        "(Docker's default profile) blocks io_uring_setup",
-        "set sysctl kernel.io_uring_disabled=0 (or add the process to kernel.io_uring_group), "
-        "or run the container with a seccomp profile that allows io_uring_setup, "
-        "io_uring_enter and io_uring_register",
+        "a seccomp filter (Docker's default profile does) blocks io_uring_setup",
+        "run with a seccomp profile that allows io_uring_setup, io_uring_enter and "
+        "io_uring_register (docker run --security-opt seccomp=PROFILE)",
     ),
     errno.ENOMEM: (
         "the kernel could not allocate the ring (RLIMIT_MEMLOCK is too low on kernels before 5.12)",
@@ -62,9 +60,26 @@ _SETUP_FIXES = {
 }
 
 
+_DISABLED_SYSCTL = "/proc/sys/kernel/io_uring_disabled"
+
+
 def setup_error(res: int) -> UnsupportedError | OSError:
     """The exception for a failed ``io_uring_setup``."""
     code = -res
+    if code == errno.EPERM:
+        try:
+            with open(_DISABLED_SYSCTL) as f:
+                disabled = f.read().strip()
+        except OSError:
+            disabled = "0"
+        if disabled in ("1", "2"):
+            who = "all processes" if disabled == "2" else "processes outside kernel.io_uring_group"
+            return UnsupportedError(
+                code,
+                f"io_uring is unavailable: kernel.io_uring_disabled={disabled} forbids it "
+                f"for {who}; fix: sysctl -w kernel.io_uring_disabled=0"
+                + (" (or add this user to kernel.io_uring_group)" if disabled == "1" else ""),
+            )
     if code in _SETUP_FIXES:
         cause, fix = _SETUP_FIXES[code]
         return UnsupportedError(code, f"io_uring is unavailable: {cause}; fix: {fix}")
