@@ -33,7 +33,7 @@ import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -120,6 +120,7 @@ class RingStatistics:
     completed: int  #: operations done (final CQE, or withdrawn before submission)
     cancelled: int  #: operations that ended cancelled (did not happen)
     leaked: int  #: operations whose memory was kept forever at close
+    batches: int  #: io_uring_enter calls that submitted SQEs
     sq_entries: int
     cq_entries: int
     setup_flags: int
@@ -201,6 +202,8 @@ class Ring:
         self._completed = 0
         self._cancelled = 0
         self._leaked = 0
+        self._batches = 0
+        self._idle_callbacks: list[Callable[[], object]] = []
 
     # -- the driver interface, used by executors -------------------------------------
 
@@ -332,7 +335,9 @@ class Ring:
             self._submit_res,
         )
         submitted = self._submit_res[0]
-        if submitted < 0 and submitted not in _BUSY:
+        if submitted > 0:
+            self._batches += 1
+        elif submitted < 0 and submitted not in _BUSY:
             raise os_error(submitted)
         total = n
         while n:
@@ -376,6 +381,18 @@ class Ring:
                 op.discard()
         elif op.waiter is not None and self.executor is not None:
             self.executor.wake(op)
+        if self._idle_callbacks and not (self._inflight or self._pending):
+            callbacks, self._idle_callbacks = self._idle_callbacks, []
+            for callback in callbacks:
+                callback()
+
+    def call_when_idle(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` once no operation is pending or in the kernel
+        (at once if none is)."""
+        if self._inflight or self._pending:
+            self._idle_callbacks.append(callback)
+        else:
+            callback()
 
     # -- lifetime ------------------------------------------------------------------------
 
@@ -423,6 +440,29 @@ class Ring:
             )
         lib.ouring_exit(self._ptr)
 
+    def __del__(self) -> None:
+        # Dropped without close(): the garbage collector is no place to wait
+        # for the kernel (any thread, any moment), so whatever it still owns
+        # is kept forever instead of being freed under it.
+        if getattr(self, "_closed", True):
+            return
+        name = repr(self)
+        self._closed = True
+        if os.getpid() == self._pid:
+            stranded = list(self._inflight.values())
+            for op in stranded:
+                op.state = LEAKED
+            _leaked_forever.extend(stranded)
+            self._leaked += len(stranded)
+        warnings.warn(
+            f"unclosed {name}"
+            + (f" with {self._leaked} operation(s) in flight" if self._leaked else ""),
+            ResourceWarning,
+            stacklevel=1,
+            source=self,
+        )
+        lib.ouring_exit(self._ptr)
+
     @property
     def closed(self) -> bool:
         return self._closed
@@ -445,6 +485,7 @@ class Ring:
             completed=self._completed,
             cancelled=self._cancelled,
             leaked=self._leaked,
+            batches=self._batches,
             sq_entries=self.sq_entries,
             cq_entries=self.cq_entries,
             setup_flags=self.setup_flags,
