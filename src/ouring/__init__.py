@@ -22,6 +22,7 @@ from ._trio import (
     recv,
     send,
     stat,
+    wait_all_ops_completed,
     write,
     writev,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "recv",
     "send",
     "stat",
+    "wait_all_ops_completed",
     "write",
     "writev",
 ]

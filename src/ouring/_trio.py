@@ -53,6 +53,7 @@ __all__ = [
     "recv",
     "send",
     "stat",
+    "wait_all_ops_completed",
     "write",
     "writev",
 ]
@@ -131,14 +132,17 @@ class _Driver(trio.abc.Instrument):
                 while True:
                     await trio.lowlevel.wait_readable(self.ring.wait_fd)
                     self.ring.reap()
-        except trio.ClosedResourceError:
+        except (trio.ClosedResourceError, OSError):
+            # Closed under us, or io_uring_enter failed outright (not EBUSY):
+            # a system task must not raise, so the ring closes and its
+            # waiters get RingClosedError.
             pass
         finally:
             self.close()
 
     def _fail(self, exc: BaseException) -> None:
-        """The kernel refused a submission outright (not EBUSY): the ring
-        cannot be trusted, so close it; waiters get RingClosedError."""
+        """A submission failed outright (not EBUSY): the ring cannot be
+        trusted, so close it; waiters get RingClosedError."""
         self.close()
 
     def close(self) -> None:
@@ -159,14 +163,28 @@ def current_ring() -> Ring:
     if ring is not None:
         return ring
     try:
-        return _run_driver.get().ring
+        ring = _run_driver.get().ring
     except LookupError:
         pass
     except RuntimeError:
         raise RuntimeError("ouring operations must be awaited inside trio.run") from None
+    else:
+        if not ring.closed:
+            return ring
+        # closed after a kernel failure: the rest of the run gets a new ring
     driver = _Driver(Ring())
     _run_driver.set(driver)
     return driver.ring
+
+
+async def wait_all_ops_completed(ring: Ring | None = None) -> None:
+    """Park until ``ring`` (default: the current ring) has no operation pending
+    or in the kernel. For tests: ``trio.testing.wait_all_tasks_blocked`` and
+    ``MockClock`` cannot see operations in flight in the kernel."""
+    ring = current_ring() if ring is None else ring
+    idle = trio.Event()
+    ring.call_when_idle(idle.set)
+    await idle.wait()
 
 
 @asynccontextmanager
