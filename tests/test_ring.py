@@ -1,0 +1,290 @@
+"""The ring core, driven synchronously (no event loop) through its driver
+interface: submit / flush / wait / cancel / close."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from pathlib import Path
+
+import pytest
+from ouring._native import lib
+
+import ouring
+from ouring import _ring
+from ouring._errors import setup_error
+from ouring._ops import DONE, LEAKED, PENDING, SUBMITTED, Nop, Read, Recv
+
+
+def drain(ring: ouring.Ring, timeout: float = 5.0) -> None:
+    """Drive the ring until nothing is in flight."""
+    while ring.statistics().inflight:
+        assert ring.wait(timeout), "no completion within the timeout"
+
+
+def test_ring_reports_its_geometry_and_closes() -> None:
+    with ouring.Ring(8) as ring:
+        stats = ring.statistics()
+        assert (stats.sq_entries, stats.inflight, stats.leaked) == (8, 0, 0)
+        assert stats.cq_entries >= 16
+        assert ring.supports(lib.IORING_OP_READ)
+        assert not ring.supports(10_000)
+        fd = ring.fd
+        os.fstat(fd)
+    assert ring.closed
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        os.fstat(fd)
+    ring.close()  # idempotent
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc"),
+    [
+        ({"entries": 0}, ValueError),
+        ({"entries": -1}, ValueError),
+        ({"entries": 40_000}, ValueError),
+        ({"entries": "8"}, TypeError),
+        ({"entries": True}, TypeError),
+        ({"entries": 8, "cq_entries": 4}, ValueError),
+        ({"entries": 8, "cq_entries": 1 << 20}, ValueError),
+        ({"entries": 8, "cq_entries": 8.0}, TypeError),
+        ({"entries": 8, "teardown_timeout": -1}, ValueError),
+    ],
+)
+def test_bad_ring_arguments(kwargs: dict[str, object], exc: type[Exception]) -> None:
+    with pytest.raises(exc):
+        ouring.Ring(**kwargs)  # type: ignore[arg-type]
+
+
+def test_user_data_is_never_reused() -> None:
+    with ouring.Ring(4) as ring:
+        seen = []
+        for _ in range(3):
+            ops = [Nop() for _ in range(10)]
+            for op in ops:
+                ring.submit(op)
+            drain(ring)
+            seen += [op.user_data for op in ops]
+        assert seen == sorted(seen)
+        assert len(set(seen)) == 30
+        assert 0 not in seen  # reserved for cancel requests
+
+
+def test_burst_of_100x_the_sq_on_an_8_entry_ring(tmp_path: Path) -> None:
+    path = tmp_path / "data"
+    path.write_bytes(bytes(range(256)) * 16)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with ouring.Ring(8) as ring:
+            ops = [Read(fd, bytearray(16), (i * 16) % 4096) for i in range(800)]
+            for op in ops:
+                ring.submit(op)
+            ring.flush()
+            drain(ring)
+            for i, op in enumerate(ops):
+                buf, n = op.outcome()
+                start = (i * 16) % 4096 % 256
+                assert n == 16
+                assert bytes(buf) == bytes(range(start, start + 16))
+            stats = ring.statistics()
+            assert (stats.submitted, stats.completed, stats.inflight) == (800, 800, 0)
+    finally:
+        os.close(fd)
+
+
+def test_kernel_side_is_capped_at_half_the_cq(
+    socketpair: tuple[socket.socket, socket.socket],
+) -> None:
+    """Idle operations never fill the CQ beyond room for their cancels; the
+    rest wait in Python and go in as completions free room."""
+    a, b = socketpair
+    with ouring.Ring(4, cq_entries=16) as ring:
+        ops = [Recv(a, bytearray(1)) for _ in range(20)]
+        for op in ops:
+            ring.submit(op)
+        ring.flush()
+        stats = ring.statistics()
+        assert (stats.inflight, stats.pending) == (20, 12)
+        assert [op.state for op in ops] == [SUBMITTED] * 8 + [PENDING] * 12
+        b.send(bytes(range(20)))
+        while ring.statistics().inflight:
+            ring.wait(5)
+        received = sorted(op.outcome()[0][0] for op in ops)
+        assert received == list(range(20))
+
+
+def test_cancel_withdraws_what_the_kernel_has_not_seen(
+    socketpair: tuple[socket.socket, socket.socket],
+) -> None:
+    a, _ = socketpair
+    buf = bytearray(b"untouched")
+    with ouring.Ring(4) as ring:
+        op = Recv(a, buf)
+        ring.submit(op)
+        assert ring.cancel(op) is True
+        assert (op.state, op.res, op.cancelled()) == (DONE, -errno.ECANCELED, True)
+        buf.extend(b"!")  # lease released: resizable again
+        stats = ring.statistics()
+        assert (stats.submitted, stats.cancelled, stats.inflight) == (0, 1, 0)
+
+
+def test_cancel_of_a_submitted_op_waits_for_its_cqe(
+    socketpair: tuple[socket.socket, socket.socket],
+) -> None:
+    a, b = socketpair
+    buf = bytearray(b"untouched")
+    with ouring.Ring(4) as ring:
+        op = Recv(a, buf)
+        ring.submit(op)
+        ring.flush()
+        assert ring.cancel(op) is False
+        with pytest.raises(BufferError):
+            buf.extend(b"!")  # the kernel still owns it
+        drain(ring)
+        assert op.cancelled()
+        assert buf == b"untouched"
+        buf.extend(b"!")
+        b.send(b"kept")
+        assert a.recv(10) == b"kept"  # the cancelled recv took nothing
+
+
+def test_submit_after_close_raises_and_releases_the_buffer() -> None:
+    ring = ouring.Ring(4)
+    ring.close()
+    r, w = os.pipe()
+    try:
+        buf = bytearray(4)
+        with pytest.raises(ouring.RingClosedError):
+            ring.submit(Read(r, buf))
+        buf.extend(b"x")
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_unsupported_opcode_is_refused_with_the_fix(
+    pipe: tuple[int, int],
+) -> None:
+    with ouring.Ring(4) as ring:
+        ring._supported = bytes(len(ring._supported))  # a kernel that probes nothing
+        buf = bytearray(4)
+        with pytest.raises(ouring.UnsupportedError, match="upgrade the kernel"):
+            ring.submit(Read(pipe[0], buf))
+        buf.extend(b"x")
+
+
+@pytest.mark.parametrize("code", [errno.EPERM, errno.ENOSYS, errno.ENOMEM])
+def test_setup_failures_name_cause_and_fix(code: int) -> None:
+    exc = setup_error(-code)
+    assert isinstance(exc, ouring.UnsupportedError)
+    assert exc.errno == code
+    assert "fix:" in str(exc)
+
+
+def test_close_cancels_and_reaps_everything_in_flight(
+    socketpair: tuple[socket.socket, socket.socket],
+) -> None:
+    a, b = socketpair
+    bufs = [bytearray(8) for _ in range(50)]
+    ring = ouring.Ring(8)
+    ops = [Recv(a, buf) for buf in bufs]
+    for op in ops:
+        ring.submit(op)
+    ring.flush()
+    ring.close()
+    assert all(op.state == DONE and op.cancelled() for op in ops)
+    stats = ring.statistics()
+    assert (stats.inflight, stats.leaked, stats.cancelled) == (0, 0, 50)
+    for buf in bufs:
+        buf.extend(b"x")  # every lease came back
+    b.send(b"after")
+    assert a.recv(10) == b"after"
+
+
+def test_close_waits_for_io_wq_work_that_cannot_be_cancelled(tmp_path: Path) -> None:
+    """A buffered read forced to an io-wq worker keeps writing after
+    io_uring_queue_exit would return: close() must wait for its CQE."""
+    path = tmp_path / "big"
+    size = 32 << 20
+    with open(path, "wb") as f:
+        f.truncate(size)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        buf = bytearray(b"\xff") * size
+        ring = ouring.Ring(4)
+        op = Read(fd, buf, 0)
+        op.sqe_flags = lib.IOSQE_ASYNC
+        ring.submit(op)
+        ring.flush()
+        ring.close()
+        assert op.state == DONE
+        assert ring.statistics().leaked == 0
+        assert op.res in (size, -errno.ECANCELED, -errno.EINTR)
+        buf.extend(b"x")
+    finally:
+        os.close(fd)
+
+
+def test_what_never_completes_in_time_is_leaked_on_purpose(
+    socketpair: tuple[socket.socket, socket.socket], tmp_path: Path
+) -> None:
+    path = tmp_path / "big"
+    size = 64 << 20
+    with open(path, "wb") as f:
+        f.truncate(size)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        buf = bytearray(size)
+        ring = ouring.Ring(4, teardown_timeout=0)
+        op = Read(fd, buf, 0)
+        op.sqe_flags = lib.IOSQE_ASYNC
+        ring.submit(op)
+        ring.flush()
+        with pytest.warns(ResourceWarning, match="kept alive forever"):
+            ring.close()
+        assert op.state == LEAKED
+        assert op in _ring._leaked_forever  # referenced forever: never freed
+        assert ring.statistics().leaked == 1
+        with pytest.raises(BufferError):
+            buf.extend(b"x")  # still pinned: the kernel may write into it
+    finally:
+        os.close(fd)
+
+
+def test_closing_from_another_thread_is_refused() -> None:
+    import threading
+
+    ring = ouring.Ring(4)
+    errors: list[BaseException] = []
+
+    def close() -> None:
+        try:
+            ring.close()
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=close)
+    thread.start()
+    thread.join()
+    assert len(errors) == 1
+    assert not ring.closed
+    ring.close()
+
+
+def test_a_dropped_ring_keeps_what_the_kernel_owns(
+    socketpair: tuple[socket.socket, socket.socket],
+) -> None:
+    a, b = socketpair
+    buf = bytearray(b"untouched")
+    ring = ouring.Ring(4)
+    op = Recv(a, buf)
+    ring.submit(op)
+    ring.flush()
+    with pytest.warns(ResourceWarning, match=r"unclosed <ouring.Ring fd=\d+"):
+        del ring  # the last reference: collected here
+    assert op.state == LEAKED
+    assert op in _ring._leaked_forever
+    with pytest.raises(BufferError):
+        buf.extend(b"x")  # never freed nor resized under the kernel
+    b.send(b"x")  # the orphaned recv may take this; the buffer is alive to receive it

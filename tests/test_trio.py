@@ -1,0 +1,354 @@
+"""The trio adapter: the abort protocol, batching, ring lifetimes, and
+coroutines closed while parked."""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from ouring._native import lib
+
+import ouring
+from ouring._ops import CANCELLING, DONE
+
+
+def stats() -> ouring.RingStatistics:
+    return ouring.current_ring().statistics()
+
+
+async def wait_cqe_ready(ring: ouring.Ring) -> None:
+    """Block (the thread, briefly) until the kernel has posted a CQE: polling
+    the ring fd is the kernel's own answer to 'is a completion waiting?'."""
+    readable, _, _ = select.select([ring.wait_fd], [], [], 5)
+    assert readable, "the kernel posted no completion"
+
+
+async def test_confirmed_cancel_raises_cancelled_and_leaves_the_buffer(
+    socketpair: tuple[socket.socket, socket.socket],
+) -> None:
+    a, b = socketpair
+    buf = bytearray(b"untouched")
+    before = stats()
+    with trio.move_on_after(0.01) as scope:
+        await ouring.recv(a, buf)
+    assert scope.cancelled_caught
+    assert buf == b"untouched"
+    buf.extend(b"!")  # released
+    after = stats()
+    assert after.cancelled == before.cancelled + 1
+    assert after.inflight == 0
+    b.send(b"next")
+    assert a.recv(10) == b"next"  # the cancelled recv consumed nothing
+
+
+async def test_completion_that_won_the_race_is_returned(
+    socketpair: tuple[socket.socket, socket.socket],
+) -> None:
+    """The recv completed before the cancel reached the kernel: its bytes are
+    returned, and trio raises Cancelled at the next checkpoint instead."""
+    a, b = socketpair
+    ring = ouring.current_ring()
+    got: list[bytes] = []
+    scope = trio.CancelScope()
+
+    async def receiver() -> None:
+        with scope:
+            buf, n = await ouring.recv(a, bytearray(16))
+            got.append(bytes(buf[:n]))
+            await trio.lowlevel.checkpoint()
+            got.append(b"not reached")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receiver)
+        await trio.testing.wait_all_tasks_blocked()
+        b.send(b"won the race")
+        await wait_cqe_ready(ring)
+        scope.cancel()  # abort_fn runs now: the op is in the kernel -> FAILED
+    assert got == [b"won the race"]
+    assert scope.cancelled_caught
+    assert ring.statistics().inflight == 0
+
+
+async def test_accept_that_won_the_race_delivers_the_connection() -> None:
+    ring = ouring.current_ring()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        accepted: list[socket.socket] = []
+        scope = trio.CancelScope()
+
+        async def acceptor() -> None:
+            with scope:
+                conn, _ = await ouring.accept(listener)
+                accepted.append(conn)
+                await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(acceptor)
+            await trio.testing.wait_all_tasks_blocked()
+            client = socket.create_connection(listener.getsockname())
+            await wait_cqe_ready(ring)
+            scope.cancel()
+        with client, accepted[0] as conn:
+            client.sendall(b"hi")
+            assert conn.recv(2) == b"hi"
+
+
+async def test_pre_cancelled_operation_never_reaches_the_kernel(
+    pipe: tuple[int, int],
+) -> None:
+    buf = bytearray(4)
+    before = stats()
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await ouring.read(pipe[0], buf)
+    assert scope.cancelled_caught
+    buf.extend(b"x")  # the lease was released
+    assert stats().submitted == before.submitted
+
+
+async def test_every_operation_is_a_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"abc")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with trio.testing.assert_checkpoints():
+            await ouring.read(fd, bytearray(3), 0)
+        with trio.testing.assert_checkpoints():
+            await ouring.stat(path)
+    finally:
+        os.close(fd)
+
+
+async def test_one_submission_per_scheduler_pass() -> None:
+    async with ouring.open_ring(256) as ring:
+        before = ring.statistics().batches
+
+        async def one_nop() -> None:
+            await ring.nop()
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(100):
+                nursery.start_soon(one_nop)
+        after = ring.statistics()
+        assert after.completed == 100
+        assert after.batches - before == 1
+
+
+async def test_burst_far_beyond_the_ring_under_trio(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(bytes(range(256)))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        async with ouring.open_ring(8, cq_entries=16) as ring:
+            results: list[int] = []
+
+            async def reader(i: int) -> None:
+                buf, n = await ring.read(fd, bytearray(1), i % 256)
+                assert n == 1
+                results.append(buf[0])
+
+            async with trio.open_nursery() as nursery:
+                for i in range(800):
+                    nursery.start_soon(reader, i)
+            assert sorted(results) == sorted(i % 256 for i in range(800))
+            assert ring.statistics().inflight == 0
+    finally:
+        os.close(fd)
+
+
+async def test_closed_coroutine_leaves_its_pending_op_to_the_ring(
+    pipe: tuple[int, int],
+) -> None:
+    """coro.close() while parked (the analogue of dropping a Rust future): the
+    ring withdraws what the kernel never saw; nothing escapes, nothing leaks."""
+    buf = bytearray(4)
+    coro = ouring.read(pipe[0], buf)
+    coro.send(None)  # runs up to the park; the op is queued, not yet submitted
+    coro.close()
+    assert stats().inflight == 0
+    buf.extend(b"x")
+
+
+async def test_closed_coroutine_keeps_the_buffer_owned_until_the_cqe(
+    pipe: tuple[int, int],
+) -> None:
+    r, w = pipe
+    ring = ouring.current_ring()
+    buf = bytearray(4)
+    coro = ouring.read(r, buf)
+    coro.send(None)
+    ring.flush()  # now the kernel owns the buffer
+    coro.close()
+    with pytest.raises(BufferError):
+        buf.extend(b"x")
+    await ouring.wait_all_ops_completed()
+    buf.extend(b"x")
+    os.write(w, b"data")
+    assert os.read(r, 10) == b"data"  # the abandoned read was cancelled, not armed
+
+
+async def test_closed_coroutine_of_an_open_closes_the_fd(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"")
+    ring = ouring.current_ring()
+    fds_before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        coro = ouring.open(path)
+        coro.send(None)
+        ring.flush()  # the open runs in the kernel...
+        await wait_cqe_ready(ring)  # ...and completes, but nobody will receive it
+        coro.close()
+        await ouring.wait_all_ops_completed()
+    assert len(os.listdir("/proc/self/fd")) == fds_before
+
+
+async def test_leaving_open_ring_fails_stragglers_with_ring_closed(
+    socketpair: tuple[socket.socket, socket.socket],
+) -> None:
+    a, _ = socketpair
+    buf = bytearray(b"untouched")
+    errors: list[BaseException] = []
+
+    async def straggler(ring: ouring.Ring) -> None:
+        try:
+            await ring.recv(a, buf)
+        except ouring.RingClosedError as exc:
+            errors.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        async with ouring.open_ring(8) as ring:
+            nursery.start_soon(straggler, ring)
+            await trio.testing.wait_all_tasks_blocked()
+        assert ring.closed
+    assert len(errors) == 1
+    assert buf == b"untouched"
+    buf.extend(b"x")
+    assert ring.statistics().inflight == 0
+
+
+async def test_open_ring_is_used_by_module_functions_inside_it(tmp_path: Path) -> None:
+    outer = ouring.current_ring()
+    async with ouring.open_ring(8) as inner:
+        assert ouring.current_ring() is inner
+        await ouring.stat(tmp_path)
+        assert inner.statistics().completed == 1
+    assert ouring.current_ring() is outer
+
+
+async def test_defer_taskrun_ring_waits_on_an_eventfd(
+    socketpair: tuple[socket.socket, socket.socket],
+) -> None:
+    flags = lib.IORING_SETUP_DEFER_TASKRUN | lib.IORING_SETUP_SINGLE_ISSUER
+    a, b = socketpair
+    async with ouring.open_ring(8, setup_flags=flags) as ring:
+        assert ring.wait_fd != ring.fd
+        assert ring.setup_flags & lib.IORING_SETUP_DEFER_TASKRUN
+
+        async def late_sender() -> None:
+            await trio.sleep(0.05)
+            b.send(b"deferred")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(late_sender)
+            buf, n = await ring.recv(a, bytearray(16))
+        assert buf[:n] == b"deferred"
+
+
+def test_each_run_gets_its_own_ring_torn_down_at_the_end(
+    socketpair: tuple[socket.socket, socket.socket],
+) -> None:
+    """An operation still in flight in a system task when the run ends is
+    cancelled and reaped before trio.run returns."""
+    a, _ = socketpair
+    rings: list[ouring.Ring] = []
+    outcomes: list[BaseException] = []
+    buf = bytearray(4)
+
+    async def background() -> None:
+        try:
+            await ouring.recv(a, buf)
+        except BaseException as exc:
+            outcomes.append(exc)
+            raise
+
+    async def main() -> None:
+        rings.append(ouring.current_ring())
+        trio.lowlevel.spawn_system_task(background)
+        await trio.testing.wait_all_tasks_blocked()
+
+    trio.run(main)
+    trio.run(main)
+    first, second = rings
+    assert first is not second
+    assert first.closed
+    assert second.closed
+    for ring in rings:
+        assert (ring.statistics().inflight, ring.statistics().leaked) == (0, 0)
+    assert all(isinstance(e, trio.Cancelled | ouring.RingClosedError) for e in outcomes)
+    buf.extend(b"x")
+
+
+def test_module_functions_need_a_trio_run() -> None:
+    with pytest.raises(RuntimeError, match=r"inside trio\.run"):
+        ouring.current_ring()
+
+
+async def test_a_ring_from_another_run_is_refused() -> None:
+    ring = ouring.current_ring()
+
+    def in_thread() -> Any:
+        async def use() -> None:
+            await ring.nop()
+
+        return trio.run(use)
+
+    with pytest.raises(ouring.RingClosedError, match="another thread"):
+        await trio.to_thread.run_sync(in_thread)
+
+
+async def test_abort_of_a_cancelling_op_is_idempotent(
+    socketpair: tuple[socket.socket, socket.socket],
+) -> None:
+    a, _ = socketpair
+    ring = ouring.current_ring()
+    from ouring._ops import Recv
+
+    op = Recv(a, bytearray(1))
+    ring.submit(op)
+    ring.flush()
+    assert ring.cancel(op) is False
+    assert op.state == CANCELLING
+    assert ring.cancel(op) is False  # a second abort asks nothing more
+    await ouring.wait_all_ops_completed()
+    assert op.state == DONE
+    assert op.res == -errno.ECANCELED
+
+
+async def test_wait_all_ops_completed_returns_when_the_ring_is_idle(
+    socketpair: tuple[socket.socket, socket.socket],
+) -> None:
+    a, b = socketpair
+    done: list[bytes] = []
+
+    async def receiver() -> None:
+        buf, n = await ouring.recv(a, bytearray(8))
+        done.append(bytes(buf[:n]))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receiver)
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.move_on_after(0.05) as scope:
+            await ouring.wait_all_ops_completed()  # the recv is still in flight
+        assert scope.cancelled_caught
+        b.send(b"go")
+        await ouring.wait_all_ops_completed()
+        assert ouring.current_ring().statistics().inflight == 0
+    assert done == [b"go"]
