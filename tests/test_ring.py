@@ -288,3 +288,22 @@ def test_a_dropped_ring_keeps_what_the_kernel_owns(
     with pytest.raises(BufferError):
         buf.extend(b"x")  # never freed nor resized under the kernel
     b.send(b"x")  # the orphaned recv may take this; the buffer is alive to receive it
+
+
+def test_close_finishes_even_when_the_kernel_refuses_to_enter(
+    socketpair: tuple[socket.socket, socket.socket],
+) -> None:
+    """Someone closed the ring fd: io_uring_enter fails with EBADF. Teardown
+    cannot reap, so it leaks what the kernel owns instead of raising halfway."""
+    a, _ = socketpair
+    buf = bytearray(4)
+    ring = ouring.Ring(4)
+    op = Recv(a, buf)
+    ring.submit(op)
+    ring.flush()
+    os.close(ring.fd)
+    with pytest.warns(ResourceWarning, match="kept alive forever"):
+        ring.close()
+    assert ring.closed
+    assert op.state == LEAKED
+    assert ring.statistics().leaked == 1

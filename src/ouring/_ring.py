@@ -418,12 +418,15 @@ class Ring:
         for op in list(self._inflight.values()):
             self.cancel(op, RING)
         deadline = time.monotonic() + self.teardown_timeout
-        while self._inflight or self._cancels:
-            self._prepare()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            self._enter(1, int(remaining * 1e9), self._batch)
+        try:
+            while self._inflight or self._cancels:
+                self._prepare()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._enter(1, int(remaining * 1e9), self._batch)
+        except OSError:
+            pass  # the kernel refuses to enter: what it still owns is leaked below
         if self._inflight:
             leaked = list(self._inflight.values())
             for op in leaked:
