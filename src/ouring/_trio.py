@@ -40,24 +40,6 @@ import trio
 from ._ops import DONE, Operation
 from ._ring import Ring
 
-__all__ = [
-    "accept",
-    "close",
-    "connect",
-    "current_ring",
-    "fsync",
-    "open",
-    "open_ring",
-    "read",
-    "readv",
-    "recv",
-    "send",
-    "stat",
-    "wait_all_ops_completed",
-    "write",
-    "writev",
-]
-
 T = TypeVar("T")
 B = TypeVar("B")
 S = TypeVar("S")
