@@ -151,7 +151,8 @@ class _BufferOperation(Operation[tuple[B, int]]):
     __slots__ = ("lease",)
     writes_buffer: ClassVar[bool]
 
-    def __init__(self, fd: int, buf: B, offset: int, op_flags: int) -> None:
+    def __init__(self, fd: Any, buf: B, offset: int, op_flags: int) -> None:
+        fd = fileno_for(fd, buf)
         self.lease = Lease(buf, self.writes_buffer)
         super().__init__(fd, self.lease.ptr, self.lease.length, offset, op_flags)
 
@@ -173,7 +174,7 @@ class Read(_BufferOperation[B]):
     writes_buffer = True
 
     def __init__(self, fd: Any, buf: B, offset: int = -1) -> None:
-        super().__init__(fileno(fd), buf, file_offset(offset), 0)
+        super().__init__(fd, buf, file_offset(offset), 0)
 
 
 class Write(_BufferOperation[B]):
@@ -184,7 +185,7 @@ class Write(_BufferOperation[B]):
     writes_buffer = False
 
     def __init__(self, fd: Any, buf: B, offset: int = -1) -> None:
-        super().__init__(fileno(fd), buf, file_offset(offset), 0)
+        super().__init__(fd, buf, file_offset(offset), 0)
 
 
 class Recv(_BufferOperation[B]):
@@ -195,7 +196,7 @@ class Recv(_BufferOperation[B]):
     writes_buffer = True
 
     def __init__(self, sock: Any, buf: B, flags: int = 0) -> None:
-        super().__init__(fileno(sock), buf, 0, u32(flags, "flags"))
+        super().__init__(sock, buf, 0, u32(flags, "flags"))
 
 
 class Send(_BufferOperation[B]):
@@ -206,7 +207,7 @@ class Send(_BufferOperation[B]):
     writes_buffer = False
 
     def __init__(self, sock: Any, buf: B, flags: int = 0) -> None:
-        super().__init__(fileno(sock), buf, 0, u32(flags, "flags"))
+        super().__init__(sock, buf, 0, u32(flags, "flags"))
 
 
 class _VectorOperation(Operation[tuple[S, int]]):
@@ -216,7 +217,7 @@ class _VectorOperation(Operation[tuple[S, int]]):
     writes_buffer: ClassVar[bool]
 
     def __init__(self, fd: Any, bufs: S, offset: int) -> None:
-        fd = fileno(fd)
+        fd = fileno_for(fd, bufs)
         offset = file_offset(offset)
         try:
             items = list(bufs)  # type: ignore[call-overload]
@@ -317,7 +318,7 @@ class OpenAt(Operation[int]):
         flags = u32(flags, "flags") | os.O_CLOEXEC
         mode = u32(mode, "mode")
         dfd = lib.AT_FDCWD if dir_fd is None else fileno(dir_fd)
-        self.filename = path
+        self.filename = os.fsdecode(raw)  # as os.open reports it
         self.path = ffi.new("char[]", raw)
         super().__init__(dfd, self.path, mode, 0, flags)
 
@@ -384,7 +385,7 @@ class Statx(Operation[os.stat_result]):
             dfd = lib.AT_FDCWD if dir_fd is None else fileno(dir_fd)
         if not follow_symlinks:
             flags |= lib.AT_SYMLINK_NOFOLLOW
-        self.filename = path
+        self.filename = path if isinstance(path, int) else os.fsdecode(raw)
         self.path = ffi.new("char[]", raw)
         self.statx = ffi.new("struct statx *")  # written by the kernel at completion
         super().__init__(dfd, self.path, lib.STATX_BASIC_STATS, address_of(self.statx), flags)
@@ -437,6 +438,16 @@ def fileno(obj: Any) -> int:
     if not 0 <= fd <= 0x7FFFFFFF:
         raise OSError(errno.EBADF, f"{os.strerror(errno.EBADF)}: {fd} (is it closed?)")
     return fd
+
+
+def fileno_for(obj: Any, buffer: object) -> int:
+    """``fileno`` for buffer-carrying operations: a bad fd's ``OSError``
+    carries the buffer too, as every error of theirs does."""
+    try:
+        return fileno(obj)
+    except OSError as exc:
+        exc.buffer = buffer  # type: ignore[attr-defined]
+        raise
 
 
 def file_offset(offset: Any) -> int:
