@@ -40,7 +40,8 @@ def encode(family: int, address: Any) -> bytes:
         return _IN4.pack(family, _port(port), _numeric(socket.AF_INET, host or "0.0.0.0"))
     if family == socket.AF_INET6:
         host, port, *rest = _host_port(address, 4)
-        flowinfo, scope_id = ([*list(rest), 0, 0])[:2]
+        flowinfo = _u32(rest[0], "flowinfo") if rest else 0
+        scope_id = _u32(rest[1], "scope_id") if len(rest) > 1 else 0
         host, _, scope = host.partition("%")
         if scope:
             scope_id = int(scope) if scope.isdigit() else socket.if_nametoindex(scope)
@@ -76,8 +77,7 @@ def is_numeric(family: int, address: Any) -> bool:
     """False only for an IP address whose host is a name to resolve."""
     if family not in (socket.AF_INET, socket.AF_INET6):
         return True
-    if not isinstance(address, tuple) or not address or not isinstance(address[0], str):
-        return True  # malformed: encode() says why
+    _host_port(address, 4 if family == socket.AF_INET6 else 2)  # malformed: say so, don't resolve
     host = address[0].partition("%")[0]
     if not host:
         return True
@@ -94,6 +94,14 @@ def _host_port(address: Any, most: int) -> tuple[Any, ...]:
     if not isinstance(address[0], str):
         raise TypeError(f"host must be a str, not {type(address[0]).__name__}")
     return address
+
+
+def _u32(value: Any, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise OverflowError(f"{name} must be 0-4294967295")
+    return value
 
 
 def _port(port: Any) -> bytes:
