@@ -1,0 +1,1017 @@
+"""Every operation against the real kernel: files in tmp_path, pipes,
+socketpairs, TCP on loopback (IPv4 and IPv6) and AF_UNIX paths; the errors
+they raise (with ``.buffer`` and ``.filename``); and a table of bad input
+that must raise at the call and leave nothing behind."""
+
+from __future__ import annotations
+
+import array
+import errno
+import mmap
+import os
+import select
+import socket
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+import ouring
+
+DATA = b"0123456789"
+LOOPBACK: dict[int, str] = {socket.AF_INET: "127.0.0.1", socket.AF_INET6: "::1"}
+
+
+def has_ipv6_loopback() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+HAS_IPV6 = has_ipv6_loopback()
+needs_ipv6 = pytest.mark.skipif(not HAS_IPV6, reason="this host has no IPv6 loopback")
+
+
+def fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def assert_idle() -> None:
+    assert ouring.current_ring().statistics().inflight == 0
+
+
+def contents(path: Path) -> bytes:
+    """A file's bytes, read the plain way: ouring is what is under test."""
+    return path.read_bytes()
+
+
+def position(fd: int) -> int:
+    return os.lseek(fd, 0, os.SEEK_CUR)
+
+
+@contextmanager
+def opened(path: Path, flags: int = os.O_RDONLY) -> Iterator[int]:
+    fd = os.open(path, flags)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def data_file(tmp_path: Path) -> Path:
+    path = tmp_path / "data"
+    path.write_bytes(DATA)
+    return path
+
+
+# -- read and write ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("offset", "size", "expected"),
+    [
+        (0, 4, b"0123"),
+        (3, 4, b"3456"),
+        (6, 10, b"6789"),  # short read at EOF
+        (10, 4, b""),  # at EOF
+        (1000, 4, b""),  # past EOF
+        (0, 0, b""),  # zero-length buffer
+    ],
+)
+async def test_read_at_an_offset(data_file: Path, offset: int, size: int, expected: bytes) -> None:
+    with opened(data_file) as fd:
+        buf = bytearray(b"-" * size)
+        got, n = await ouring.read(fd, buf, offset)
+        assert got is buf
+        assert n == len(expected)
+        assert bytes(buf[:n]) == expected
+        assert buf[n:] == b"-" * (size - n)
+        assert position(fd) == 0  # a positional read leaves the file position alone
+
+
+async def test_read_and_write_at_minus_one_use_the_file_position(data_file: Path) -> None:
+    with opened(data_file, os.O_RDWR) as fd:
+        buf, n = await ouring.read(fd, bytearray(3))
+        assert (bytes(buf), n, position(fd)) == (b"012", 3, 3)
+        buf, n = await ouring.read(fd, bytearray(3), -1)
+        assert (bytes(buf), n, position(fd)) == (b"345", 3, 6)
+        _, n = await ouring.write(fd, b"ab")
+        assert (n, position(fd)) == (2, 8)
+        _, n = await ouring.write(fd, b"XYZ", -1)  # extends the file
+        assert (n, position(fd)) == (3, 11)
+        buf, n = await ouring.read(fd, bytearray(4))
+        assert n == 0  # at the end of the file now
+    assert contents(data_file) == b"012345abXYZ"
+
+
+async def test_write_at_offsets_leaves_the_position(tmp_path: Path) -> None:
+    path = tmp_path / "out"
+    with opened(path, os.O_RDWR | os.O_CREAT) as fd:
+        data = b"hello"
+        got, n = await ouring.write(fd, data, 0)
+        assert (got, n) == (data, 5)
+        assert got is data
+        _, n = await ouring.write(fd, bytearray(b"world"), 8)  # leaves a hole
+        assert n == 5
+        _, n = await ouring.write(fd, b"", 100)  # zero-length: nothing, not even a hole
+        assert n == 0
+        assert position(fd) == 0
+    assert contents(path) == b"hello\0\0\0world"
+
+
+async def test_read_into_a_memoryview_slice_fills_only_the_slice(data_file: Path) -> None:
+    backing = bytearray(b"........")
+    view = memoryview(backing)[2:6]
+    with opened(data_file) as fd:
+        got, n = await ouring.read(fd, view, 5)
+    assert got is view
+    assert n == 4
+    assert backing == b"..5678.."
+    view.release()
+    backing.extend(b"!")  # nothing of the read still holds it
+
+
+@dataclass
+class HasFileno:
+    """Anything with fileno() stands for its fd."""
+
+    fd: Any
+
+    def fileno(self) -> Any:
+        return self.fd
+
+
+async def test_fd_may_be_any_object_with_fileno(data_file: Path) -> None:
+    with opened(data_file, os.O_RDWR) as fd:
+        buf, n = await ouring.read(HasFileno(fd), bytearray(4), 2)
+        assert bytes(buf[:n]) == b"2345"
+        _, n = await ouring.write(HasFileno(fd), b"ab", 0)
+        await ouring.fsync(HasFileno(fd))
+        assert_same_stat(await ouring.stat(fd), os.fstat(fd))
+    assert contents(data_file) == b"ab23456789"
+
+
+async def test_read_into_an_array(data_file: Path) -> None:
+    values = array.array("H", [0, 0, 0])
+    with opened(data_file) as fd:
+        got, n = await ouring.read(fd, values, 0)
+    assert got is values
+    assert n == 6  # a byte count, not an item count
+    assert values.tobytes() == b"012345"
+
+
+async def test_read_into_and_write_from_an_mmap(data_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with mmap.mmap(-1, mmap.PAGESIZE) as region:
+        with opened(data_file) as fd:
+            got, n = await ouring.read(fd, region, 0)
+        assert got is region
+        assert n == len(DATA)
+        assert region[:n] == DATA
+        with opened(out, os.O_WRONLY | os.O_CREAT) as fd:
+            view = memoryview(region)[2:7]
+            _, n = await ouring.write(fd, view, 0)
+            view.release()
+        assert n == 5
+        region.close()  # raises BufferError if an export of it were left behind
+    assert contents(out) == b"23456"
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        bytes,
+        bytearray,
+        lambda data: memoryview(b"??" + data + b"??")[2:-2],
+        lambda data: array.array("B", data),
+        lambda data: memoryview(bytearray(data)).toreadonly(),
+    ],
+    ids=["bytes", "bytearray", "memoryview-slice", "array", "read-only-view"],
+)
+async def test_write_from_any_buffer(tmp_path: Path, make: Callable[[bytes], Any]) -> None:
+    path = tmp_path / "out"
+    source = make(DATA)
+    with opened(path, os.O_WRONLY | os.O_CREAT) as fd:
+        got, n = await ouring.write(fd, source, 3)
+    assert got is source
+    assert n == len(DATA)
+    assert contents(path) == b"\0\0\0" + DATA
+
+
+async def test_readv_scatters_across_buffers(data_file: Path) -> None:
+    backing = bytearray(b"......")
+    bufs = [bytearray(3), bytearray(0), memoryview(backing)[1:3], bytearray(10)]
+    with opened(data_file) as fd:
+        got, n = await ouring.readv(fd, bufs, 1)
+        assert got is bufs
+        assert n == 9  # short at EOF: the last buffer is only partly filled
+        assert position(fd) == 0
+    assert bufs[0] == b"123"
+    assert backing == b".45..."
+    assert bufs[3] == b"6789" + bytes(6)
+
+
+async def test_readv_and_writev_at_minus_one_use_the_file_position(data_file: Path) -> None:
+    with opened(data_file, os.O_RDWR) as fd:
+        bufs = (bytearray(2), bytearray(3))  # any sequence; the same object comes back
+        got, n = await ouring.readv(fd, bufs)
+        assert got is bufs
+        assert (n, position(fd)) == (5, 5)
+        assert bufs == (bytearray(b"01"), bytearray(b"234"))
+        parts = [b"ab", bytearray(b"cd"), memoryview(b"xefx")[1:3]]
+        got_parts, n = await ouring.writev(fd, parts, -1)
+        assert got_parts is parts
+        assert (n, position(fd)) == (6, 11)
+    assert contents(data_file) == b"01234abcdef"
+
+
+async def test_writev_at_an_offset_and_empty_vectors(tmp_path: Path) -> None:
+    path = tmp_path / "out"
+    with opened(path, os.O_RDWR | os.O_CREAT) as fd:
+        _, n = await ouring.writev(fd, [b"abc", b"", b"def"], 2)
+        assert n == 6
+        assert position(fd) == 0
+        assert await ouring.writev(fd, [], 0) == ([], 0)
+        assert await ouring.readv(fd, [], 0) == ([], 0)
+    assert contents(path) == b"\0\0abcdef"
+
+
+@pytest.mark.parametrize("datasync", [False, True])
+async def test_write_then_fsync(tmp_path: Path, datasync: bool) -> None:
+    path = tmp_path / "out"
+    with opened(path, os.O_WRONLY | os.O_CREAT) as fd:
+        await ouring.write(fd, b"durable", 0)
+        await ouring.fsync(fd, datasync=datasync)
+    with opened(path) as fd:
+        await ouring.fsync(fd)  # a read-only fd may be synced too
+    assert contents(path) == b"durable"
+
+
+# -- open, close, stat ---------------------------------------------------------------
+
+
+async def test_open_creates_with_the_mode_and_close_on_exec(tmp_path: Path) -> None:
+    path = tmp_path / "new"
+    fd = await ouring.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o640)
+    try:
+        assert not os.get_inheritable(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        assert os.fstat(fd).st_mode & 0o777 == 0o640 & ~umask
+        os.write(fd, b"via os")
+    finally:
+        os.close(fd)
+    assert contents(path) == b"via os"
+
+
+async def test_open_reads_an_existing_file(data_file: Path) -> None:
+    fd = await ouring.open(str(data_file))  # O_RDONLY by default
+    try:
+        assert not os.get_inheritable(fd)
+        assert os.read(fd, 100) == DATA
+        with pytest.raises(OSError, match="Bad file descriptor"):
+            os.write(fd, b"x")
+    finally:
+        os.close(fd)
+
+
+async def test_open_exclusive_twice_raises_file_exists_with_the_filename(tmp_path: Path) -> None:
+    path = str(tmp_path / "once")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    fd = await ouring.open(path, flags)
+    os.close(fd)
+    before = fd_count()
+    with pytest.raises(FileExistsError) as info:
+        await ouring.open(path, flags)
+    assert info.value.errno == errno.EEXIST
+    assert info.value.filename == path
+    assert fd_count() == before
+
+
+@pytest.mark.parametrize(
+    ("name", "flags", "exc"),
+    [
+        ("missing", os.O_RDONLY, FileNotFoundError),
+        ("data/below", os.O_RDONLY, NotADirectoryError),
+        (".", os.O_WRONLY, IsADirectoryError),
+    ],
+)
+async def test_open_errors_carry_the_filename(
+    data_file: Path, name: str, flags: int, exc: type[OSError]
+) -> None:
+    path = os.path.join(data_file.parent, name)
+    with pytest.raises(exc) as info:
+        await ouring.open(path, flags)
+    assert info.value.filename == path
+
+
+async def test_open_relative_to_dir_fd(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "inside").write_bytes(b"found")
+    with opened(tmp_path / "sub", os.O_RDONLY | os.O_DIRECTORY) as dir_fd:
+        fd = await ouring.open("inside", dir_fd=dir_fd)
+        try:
+            assert os.read(fd, 10) == b"found"
+        finally:
+            os.close(fd)
+        fd = await ouring.open(b"created", os.O_WRONLY | os.O_CREAT, dir_fd=dir_fd)
+        os.close(fd)
+        with pytest.raises(FileNotFoundError):
+            await ouring.open("sub", dir_fd=dir_fd)  # not relative to the cwd
+    assert (tmp_path / "sub" / "created").exists()
+
+
+async def test_close_closes_an_int_fd(data_file: Path) -> None:
+    ouring.current_ring()  # the run's ring has its fd before counting
+    fd = os.open(data_file, os.O_RDONLY)
+    before = fd_count()
+    await ouring.close(fd)
+    assert fd_count() == before - 1
+    with pytest.raises(OSError, match="Bad file descriptor") as info:
+        os.fstat(fd)
+    assert info.value.errno == errno.EBADF
+
+
+async def test_close_of_a_socket_detaches_it(
+    socketpair: tuple[socket.socket, socket.socket],
+) -> None:
+    a, b = socketpair
+    fd = a.fileno()
+    await ouring.close(a)
+    assert a.fileno() == -1  # detached: the socket object no longer owns the fd
+    with pytest.raises(OSError, match="Bad file descriptor") as info:
+        os.fstat(fd)
+    assert info.value.errno == errno.EBADF
+    assert b.recv(10) == b""  # the peer sees the close
+    a.close()  # a no-op now, and no ResourceWarning later
+
+
+def stat_fields(st: os.stat_result) -> dict[str, Any]:
+    """Every attribute, not just the ten that stat_result equality compares."""
+    return {name: getattr(st, name) for name in dir(st) if name.startswith("st_")}
+
+
+def assert_same_stat(got: os.stat_result, expected: os.stat_result) -> None:
+    assert isinstance(got, os.stat_result)
+    assert tuple(got) == tuple(expected)
+    assert stat_fields(got) == stat_fields(expected)
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """A file, a directory, a symlink to each, and a dangling symlink."""
+    (tmp_path / "file").write_bytes(DATA * 1000)
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "link-to-file").symlink_to("file")
+    (tmp_path / "link-to-dir").symlink_to("dir")
+    (tmp_path / "dangling").symlink_to("nowhere")
+    os.utime(tmp_path / "file", ns=(1_000_000_123, 2_000_000_456))  # nanoseconds kept
+    return tmp_path
+
+
+@pytest.mark.parametrize("name", ["file", "dir", "link-to-file", "link-to-dir"])
+@pytest.mark.parametrize("follow_symlinks", [True, False])
+async def test_stat_matches_os_stat(tree: Path, name: str, follow_symlinks: bool) -> None:
+    path = tree / name
+    got = await ouring.stat(path, follow_symlinks=follow_symlinks)
+    assert_same_stat(got, os.stat(path, follow_symlinks=follow_symlinks))
+
+
+async def test_stat_of_a_symlink_without_following_is_lstat(tree: Path) -> None:
+    got = await ouring.stat(tree / "link-to-file", follow_symlinks=False)
+    assert_same_stat(got, os.lstat(tree / "link-to-file"))
+    assert got.st_size == len("file")  # the link itself
+    dangling = await ouring.stat(str(tree / "dangling"), follow_symlinks=False)
+    assert_same_stat(dangling, os.lstat(tree / "dangling"))
+    with pytest.raises(FileNotFoundError) as info:
+        await ouring.stat(str(tree / "dangling"))
+    assert info.value.filename == str(tree / "dangling")
+
+
+async def test_stat_keeps_nanoseconds(tree: Path) -> None:
+    st = await ouring.stat(tree / "file")
+    assert (st.st_atime_ns, st.st_mtime_ns) == (1_000_000_123, 2_000_000_456)
+    assert st.st_size == len(DATA) * 1000
+
+
+async def test_stat_of_an_fd_and_a_device(tree: Path) -> None:
+    with opened(tree / "file") as fd:
+        assert_same_stat(await ouring.stat(fd), os.fstat(fd))
+    with opened(tree / "dir", os.O_RDONLY | os.O_DIRECTORY) as dir_fd:
+        assert_same_stat(await ouring.stat(dir_fd), os.fstat(dir_fd))
+    with opened(tree, os.O_RDONLY | os.O_DIRECTORY) as dir_fd:
+        relative = await ouring.stat("link-to-file", dir_fd=dir_fd, follow_symlinks=False)
+        assert_same_stat(relative, os.lstat(tree / "link-to-file"))
+    null = await ouring.stat("/dev/null")
+    assert_same_stat(null, os.stat("/dev/null"))
+    assert null.st_rdev != 0
+
+
+async def test_stat_of_a_missing_path_raises_with_the_filename(tmp_path: Path) -> None:
+    path = str(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError) as info:
+        await ouring.stat(path)
+    assert info.value.errno == errno.ENOENT
+    assert info.value.filename == path
+
+
+# -- sockets ---------------------------------------------------------------------
+
+
+def listening(family: int, tmp_path: Path) -> socket.socket:
+    listener = socket.socket(family)
+    if family == socket.AF_UNIX:
+        listener.bind(str(tmp_path / "listener"))
+    else:
+        listener.bind((LOOPBACK[family], 0))
+    listener.listen()
+    return listener
+
+
+# How the client of an accept test is made: its family, and what it binds to.
+CLIENTS: dict[str, tuple[int, Callable[[Path], Any] | None]] = {
+    "inet": (socket.AF_INET, None),
+    "inet6": (socket.AF_INET6, None),
+    "unix": (socket.AF_UNIX, None),  # unbound: the peer address is ''
+    "unix-bound": (socket.AF_UNIX, lambda tmp_path: str(tmp_path / "client")),
+    "unix-abstract": (
+        socket.AF_UNIX,
+        lambda _: b"\0ouring-test-" + os.urandom(8).hex().encode(),
+    ),
+}
+
+
+@dataclass
+class Connection:
+    client: socket.socket
+    server: socket.socket  # from ouring.accept
+    listener: socket.socket
+    address: Any  # what ouring.accept returned with the server socket
+
+
+async def connected(kind: str, tmp_path: Path, stack: ExitStack) -> Connection:
+    """A client and a server connected through ouring.connect and ouring.accept."""
+    family, bind_to = CLIENTS[kind]
+    listener = stack.enter_context(listening(family, tmp_path))
+    client = stack.enter_context(socket.socket(family))
+    if bind_to is not None:
+        client.bind(bind_to(tmp_path))
+    await ouring.connect(client, listener.getsockname())
+    server, address = await ouring.accept(listener)
+    stack.enter_context(server)
+    return Connection(client, server, listener, address)
+
+
+STREAM_KINDS = [
+    "socketpair",
+    "inet",
+    pytest.param("inet6", marks=needs_ipv6),
+    "unix",
+]
+ACCEPT_KINDS = [
+    "inet",
+    pytest.param("inet6", marks=needs_ipv6),
+    "unix",
+    "unix-bound",
+    "unix-abstract",
+]
+
+
+@pytest.fixture(params=STREAM_KINDS)
+async def stream(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[socket.socket, socket.socket]]:
+    """Two connected stream sockets of the kind named by the parameter."""
+    with ExitStack() as stack:
+        if request.param == "socketpair":
+            a, b = socket.socketpair()
+            stack.enter_context(a)
+            stack.enter_context(b)
+        else:
+            connection = await connected(request.param, tmp_path, stack)
+            a, b = connection.client, connection.server
+        yield a, b
+
+
+@pytest.mark.parametrize("kind", ACCEPT_KINDS)
+async def test_accept_returns_a_working_socket_and_the_peer_address(
+    kind: str, tmp_path: Path
+) -> None:
+    with ExitStack() as stack:
+        connection = await connected(kind, tmp_path, stack)
+        client, server, listener = connection.client, connection.server, connection.listener
+        assert connection.address == client.getsockname()
+        assert isinstance(server, socket.socket)
+        assert server.family == listener.family
+        assert server.type == socket.SOCK_STREAM
+        assert server.getpeername() == client.getsockname()
+        assert server.getsockname() == listener.getsockname()
+        assert not os.get_inheritable(server.fileno())  # close-on-exec, like socket.accept
+        assert server.gettimeout() is None  # blocking, like socket.accept's
+        client.sendall(b"ping")
+        assert server.recv(10) == b"ping"
+        server.sendall(b"pong")
+        assert client.recv(10) == b"pong"
+
+
+@pytest.mark.parametrize("kind", ACCEPT_KINDS)
+async def test_accept_address_is_what_socket_accept_returns(kind: str, tmp_path: Path) -> None:
+    family, bind_to = CLIENTS[kind]
+    with listening(family, tmp_path) as listener:
+        clients = []
+        with ExitStack() as stack:
+            for i in range(2):
+                client = stack.enter_context(socket.socket(family))
+                if bind_to is not None:
+                    (tmp_path / str(i)).mkdir()
+                    client.bind(bind_to(tmp_path / str(i)))
+                client.connect(listener.getsockname())
+                clients.append(client)
+            conn, address = await ouring.accept(listener)
+            stack.enter_context(conn)
+            expected_conn, expected_address = listener.accept()
+            stack.enter_context(expected_conn)
+            assert address == clients[0].getsockname()
+            assert expected_address == clients[1].getsockname()
+            assert type(address) is type(expected_address)
+
+
+async def test_send_and_recv(stream: tuple[socket.socket, socket.socket]) -> None:
+    a, b = stream
+    data = b"over the stream"
+    got, n = await ouring.send(a, data)
+    assert (got, n) == (data, len(data))
+    assert got is data
+    buf = bytearray(64)
+    got_buf, n = await ouring.recv(b, buf)
+    assert got_buf is buf
+    assert bytes(buf[:n]) == data
+    # the other direction, with a memoryview slice on both ends
+    backing = bytearray(b"[.....]")
+    _, n = await ouring.send(b, memoryview(b"xhellox")[1:6])
+    assert n == 5
+    _, n = await ouring.recv(a, memoryview(backing)[1:6])
+    assert (n, backing) == (5, bytearray(b"[hello]"))
+
+
+async def test_recv_returns_zero_after_the_peer_closes(
+    stream: tuple[socket.socket, socket.socket],
+) -> None:
+    a, b = stream
+    b.sendall(b"last")
+    b.close()
+    buf, n = await ouring.recv(a, bytearray(16))
+    assert bytes(buf[:n]) == b"last"
+    assert (await ouring.recv(a, bytearray(16)))[1] == 0
+    assert (await ouring.recv(a, bytearray(16)))[1] == 0  # and stays at EOF
+
+
+async def test_recv_parked_until_data_arrives(
+    stream: tuple[socket.socket, socket.socket],
+) -> None:
+    a, b = stream
+    got: list[bytes] = []
+
+    async def receiver() -> None:
+        buf, n = await ouring.recv(a, bytearray(16))
+        got.append(bytes(buf[:n]))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receiver)
+        await trio.testing.wait_all_tasks_blocked()
+        assert ouring.current_ring().statistics().inflight == 1
+        assert got == []
+        await ouring.send(b, b"late")
+    assert got == [b"late"]
+
+
+async def test_recv_with_msg_peek_leaves_the_data(
+    stream: tuple[socket.socket, socket.socket],
+) -> None:
+    a, b = stream
+    b.sendall(b"peek")
+    buf, n = await ouring.recv(a, bytearray(16), socket.MSG_PEEK)
+    assert bytes(buf[:n]) == b"peek"
+    buf, n = await ouring.recv(a, bytearray(16))
+    assert bytes(buf[:n]) == b"peek"  # still there after the peek
+    buf = bytearray(4)
+    with pytest.raises(BlockingIOError) as info:
+        await ouring.recv(a, buf, socket.MSG_DONTWAIT)  # and now gone
+    assert info.value.buffer is buf  # type: ignore[attr-defined]
+
+
+async def test_send_to_a_closed_socketpair_peer_is_a_broken_pipe(
+    socketpair: tuple[socket.socket, socket.socket],
+) -> None:
+    a, b = socketpair
+    b.close()
+    data = b"nobody listens"
+    with pytest.raises(BrokenPipeError) as info:
+        await ouring.send(a, data)
+    assert info.value.buffer is data  # type: ignore[attr-defined]
+    assert_idle()
+
+
+@pytest.mark.parametrize("kind", ["inet", pytest.param("inet6", marks=needs_ipv6)])
+async def test_send_after_a_tcp_reset_is_connection_reset(kind: str, tmp_path: Path) -> None:
+    with ExitStack() as stack:
+        connection = await connected(kind, tmp_path, stack)
+        client, server = connection.client, connection.server
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        server.close()  # linger 0: a reset, not a FIN
+        readable, _, _ = select.select([client], [], [], 5)  # the kernel saw the reset
+        assert readable
+        buf = bytearray(b"after the reset")
+        with pytest.raises((ConnectionResetError, BrokenPipeError)) as info:
+            await ouring.send(client, buf)
+        assert info.value.buffer is buf  # type: ignore[attr-defined]
+        buf.extend(b"!")  # the lease came back with the error
+
+
+@pytest.mark.parametrize(
+    "family", [socket.AF_INET, pytest.param(socket.AF_INET6, marks=needs_ipv6)]
+)
+async def test_connect_to_a_closed_port_is_refused(family: int) -> None:
+    with socket.socket(family) as bound, socket.socket(family) as client:
+        bound.bind((LOOPBACK[family], 0))  # bound but not listening: the port refuses
+        ouring.current_ring()
+        before = fd_count()
+        with pytest.raises(ConnectionRefusedError) as info:
+            await ouring.connect(client, bound.getsockname())
+        assert info.value.errno == errno.ECONNREFUSED
+        assert fd_count() == before
+        assert_idle()
+
+
+async def test_connect_resolves_a_host_name(tmp_path: Path) -> None:
+    with listening(socket.AF_INET, tmp_path) as listener, socket.socket() as client:
+        port = listener.getsockname()[1]
+        await ouring.connect(client, ("localhost", port))
+        assert client.getpeername() == ("127.0.0.1", port)
+        conn, address = await ouring.accept(listener)
+        with conn:
+            assert address == client.getsockname()
+
+
+async def test_connect_and_accept_take_an_fd_or_a_fileno_object(tmp_path: Path) -> None:
+    with listening(socket.AF_UNIX, tmp_path) as listener, socket.socket(socket.AF_UNIX) as client:
+        await ouring.connect(client.fileno(), str(tmp_path / "listener"))
+        conn, address = await ouring.accept(listener.fileno())
+        with conn:
+            assert address == ""
+            await ouring.send(conn.fileno(), b"by fd")
+            assert client.recv(10) == b"by fd"
+        assert client.fileno() != -1  # probing the family did not take the fd over
+
+
+async def test_trio_sockets_and_non_blocking_fds_park_instead_of_failing() -> None:
+    """trio's sockets are O_NONBLOCK: operations on them wait for readiness
+    in the kernel, never fail with EAGAIN."""
+    with trio.socket.socket() as listener, trio.socket.socket() as client:
+        await listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        accepted: list[tuple[socket.socket, Any]] = []
+
+        async def acceptor() -> None:
+            accepted.append(await ouring.accept(listener))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(acceptor)
+            await trio.testing.wait_all_tasks_blocked()
+            assert accepted == []
+            assert ouring.current_ring().statistics().inflight == 1
+            await ouring.connect(client, listener.getsockname())
+        [(conn, address)] = accepted
+        with conn:
+            assert address == client.getsockname()
+            conn.setblocking(False)
+            received: list[bytes] = []
+
+            async def receiver() -> None:
+                buf, n = await ouring.recv(conn, bytearray(8))
+                received.append(bytes(buf[:n]))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(receiver)
+                await trio.testing.wait_all_tasks_blocked()
+                assert received == []
+                await ouring.send(client, b"trio")
+            assert received == [b"trio"]
+
+
+@pytest.mark.parametrize("name", ["read", "write", "readv", "writev", "recv", "send"])
+async def test_a_closed_socket_object_fails_with_the_buffer(name: str) -> None:
+    """A closed socket.socket has fileno() == -1: the EBADF is raised at the
+    call, and like every error of a buffer-carrying operation it should hand
+    the buffer back in ``.buffer``."""
+    dead = socket.socket()
+    dead.close()
+    buf = bytearray(4)
+    arg: Any = [buf] if name in ("readv", "writev") else buf
+    with pytest.raises(OSError, match="Bad file descriptor") as info:
+        await getattr(ouring, name)(dead, arg)
+    assert info.value.errno == errno.EBADF
+    assert getattr(info.value, "buffer", None) is arg
+
+
+async def test_nop_on_a_ring_of_its_own() -> None:
+    async with ouring.open_ring(4) as ring:
+        await ring.nop()
+        stats = ring.statistics()
+        assert (stats.completed, stats.inflight) == (1, 0)
+
+
+# -- errors carry the buffer --------------------------------------------------------------
+
+
+def two_buffers(size: int) -> list[bytearray]:
+    return [bytearray(size), bytearray(size)]
+
+
+@pytest.mark.parametrize(
+    ("call", "make", "code"),
+    [
+        (lambda p, buf: ouring.read(p[1], buf), bytearray, errno.EBADF),
+        (lambda p, buf: ouring.write(p[0], buf), bytes, errno.EBADF),
+        (lambda p, buf: ouring.readv(p[1], buf), two_buffers, errno.EBADF),
+        (lambda p, buf: ouring.writev(p[0], buf), lambda n: [bytes(n), b"x"], errno.EBADF),
+        (lambda p, buf: ouring.recv(p[0], buf), bytearray, errno.ENOTSOCK),
+        (lambda p, buf: ouring.send(p[1], buf), bytes, errno.ENOTSOCK),
+    ],
+    ids=["read-write-end", "write-read-end", "readv", "writev", "recv-pipe", "send-pipe"],
+)
+async def test_error_completions_carry_the_buffer(
+    pipe: tuple[int, int],
+    call: Callable[[tuple[int, int], Any], Awaitable[tuple[Any, int]]],
+    make: Callable[[int], Any],
+    code: int,
+) -> None:
+    buf = make(4)
+    with pytest.raises(OSError, match=os.strerror(code)) as info:
+        await call(pipe, buf)
+    assert info.value.errno == code
+    assert info.value.buffer is buf  # type: ignore[attr-defined]
+    assert_idle()
+
+
+# -- bad input ------------------------------------------------------------------------
+
+
+@dataclass
+class Env:
+    """What the bad calls are made with."""
+
+    r: int  # a pipe's read end
+    w: int  # its write end
+    sock: socket.socket  # one end of a socketpair
+    tcp: socket.socket  # an unconnected, unbound TCP socket
+    udp: socket.socket
+    tcp6: socket.socket | None  # None when the host has no IPv6
+    unix: socket.socket  # an unconnected AF_UNIX stream socket
+    dead: socket.socket  # a closed socket.socket
+    path: Path  # an existing file
+    closed: int  # an fd number that is closed
+    buf: bytearray
+
+
+# Called through Any: the table passes wrong types on purpose.
+api: Any = ouring
+NUL_PATH = "bad\0path"
+
+
+def bad(
+    call: Callable[[Env], Awaitable[object]],
+    raises: type[BaseException] | tuple[type[BaseException], ...],
+    code: int | None = None,
+    *,
+    id: str,  # noqa: A002 - pytest.param's name
+    carries_buffer: bool = False,
+) -> Any:
+    marks = [needs_ipv6] if id.startswith("connect6") else []
+    return pytest.param(call, raises, code, carries_buffer, id=id, marks=marks)
+
+
+def kernel(call: Callable[[Env], Awaitable[object]], code: int, *, id: str) -> Any:  # noqa: A002
+    """A call the kernel fails: an OSError of the errno's own class, with the buffer."""
+    raises = type(OSError(code, os.strerror(code)))
+    return bad(call, raises, code, id=id, carries_buffer=True)
+
+
+BAD_INPUT = [
+    # read
+    bad(lambda e: api.read("3", e.buf), TypeError, id="read-str-fd"),
+    bad(lambda e: api.read(float(e.r), e.buf), TypeError, id="read-float-fd"),
+    bad(lambda e: api.read(e.r, e.buf, 1.0), TypeError, id="read-float-offset"),
+    bad(lambda e: api.read(e.r, e.buf, "0"), TypeError, id="read-str-offset"),
+    bad(lambda e: api.read(e.r, None), TypeError, id="read-none-buffer"),
+    bad(lambda e: api.read(e.r, b"bytes"), TypeError, id="read-bytes-buffer"),
+    bad(lambda e: api.read(e.r, "text"), TypeError, id="read-str-buffer"),
+    bad(lambda e: api.read(e.r, memoryview(bytearray(8))[::2]), BufferError, id="read-strided"),
+    bad(lambda e: api.read(e.r, e.buf, -2), ValueError, id="read-offset-minus-2"),
+    bad(lambda e: api.read(e.r, e.buf, 1 << 63), OverflowError, id="read-offset-2**63"),
+    bad(lambda e: api.read(HasFileno("3"), e.buf), TypeError, id="read-fileno-returns-str"),
+    bad(lambda e: api.read(HasFileno(-1), e.buf), OSError, errno.EBADF, id="read-fileno-minus-1"),
+    bad(lambda e: api.read(-1, e.buf), OSError, errno.EBADF, id="read-negative-fd"),
+    bad(lambda e: api.read(1 << 31, e.buf), OSError, errno.EBADF, id="read-fd-2**31"),
+    kernel(lambda e: api.read(e.closed, e.buf), errno.EBADF, id="read-closed-fd"),
+    # write
+    bad(lambda e: api.write("4", e.buf), TypeError, id="write-str-fd"),
+    bad(lambda e: api.write(e.w, e.buf, 0.5), TypeError, id="write-float-offset"),
+    bad(lambda e: api.write(e.w, None), TypeError, id="write-none-buffer"),
+    bad(lambda e: api.write(e.w, "text"), TypeError, id="write-str-buffer"),
+    bad(lambda e: api.write(e.w, e.buf, -5), ValueError, id="write-offset-minus-5"),
+    bad(lambda e: api.write(-3, e.buf), OSError, errno.EBADF, id="write-negative-fd"),
+    kernel(lambda e: api.write(e.closed, e.buf), errno.EBADF, id="write-closed-fd"),
+    # readv
+    bad(lambda e: api.readv("3", [e.buf]), TypeError, id="readv-str-fd"),
+    bad(lambda e: api.readv(e.r, None), TypeError, id="readv-none"),
+    bad(lambda e: api.readv(e.r, 7), TypeError, id="readv-int"),
+    bad(lambda e: api.readv(e.r, [e.buf, None]), TypeError, id="readv-none-buffer"),
+    bad(lambda e: api.readv(e.r, [e.buf, b"ro"]), TypeError, id="readv-bytes-buffer"),
+    bad(lambda e: api.readv(e.r, e.buf), TypeError, id="readv-bare-bytearray"),
+    bad(lambda e: api.readv(e.r, [e.buf], 2.0), TypeError, id="readv-float-offset"),
+    bad(lambda e: api.readv(e.r, [e.buf], -2), ValueError, id="readv-offset-minus-2"),
+    bad(
+        lambda e: api.readv(e.r, [bytearray(1) for _ in range(1025)]),
+        ValueError,
+        id="readv-1025-buffers",
+    ),
+    bad(lambda e: api.readv(-1, [e.buf]), OSError, errno.EBADF, id="readv-negative-fd"),
+    bad(lambda e: api.readv(e.closed, [e.buf]), OSError, errno.EBADF, id="readv-closed-fd"),
+    # writev
+    bad(lambda e: api.writev(e.w, None), TypeError, id="writev-none"),
+    bad(lambda e: api.writev(e.w, [e.buf, None]), TypeError, id="writev-none-buffer"),
+    bad(lambda e: api.writev(e.w, [e.buf, 1]), TypeError, id="writev-int-buffer"),
+    bad(lambda e: api.writev(e.w, [e.buf], -7), ValueError, id="writev-offset-minus-7"),
+    bad(lambda e: api.writev(-1, [e.buf]), OSError, errno.EBADF, id="writev-negative-fd"),
+    bad(lambda e: api.writev(e.closed, [e.buf]), OSError, errno.EBADF, id="writev-closed-fd"),
+    # recv
+    bad(lambda e: api.recv("5", e.buf), TypeError, id="recv-str-sock"),
+    bad(lambda e: api.recv(e.sock, None), TypeError, id="recv-none-buffer"),
+    bad(lambda e: api.recv(e.sock, b"ro"), TypeError, id="recv-bytes-buffer"),
+    bad(lambda e: api.recv(e.sock, e.buf, 1.0), TypeError, id="recv-float-flags"),
+    bad(lambda e: api.recv(e.sock, e.buf, -1), ValueError, id="recv-negative-flags"),
+    bad(lambda e: api.recv(-1, e.buf), OSError, errno.EBADF, id="recv-negative-fd"),
+    bad(lambda e: api.recv(e.dead, e.buf), OSError, errno.EBADF, id="recv-closed-socket"),
+    kernel(lambda e: api.recv(e.closed, e.buf), errno.EBADF, id="recv-closed-fd"),
+    kernel(lambda e: api.recv(e.r, e.buf), errno.ENOTSOCK, id="recv-pipe"),
+    kernel(lambda e: api.recv(e.tcp, e.buf), errno.ENOTCONN, id="recv-unconnected"),
+    # send
+    bad(lambda e: api.send("5", e.buf), TypeError, id="send-str-sock"),
+    bad(lambda e: api.send(e.sock, None), TypeError, id="send-none-buffer"),
+    bad(lambda e: api.send(e.sock, "text"), TypeError, id="send-str-buffer"),
+    bad(lambda e: api.send(e.sock, e.buf, 1 << 32), ValueError, id="send-flags-2**32"),
+    bad(lambda e: api.send(-1, e.buf), OSError, errno.EBADF, id="send-negative-fd"),
+    kernel(lambda e: api.send(e.closed, e.buf), errno.EBADF, id="send-closed-fd"),
+    kernel(lambda e: api.send(e.w, e.buf), errno.ENOTSOCK, id="send-pipe"),
+    kernel(lambda e: api.send(e.tcp, e.buf), errno.EPIPE, id="send-unconnected"),
+    # accept
+    bad(lambda e: api.accept("6"), TypeError, id="accept-str"),
+    bad(lambda e: api.accept(None), TypeError, id="accept-none"),
+    bad(lambda e: api.accept(-1), OSError, errno.EBADF, id="accept-negative-fd"),
+    bad(lambda e: api.accept(e.closed), OSError, errno.EBADF, id="accept-closed-fd"),
+    bad(lambda e: api.accept(e.dead), OSError, errno.EBADF, id="accept-closed-socket"),
+    bad(lambda e: api.accept(e.r), OSError, errno.ENOTSOCK, id="accept-pipe"),
+    bad(lambda e: api.accept(e.tcp), OSError, errno.EINVAL, id="accept-not-listening"),
+    bad(lambda e: api.accept(e.udp), OSError, errno.EOPNOTSUPP, id="accept-udp"),
+    # connect
+    bad(lambda e: api.connect("6", ("127.0.0.1", 1)), TypeError, id="connect-str-sock"),
+    bad(lambda e: api.connect(-1, ("127.0.0.1", 1)), OSError, errno.EBADF, id="connect-neg-fd"),
+    bad(
+        lambda e: api.connect(e.closed, ("127.0.0.1", 1)),
+        OSError,
+        errno.EBADF,
+        id="connect-closed-fd",
+    ),
+    bad(
+        lambda e: api.connect(e.r, ("127.0.0.1", 1)),
+        OSError,
+        errno.ENOTSOCK,
+        id="connect-pipe",
+    ),
+    bad(lambda e: api.connect(e.tcp, ("127.0.0.1",)), TypeError, id="connect-1-tuple"),
+    bad(lambda e: api.connect(e.tcp, ("127.0.0.1", 1, 2)), TypeError, id="connect-3-tuple"),
+    bad(lambda e: api.connect(e.tcp, "127.0.0.1:80"), TypeError, id="connect-str-address"),
+    bad(lambda e: api.connect(e.tcp, None), TypeError, id="connect-none-address"),
+    bad(lambda e: api.connect(e.tcp, (0x7F000001, 80)), TypeError, id="connect-int-host"),
+    bad(lambda e: api.connect(e.tcp, ("127.0.0.1", "80")), TypeError, id="connect-str-port"),
+    bad(lambda e: api.connect(e.tcp, ("127.0.0.1", 1.0)), TypeError, id="connect-float-port"),
+    bad(lambda e: api.connect(e.tcp, ("127.0.0.1", -1)), OverflowError, id="connect-port-minus-1"),
+    bad(lambda e: api.connect(e.tcp, ("127.0.0.1", 65536)), OverflowError, id="connect-port-65536"),
+    bad(lambda e: api.connect(e.tcp6, ("::1",)), TypeError, id="connect6-1-tuple"),
+    bad(lambda e: api.connect(e.tcp6, ("::1", 1, 0, 0, 0)), TypeError, id="connect6-5-tuple"),
+    bad(lambda e: api.connect(e.tcp6, ("::1", 1, "0")), TypeError, id="connect6-str-flowinfo"),
+    bad(lambda e: api.connect(e.tcp6, ("::1", 1, 0, "0")), TypeError, id="connect6-str-scope"),
+    bad(
+        lambda e: api.connect(e.tcp6, ("::1", 1, 1 << 32)),
+        (OverflowError, ValueError),
+        id="connect6-flowinfo-2**32",
+    ),
+    bad(
+        lambda e: api.connect(e.tcp6, ("::1", 1, 0, -1)),
+        (OverflowError, ValueError),
+        id="connect6-scope-minus-1",
+    ),
+    bad(lambda e: api.connect(e.unix, 5), TypeError, id="connect-unix-int-address"),
+    bad(lambda e: api.connect(e.unix, None), TypeError, id="connect-unix-none-address"),
+    bad(lambda e: api.connect(e.unix, "x" * 200), ValueError, id="connect-unix-path-too-long"),
+    # open
+    bad(lambda e: api.open(None), TypeError, id="open-none-path"),
+    bad(lambda e: api.open(1.0), TypeError, id="open-float-path"),
+    bad(lambda e: api.open(NUL_PATH), ValueError, id="open-nul-path"),
+    bad(lambda e: api.open(NUL_PATH.encode()), ValueError, id="open-nul-bytes-path"),
+    bad(lambda e: api.open(e.path, "r"), TypeError, id="open-str-flags"),
+    bad(lambda e: api.open(e.path, -1), ValueError, id="open-negative-flags"),
+    bad(lambda e: api.open(e.path, os.O_RDONLY, 1.5), TypeError, id="open-float-mode"),
+    bad(lambda e: api.open(e.path, os.O_RDONLY, -1), ValueError, id="open-negative-mode"),
+    bad(lambda e: api.open("x", dir_fd="3"), TypeError, id="open-str-dir-fd"),
+    bad(lambda e: api.open("x", dir_fd=-1), OSError, errno.EBADF, id="open-negative-dir-fd"),
+    bad(lambda e: api.open("x", dir_fd=e.closed), OSError, errno.EBADF, id="open-closed-dir-fd"),
+    bad(lambda e: api.open("x", dir_fd=e.r), NotADirectoryError, id="open-pipe-dir-fd"),
+    bad(lambda e: api.open(""), FileNotFoundError, errno.ENOENT, id="open-empty-path"),
+    # close
+    bad(lambda e: api.close("3"), TypeError, id="close-str"),
+    bad(lambda e: api.close(3.0), TypeError, id="close-float"),
+    bad(lambda e: api.close(None), TypeError, id="close-none"),
+    bad(lambda e: api.close(-1), OSError, errno.EBADF, id="close-negative-fd"),
+    bad(lambda e: api.close(e.closed), OSError, errno.EBADF, id="close-closed-fd"),
+    bad(lambda e: api.close(e.dead), OSError, errno.EBADF, id="close-closed-socket"),
+    # fsync
+    bad(lambda e: api.fsync("3"), TypeError, id="fsync-str"),
+    bad(lambda e: api.fsync(-1), OSError, errno.EBADF, id="fsync-negative-fd"),
+    bad(lambda e: api.fsync(e.closed), OSError, errno.EBADF, id="fsync-closed-fd"),
+    bad(lambda e: api.fsync(e.r), OSError, errno.EINVAL, id="fsync-pipe"),
+    # stat
+    bad(lambda e: api.stat(None), TypeError, id="stat-none"),
+    bad(lambda e: api.stat(1.0), TypeError, id="stat-float"),
+    bad(lambda e: api.stat(NUL_PATH), ValueError, id="stat-nul-path"),
+    bad(lambda e: api.stat(-1), OSError, errno.EBADF, id="stat-negative-fd"),
+    bad(lambda e: api.stat(e.closed), OSError, errno.EBADF, id="stat-closed-fd"),
+    bad(lambda e: api.stat(e.r, dir_fd=e.r), ValueError, id="stat-fd-and-dir-fd"),
+    bad(lambda e: api.stat("x", dir_fd="3"), TypeError, id="stat-str-dir-fd"),
+    bad(lambda e: api.stat("x", dir_fd=e.closed), OSError, errno.EBADF, id="stat-closed-dir-fd"),
+    bad(lambda e: api.stat(""), FileNotFoundError, errno.ENOENT, id="stat-empty-path"),
+]
+
+
+@pytest.fixture
+def env(pipe: tuple[int, int], tmp_path: Path) -> Iterator[Env]:
+    path = tmp_path / "file"
+    path.write_bytes(DATA)
+    with ExitStack() as stack:
+        a, b = socket.socketpair()
+        stack.enter_context(a)
+        stack.enter_context(b)
+        dead = socket.socket()
+        dead.close()
+        yield Env(
+            r=pipe[0],
+            w=pipe[1],
+            sock=a,
+            tcp=stack.enter_context(socket.socket()),
+            udp=stack.enter_context(socket.socket(type=socket.SOCK_DGRAM)),
+            tcp6=stack.enter_context(socket.socket(socket.AF_INET6)) if HAS_IPV6 else None,
+            unix=stack.enter_context(socket.socket(socket.AF_UNIX)),
+            dead=dead,
+            path=path,
+            closed=-1,  # set in the test, once the ring has its fd
+            buf=bytearray(b"buffer"),
+        )
+
+
+@pytest.mark.parametrize(("call", "raises", "code", "carries_buffer"), BAD_INPUT)
+async def test_bad_input_raises_and_leaves_nothing_behind(
+    env: Env,
+    call: Callable[[Env], Awaitable[object]],
+    raises: type[BaseException] | tuple[type[BaseException], ...],
+    code: int | None,
+    carries_buffer: bool,
+) -> None:
+    ring = ouring.current_ring()  # the run's ring exists before the fds are counted
+    env.closed = os.dup(env.r)
+    os.close(env.closed)  # the lowest free number; nothing opens an fd before the call
+    before = fd_count()
+    with pytest.raises(raises) as info:
+        await call(env)
+    if code is not None:
+        assert isinstance(info.value, OSError)
+        assert info.value.errno == code
+    if carries_buffer:
+        assert info.value.buffer is env.buf  # type: ignore[attr-defined]
+    assert ring.statistics().inflight == 0
+    assert fd_count() == before
+    env.buf.extend(b"x")  # no export of the buffer is left...
+    os.write(env.w, b"ok")
+    buf, n = await ouring.read(env.r, env.buf)  # ...nor a registry entry: it can be lent
+    assert bytes(buf[:n]) == b"ok"
