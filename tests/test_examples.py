@@ -1,0 +1,67 @@
+"""The example programs run as a user would run them: in their own process."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+CAT = Path(__file__).resolve().parent.parent / "examples" / "cat.py"
+
+
+def run_cat(
+    *args: Path, stdout: int | None = subprocess.PIPE
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, str(CAT), *map(str, args)],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        timeout=60,
+        check=False,
+    )
+
+
+def two_files(tmp_path: Path) -> tuple[Path, Path, bytes]:
+    """One file with every byte value, one of several 64 KiB chunks and a tail."""
+    every_byte = bytes(range(256)) * 3
+    large = random.Random(1).randbytes(5 * 64 * 1024 + 12345)
+    a = tmp_path / "every-byte.bin"
+    b = tmp_path / "large.bin"
+    a.write_bytes(every_byte)
+    b.write_bytes(large)
+    return a, b, every_byte + large
+
+
+def test_cat_concatenates_files(tmp_path: Path) -> None:
+    a, b, expected = two_files(tmp_path)
+    done = run_cat(a, b)
+    assert done.stderr == b""
+    assert done.returncode == 0
+    assert done.stdout == expected
+
+
+def test_cat_writes_to_a_regular_file(tmp_path: Path) -> None:
+    a, b, expected = two_files(tmp_path)
+    out = tmp_path / "out.bin"
+    with out.open("wb") as f:
+        done = run_cat(b, a, b, stdout=f.fileno())
+    assert done.stderr == b""
+    assert done.returncode == 0
+    large = b.read_bytes()
+    assert out.read_bytes() == large + a.read_bytes() + large
+    assert len(expected) < out.stat().st_size
+
+
+def test_cat_reports_a_missing_file_and_goes_on(tmp_path: Path) -> None:
+    a, b, expected = two_files(tmp_path)
+    missing = tmp_path / "missing.txt"
+    done = run_cat(a, missing, b)
+    assert done.returncode == 1
+    assert done.stderr.decode() == f"cat: {missing}: No such file or directory\n"
+    assert done.stdout == expected
+
+    done = run_cat(missing)
+    assert done.returncode == 1
+    assert done.stderr.decode() == f"cat: {missing}: No such file or directory\n"
+    assert done.stdout == b""
