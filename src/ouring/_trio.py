@@ -105,8 +105,11 @@ class _Driver(trio.abc.Instrument):
     def before_io_wait(self, timeout: float) -> None:
         try:
             self.ring.flush()
-        except BaseException as exc:  # noqa: BLE001 - an instrument must never raise
-            self._token.run_sync_soon(self._fail, exc)
+        except BaseException:  # noqa: BLE001 - an instrument must never raise
+            # io_uring_enter failed outright (not EBUSY): the ring cannot be
+            # trusted. Closing it reschedules waiters (RingClosedError), which
+            # is not allowed here, so it happens on the next pass.
+            self._token.run_sync_soon(self.close)
 
     async def _reap(self) -> None:
         try:
@@ -121,11 +124,6 @@ class _Driver(trio.abc.Instrument):
             pass
         finally:
             self.close()
-
-    def _fail(self, exc: BaseException) -> None:
-        """A submission failed outright (not EBUSY): the ring cannot be
-        trusted, so close it; waiters get RingClosedError."""
-        self.close()
 
     def close(self) -> None:
         if self._closed:
