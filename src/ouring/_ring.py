@@ -191,7 +191,6 @@ class Ring:
         self._pending: deque[Operation[Any]] = deque()
         self._inflight: dict[int, Operation[Any]] = {}
         self._cancels: deque[Operation[Any]] = deque()  # cancel requests not yet in the SQ
-        self._cancels_inflight = 0
         self._max_inflight = self.cq_entries // 2
         self._batch = self.cq_entries
         self._cqe_user_data = ffi.new("uint64_t[]", self._batch)
@@ -287,7 +286,6 @@ class Ring:
                     if not self._make_room():
                         return
                     continue
-                self._cancels_inflight += 1
             cancels.popleft()
         pending = self._pending
         inflight = self._inflight
@@ -324,38 +322,31 @@ class Ring:
         return self._submit_res[0] not in _BUSY
 
     def _enter(self, wait_nr: int, timeout_ns: int, max_cqes: int) -> int:
-        n: int = lib.ouring_submit_and_reap(
-            self._ptr,
-            wait_nr,
-            timeout_ns,
-            self._cqe_user_data,
-            self._cqe_res,
-            self._cqe_flags,
-            max_cqes,
-            self._submit_res,
-        )
-        submitted = self._submit_res[0]
-        if submitted > 0:
-            self._batches += 1
-        elif submitted < 0 and submitted not in _BUSY:
-            raise os_error(submitted)
-        total = n
-        while n:
-            self._dispatch(n)
-            if n < max_cqes:
-                break
-            n = lib.ouring_submit_and_reap(
+        """Submit what the SQ holds, wait as asked, and settle up to
+        ``max_cqes`` CQEs at a time until fewer are ready. Returns how many."""
+        total = 0
+        while True:
+            n: int = lib.ouring_submit_and_reap(
                 self._ptr,
-                0,
-                _NO_WAIT,
+                wait_nr,
+                timeout_ns,
                 self._cqe_user_data,
                 self._cqe_res,
                 self._cqe_flags,
                 max_cqes,
                 self._submit_res,
             )
-            total += n
-        return total
+            submitted = self._submit_res[0]
+            if submitted > 0:
+                self._batches += 1
+            elif submitted < 0 and submitted not in _BUSY:
+                raise os_error(submitted)
+            if n:
+                self._dispatch(n)
+                total += n
+            if n < max_cqes or max_cqes == 0:
+                return total
+            wait_nr, timeout_ns = 0, _NO_WAIT  # a full batch: more may be ready
 
     def _dispatch(self, n: int) -> None:
         inflight = self._inflight
@@ -363,10 +354,10 @@ class Ring:
         for user_data, res in zip(
             ffi.unpack(self._cqe_user_data, n), ffi.unpack(self._cqe_res, n), strict=True
         ):
-            if user_data == _CANCEL_USER_DATA:
-                self._cancels_inflight -= 1
-                continue
-            settle(inflight.pop(user_data), res)
+            # Every operation here is single-shot, so each CQE is final (no
+            # IORING_CQE_F_MORE); cancel requests own nothing and are skipped.
+            if user_data != _CANCEL_USER_DATA:
+                settle(inflight.pop(user_data), res)
 
     def _settle(self, op: Operation[Any], res: int) -> None:
         """The operation's final CQE arrived (or it was withdrawn): -> DONE."""
@@ -413,8 +404,8 @@ class Ring:
             # and the kernel writes only into the parent's copies of buffers.
             lib.ouring_exit(self._ptr)
             return
-        for op in list(self._pending):
-            self.cancel(op, RING)
+        while self._pending:
+            self.cancel(self._pending[0], RING)  # withdrawn from the front: O(1) each
         for op in list(self._inflight.values()):
             self.cancel(op, RING)
         deadline = time.monotonic() + self.teardown_timeout
@@ -428,14 +419,9 @@ class Ring:
         except OSError:
             pass  # the kernel refuses to enter: what it still owns is leaked below
         if self._inflight:
-            leaked = list(self._inflight.values())
-            for op in leaked:
-                op.state = LEAKED
-            _leaked_forever.extend(leaked)
-            self._leaked += len(leaked)
-            self._inflight.clear()
+            leaked = self._leak_inflight()
             warnings.warn(
-                f"ouring: {len(leaked)} operation(s) did not complete within "
+                f"ouring: {leaked} operation(s) did not complete within "
                 f"{self.teardown_timeout}s of closing the ring; their buffers are "
                 "kept alive forever so the kernel never writes into freed memory",
                 ResourceWarning,
@@ -452,11 +438,7 @@ class Ring:
         name = repr(self)
         self._closed = True
         if os.getpid() == self._pid:
-            stranded = list(self._inflight.values())
-            for op in stranded:
-                op.state = LEAKED
-            _leaked_forever.extend(stranded)
-            self._leaked += len(stranded)
+            self._leak_inflight()
         warnings.warn(
             f"unclosed {name}"
             + (f" with {self._leaked} operation(s) in flight" if self._leaked else ""),
@@ -465,6 +447,17 @@ class Ring:
             source=self,
         )
         lib.ouring_exit(self._ptr)
+
+    def _leak_inflight(self) -> int:
+        """SUBMITTED/CANCELLING -> LEAKED: the kernel may still write into these
+        operations' memory, so it is referenced forever and never freed."""
+        stranded = list(self._inflight.values())
+        for op in stranded:
+            op.state = LEAKED
+        _leaked_forever.extend(stranded)
+        self._inflight.clear()
+        self._leaked += len(stranded)
+        return len(stranded)
 
     @property
     def closed(self) -> bool:
