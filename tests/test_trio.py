@@ -23,7 +23,7 @@ def stats() -> ouring.RingStatistics:
     return ouring.current_ring().statistics()
 
 
-async def wait_cqe_ready(ring: ouring.Ring) -> None:
+def wait_cqe_ready(ring: ouring.Ring) -> None:
     """Block (the thread, briefly) until the kernel has posted a CQE: polling
     the ring fd is the kernel's own answer to 'is a completion waiting?'."""
     readable, _, _ = select.select([ring.wait_fd], [], [], 5)
@@ -69,7 +69,7 @@ async def test_completion_that_won_the_race_is_returned(
         nursery.start_soon(receiver)
         await trio.testing.wait_all_tasks_blocked()
         b.send(b"won the race")
-        await wait_cqe_ready(ring)
+        wait_cqe_ready(ring)
         scope.cancel()  # abort_fn runs now: the op is in the kernel -> FAILED
     assert got == [b"won the race"]
     assert scope.cancelled_caught
@@ -94,7 +94,7 @@ async def test_accept_that_won_the_race_delivers_the_connection() -> None:
             nursery.start_soon(acceptor)
             await trio.testing.wait_all_tasks_blocked()
             client = socket.create_connection(listener.getsockname())
-            await wait_cqe_ready(ring)
+            wait_cqe_ready(ring)
             scope.cancel()
         with client, accepted[0] as conn:
             client.sendall(b"hi")
@@ -204,7 +204,7 @@ async def test_closed_coroutine_of_an_open_closes_the_fd(tmp_path: Path) -> None
         coro = ouring.open(path)
         coro.send(None)
         ring.flush()  # the open runs in the kernel...
-        await wait_cqe_ready(ring)  # ...and completes, but nobody will receive it
+        wait_cqe_ready(ring)  # ...and completes, but nobody will receive it
         coro.close()
         await ouring.wait_all_ops_completed()
     assert len(os.listdir("/proc/self/fd")) == fds_before
