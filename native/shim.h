@@ -20,6 +20,11 @@
 #include <unistd.h>
 #include <liburing.h>
 
+/* Opcodes newer than liburing 2.3's header (Debian 12). Their numbers are
+ * kernel ABI; whether this kernel has them is decided by the probe. */
+#define OURING_OP_FTRUNCATE 55 /* Linux 6.9 */
+#define OURING_PROBE_OPS 256   /* io_uring_get_probe_ring() sizes its probe for 256 ops */
+
 struct ouring {
     struct io_uring ring;
     unsigned setup_flags;

@@ -7,6 +7,7 @@ import os
 
 __all__ = [
     "BufferInUseError",
+    "FdClosedError",
     "RingClosedError",
     "UnsupportedError",
     "os_error",
@@ -30,14 +31,22 @@ class RingClosedError(RuntimeError):
     another process) before the operation could complete."""
 
 
-def os_error(res: int, *, buffer: object = None, filename: object = None) -> OSError:
+class FdClosedError(OSError):
+    """The fd was closed through the ring (``close``) while this operation was
+    in flight on it, and the operation did not happen. Event-loop adapters
+    translate it (trio: ``trio.ClosedResourceError``)."""
+
+
+def os_error(
+    res: int, *, buffer: object = None, filename: object = None, filename2: object = None
+) -> OSError:
     """``OSError`` of the right subclass for a negative CQE result.
 
     For operations that carry a buffer, the exception's ``buffer`` attribute
     holds it: ownership returns to the caller on failure too.
     """
     code = -res
-    exc = OSError(code, os.strerror(code), filename)
+    exc = OSError(code, os.strerror(code), filename, None, filename2)
     if buffer is not None:
         exc.buffer = buffer  # type: ignore[attr-defined]
     return exc

@@ -24,22 +24,31 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from . import _sockaddr
 from ._buffers import Lease
-from ._errors import RingClosedError, os_error
+from ._errors import FdClosedError, RingClosedError, os_error
 from ._native import ffi, lib
 
 __all__ = [
     "Accept",
     "Close",
     "Connect",
+    "Fadvise",
+    "Fallocate",
     "Fsync",
+    "Ftruncate",
+    "LinkAt",
+    "MkdirAt",
     "Nop",
     "OpenAt",
     "Operation",
     "Read",
     "ReadV",
     "Recv",
+    "RenameAt",
     "Send",
+    "Shutdown",
     "Statx",
+    "SymlinkAt",
+    "UnlinkAt",
     "Write",
     "WriteV",
 ]
@@ -60,6 +69,7 @@ STATE_NAMES = ("CREATED", "PENDING", "SUBMITTED", "CANCELLING", "DONE", "LEAKED"
 # Operation.cancel_by: who asked for a cancel
 CALLER = 1  # the waiting task was cancelled (trio's abort)
 RING = 2  # the ring is closing
+CLOSED = 3  # its fd is being closed through the ring
 
 _U64 = 0xFFFF_FFFF_FFFF_FFFF
 _IOV_MAX = 1024
@@ -120,8 +130,10 @@ class Operation(Generic[T]):
 
     def outcome(self) -> T:
         """The value to hand the waiter once the operation is DONE."""
-        if self.cancel_by == RING and self.cancelled():
-            raise RingClosedError("the ring was closed before the operation completed")
+        if self.cancel_by > CALLER and self.cancelled():
+            if self.cancel_by == RING:
+                raise RingClosedError("the ring was closed before the operation completed")
+            raise FdClosedError(errno.EBADF, f"fd {self.fd} was closed while in use")
         return self.result()
 
     def __repr__(self) -> str:
@@ -131,7 +143,17 @@ class Operation(Generic[T]):
         )
 
 
-class Nop(Operation[None]):
+class _Status(Operation[None]):
+    """An operation whose result is only success or an ``OSError``."""
+
+    __slots__ = ()
+
+    def result(self) -> None:
+        if self.res < 0:
+            raise os_error(self.res)
+
+
+class Nop(_Status):
     """IORING_OP_NOP: a round trip through the ring and nothing else."""
 
     __slots__ = ()
@@ -139,10 +161,6 @@ class Nop(Operation[None]):
 
     def __init__(self) -> None:
         super().__init__(-1, _NULL, 0, 0, 0)
-
-    def result(self) -> None:
-        if self.res < 0:
-            raise os_error(self.res)
 
 
 class _BufferOperation(Operation[tuple[B, int]]):
@@ -290,7 +308,7 @@ class Accept(Operation[tuple[socket.socket, Any]]):
             os.close(self.res)
 
 
-class Connect(Operation[None]):
+class Connect(_Status):
     """IORING_OP_CONNECT to a numeric address in the socket's family."""
 
     __slots__ = ("sockaddr",)
@@ -301,10 +319,6 @@ class Connect(Operation[None]):
         data = _sockaddr.encode(socket_family(sock, fd), address)
         self.sockaddr = ffi.new("char[]", data)
         super().__init__(fd, self.sockaddr, 0, len(data), 0)
-
-    def result(self) -> None:
-        if self.res < 0:
-            raise os_error(self.res)
 
 
 class OpenAt(Operation[int]):
@@ -317,7 +331,7 @@ class OpenAt(Operation[int]):
         raw = fs_path(path)
         flags = u32(flags, "flags") | os.O_CLOEXEC
         mode = u32(mode, "mode")
-        dfd = lib.AT_FDCWD if dir_fd is None else fileno(dir_fd)
+        dfd = dir_fd_of(dir_fd)
         self.filename = os.fsdecode(raw)  # as os.open reports it
         self.path = ffi.new("char[]", raw)
         super().__init__(dfd, self.path, mode, 0, flags)
@@ -355,16 +369,12 @@ class Close(Operation[None]):
             self.sock.detach()
 
 
-class Fsync(Operation[None]):
+class Fsync(_Status):
     __slots__ = ()
     opcode = lib.IORING_OP_FSYNC
 
     def __init__(self, fd: Any, datasync: bool = False) -> None:
         super().__init__(fileno(fd), _NULL, 0, 0, lib.IORING_FSYNC_DATASYNC if datasync else 0)
-
-    def result(self) -> None:
-        if self.res < 0:
-            raise os_error(self.res)
 
 
 class Statx(Operation[os.stat_result]):
@@ -382,7 +392,7 @@ class Statx(Operation[os.stat_result]):
             flags |= lib.AT_EMPTY_PATH
         else:
             raw = fs_path(path)
-            dfd = lib.AT_FDCWD if dir_fd is None else fileno(dir_fd)
+            dfd = dir_fd_of(dir_fd)
         if not follow_symlinks:
             flags |= lib.AT_SYMLINK_NOFOLLOW
         self.filename = path if isinstance(path, int) else os.fsdecode(raw)
@@ -416,6 +426,147 @@ class Statx(Operation[os.stat_result]):
             extra["st_" + name] = ts.tv_sec + ts.tv_nsec * 1e-9  # as CPython computes it
             extra[f"st_{name}_ns"] = ts.tv_sec * 1_000_000_000 + ts.tv_nsec
         return os.stat_result(seq, extra)
+
+
+class Fallocate(_Status):
+    """IORING_OP_FALLOCATE: ``fallocate(2)``; the length travels in addr."""
+
+    __slots__ = ()
+    opcode = lib.IORING_OP_FALLOCATE
+
+    def __init__(self, fd: Any, offset: int, length: int, mode: int = 0) -> None:
+        fd = fileno(fd)
+        offset, length = file_range(offset, length)
+        if length == 0:
+            raise ValueError("fallocate: length must be > 0")
+        super().__init__(fd, ffi.cast("void *", length), u32(mode, "mode"), offset, 0)
+
+
+class Fadvise(_Status):
+    """IORING_OP_FADVISE: ``posix_fadvise``. A length over 32 bits travels in
+    addr, which kernels since 6.7 read first."""
+
+    __slots__ = ()
+    opcode = lib.IORING_OP_FADVISE
+
+    def __init__(self, fd: Any, offset: int, length: int, advice: int) -> None:
+        fd = fileno(fd)
+        offset, length = file_range(offset, length)
+        small = length <= 0xFFFFFFFF
+        addr = _NULL if small else ffi.cast("void *", length)
+        super().__init__(fd, addr, length if small else 0, offset, u32(advice, "advice"))
+
+
+class Ftruncate(_Status):
+    """IORING_OP_FTRUNCATE (Linux 6.9): ``os.ftruncate``."""
+
+    __slots__ = ()
+    opcode = lib.OURING_OP_FTRUNCATE
+
+    def __init__(self, fd: Any, length: int) -> None:
+        fd = fileno(fd)
+        _, length = file_range(0, length)
+        super().__init__(fd, _NULL, 0, length, 0)
+
+
+class Shutdown(_Status):
+    """IORING_OP_SHUTDOWN: ``socket.shutdown(how)``. Unlike ``close``, it ends
+    the operations in flight on the socket (a pending recv completes with 0)."""
+
+    __slots__ = ()
+    opcode = lib.IORING_OP_SHUTDOWN
+
+    def __init__(self, sock: Any, how: int) -> None:
+        how = operator.index(how)
+        if how not in (socket.SHUT_RD, socket.SHUT_WR, socket.SHUT_RDWR):
+            raise ValueError(f"how must be SHUT_RD, SHUT_WR or SHUT_RDWR, not {how}")
+        super().__init__(fileno(sock), _NULL, how, 0, 0)
+
+
+class _PathOperation(Operation[None]):
+    """An ``*at`` operation on one or two paths. The kernel copies the paths
+    when it consumes the SQE; they stay referenced until the CQE anyway."""
+
+    __slots__ = ("filename", "filename2", "path", "path2")
+
+    def __init__(self, dir_fd: Any, path: Any, length: int, path2: Any, op_flags: int) -> None:
+        raw = fs_path(path)
+        self.filename = os.fsdecode(raw)
+        self.path = ffi.new("char[]", raw)
+        if path2 is None:
+            self.filename2: str | None = None
+            self.path2 = _NULL
+            second = 0
+        else:
+            raw2 = fs_path(path2)
+            self.filename2 = os.fsdecode(raw2)
+            self.path2 = ffi.new("char[]", raw2)
+            second = address_of(self.path2)
+        super().__init__(dir_fd_of(dir_fd), self.path, length, second, op_flags)
+
+    def result(self) -> None:
+        if self.res < 0:
+            raise os_error(self.res, filename=self.filename, filename2=self.filename2)
+
+
+class UnlinkAt(_PathOperation):
+    """IORING_OP_UNLINKAT: ``os.unlink``, or ``os.rmdir`` with ``rmdir=True``."""
+
+    __slots__ = ()
+    opcode = lib.IORING_OP_UNLINKAT
+
+    def __init__(self, path: Any, dir_fd: Any = None, rmdir: bool = False) -> None:
+        super().__init__(dir_fd, path, 0, None, lib.AT_REMOVEDIR if rmdir else 0)
+
+
+class MkdirAt(_PathOperation):
+    """IORING_OP_MKDIRAT: ``os.mkdir``."""
+
+    __slots__ = ()
+    opcode = lib.IORING_OP_MKDIRAT
+
+    def __init__(self, path: Any, mode: int = 0o777, dir_fd: Any = None) -> None:
+        super().__init__(dir_fd, path, u32(mode, "mode"), None, 0)
+
+
+class RenameAt(_PathOperation):
+    """IORING_OP_RENAMEAT: ``os.rename`` (which replaces ``dst``, as
+    ``os.replace`` does). The second dir fd travels in the length field."""
+
+    __slots__ = ()
+    opcode = lib.IORING_OP_RENAMEAT
+
+    def __init__(self, src: Any, dst: Any, src_dir_fd: Any = None, dst_dir_fd: Any = None) -> None:
+        super().__init__(src_dir_fd, src, dir_fd_of(dst_dir_fd) & 0xFFFFFFFF, dst, 0)
+
+
+class LinkAt(_PathOperation):
+    """IORING_OP_LINKAT: ``os.link``."""
+
+    __slots__ = ()
+    opcode = lib.IORING_OP_LINKAT
+
+    def __init__(
+        self,
+        src: Any,
+        dst: Any,
+        src_dir_fd: Any = None,
+        dst_dir_fd: Any = None,
+        follow_symlinks: bool = True,
+    ) -> None:
+        flags = lib.AT_SYMLINK_FOLLOW if follow_symlinks else 0
+        super().__init__(src_dir_fd, src, dir_fd_of(dst_dir_fd) & 0xFFFFFFFF, dst, flags)
+
+
+class SymlinkAt(_PathOperation):
+    """IORING_OP_SYMLINKAT: ``os.symlink(src, dst)`` makes ``dst`` point at
+    ``src``, which is stored as is and never resolved."""
+
+    __slots__ = ()
+    opcode = lib.IORING_OP_SYMLINKAT
+
+    def __init__(self, src: Any, dst: Any, dir_fd: Any = None) -> None:
+        super().__init__(dir_fd, src, 0, dst, 0)
 
 
 # Argument checks shared by the operations: each raises at the call, before
@@ -458,6 +609,22 @@ def file_offset(offset: Any) -> int:
     if value >= 1 << 63:
         raise OverflowError(f"offset {value} does not fit in a 64-bit file offset")
     return value & _U64
+
+
+def file_range(offset: Any, length: Any) -> tuple[int, int]:
+    """A non-negative (offset, length) pair whose end fits in a 63-bit off_t."""
+    start: int = operator.index(offset)
+    size: int = operator.index(length)
+    if start < 0 or size < 0:
+        raise ValueError(f"offset and length must be >= 0, not {start} and {size}")
+    if start + size >= 1 << 63:
+        raise OverflowError("offset + length does not fit in a 64-bit file offset")
+    return start, size
+
+
+def dir_fd_of(dir_fd: Any) -> int:
+    """A directory fd for ``*at`` operations; None means the current directory."""
+    return lib.AT_FDCWD if dir_fd is None else fileno(dir_fd)
 
 
 def u32(value: Any, name: str) -> int:

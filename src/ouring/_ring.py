@@ -43,6 +43,7 @@ from ._native import ffi, lib
 from ._ops import (
     CALLER,
     CANCELLING,
+    CLOSED,
     DONE,
     LEAKED,
     PENDING,
@@ -51,15 +52,24 @@ from ._ops import (
     Accept,
     Close,
     Connect,
+    Fadvise,
+    Fallocate,
     Fsync,
+    Ftruncate,
+    LinkAt,
+    MkdirAt,
     Nop,
     OpenAt,
     Operation,
     Read,
     ReadV,
     Recv,
+    RenameAt,
     Send,
+    Shutdown,
     Statx,
+    SymlinkAt,
+    UnlinkAt,
     Write,
     WriteV,
     fileno,
@@ -85,6 +95,7 @@ _MAX_CQ_ENTRIES = 2 * _MAX_ENTRIES
 _DEFAULT_MIN_CQ = 4096  # 64 KiB of CQ: room for 2048 operations in the kernel at once
 _NO_WAIT = -1
 _CANCEL_OPCODE = lib.IORING_OP_ASYNC_CANCEL
+_CLOSE_OPCODE = lib.IORING_OP_CLOSE
 _CANCEL_USER_DATA = 0  # operations count from 1; CQEs of cancel requests carry 0
 _BUSY = (-errno.EBUSY, -errno.EAGAIN)
 
@@ -183,8 +194,8 @@ class Ring:
         #: Set by the event-loop adapter that drives this ring.
         self.executor: Executor | None = None
 
-        supported = ffi.new("unsigned char[]", lib.IORING_OP_LAST)
-        lib.ouring_probe(self._ptr, supported, lib.IORING_OP_LAST)
+        supported = ffi.new("unsigned char[]", lib.OURING_PROBE_OPS)
+        lib.ouring_probe(self._ptr, supported, lib.OURING_PROBE_OPS)
         self._supported = bytes(ffi.buffer(supported))
 
         self._next_user_data = 1  # never reused: a Python int does not wrap
@@ -220,6 +231,8 @@ class Ring:
         except BaseException:
             op.release()
             raise
+        if op.opcode == _CLOSE_OPCODE:
+            self.cancel_fd(op.fd)
         op.user_data = self._next_user_data
         self._next_user_data += 1
         op.waiter = waiter
@@ -262,6 +275,20 @@ class Ring:
             op.state = CANCELLING
             self._cancels.append(op)
         return False
+
+    def cancel_fd(self, fd: Any) -> int:
+        """Ask for every operation on ``fd`` to be cancelled because the fd is
+        being closed: the ones that do not happen end with ``FdClosedError``
+        (trio: ``ClosedResourceError``). Closing an fd does not stop the kernel's
+        operations on it (each holds its own reference to the file), so a new
+        file reusing the fd number could otherwise see an old operation's data.
+        Returns how many operations were asked. O(operations in flight)."""
+        fd = fileno(fd)
+        targets = [op for op in self._pending if op.fd == fd]
+        targets += [op for op in self._inflight.values() if op.fd == fd]
+        for op in targets:
+            self.cancel(op, CLOSED)
+        return len(targets)
 
     def abandon(self, op: Operation[Any]) -> None:
         """Nobody will receive ``op``'s result (its coroutine was closed): stop
@@ -552,6 +579,8 @@ class Ring:
         return await self._perform(OpenAt(path, flags, mode, dir_fd))
 
     async def close_fd(self, fd: Any) -> None:
+        """Close ``fd`` (an int or a ``socket.socket``) after cancelling every
+        operation on it (see :meth:`cancel_fd`)."""
         await self._perform(Close(fd))
 
     async def fsync(self, fd: Any, *, datasync: bool = False) -> None:
@@ -561,3 +590,43 @@ class Ring:
         self, path: Any, *, dir_fd: Any = None, follow_symlinks: bool = True
     ) -> os.stat_result:
         return await self._perform(Statx(path, dir_fd, follow_symlinks))
+
+    async def shutdown(self, sock: Any, how: int) -> None:
+        await self._perform(Shutdown(sock, how))
+
+    async def fallocate(self, fd: Any, offset: int, length: int, *, mode: int = 0) -> None:
+        await self._perform(Fallocate(fd, offset, length, mode))
+
+    async def fadvise(self, fd: Any, offset: int, length: int, advice: int) -> None:
+        await self._perform(Fadvise(fd, offset, length, advice))
+
+    async def ftruncate(self, fd: Any, length: int) -> None:
+        await self._perform(Ftruncate(fd, length))
+
+    async def unlink(self, path: Any, *, dir_fd: Any = None) -> None:
+        await self._perform(UnlinkAt(path, dir_fd))
+
+    async def rmdir(self, path: Any, *, dir_fd: Any = None) -> None:
+        await self._perform(UnlinkAt(path, dir_fd, rmdir=True))
+
+    async def mkdir(self, path: Any, mode: int = 0o777, *, dir_fd: Any = None) -> None:
+        await self._perform(MkdirAt(path, mode, dir_fd))
+
+    async def rename(
+        self, src: Any, dst: Any, *, src_dir_fd: Any = None, dst_dir_fd: Any = None
+    ) -> None:
+        await self._perform(RenameAt(src, dst, src_dir_fd, dst_dir_fd))
+
+    async def symlink(self, src: Any, dst: Any, *, dir_fd: Any = None) -> None:
+        await self._perform(SymlinkAt(src, dst, dir_fd))
+
+    async def link(
+        self,
+        src: Any,
+        dst: Any,
+        *,
+        src_dir_fd: Any = None,
+        dst_dir_fd: Any = None,
+        follow_symlinks: bool = True,
+    ) -> None:
+        await self._perform(LinkAt(src, dst, src_dir_fd, dst_dir_fd, follow_symlinks))

@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from ._errors import FdClosedError
 from ._ops import DONE, Operation
 from ._ring import Ring
 
@@ -90,7 +91,10 @@ class _Driver(trio.abc.Instrument):
             raise
         if raise_cancel is not None and op.cancelled():
             raise_cancel()
-        return op.outcome()
+        try:
+            return op.outcome()
+        except FdClosedError as exc:
+            raise trio.ClosedResourceError(str(exc)) from None
 
     def wake(self, op: Operation[Any]) -> None:
         trio.lowlevel.reschedule(op.waiter)  # type: ignore[arg-type]
@@ -253,3 +257,63 @@ async def fsync(fd: Any, *, datasync: bool = False) -> None:
 async def stat(path: Any, *, dir_fd: Any = None, follow_symlinks: bool = True) -> os.stat_result:
     """``os.stat`` through statx; ``path`` may also be an open fd."""
     return await current_ring().stat(path, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
+
+
+async def shutdown(sock: Any, how: int) -> None:
+    """``socket.shutdown``; unlike ``close``, it ends operations in flight on
+    the socket (a pending recv returns 0)."""
+    await current_ring().shutdown(sock, how)
+
+
+async def fallocate(fd: Any, offset: int, length: int, *, mode: int = 0) -> None:
+    """``fallocate(2)``: ``os.posix_fallocate`` with mode 0, or ``FALLOC_FL_*`` flags."""
+    await current_ring().fallocate(fd, offset, length, mode=mode)
+
+
+async def fadvise(fd: Any, offset: int, length: int, advice: int) -> None:
+    """``os.posix_fadvise``."""
+    await current_ring().fadvise(fd, offset, length, advice)
+
+
+async def ftruncate(fd: Any, length: int) -> None:
+    """``os.ftruncate`` (needs Linux 6.9; ``UnsupportedError`` before)."""
+    await current_ring().ftruncate(fd, length)
+
+
+async def unlink(path: Any, *, dir_fd: Any = None) -> None:
+    """``os.unlink``."""
+    await current_ring().unlink(path, dir_fd=dir_fd)
+
+
+async def rmdir(path: Any, *, dir_fd: Any = None) -> None:
+    """``os.rmdir``."""
+    await current_ring().rmdir(path, dir_fd=dir_fd)
+
+
+async def mkdir(path: Any, mode: int = 0o777, *, dir_fd: Any = None) -> None:
+    """``os.mkdir``."""
+    await current_ring().mkdir(path, mode, dir_fd=dir_fd)
+
+
+async def rename(src: Any, dst: Any, *, src_dir_fd: Any = None, dst_dir_fd: Any = None) -> None:
+    """``os.rename``, which on Linux replaces ``dst`` as ``os.replace`` does."""
+    await current_ring().rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+
+
+async def symlink(src: Any, dst: Any, *, dir_fd: Any = None) -> None:
+    """``os.symlink``: make ``dst`` a symbolic link to ``src``."""
+    await current_ring().symlink(src, dst, dir_fd=dir_fd)
+
+
+async def link(
+    src: Any,
+    dst: Any,
+    *,
+    src_dir_fd: Any = None,
+    dst_dir_fd: Any = None,
+    follow_symlinks: bool = True,
+) -> None:
+    """``os.link``: make ``dst`` a hard link to ``src``."""
+    await current_ring().link(
+        src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd, follow_symlinks=follow_symlinks
+    )
