@@ -97,3 +97,5 @@ int ouring_prep(struct ouring *o, int opcode, int fd, const void *addr, uint32_t
 int ouring_submit_and_reap(struct ouring *o, unsigned wait_nr, long long timeout_ns,
                            uint64_t *user_data, int32_t *res, uint32_t *flags,
                            unsigned max, int *submit_result);
+int ouring_lease(const void *p, size_t size, int writable);
+void ouring_unlease(const void *p, size_t size, int writable);

@@ -164,3 +164,137 @@ static int ouring_submit_and_reap(struct ouring *o, unsigned wait_nr, long long 
     io_uring_cq_advance(ring, n);
     return (int)n;
 }
+
+/* -- the lease table ---------------------------------------------------------
+ *
+ * Address ranges of caller memory lent to in-flight operations, per process
+ * (memory is per process: two rings must not write into one buffer either).
+ * Ranges the kernel writes into are exclusive: they overlap no other lent
+ * range. Ranges it only reads may overlap each other but not a written one.
+ * Both lists are sorted by start; written ranges never overlap, so their ends
+ * sort too. Python's buffer export keeps the memory itself alive; this table
+ * only answers "is any byte of it already lent?". cffi releases the GIL
+ * around calls, hence the mutex. */
+
+struct ouring_range {
+    uintptr_t start, end;
+};
+
+struct ouring_ranges {
+    struct ouring_range *items;
+    size_t n, cap;
+};
+
+static struct {
+    pthread_mutex_t lock;
+    struct ouring_ranges written, read;
+    uintptr_t longest_read; /* bounds how far back an overlapping read can start */
+} ouring_leases = {PTHREAD_MUTEX_INITIALIZER, {NULL, 0, 0}, {NULL, 0, 0}, 0};
+
+/* The index of the first range whose start is > start (upper bound). */
+static size_t ouring_ranges_after(const struct ouring_ranges *r, uintptr_t start)
+{
+    size_t lo = 0, hi = r->n;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (r->items[mid].start <= start)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static int ouring_overlaps_written(uintptr_t start, uintptr_t end)
+{
+    const struct ouring_ranges *w = &ouring_leases.written;
+    size_t i = ouring_ranges_after(w, start);
+
+    if (i > 0 && w->items[i - 1].end > start)
+        return 1;
+    return i < w->n && w->items[i].start < end;
+}
+
+static int ouring_overlaps_read(uintptr_t start, uintptr_t end)
+{
+    const struct ouring_ranges *r = &ouring_leases.read;
+    size_t i = ouring_ranges_after(r, end - 1); /* ranges starting before end */
+    uintptr_t floor = start > ouring_leases.longest_read ? start - ouring_leases.longest_read : 0;
+
+    while (i > 0 && r->items[i - 1].start >= floor) {
+        if (r->items[i - 1].end > start)
+            return 1;
+        i--;
+    }
+    return 0;
+}
+
+static int ouring_ranges_insert(struct ouring_ranges *r, uintptr_t start, uintptr_t end)
+{
+    size_t i;
+
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? 2 * r->cap : 64;
+        struct ouring_range *items = realloc(r->items, cap * sizeof(*items));
+        if (!items)
+            return -ENOMEM;
+        r->items = items;
+        r->cap = cap;
+    }
+    i = ouring_ranges_after(r, start);
+    memmove(&r->items[i + 1], &r->items[i], (r->n - i) * sizeof(*r->items));
+    r->items[i].start = start;
+    r->items[i].end = end;
+    r->n++;
+    return 0;
+}
+
+static void ouring_ranges_remove(struct ouring_ranges *r, uintptr_t start, uintptr_t end)
+{
+    size_t i = ouring_ranges_after(r, start);
+
+    while (i > 0 && r->items[i - 1].start == start) {
+        if (r->items[i - 1].end == end) {
+            i--;
+            memmove(&r->items[i], &r->items[i + 1], (r->n - i - 1) * sizeof(*r->items));
+            r->n--;
+            return;
+        }
+        i--;
+    }
+}
+
+/* Lend [p, p + size): 0, -EBUSY if any byte conflicts with a lent range, or
+ * -ENOMEM. size must be > 0. */
+static int ouring_lease(const void *p, size_t size, int writable)
+{
+    uintptr_t start = (uintptr_t)p, end = start + size;
+    int ret = -EBUSY;
+
+    pthread_mutex_lock(&ouring_leases.lock);
+    if (ouring_overlaps_written(start, end))
+        goto out;
+    if (writable) {
+        if (ouring_overlaps_read(start, end))
+            goto out;
+        ret = ouring_ranges_insert(&ouring_leases.written, start, end);
+    } else {
+        ret = ouring_ranges_insert(&ouring_leases.read, start, end);
+        if (ret == 0 && size > ouring_leases.longest_read)
+            ouring_leases.longest_read = size;
+    }
+out:
+    pthread_mutex_unlock(&ouring_leases.lock);
+    return ret;
+}
+
+static void ouring_unlease(const void *p, size_t size, int writable)
+{
+    uintptr_t start = (uintptr_t)p;
+
+    pthread_mutex_lock(&ouring_leases.lock);
+    ouring_ranges_remove(writable ? &ouring_leases.written : &ouring_leases.read, start,
+                         start + size);
+    pthread_mutex_unlock(&ouring_leases.lock);
+}
