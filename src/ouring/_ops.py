@@ -72,6 +72,8 @@ RING = 2  # the ring is closing
 CLOSED = 3  # its fd is being closed through the ring
 
 _U64 = 0xFFFF_FFFF_FFFF_FFFF
+_OFFSET_MAX = (1 << 63) - 1
+_FD_MAX = 0x7FFFFFFF
 _IOV_MAX = 1024
 _NULL = ffi.NULL
 
@@ -170,7 +172,8 @@ class _BufferOperation(Operation[tuple[B, int]]):
     writes_buffer: ClassVar[bool]
 
     def __init__(self, fd: Any, buf: B, offset: int, op_flags: int) -> None:
-        fd = fileno_for(fd, buf)
+        if type(fd) is not int or not 0 <= fd <= _FD_MAX:
+            fd = fileno_for(fd, buf)
         self.lease = Lease(buf, self.writes_buffer)
         super().__init__(fd, self.lease.ptr, self.lease.length, offset, op_flags)
 
@@ -192,7 +195,9 @@ class Read(_BufferOperation[B]):
     writes_buffer = True
 
     def __init__(self, fd: Any, buf: B, offset: int = -1) -> None:
-        super().__init__(fd, buf, file_offset(offset), 0)
+        if type(offset) is not int or not 0 <= offset <= _OFFSET_MAX:
+            offset = file_offset(offset)
+        super().__init__(fd, buf, offset, 0)
 
 
 class Write(_BufferOperation[B]):
@@ -203,7 +208,9 @@ class Write(_BufferOperation[B]):
     writes_buffer = False
 
     def __init__(self, fd: Any, buf: B, offset: int = -1) -> None:
-        super().__init__(fd, buf, file_offset(offset), 0)
+        if type(offset) is not int or not 0 <= offset <= _OFFSET_MAX:
+            offset = file_offset(offset)
+        super().__init__(fd, buf, offset, 0)
 
 
 class Recv(_BufferOperation[B]):
@@ -586,7 +593,7 @@ def fileno(obj: Any) -> int:
         fd = method()
         if not isinstance(fd, int):
             raise TypeError(f"fileno() returned {type(fd).__name__}, not int")
-    if not 0 <= fd <= 0x7FFFFFFF:
+    if not 0 <= fd <= _FD_MAX:
         raise OSError(errno.EBADF, f"{os.strerror(errno.EBADF)}: {fd} (is it closed?)")
     return fd
 

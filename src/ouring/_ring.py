@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import errno
 import os
-import threading
 import time
 import warnings
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from threading import get_ident
+from typing import Any, NoReturn, Protocol, TypeVar
 
 from . import _sockaddr
 from ._errors import RingClosedError, UnsupportedError, os_error, setup_error
@@ -98,6 +98,7 @@ _CANCEL_OPCODE = lib.IORING_OP_ASYNC_CANCEL
 _CLOSE_OPCODE = lib.IORING_OP_CLOSE
 _CANCEL_USER_DATA = 0  # operations count from 1; CQEs of cancel requests carry 0
 _BUSY = (-errno.EBUSY, -errno.EAGAIN)
+_DID_NOT_HAPPEN = (-errno.ECANCELED, -errno.EINTR)  # results of a cancel that won
 
 # Memory of operations the kernel never completed before their ring closed. It
 # is never freed: the kernel may still write into it.
@@ -182,7 +183,7 @@ class Ring:
         self._ptr: Any = out[0]
         self._closed = False
         self._pid = os.getpid()
-        self._thread = threading.get_ident()
+        self._thread = get_ident()
         self.fd: int = lib.ouring_ring_fd(self._ptr)
         #: The fd that polls readable when completions wait: the ring fd, or
         #: with DEFER_TASKRUN the registered eventfd.
@@ -220,24 +221,26 @@ class Ring:
     def submit(self, op: Operation[Any], waiter: object = None) -> None:
         """Queue ``op``; the ring now owns it and its resources. ``waiter`` is
         the executor's token (a task) to wake when ``op`` is DONE."""
-        try:
-            self._check_open()
-            if not self._supported[op.opcode]:
-                raise UnsupportedError(
-                    errno.EOPNOTSUPP,
-                    f"this kernel's io_uring has no {type(op).__name__} operation "
-                    f"(opcode {op.opcode}); upgrade the kernel",
-                )
-        except BaseException:
-            op.release()
-            raise
-        if op.opcode == _CLOSE_OPCODE:
+        opcode = op.opcode
+        if self._closed or get_ident() != self._thread or not self._supported[opcode]:
+            self._refuse(op)
+        if opcode == _CLOSE_OPCODE:
             self.cancel_fd(op.fd)
         op.user_data = self._next_user_data
         self._next_user_data += 1
         op.waiter = waiter
         op.state = PENDING
         self._pending.append(op)
+
+    def _refuse(self, op: Operation[Any]) -> NoReturn:
+        """``op`` cannot be submitted: give its resources back and say why."""
+        op.release()
+        self._check_open()
+        raise UnsupportedError(
+            errno.EOPNOTSUPP,
+            f"this kernel's io_uring has no {type(op).__name__} operation "
+            f"(opcode {op.opcode}); upgrade the kernel",
+        )
 
     def flush(self) -> None:
         """Write queued cancels and operations into the SQ and submit them with
@@ -392,7 +395,7 @@ class Ring:
         op.state = DONE
         op.release()
         self._completed += 1
-        if op.cancelled():
+        if op.cancel_by and res in _DID_NOT_HAPPEN:  # op.cancelled(), inlined
             self._cancelled += 1
         if op.abandoned:
             if res >= 0:
@@ -423,7 +426,7 @@ class Ring:
         ``statistics().leaked``, with a ``ResourceWarning``."""
         if self._closed:
             return
-        if threading.get_ident() != self._thread and os.getpid() == self._pid:
+        if get_ident() != self._thread and os.getpid() == self._pid:
             raise RuntimeError("a Ring must be closed by the thread that created it")
         self._closed = True
         if os.getpid() != self._pid:
@@ -490,6 +493,11 @@ class Ring:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def busy(self) -> bool:
+        """Whether any operation is in the kernel (a CQE may come)."""
+        return bool(self._inflight)
+
     def __enter__(self) -> Ring:
         return self
 
@@ -521,7 +529,7 @@ class Ring:
     def _check_open(self) -> None:
         if self._closed:
             raise RingClosedError("the ring is closed")
-        if threading.get_ident() != self._thread:
+        if get_ident() != self._thread:
             raise RingClosedError("this ring belongs to another thread; open one per thread")
 
     def _check_process(self) -> None:
