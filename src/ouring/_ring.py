@@ -242,14 +242,16 @@ class Ring:
             f"(opcode {op.opcode}); upgrade the kernel",
         )
 
-    def flush(self) -> None:
+    def flush(self, reap: bool = False) -> None:
         """Write queued cancels and operations into the SQ and submit them with
-        one io_uring_enter, as far as SQ and CQ capacity allow."""
+        one io_uring_enter, as far as SQ and CQ capacity allow. With ``reap``,
+        the same io_uring_enter also settles the operations whose CQEs are
+        ready (a page-cache read completes during its own submission)."""
         if not (self._pending or self._cancels) or self._closed:
             return
         self._check_process()
         self._prepare()
-        self._enter(0, _NO_WAIT, 0)
+        self._enter(0, _NO_WAIT, self._batch if reap else 0)
 
     def reap(self) -> int:
         """Settle every operation whose final CQE is ready; never blocks."""

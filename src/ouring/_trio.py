@@ -61,6 +61,11 @@ class _Driver(trio.abc.Instrument):
         self._closed = False
         self._token = trio.lowlevel.current_trio_token()
         self._reaper_scope = trio.CancelScope()
+        # Operations submitted since the last before_io_wait. A pass that
+        # submitted at most one means a lone task: its next operation goes to
+        # the kernel at once instead of waiting for the batch.
+        self._submitted_this_pass = 0
+        self._alone = True
         ring.executor = self
         trio.lowlevel.add_instrument(self)
         trio.lowlevel.spawn_system_task(self._reap, name=f"ouring reaper (ring fd {ring.fd})")
@@ -73,7 +78,29 @@ class _Driver(trio.abc.Instrument):
         except BaseException:
             op.release()  # never submitted: the caller keeps everything
             raise
-        ring.submit(op, trio.lowlevel.current_task())
+        ring.submit(op)
+        self._submitted_this_pass += 1
+        if self._alone:
+            # The last pass submitted at most one operation and this is the
+            # first of this pass: a lone task, nobody to batch with. Submit
+            # now; if the CQE is already there (page-cache reads), return
+            # without parking, after the schedule point that trio's
+            # checkpoint rules require (checkpoint_if_cancelled above +
+            # cancel_shielded_checkpoint = a full checkpoint).
+            self._alone = False
+            try:
+                ring.flush(reap=True)
+            except BaseException:  # noqa: BLE001 - the op waits for the ring's close
+                self._token.run_sync_soon(self.close)
+            else:
+                if op.state == DONE:
+                    try:
+                        await trio.lowlevel.cancel_shielded_checkpoint()
+                    except BaseException:
+                        op.discard()  # closed or thrown into: nobody receives it
+                        raise
+                    return self._outcome(op)
+        op.waiter = trio.lowlevel.current_task()
         raise_cancel = None
 
         def abort(raise_cancel_: Any) -> trio.lowlevel.Abort:
@@ -94,6 +121,10 @@ class _Driver(trio.abc.Instrument):
             raise
         if raise_cancel is not None and op.cancelled():
             raise_cancel()
+        return self._outcome(op)
+
+    @staticmethod
+    def _outcome(op: Operation[T]) -> T:
         try:
             return op.outcome()
         except FdClosedError as exc:
@@ -110,6 +141,8 @@ class _Driver(trio.abc.Instrument):
     # -- scheduler hooks ----------------------------------------------------------------
 
     def before_io_wait(self, timeout: float) -> None:
+        self._alone = self._submitted_this_pass <= 1
+        self._submitted_this_pass = 0
         try:
             self.ring.flush()
         except BaseException:  # noqa: BLE001 - an instrument must never raise
