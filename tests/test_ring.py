@@ -307,3 +307,12 @@ def test_close_finishes_even_when_the_kernel_refuses_to_enter(
     assert ring.closed
     assert op.state == LEAKED
     assert ring.statistics().leaked == 1
+
+
+def test_reaping_a_closed_ring_touches_no_freed_memory() -> None:
+    """A reaper woken in the scheduler pass that closed the ring still calls
+    reap(): it must not reach the freed native ring (this was a segfault)."""
+    ring = ouring.Ring()
+    ring.close()
+    assert ring.reap() == 0
+    ring.flush()

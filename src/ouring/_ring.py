@@ -254,7 +254,11 @@ class Ring:
         self._enter(0, _NO_WAIT, self._batch if reap else 0)
 
     def reap(self) -> int:
-        """Settle every operation whose final CQE is ready; never blocks."""
+        """Settle every operation whose final CQE is ready; never blocks. On
+        a closed ring, nothing: its memory is gone (a reaper woken in the
+        same scheduler pass as the close may still call this)."""
+        if self._closed:
+            return 0
         return self._enter(0, _NO_WAIT, self._batch)
 
     def wait(self, timeout: float | None = None) -> int:
