@@ -8,10 +8,15 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_GET := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
 
-.PHONY: test test-all bench lint deps clean
+.PHONY: test test-all test-debug bench lint deps clean
 
 test: deps lint
 	$(BIN)/pytest -m "not slow"
+
+# The suite again with CPython's debug allocator (catches writes past or into
+# freed Python memory) and development mode (asyncio/resource warnings, faulthandler).
+test-debug: deps
+	PYTHONMALLOC=debug $(BIN)/python -X dev -m pytest -m "not slow" -p no:cacheprovider
 
 test-all: deps lint
 	$(BIN)/pytest
