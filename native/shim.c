@@ -131,15 +131,13 @@ static int ouring_submit_and_reap(struct ouring *o, unsigned wait_nr, long long 
         struct __kernel_timespec ts;
         ts.tv_sec = timeout_ns / 1000000000LL;
         ts.tv_nsec = timeout_ns % 1000000000LL;
-        do {
-            ret = io_uring_submit_and_wait_timeout(ring, &cqe, wait_nr, &ts, NULL);
-        } while (ret == -EINTR);
+        /* -EINTR is returned, not retried: the caller runs the Python signal
+         * handlers (Ctrl-C) and retries with what is left of its timeout. */
+        ret = io_uring_submit_and_wait_timeout(ring, &cqe, wait_nr, &ts, NULL);
         if (ret == -ETIME)
             ret = 0;
     } else if (wait_nr) {
-        do {
-            ret = io_uring_submit_and_wait(ring, wait_nr);
-        } while (ret == -EINTR);
+        ret = io_uring_submit_and_wait(ring, wait_nr);
     } else {
         do {
             ret = io_uring_submit(ring);

@@ -249,6 +249,7 @@ class Ring:
         ready (a page-cache read completes during its own submission)."""
         if not (self._pending or self._cancels) or self._closed:
             return
+        self._check_open()  # the owning thread only
         self._check_process()
         self._prepare()
         self._enter(0, _NO_WAIT, self._batch if reap else 0)
@@ -259,6 +260,8 @@ class Ring:
         same scheduler pass as the close may still call this)."""
         if self._closed:
             return 0
+        self._check_open()  # the owning thread only
+        self._check_process()  # a forked child has no ring memory (MADV_DONTFORK)
         return self._enter(0, _NO_WAIT, self._batch)
 
     def wait(self, timeout: float | None = None) -> int:
@@ -267,8 +270,19 @@ class Ring:
         self._check_open()
         self._check_process()
         self._prepare()
-        timeout_ns = _NO_WAIT if timeout is None else max(0, int(timeout * 1e9))
-        return self._enter(1, timeout_ns, self._batch)
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        while True:
+            timeout_ns = (
+                _NO_WAIT if deadline is None else max(0, int((deadline - time.monotonic()) * 1e9))
+            )
+            n = self._enter(1, timeout_ns, self._batch)
+            # -EINTR: a signal interrupted the wait; its Python handler has run
+            # by now (KeyboardInterrupt propagates from here). Retry with what
+            # is left of the timeout, as PEP 475 does.
+            if n or self._submit_res[0] != -errno.EINTR:
+                return n
+            if deadline is not None and time.monotonic() >= deadline:
+                return 0
 
     def cancel(self, op: Operation[Any], by: int = CALLER) -> bool:
         """Ask for ``op`` to be cancelled. True when it was withdrawn before the
@@ -375,7 +389,7 @@ class Ring:
             submitted = self._submit_res[0]
             if submitted > 0:
                 self._batches += 1
-            elif submitted < 0 and submitted not in _BUSY:
+            elif submitted < 0 and submitted not in _BUSY and submitted != -errno.EINTR:
                 raise os_error(submitted)
             if n:
                 self._dispatch(n)
@@ -445,15 +459,20 @@ class Ring:
         for op in list(self._inflight.values()):
             self.cancel(op, RING)
         deadline = time.monotonic() + self.teardown_timeout
-        try:
-            while self._inflight or self._cancels:
+        interrupted: BaseException | None = None
+        while self._inflight or self._cancels:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
                 self._prepare()
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
                 self._enter(1, int(remaining * 1e9), self._batch)
-        except OSError:
-            pass  # the kernel refuses to enter: what it still owns is leaked below
+            except OSError:
+                break  # the kernel refuses to enter: what it still owns is leaked below
+            except BaseException as exc:  # noqa: BLE001 - Ctrl-C during the wait
+                # Finish the teardown first (never free what the kernel owns),
+                # then re-raise.
+                interrupted = interrupted or exc
         if self._inflight:
             leaked = self._leak_inflight()
             warnings.warn(
@@ -464,6 +483,8 @@ class Ring:
                 stacklevel=2,
             )
         lib.ouring_exit(self._ptr)
+        if interrupted is not None:
+            raise interrupted
 
     def __del__(self) -> None:
         # Dropped without close(): the garbage collector is no place to wait

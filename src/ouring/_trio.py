@@ -100,14 +100,19 @@ class _Driver(trio.abc.Instrument):
                         op.discard()  # closed or thrown into: nobody receives it
                         raise
                     return self._outcome(op)
-        op.waiter = trio.lowlevel.current_task()
+        task = op.waiter = trio.lowlevel.current_task()
         raise_cancel = None
 
         def abort(raise_cancel_: Any) -> trio.lowlevel.Abort:
             nonlocal raise_cancel
             raise_cancel = raise_cancel_
+            # A withdrawn (PENDING) operation is settled inside cancel(); it
+            # must not wake this task as well: Abort.SUCCEEDED already
+            # reschedules it, and trio allows exactly one reschedule.
+            op.waiter = None
             if ring.cancel(op):
                 return trio.lowlevel.Abort.SUCCEEDED
+            op.waiter = task
             return trio.lowlevel.Abort.FAILED
 
         try:
