@@ -1,0 +1,81 @@
+"""Helpers shared by the safety suite: fd counting, lease probes, and a
+trio-protocol-abiding way to close a coroutine while it is parked."""
+
+from __future__ import annotations
+
+import os
+import select
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import outcome
+import trio
+
+import ouring
+
+T = TypeVar("T")
+
+
+def fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def wait_cqe_ready(ring: ouring.Ring, timeout: float = 5.0) -> None:
+    """Block until the kernel has posted a CQE on ``ring`` (polling the ring
+    fd is the kernel's own answer); not a sleep."""
+    readable, _, _ = select.select([ring.wait_fd], [], [], timeout)
+    assert readable, "the kernel posted no completion"
+
+
+class Buffer(bytearray):
+    """A bytearray that can be weakly referenced (a plain one cannot)."""
+
+
+def is_lent(buf: bytearray) -> bool:
+    """Whether ``buf`` is exported (pinned for the kernel): resizing a
+    bytearray with a live buffer export raises BufferError."""
+    try:
+        buf.append(0)
+    except BufferError:
+        return True
+    buf.pop()
+    return False
+
+
+async def drop_on_cancel(coro: Coroutine[Any, Any, T]) -> T:
+    """``await coro``, except that cancelling the awaiting task while ``coro``
+    is parked *closes* ``coro`` (drops it, as a Rust runtime drops a future)
+    instead of asking it to finish.
+
+    This is how a combinator outside the library can close a coroutine while
+    it is suspended inside an ouring operation, without breaking trio's
+    protocol: ``coro`` is stepped by hand, but every time it parks, this task
+    parks itself in trio with its own abort function, and whoever wakes ``coro``
+    (the ring, through ``op.waiter``, which is this task) wakes this task. On a
+    cancel, the abort function closes ``coro`` (GeneratorExit at its park: the
+    library's ``Ring.abandon`` path) and returns ``Abort.SUCCEEDED``, which is
+    honest because an abandoned operation never wakes its waiter."""
+    to_send: outcome.Outcome[Any] | None = None
+    while True:
+        try:
+            msg = coro.send(to_send)
+        except StopIteration as done:
+            result: T = done.value
+            return result
+        if hasattr(msg, "abort_func"):  # trio's WaitTaskRescheduled: parked on the ring
+
+            def abort(raise_cancel: Any) -> trio.lowlevel.Abort:
+                coro.close()
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            to_send = outcome.Value(await trio.lowlevel.wait_task_rescheduled(abort))
+        else:  # trio's CancelShieldedCheckpoint: a lone task's inline completion
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            to_send = outcome.Value(None)
+
+
+async def all_ops_completed(ring: ouring.Ring | None = None, bound: float = 5.0) -> None:
+    """``ouring.wait_all_ops_completed``, failing instead of hanging when an
+    operation never completes (an abandoned recv left armed, say)."""
+    with trio.fail_after(bound):
+        await ouring.wait_all_ops_completed(ring)

@@ -1,0 +1,300 @@
+"""Bad input, table-driven, across every callable in ``ouring.__all__``.
+
+Each row is ``bad(name, call, raises, errno)``: ``call(env)`` makes one bad
+call through ``env.api``, which is the ``ouring`` module or, for names the
+Ring also has, a ring (``test_every_row_through_a_ring``). The test asserts
+the exact exception type (and errno), and that no fd, buffer lease, or
+operation is left behind. Adding a function means adding rows here;
+``test_every_public_callable_has_rows`` fails until it has some.
+tests/test_ops.py keeps the per-operation table in depth; this one is the
+cross-cutting sweep."""
+
+from __future__ import annotations
+
+import errno
+import inspect
+import os
+import socket
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+import ouring
+
+from ._helpers import fd_count, is_lent
+
+
+@dataclass
+class Env:
+    api: Any  # the ouring module, or a ring (see RingApi)
+    r: int  # a pipe's read end
+    w: int  # its write end
+    sock: socket.socket  # one end of a socketpair
+    tcp: socket.socket  # unconnected TCP socket
+    file_fd: int  # a regular file, read-write
+    dead: socket.socket  # a closed socket object
+    closed: int  # an fd number that is closed
+    dir: Path
+    buf: bytearray
+    ro: bytes  # a read-only buffer
+
+
+HUGE = 1 << 64
+M: Any = ouring  # wrong types are passed on purpose
+NUL = "bad\0path"
+
+Row = Any
+
+
+def bad(
+    name: str,
+    call: Callable[[Env], Any],
+    raises: type[BaseException],
+    code: int | None = None,
+    *,
+    id: str,  # noqa: A002 - pytest.param's name
+) -> Row:
+    return pytest.param(name, call, raises, code, id=f"{name}-{id}")
+
+
+# fmt: off
+ROWS: list[Row] = [
+    # read / write / readv / writev / recv / send
+    bad("read", lambda e: e.api.read(e.r, e.ro), TypeError, id="read-only-buffer"),
+    bad("read", lambda e: e.api.read(e.r, None), TypeError, id="none-buffer"),
+    bad("read", lambda e: e.api.read(None, e.buf), TypeError, id="none-fd"),
+    bad("read", lambda e: e.api.read(e.r, e.buf, -5), ValueError, id="negative-offset"),
+    bad("read", lambda e: e.api.read(e.r, e.buf, HUGE), OverflowError, id="huge-offset"),
+    bad("read", lambda e: e.api.read(HUGE, e.buf), OSError, errno.EBADF, id="huge-fd"),
+    bad("read", lambda e: e.api.read(e.closed, e.buf), OSError, errno.EBADF, id="closed-fd"),
+    bad("write", lambda e: e.api.write(e.w, None), TypeError, id="none-buffer"),
+    bad("write", lambda e: e.api.write(e.w, e.buf, -2), ValueError, id="negative-offset"),
+    bad("write", lambda e: e.api.write(e.r, e.buf), OSError, errno.EBADF, id="read-end"),
+    bad("readv", lambda e: e.api.readv(e.r, [e.buf, e.ro]), TypeError, id="read-only-buffer"),
+    bad("readv", lambda e: e.api.readv(e.r, None), TypeError, id="none"),
+    bad("readv", lambda e: e.api.readv(e.r, [e.buf, e.buf]), ouring.BufferInUseError,
+        id="same-buffer-twice"),
+    bad("writev", lambda e: e.api.writev(e.w, [None]), TypeError, id="none-buffer"),
+    bad("writev", lambda e: e.api.writev(e.w, [e.ro], -3), ValueError, id="negative-offset"),
+    bad("recv", lambda e: e.api.recv(e.sock, e.ro), TypeError, id="read-only-buffer"),
+    bad("recv", lambda e: e.api.recv(e.r, e.buf), OSError, errno.ENOTSOCK, id="pipe"),
+    bad("recv", lambda e: e.api.recv(e.dead, e.buf), OSError, errno.EBADF, id="closed-socket"),
+    bad("recv", lambda e: e.api.recv(e.sock, e.buf, HUGE), ValueError, id="huge-flags"),
+    bad("send", lambda e: e.api.send(e.w, e.buf), OSError, errno.ENOTSOCK, id="pipe"),
+    bad("send", lambda e: e.api.send(e.sock, None), TypeError, id="none-buffer"),
+    bad("send", lambda e: e.api.send(e.sock, e.buf, -1), ValueError, id="negative-flags"),
+    # sockets
+    bad("accept", lambda e: e.api.accept(e.r), OSError, errno.ENOTSOCK, id="pipe"),
+    bad("accept", lambda e: e.api.accept(None), TypeError, id="none"),
+    bad("accept", lambda e: e.api.accept(e.tcp), OSError, errno.EINVAL, id="not-listening"),
+    bad("connect", lambda e: e.api.connect(e.tcp, None), TypeError, id="none-address"),
+    bad("connect", lambda e: e.api.connect(e.r, ("127.0.0.1", 1)), OSError, errno.ENOTSOCK,
+        id="pipe"),
+    bad("connect", lambda e: e.api.connect(e.tcp, ("127.0.0.1", HUGE)), OverflowError,
+        id="huge-port"),
+    bad("shutdown", lambda e: e.api.shutdown(e.sock, 7), ValueError, id="bad-how"),
+    bad("shutdown", lambda e: e.api.shutdown(e.sock, None), TypeError, id="none-how"),
+    bad("shutdown", lambda e: e.api.shutdown(e.r, socket.SHUT_RD), OSError, errno.ENOTSOCK,
+        id="pipe"),
+    bad("shutdown", lambda e: e.api.shutdown(e.closed, socket.SHUT_RD), OSError, errno.EBADF,
+        id="closed-fd"),
+    bad("shutdown", lambda e: e.api.shutdown(e.tcp, socket.SHUT_RD), OSError, errno.ENOTCONN,
+        id="unconnected"),
+    # fds and files
+    bad("open", lambda e: e.api.open(None), TypeError, id="none"),
+    bad("open", lambda e: e.api.open(NUL), ValueError, id="nul"),
+    bad("open", lambda e: e.api.open(e.dir / "missing"), FileNotFoundError, errno.ENOENT,
+        id="missing"),
+    bad("open", lambda e: e.api.open(e.dir, os.O_WRONLY), IsADirectoryError, errno.EISDIR,
+        id="dir-for-writing"),
+    bad("open", lambda e: e.api.open("x", HUGE), ValueError, id="huge-flags"),
+    bad("close", lambda e: e.api.close(None), TypeError, id="none"),
+    bad("close", lambda e: e.api.close(-1), OSError, errno.EBADF, id="negative"),
+    bad("close", lambda e: e.api.close(e.closed), OSError, errno.EBADF, id="closed-fd"),
+    bad("fsync", lambda e: e.api.fsync(None), TypeError, id="none"),
+    bad("fsync", lambda e: e.api.fsync(e.closed), OSError, errno.EBADF, id="closed-fd"),
+    bad("stat", lambda e: e.api.stat(None), TypeError, id="none"),
+    bad("stat", lambda e: e.api.stat(e.dir / "missing"), FileNotFoundError, errno.ENOENT,
+        id="missing"),
+    bad("fallocate", lambda e: e.api.fallocate(e.file_fd, -1, 10), ValueError,
+        id="negative-offset"),
+    bad("fallocate", lambda e: e.api.fallocate(e.file_fd, 0, -1), ValueError,
+        id="negative-length"),
+    bad("fallocate", lambda e: e.api.fallocate(e.file_fd, 0, 0), ValueError, id="zero-length"),
+    bad("fallocate", lambda e: e.api.fallocate(e.file_fd, HUGE, 1), OverflowError, id="huge"),
+    bad("fallocate", lambda e: e.api.fallocate(None, 0, 1), TypeError, id="none-fd"),
+    bad("fallocate", lambda e: e.api.fallocate(e.w, 0, 1), OSError, errno.ESPIPE, id="pipe"),
+    bad("fadvise", lambda e: e.api.fadvise(e.file_fd, -1, 1, os.POSIX_FADV_NORMAL), ValueError,
+        id="negative-offset"),
+    bad("fadvise", lambda e: e.api.fadvise(e.file_fd, 0, 1, -1), ValueError,
+        id="negative-advice"),
+    bad("fadvise", lambda e: e.api.fadvise(e.closed, 0, 1, os.POSIX_FADV_NORMAL), OSError,
+        errno.EBADF, id="closed-fd"),
+    bad("ftruncate", lambda e: e.api.ftruncate(e.file_fd, -1), ValueError, id="negative"),
+    bad("ftruncate", lambda e: e.api.ftruncate(e.file_fd, None), TypeError, id="none-length"),
+    bad("ftruncate", lambda e: e.api.ftruncate(e.file_fd, HUGE), OverflowError, id="huge"),
+    bad("ftruncate", lambda e: e.api.ftruncate(e.closed, 0), OSError, errno.EBADF,
+        id="closed-fd"),
+    # paths
+    bad("unlink", lambda e: e.api.unlink(None), TypeError, id="none"),
+    bad("unlink", lambda e: e.api.unlink(NUL), ValueError, id="nul"),
+    bad("unlink", lambda e: e.api.unlink(e.dir / "missing"), FileNotFoundError, errno.ENOENT,
+        id="missing"),
+    bad("unlink", lambda e: e.api.unlink(e.dir), IsADirectoryError, errno.EISDIR, id="dir"),
+    bad("unlink", lambda e: e.api.unlink("x", dir_fd=e.closed), OSError, errno.EBADF,
+        id="closed-dir-fd"),
+    bad("rmdir", lambda e: e.api.rmdir(e.dir / "file"), NotADirectoryError, errno.ENOTDIR,
+        id="file"),
+    bad("rmdir", lambda e: e.api.rmdir(None), TypeError, id="none"),
+    bad("mkdir", lambda e: e.api.mkdir(e.dir), FileExistsError, errno.EEXIST, id="exists"),
+    bad("mkdir", lambda e: e.api.mkdir(e.dir / "new", -1), ValueError, id="negative-mode"),
+    bad("mkdir", lambda e: e.api.mkdir(NUL), ValueError, id="nul"),
+    bad("rename", lambda e: e.api.rename(e.dir / "missing", e.dir / "b"), FileNotFoundError,
+        errno.ENOENT, id="missing"),
+    bad("rename", lambda e: e.api.rename(None, "b"), TypeError, id="none"),
+    bad("rename", lambda e: e.api.rename("a", NUL), ValueError, id="nul"),
+    bad("symlink", lambda e: e.api.symlink("target", e.dir / "file"), FileExistsError,
+        errno.EEXIST, id="exists"),
+    bad("symlink", lambda e: e.api.symlink(None, "x"), TypeError, id="none"),
+    bad("link", lambda e: e.api.link(e.dir / "missing", e.dir / "l"), FileNotFoundError,
+        errno.ENOENT, id="missing"),
+    bad("link", lambda e: e.api.link(e.dir / "file", e.dir / "file"), FileExistsError,
+        errno.EEXIST, id="exists"),
+    # the ring itself
+    bad("Ring", lambda e: M.Ring(-1), ValueError, id="negative-entries"),
+    bad("Ring", lambda e: M.Ring(None), TypeError, id="none-entries"),
+    bad("Ring", lambda e: M.Ring(HUGE), ValueError, id="huge-entries"),
+    bad("Ring", lambda e: M.Ring(8, teardown_timeout=-1), ValueError, id="negative-timeout"),
+    bad("open_ring", lambda e: M.open_ring(0).__aenter__(), ValueError, id="zero-entries"),
+    bad("open_ring", lambda e: M.open_ring(8, cq_entries=4).__aenter__(), ValueError,
+        id="cq-smaller-than-sq"),
+    bad("current_ring", lambda e: M.current_ring(1), TypeError, id="an-argument"),
+    bad("wait_all_ops_completed", lambda e: M.wait_all_ops_completed(3), AttributeError,
+        id="not-a-ring"),
+    bad("RingStatistics", lambda e: M.RingStatistics(), TypeError, id="no-fields"),
+    bad("Path", lambda e: M.Path(None), TypeError, id="none"),
+    bad("open_file", lambda e: M.open_file(e.dir / "missing"), FileNotFoundError,
+        errno.ENOENT, id="missing"),
+    bad("open_file", lambda e: M.open_file(e.dir / "file", "rz"), ValueError,
+        id="bad-mode"),
+    bad("open_file", lambda e: M.open_file(None), TypeError, id="none"),
+]
+# fmt: on
+
+# Public callables that take no input worth a row, and why.
+NO_ROWS = {
+    "BufferInUseError": "an exception class",
+    "RingClosedError": "an exception class",
+    "UnsupportedError": "an exception class",
+    "AsyncFile": "built by open_file / Path, not by users",
+}
+
+# Module functions whose Ring method has another name.
+RING_NAMES = {"close": "close_fd"}
+
+
+class RingApi:
+    """``env.api`` for the ring variant: module names mapped to Ring methods."""
+
+    def __init__(self, ring: ouring.Ring) -> None:
+        self._ring = ring
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ring, RING_NAMES.get(name, name))
+
+
+def row_names() -> set[str]:
+    return {p.values[0] for p in ROWS}
+
+
+def test_every_public_callable_has_rows() -> None:
+    public = {n for n in ouring.__all__ if callable(getattr(ouring, n))}
+    missing = public - row_names() - set(NO_ROWS)
+    assert not missing, f"add bad-input rows for {sorted(missing)} to {__name__}.ROWS"
+
+
+@pytest.fixture
+def env(pipe: tuple[int, int], tmp_path: Path) -> Iterator[Env]:
+    (tmp_path / "file").write_bytes(b"data")
+    with ExitStack() as stack:
+        a, b = socket.socketpair()
+        for s in (a, b):
+            stack.enter_context(s)
+        dead = socket.socket()
+        dead.close()
+        file_fd = os.open(tmp_path / "file", os.O_RDWR)
+        stack.callback(os.close, file_fd)
+        yield Env(
+            api=ouring,
+            r=pipe[0],
+            w=pipe[1],
+            sock=a,
+            tcp=stack.enter_context(socket.socket()),
+            file_fd=file_fd,
+            dead=dead,
+            closed=-1,
+            dir=tmp_path,
+            buf=bytearray(b"buffer"),
+            ro=b"read-only",
+        )
+
+
+async def check(
+    env: Env,
+    ring: ouring.Ring,
+    call: Callable[[Env], Any],
+    raises: type[BaseException],
+    code: int | None,
+) -> None:
+    env.closed = os.dup(env.r)
+    os.close(env.closed)
+    before = fd_count()
+    listing = sorted(p.name for p in env.dir.iterdir())
+    with pytest.raises(BaseException) as info, trio.fail_after(5):  # noqa: PT011, PT012
+        result = call(env)  # the bad call: raises here, or when awaited
+        if inspect.isawaitable(result):
+            await result
+    assert type(info.value) is raises, f"{type(info.value).__name__}: {info.value}"
+    if code is not None:
+        assert isinstance(info.value, OSError)
+        assert info.value.errno == code
+    stats = ring.statistics()
+    assert (stats.inflight, stats.pending) == (0, 0)
+    assert fd_count() == before
+    assert sorted(p.name for p in env.dir.iterdir()) == listing
+    assert not is_lent(env.buf)  # no export left
+    os.write(env.w, b"ok")  # no table entry left either: it can be lent again
+    buf, n = await ouring.read(env.r, env.buf)
+    assert bytes(buf[:n]) == b"ok"
+
+
+@pytest.mark.parametrize(("name", "call", "raises", "code"), ROWS)
+async def test_bad_input(
+    env: Env,
+    name: str,
+    call: Callable[[Env], Awaitable[object]],
+    raises: type[BaseException],
+    code: int | None,
+) -> None:
+    await check(env, ouring.current_ring(), call, raises, code)
+
+
+@pytest.mark.parametrize(
+    ("name", "call", "raises", "code"),
+    [p for p in ROWS if hasattr(ouring.Ring, RING_NAMES.get(p.values[0], p.values[0]))],
+)
+async def test_every_row_through_a_ring(
+    env: Env,
+    name: str,
+    call: Callable[[Env], Awaitable[object]],
+    raises: type[BaseException],
+    code: int | None,
+) -> None:
+    async with ouring.open_ring(8) as ring:
+        env.api = RingApi(ring)
+        await check(env, ring, call, raises, code)
