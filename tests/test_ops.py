@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 import ouring
 
@@ -1015,3 +1016,724 @@ async def test_bad_input_raises_and_leaves_nothing_behind(
     os.write(env.w, b"ok")
     buf, n = await ouring.read(env.r, env.buf)  # ...nor a registry entry: it can be lent
     assert bytes(buf[:n]) == b"ok"
+
+
+# -- path, space and socket operations against os ------------------------------------------
+#
+# unlink, rmdir, mkdir, rename, symlink, link, fallocate, fadvise, ftruncate and
+# shutdown: each call runs with os on one tree and with ouring on an identical
+# one; the results, the exceptions (type, errno, filename, filename2) and the
+# trees afterwards must be the same.
+
+FALLOC_FL_KEEP_SIZE = 0x01  # linux/falloc.h; os has no constant for it
+ROOT = "<root>"
+# A call gets `at(name)` (that name in its tree, a str) and the tree's open dir fd.
+TreeCall = Callable[[Callable[[str], str], int], Any]
+
+
+def build_tree(root: Path) -> None:
+    root.mkdir()
+    (root / "file").write_bytes(DATA)
+    (root / "empty").write_bytes(b"")
+    (root / "dir").mkdir()
+    (root / "dir" / "inner").write_bytes(b"inner")
+    (root / "emptydir").mkdir()
+    (root / "link").symlink_to("file")
+    (root / "dangling").symlink_to("missing")
+
+
+def tree_listing(root: Path) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath, name)
+            st = path.lstat()
+            entry: tuple[Any, ...] = (st.st_mode,)
+            if path.is_symlink():
+                entry += (os.readlink(path).replace(str(root), ROOT),)
+            elif path.is_file():
+                entry += (st.st_nlink, contents(path))
+            seen[str(path.relative_to(root))] = entry
+    return seen
+
+
+def outcome_of(exc: BaseException, root: Path) -> tuple[Any, ...]:
+    def norm(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.replace(str(root), ROOT)
+        if isinstance(value, bytes):
+            return value.replace(os.fsencode(root), ROOT.encode())
+        return value
+
+    if isinstance(exc, OSError):
+        return (type(exc), exc.errno, exc.strerror, norm(exc.filename), norm(exc.filename2))
+    return (type(exc),)  # TypeError/ValueError: the messages are ouring's own
+
+
+def tree_case(
+    os_call: TreeCall,
+    ring_call: TreeCall,
+    *,
+    id: str,  # noqa: A002 - pytest.param's name
+) -> Any:
+    return pytest.param(os_call, ring_call, id=id)
+
+
+TREE_CASES = [
+    # unlink
+    tree_case(
+        lambda at, d: os.unlink(at("file")), lambda at, d: ouring.unlink(at("file")), id="unlink"
+    ),
+    tree_case(
+        lambda at, d: os.unlink(at("link")),
+        lambda at, d: ouring.unlink(at("link")),
+        id="unlink-symlink-only",
+    ),
+    tree_case(
+        lambda at, d: os.unlink(at("missing")),
+        lambda at, d: ouring.unlink(at("missing")),
+        id="unlink-missing",
+    ),
+    tree_case(
+        lambda at, d: os.unlink(at("dir")), lambda at, d: ouring.unlink(at("dir")), id="unlink-dir"
+    ),
+    tree_case(
+        lambda at, d: os.unlink(at("file/x")),
+        lambda at, d: ouring.unlink(at("file/x")),
+        id="unlink-through-file",
+    ),
+    tree_case(
+        lambda at, d: os.unlink("file", dir_fd=d),
+        lambda at, d: ouring.unlink("file", dir_fd=d),
+        id="unlink-dir-fd",
+    ),
+    tree_case(
+        lambda at, d: os.unlink(Path(at("file"))),
+        lambda at, d: ouring.unlink(Path(at("file"))),
+        id="unlink-pathlike",
+    ),
+    tree_case(
+        lambda at, d: os.unlink(os.fsencode(at("file"))),
+        lambda at, d: ouring.unlink(os.fsencode(at("file"))),
+        id="unlink-bytes",
+    ),
+    tree_case(
+        lambda at, d: os.unlink(os.fsencode(at("missing"))),
+        lambda at, d: ouring.unlink(os.fsencode(at("missing"))),
+        id="unlink-bytes-missing",
+    ),
+    # rmdir
+    tree_case(
+        lambda at, d: os.rmdir(at("emptydir")),
+        lambda at, d: ouring.rmdir(at("emptydir")),
+        id="rmdir",
+    ),
+    tree_case(
+        lambda at, d: os.rmdir(at("dir")),
+        lambda at, d: ouring.rmdir(at("dir")),
+        id="rmdir-not-empty",
+    ),
+    tree_case(
+        lambda at, d: os.rmdir(at("file")), lambda at, d: ouring.rmdir(at("file")), id="rmdir-file"
+    ),
+    tree_case(
+        lambda at, d: os.rmdir(at("missing")),
+        lambda at, d: ouring.rmdir(at("missing")),
+        id="rmdir-missing",
+    ),
+    tree_case(
+        lambda at, d: os.rmdir("emptydir", dir_fd=d),
+        lambda at, d: ouring.rmdir("emptydir", dir_fd=d),
+        id="rmdir-dir-fd",
+    ),
+    # mkdir
+    tree_case(lambda at, d: os.mkdir(at("new")), lambda at, d: ouring.mkdir(at("new")), id="mkdir"),
+    tree_case(
+        lambda at, d: os.mkdir(at("new"), 0o700),
+        lambda at, d: ouring.mkdir(at("new"), 0o700),
+        id="mkdir-0o700",
+    ),
+    tree_case(
+        lambda at, d: os.mkdir(at("new"), 0o3777),
+        lambda at, d: ouring.mkdir(at("new"), 0o3777),
+        id="mkdir-0o3777",
+    ),
+    tree_case(
+        lambda at, d: os.mkdir(at("dir")), lambda at, d: ouring.mkdir(at("dir")), id="mkdir-exists"
+    ),
+    tree_case(
+        lambda at, d: os.mkdir(at("dangling")),
+        lambda at, d: ouring.mkdir(at("dangling")),
+        id="mkdir-dangling",
+    ),
+    tree_case(
+        lambda at, d: os.mkdir(at("a/b")),
+        lambda at, d: ouring.mkdir(at("a/b")),
+        id="mkdir-no-parent",
+    ),
+    tree_case(
+        lambda at, d: os.mkdir("new", dir_fd=d),
+        lambda at, d: ouring.mkdir("new", dir_fd=d),
+        id="mkdir-dir-fd",
+    ),
+    # rename (replaces an existing destination, as os.replace does)
+    tree_case(
+        lambda at, d: os.rename(at("file"), at("new")),
+        lambda at, d: ouring.rename(at("file"), at("new")),
+        id="rename",
+    ),
+    tree_case(
+        lambda at, d: os.rename(at("file"), at("empty")),
+        lambda at, d: ouring.rename(at("file"), at("empty")),
+        id="rename-replaces-a-file",
+    ),
+    tree_case(
+        lambda at, d: os.rename(at("dir"), at("emptydir")),
+        lambda at, d: ouring.rename(at("dir"), at("emptydir")),
+        id="rename-replaces-an-empty-dir",
+    ),
+    tree_case(
+        lambda at, d: os.rename(at("emptydir"), at("dir")),
+        lambda at, d: ouring.rename(at("emptydir"), at("dir")),
+        id="rename-onto-a-full-dir",
+    ),
+    tree_case(
+        lambda at, d: os.rename(at("file"), at("dir")),
+        lambda at, d: ouring.rename(at("file"), at("dir")),
+        id="rename-file-onto-dir",
+    ),
+    tree_case(
+        lambda at, d: os.rename(at("dir"), at("file")),
+        lambda at, d: ouring.rename(at("dir"), at("file")),
+        id="rename-dir-onto-file",
+    ),
+    tree_case(
+        lambda at, d: os.rename(at("dir"), at("dir/inner/x")),
+        lambda at, d: ouring.rename(at("dir"), at("dir/inner/x")),
+        id="rename-into-itself",
+    ),
+    tree_case(
+        lambda at, d: os.rename(at("missing"), at("new")),
+        lambda at, d: ouring.rename(at("missing"), at("new")),
+        id="rename-missing",
+    ),
+    tree_case(
+        lambda at, d: os.rename("file", "new", src_dir_fd=d, dst_dir_fd=d),
+        lambda at, d: ouring.rename("file", "new", src_dir_fd=d, dst_dir_fd=d),
+        id="rename-dir-fds",
+    ),
+    tree_case(
+        lambda at, d: os.rename("missing", at("new"), src_dir_fd=d),
+        lambda at, d: ouring.rename("missing", at("new"), src_dir_fd=d),
+        id="rename-src-dir-fd-missing",
+    ),
+    tree_case(
+        lambda at, d: os.replace(at("file"), at("empty")),
+        lambda at, d: ouring.rename(at("file"), at("empty")),
+        id="rename-is-os-replace",
+    ),
+    # symlink
+    tree_case(
+        lambda at, d: os.symlink("file", at("new")),
+        lambda at, d: ouring.symlink("file", at("new")),
+        id="symlink",
+    ),
+    tree_case(
+        lambda at, d: os.symlink("nowhere", at("new")),
+        lambda at, d: ouring.symlink("nowhere", at("new")),
+        id="symlink-dangling",
+    ),
+    tree_case(
+        lambda at, d: os.symlink(at("file"), at("new")),
+        lambda at, d: ouring.symlink(at("file"), at("new")),
+        id="symlink-absolute",
+    ),
+    tree_case(
+        lambda at, d: os.symlink("file", at("empty")),
+        lambda at, d: ouring.symlink("file", at("empty")),
+        id="symlink-exists",
+    ),
+    tree_case(
+        lambda at, d: os.symlink("file", at("a/b")),
+        lambda at, d: ouring.symlink("file", at("a/b")),
+        id="symlink-no-parent",
+    ),
+    tree_case(
+        lambda at, d: os.symlink("", at("new")),
+        lambda at, d: ouring.symlink("", at("new")),
+        id="symlink-empty-target",
+    ),
+    tree_case(
+        lambda at, d: os.symlink("file", "new", dir_fd=d),
+        lambda at, d: ouring.symlink("file", "new", dir_fd=d),
+        id="symlink-dir-fd",
+    ),
+    tree_case(
+        lambda at, d: os.symlink(b"file", os.fsencode(at("empty"))),
+        lambda at, d: ouring.symlink(b"file", os.fsencode(at("empty"))),
+        id="symlink-bytes-exists",
+    ),
+    # link
+    tree_case(
+        lambda at, d: os.link(at("file"), at("new")),
+        lambda at, d: ouring.link(at("file"), at("new")),
+        id="link",
+    ),
+    tree_case(
+        lambda at, d: os.link(at("file"), at("empty")),
+        lambda at, d: ouring.link(at("file"), at("empty")),
+        id="link-exists",
+    ),
+    tree_case(
+        lambda at, d: os.link(at("missing"), at("new")),
+        lambda at, d: ouring.link(at("missing"), at("new")),
+        id="link-missing",
+    ),
+    tree_case(
+        lambda at, d: os.link(at("dir"), at("new")),
+        lambda at, d: ouring.link(at("dir"), at("new")),
+        id="link-dir",
+    ),
+    tree_case(
+        lambda at, d: os.link(at("link"), at("new"), follow_symlinks=False),
+        lambda at, d: ouring.link(at("link"), at("new"), follow_symlinks=False),
+        id="link-nofollow-links-the-symlink",
+    ),
+    tree_case(
+        lambda at, d: os.link("link", "new", src_dir_fd=d, dst_dir_fd=d),
+        lambda at, d: ouring.link("link", "new", src_dir_fd=d, dst_dir_fd=d),
+        id="link-follows-with-dir-fds",
+    ),
+    tree_case(
+        lambda at, d: os.link("dangling", "new", src_dir_fd=d),
+        lambda at, d: ouring.link("dangling", "new", src_dir_fd=d),
+        id="link-follows-dangling",
+    ),
+    tree_case(
+        lambda at, d: os.link(at("dangling"), at("new"), follow_symlinks=False),
+        lambda at, d: ouring.link(at("dangling"), at("new"), follow_symlinks=False),
+        id="link-nofollow-dangling",
+    ),
+    # ouring.link follows a symlink source by default, as os.link does from
+    # Python 3.14 on; before it, os.link() without dir fds called link(2),
+    # which does not follow (CPython gh-81793), even with follow_symlinks=True:
+    # a dir fd (ignored for absolute paths) makes it call linkat(2) with
+    # AT_SYMLINK_FOLLOW.
+    tree_case(
+        lambda at, d: os.link(at("link"), at("new"), src_dir_fd=d, follow_symlinks=True),
+        lambda at, d: ouring.link(at("link"), at("new")),
+        id="link-default-follow",
+    ),
+]
+
+
+def names_in(root: Path) -> Callable[[str], str]:
+    return lambda rel: str(root / rel)
+
+
+@pytest.mark.parametrize(("os_call", "ring_call"), TREE_CASES)
+async def test_path_operations_match_os(
+    os_call: TreeCall, ring_call: TreeCall, tmp_path: Path
+) -> None:
+    ring = ouring.current_ring()
+    results = []
+    for name in ("os", "ring"):
+        root = tmp_path / name
+        build_tree(root)
+        dir_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        before = fd_count()
+        try:
+            if name == "os":
+                value = ("returns", os_call(names_in(root), dir_fd))
+            else:
+                value = ("returns", await ring_call(names_in(root), dir_fd))
+        except Exception as exc:  # noqa: BLE001 - the exception is the outcome
+            value = outcome_of(exc, root)
+        finally:
+            os.close(dir_fd)
+        assert fd_count() == before - 1
+        results.append((value, tree_listing(root)))
+    assert results[1] == results[0]
+    assert ring.statistics().inflight == 0
+
+
+async def test_mkdir_mode_is_honoured_under_the_umask_as_os_mkdir(tmp_path: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        for mode in (0o777, 0o755, 0o700, 0o1777, 0o2770, 0):
+            os.mkdir(tmp_path / f"os-{mode:o}", mode)
+            await ouring.mkdir(tmp_path / f"ring-{mode:o}", mode)
+            expected = os.stat(tmp_path / f"os-{mode:o}").st_mode
+            assert os.stat(tmp_path / f"ring-{mode:o}").st_mode == expected
+    finally:
+        os.umask(old)
+
+
+async def test_link_follow_symlinks_links_the_target_or_the_symlink(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(DATA)
+    (tmp_path / "sym").symlink_to("file")
+    await ouring.link(tmp_path / "sym", tmp_path / "follows")
+    await ouring.link(tmp_path / "sym", tmp_path / "itself", follow_symlinks=False)
+    assert os.lstat(tmp_path / "follows").st_ino == os.stat(tmp_path / "file").st_ino
+    assert os.lstat(tmp_path / "itself").st_ino == os.lstat(tmp_path / "sym").st_ino
+    assert os.stat(tmp_path / "file").st_nlink == 2
+
+
+def fd_call_outcome(call: Callable[[], Any]) -> tuple[Any, ...]:
+    try:
+        return ("returns", call())
+    except Exception as exc:  # noqa: BLE001
+        return outcome_of(exc, Path("/"))
+
+
+async def ring_fd_call_outcome(call: Callable[[], Awaitable[Any]]) -> tuple[Any, ...]:
+    try:
+        return ("returns", await call())
+    except Exception as exc:  # noqa: BLE001
+        return outcome_of(exc, Path("/"))
+
+
+def needs_ftruncate() -> None:
+    if not ouring.current_ring().supports(ouring._ops.Ftruncate.opcode):
+        pytest.skip("IORING_OP_FTRUNCATE needs Linux 6.9")
+
+
+@pytest.mark.parametrize(
+    ("offset", "length"), [(0, 100), (0, 1 << 20), (4096, 10), (5, 3), (1 << 20, 1)]
+)
+async def test_fallocate_grows_the_file_as_posix_fallocate(
+    tmp_path: Path, offset: int, length: int
+) -> None:
+    for name in ("os", "ring"):
+        (tmp_path / name).write_bytes(DATA)
+    with opened(tmp_path / "os", os.O_RDWR) as a, opened(tmp_path / "ring", os.O_RDWR) as b:
+        os.posix_fallocate(a, offset, length)
+        await ouring.fallocate(b, offset, length)
+        assert os.fstat(b).st_size == os.fstat(a).st_size == max(len(DATA), offset + length)
+        assert os.fstat(b).st_blocks == os.fstat(a).st_blocks
+    assert contents(tmp_path / "ring") == contents(tmp_path / "os")
+
+
+async def test_fallocate_keep_size_allocates_without_growing(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(DATA)
+    with opened(path, os.O_RDWR) as fd:
+        blocks = os.fstat(fd).st_blocks
+        await ouring.fallocate(fd, 0, 1 << 20, mode=FALLOC_FL_KEEP_SIZE)
+        st = os.fstat(fd)
+        assert st.st_size == len(DATA)
+        assert st.st_blocks * 512 >= 1 << 20 > blocks * 512
+    assert contents(path) == DATA
+
+
+ADVICE = [
+    os.POSIX_FADV_NORMAL,
+    os.POSIX_FADV_SEQUENTIAL,
+    os.POSIX_FADV_RANDOM,
+    os.POSIX_FADV_NOREUSE,
+    os.POSIX_FADV_WILLNEED,
+    os.POSIX_FADV_DONTNEED,
+]
+
+
+@pytest.mark.parametrize("advice", ADVICE)
+@pytest.mark.parametrize(("offset", "length"), [(0, 0), (0, 10), (3, 1 << 40), (1 << 40, 5)])
+async def test_fadvise_accepts_every_advice_as_posix_fadvise(
+    data_file: Path, advice: int, offset: int, length: int
+) -> None:
+    with opened(data_file) as fd:
+        expected = fd_call_outcome(lambda: os.posix_fadvise(fd, offset, length, advice))
+        got = await ring_fd_call_outcome(lambda: ouring.fadvise(fd, offset, length, advice))
+    assert got == expected == ("returns", None)
+
+
+@pytest.mark.parametrize("length", [0, 3, 10, 4096, 1 << 33])
+async def test_ftruncate_grows_and_shrinks_as_os_ftruncate(tmp_path: Path, length: int) -> None:
+    needs_ftruncate()
+    for name in ("os", "ring"):
+        (tmp_path / name).write_bytes(DATA)
+    with opened(tmp_path / "os", os.O_RDWR) as a, opened(tmp_path / "ring", os.O_RDWR) as b:
+        os.ftruncate(a, length)
+        await ouring.ftruncate(b, length)
+        assert os.fstat(b).st_size == os.fstat(a).st_size == length
+        assert position(b) == 0
+    if length <= 4096:
+        assert contents(tmp_path / "ring") == contents(tmp_path / "os")
+
+
+@dataclass
+class FdKinds:
+    file: int  # read-write regular file
+    rdonly: int  # read-only regular file
+    dir: int
+    pipe_r: int
+    pipe_w: int
+
+
+# (name, os call, ouring call): kernel errors must be os's, errno for errno.
+FD_ERROR_CASES: list[Any] = [
+    (
+        "fallocate-pipe",
+        lambda k: os.posix_fallocate(k.pipe_w, 0, 10),
+        lambda k: ouring.fallocate(k.pipe_w, 0, 10),
+    ),
+    (
+        "fallocate-rdonly",
+        lambda k: os.posix_fallocate(k.rdonly, 0, 10),
+        lambda k: ouring.fallocate(k.rdonly, 0, 10),
+    ),
+    (
+        "fallocate-dir",
+        lambda k: os.posix_fallocate(k.dir, 0, 10),
+        lambda k: ouring.fallocate(k.dir, 0, 10),
+    ),
+    (
+        "fadvise-pipe",
+        lambda k: os.posix_fadvise(k.pipe_r, 0, 10, os.POSIX_FADV_NORMAL),
+        lambda k: ouring.fadvise(k.pipe_r, 0, 10, os.POSIX_FADV_NORMAL),
+    ),
+    (
+        "fadvise-bad-advice",
+        lambda k: os.posix_fadvise(k.file, 0, 10, 99),
+        lambda k: ouring.fadvise(k.file, 0, 10, 99),
+    ),
+    (
+        "ftruncate-pipe",
+        lambda k: os.ftruncate(k.pipe_w, 1),
+        lambda k: ouring.ftruncate(k.pipe_w, 1),
+    ),
+    (
+        "ftruncate-rdonly",
+        lambda k: os.ftruncate(k.rdonly, 1),
+        lambda k: ouring.ftruncate(k.rdonly, 1),
+    ),
+    ("ftruncate-dir", lambda k: os.ftruncate(k.dir, 1), lambda k: ouring.ftruncate(k.dir, 1)),
+]
+
+
+@pytest.mark.parametrize(
+    ("os_call", "ring_call"), [pytest.param(o, r, id=i) for i, o, r in FD_ERROR_CASES]
+)
+async def test_fd_operation_errors_are_os_errors(
+    tmp_path: Path,
+    os_call: Callable[[FdKinds], Any],
+    ring_call: Callable[[FdKinds], Awaitable[Any]],
+) -> None:
+    if "ftruncate" in str(ring_call.__code__.co_names):
+        needs_ftruncate()
+    (tmp_path / "f").write_bytes(DATA)
+    r, w = os.pipe()
+    fds = [
+        os.open(tmp_path / "f", os.O_RDWR),
+        os.open(tmp_path / "f", os.O_RDONLY),
+        os.open(tmp_path, os.O_RDONLY),
+    ]
+    kinds = FdKinds(file=fds[0], rdonly=fds[1], dir=fds[2], pipe_r=r, pipe_w=w)
+    try:
+        expected = fd_call_outcome(lambda: os_call(kinds))
+        got = await ring_fd_call_outcome(lambda: ring_call(kinds))
+    finally:
+        for fd in (*fds, r, w):
+            os.close(fd)
+    assert expected[0] != "returns"  # every case fails
+    assert got == expected
+    assert contents(tmp_path / "f") == DATA
+    assert_idle()
+
+
+@pytest.mark.parametrize("how", [socket.SHUT_RD, socket.SHUT_WR, socket.SHUT_RDWR])
+async def test_shutdown_errors_are_socket_shutdowns(how: int) -> None:
+    with socket.socket() as unconnected:
+        expected = fd_call_outcome(lambda: unconnected.shutdown(how))
+        got = await ring_fd_call_outcome(lambda: ouring.shutdown(unconnected, how))
+    assert got == expected
+    assert expected[1] == errno.ENOTCONN
+
+
+async def test_shutdown_wr_makes_the_peer_recv_return_zero(
+    socketpair: tuple[socket.socket, socket.socket],
+) -> None:
+    a, b = socketpair
+    await ouring.send(a, b"last words")
+    await ouring.shutdown(a, socket.SHUT_WR)
+    buf, n = await ouring.recv(b, bytearray(64))
+    assert bytes(buf[:n]) == b"last words"
+    _, n = await ouring.recv(b, bytearray(64))
+    assert n == 0  # end of stream
+    with pytest.raises(BrokenPipeError):
+        await ouring.send(a, b"more")
+    b.sendall(b"the other way still works")  # SHUT_WR left a's read side open
+    buf, n = await ouring.recv(a, bytearray(64))
+    assert bytes(buf[:n]) == b"the other way still works"
+    c, d = socket.socketpair()  # what socket.shutdown does on the same sequence
+    with c, d:
+        c.shutdown(socket.SHUT_WR)
+        assert d.recv(64) == b""
+
+
+@pytest.mark.parametrize("how", [socket.SHUT_RD, socket.SHUT_RDWR])
+async def test_shutdown_ends_a_pending_recv_on_the_socket_with_zero(
+    socketpair: tuple[socket.socket, socket.socket], how: int
+) -> None:
+    a, _ = socketpair
+    got: list[int] = []
+
+    async def receive() -> None:
+        _, n = await ouring.recv(a, bytearray(64))
+        got.append(n)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receive)
+        await trio.testing.wait_all_tasks_blocked()
+        assert ouring.current_ring().statistics().inflight == 1  # parked in the kernel
+        await ouring.shutdown(a, how)
+    assert got == [0]
+    assert_idle()
+
+
+BAD_PATH_AND_SPACE_INPUT = [
+    # unlink / rmdir
+    bad(lambda e: api.unlink(None), TypeError, id="unlink-none"),
+    bad(lambda e: api.unlink(3), TypeError, id="unlink-int"),
+    bad(lambda e: api.unlink(1.0), TypeError, id="unlink-float"),
+    bad(lambda e: api.unlink(NUL_PATH), ValueError, id="unlink-nul-path"),
+    bad(lambda e: api.unlink(NUL_PATH.encode()), ValueError, id="unlink-nul-bytes-path"),
+    bad(lambda e: api.unlink("x", dir_fd="3"), TypeError, id="unlink-str-dir-fd"),
+    bad(lambda e: api.unlink("x", dir_fd=-1), OSError, errno.EBADF, id="unlink-negative-dir-fd"),
+    bad(
+        lambda e: api.unlink("x", dir_fd=e.closed), OSError, errno.EBADF, id="unlink-closed-dir-fd"
+    ),
+    bad(lambda e: api.unlink("x", dir_fd=e.r), NotADirectoryError, id="unlink-pipe-dir-fd"),
+    bad(lambda e: api.unlink(""), FileNotFoundError, errno.ENOENT, id="unlink-empty-path"),
+    bad(lambda e: api.rmdir(None), TypeError, id="rmdir-none"),
+    bad(lambda e: api.rmdir(NUL_PATH), ValueError, id="rmdir-nul-path"),
+    bad(lambda e: api.rmdir("x", dir_fd=-1), OSError, errno.EBADF, id="rmdir-negative-dir-fd"),
+    bad(lambda e: api.rmdir(e.path), NotADirectoryError, errno.ENOTDIR, id="rmdir-file"),
+    # mkdir
+    bad(lambda e: api.mkdir(None), TypeError, id="mkdir-none"),
+    bad(lambda e: api.mkdir(NUL_PATH), ValueError, id="mkdir-nul-path"),
+    bad(lambda e: api.mkdir("x", 1.5), TypeError, id="mkdir-float-mode"),
+    bad(lambda e: api.mkdir("x", "777"), TypeError, id="mkdir-str-mode"),
+    bad(lambda e: api.mkdir("x", -1), ValueError, id="mkdir-negative-mode"),
+    bad(lambda e: api.mkdir("x", dir_fd=e.closed), OSError, errno.EBADF, id="mkdir-closed-dir-fd"),
+    bad(lambda e: api.mkdir(e.path), FileExistsError, errno.EEXIST, id="mkdir-exists"),
+    # rename
+    bad(lambda e: api.rename(None, "x"), TypeError, id="rename-none-src"),
+    bad(lambda e: api.rename(e.path, None), TypeError, id="rename-none-dst"),
+    bad(lambda e: api.rename(e.path, 5), TypeError, id="rename-int-dst"),
+    bad(lambda e: api.rename(NUL_PATH, "x"), ValueError, id="rename-nul-src"),
+    bad(lambda e: api.rename(e.path, NUL_PATH), ValueError, id="rename-nul-dst"),
+    bad(
+        lambda e: api.rename("a", "b", src_dir_fd=-1),
+        OSError,
+        errno.EBADF,
+        id="rename-neg-src-dir-fd",
+    ),
+    bad(lambda e: api.rename("a", "b", dst_dir_fd="3"), TypeError, id="rename-str-dst-dir-fd"),
+    bad(
+        lambda e: api.rename(e.path, "b", dst_dir_fd=e.closed),
+        OSError,
+        errno.EBADF,
+        id="rename-closed-dst-dir-fd",
+    ),
+    # symlink
+    bad(lambda e: api.symlink(None, "x"), TypeError, id="symlink-none-src"),
+    bad(lambda e: api.symlink("x", 3), TypeError, id="symlink-int-dst"),
+    bad(lambda e: api.symlink("x", None), TypeError, id="symlink-none-dst"),
+    bad(lambda e: api.symlink(NUL_PATH, "x"), ValueError, id="symlink-nul-src"),
+    bad(lambda e: api.symlink("x", NUL_PATH), ValueError, id="symlink-nul-dst"),
+    bad(lambda e: api.symlink("x", "y", dir_fd=-1), OSError, errno.EBADF, id="symlink-neg-dir-fd"),
+    bad(lambda e: api.symlink("x", e.path), FileExistsError, errno.EEXIST, id="symlink-exists"),
+    # link
+    bad(lambda e: api.link(None, "x"), TypeError, id="link-none-src"),
+    bad(lambda e: api.link(e.path, 1.0), TypeError, id="link-float-dst"),
+    bad(lambda e: api.link(e.path, None), TypeError, id="link-none-dst"),
+    bad(lambda e: api.link(NUL_PATH, "x"), ValueError, id="link-nul-src"),
+    bad(lambda e: api.link(e.path, NUL_PATH), ValueError, id="link-nul-dst"),
+    bad(
+        lambda e: api.link("a", "b", src_dir_fd=-1), OSError, errno.EBADF, id="link-neg-src-dir-fd"
+    ),
+    bad(
+        lambda e: api.link(e.path, "b", dst_dir_fd=e.closed),
+        OSError,
+        errno.EBADF,
+        id="link-closed-dir-fd",
+    ),
+    bad(lambda e: api.link(e.path, e.path), FileExistsError, errno.EEXIST, id="link-exists"),
+    # fallocate
+    bad(lambda e: api.fallocate("3", 0, 1), TypeError, id="fallocate-str-fd"),
+    bad(lambda e: api.fallocate(e.w, 0.0, 1), TypeError, id="fallocate-float-offset"),
+    bad(lambda e: api.fallocate(e.w, 0, "1"), TypeError, id="fallocate-str-length"),
+    bad(lambda e: api.fallocate(e.w, 0, 1, mode=1.0), TypeError, id="fallocate-float-mode"),
+    bad(lambda e: api.fallocate(e.w, -1, 1), ValueError, id="fallocate-negative-offset"),
+    bad(lambda e: api.fallocate(e.w, 0, -1), ValueError, id="fallocate-negative-length"),
+    bad(lambda e: api.fallocate(e.w, 0, 0), ValueError, id="fallocate-zero-length"),
+    bad(lambda e: api.fallocate(e.w, 0, 1, mode=-1), ValueError, id="fallocate-negative-mode"),
+    bad(lambda e: api.fallocate(e.w, 1 << 62, 1 << 62), OverflowError, id="fallocate-end-2**63"),
+    bad(lambda e: api.fallocate(-1, 0, 1), OSError, errno.EBADF, id="fallocate-negative-fd"),
+    bad(lambda e: api.fallocate(e.closed, 0, 1), OSError, errno.EBADF, id="fallocate-closed-fd"),
+    bad(lambda e: api.fallocate(e.w, 0, 1), OSError, errno.ESPIPE, id="fallocate-pipe"),
+    # fadvise
+    bad(lambda e: api.fadvise("3", 0, 1, 0), TypeError, id="fadvise-str-fd"),
+    bad(lambda e: api.fadvise(e.r, 0, 1, 0.0), TypeError, id="fadvise-float-advice"),
+    bad(lambda e: api.fadvise(e.r, None, 1, 0), TypeError, id="fadvise-none-offset"),
+    bad(lambda e: api.fadvise(e.r, -1, 1, 0), ValueError, id="fadvise-negative-offset"),
+    bad(lambda e: api.fadvise(e.r, 0, -1, 0), ValueError, id="fadvise-negative-length"),
+    bad(lambda e: api.fadvise(e.r, 0, 1, -1), ValueError, id="fadvise-negative-advice"),
+    bad(lambda e: api.fadvise(-1, 0, 1, 0), OSError, errno.EBADF, id="fadvise-negative-fd"),
+    bad(lambda e: api.fadvise(e.closed, 0, 1, 0), OSError, errno.EBADF, id="fadvise-closed-fd"),
+    bad(lambda e: api.fadvise(e.r, 0, 1, 0), OSError, errno.ESPIPE, id="fadvise-pipe"),
+    # ftruncate
+    bad(lambda e: api.ftruncate("3", 0), TypeError, id="ftruncate-str-fd"),
+    bad(lambda e: api.ftruncate(e.w, 1.0), TypeError, id="ftruncate-float-length"),
+    bad(lambda e: api.ftruncate(e.w, None), TypeError, id="ftruncate-none-length"),
+    bad(lambda e: api.ftruncate(e.w, -1), ValueError, id="ftruncate-negative-length"),
+    bad(lambda e: api.ftruncate(e.w, 1 << 63), OverflowError, id="ftruncate-length-2**63"),
+    bad(lambda e: api.ftruncate(-1, 0), OSError, errno.EBADF, id="ftruncate-negative-fd"),
+    bad(lambda e: api.ftruncate(e.closed, 0), OSError, errno.EBADF, id="ftruncate-closed-fd"),
+    bad(lambda e: api.ftruncate(e.w, 0), OSError, errno.EINVAL, id="ftruncate-pipe"),
+    # shutdown
+    bad(lambda e: api.shutdown("5", socket.SHUT_WR), TypeError, id="shutdown-str-sock"),
+    bad(lambda e: api.shutdown(None, socket.SHUT_WR), TypeError, id="shutdown-none-sock"),
+    bad(lambda e: api.shutdown(e.sock, 1.0), TypeError, id="shutdown-float-how"),
+    bad(lambda e: api.shutdown(e.sock, "SHUT_WR"), TypeError, id="shutdown-str-how"),
+    bad(lambda e: api.shutdown(e.sock, 3), ValueError, id="shutdown-how-3"),
+    bad(lambda e: api.shutdown(e.sock, -1), ValueError, id="shutdown-how-minus-1"),
+    bad(
+        lambda e: api.shutdown(-1, socket.SHUT_WR), OSError, errno.EBADF, id="shutdown-negative-fd"
+    ),
+    bad(
+        lambda e: api.shutdown(e.closed, socket.SHUT_WR),
+        OSError,
+        errno.EBADF,
+        id="shutdown-closed-fd",
+    ),
+    bad(
+        lambda e: api.shutdown(e.dead, socket.SHUT_WR),
+        OSError,
+        errno.EBADF,
+        id="shutdown-closed-socket",
+    ),
+    bad(lambda e: api.shutdown(e.r, socket.SHUT_WR), OSError, errno.ENOTSOCK, id="shutdown-pipe"),
+    bad(
+        lambda e: api.shutdown(e.tcp, socket.SHUT_WR),
+        OSError,
+        errno.ENOTCONN,
+        id="shutdown-unconnected",
+    ),
+]
+
+
+@pytest.mark.parametrize(("call", "raises", "code", "carries_buffer"), BAD_PATH_AND_SPACE_INPUT)
+async def test_bad_path_space_and_socket_input_raises_and_leaves_nothing_behind(
+    env: Env,
+    call: Callable[[Env], Awaitable[object]],
+    raises: type[BaseException] | tuple[type[BaseException], ...],
+    code: int | None,
+    carries_buffer: bool,
+) -> None:
+    if "ftruncate" in call.__code__.co_names:
+        needs_ftruncate()
+    # The same checks as the table above: the exception, no operation in
+    # flight, no fd, no lease left behind.
+    await test_bad_input_raises_and_leaves_nothing_behind(env, call, raises, code, carries_buffer)

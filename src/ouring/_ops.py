@@ -339,7 +339,7 @@ class OpenAt(Operation[int]):
         flags = u32(flags, "flags") | os.O_CLOEXEC
         mode = u32(mode, "mode")
         dfd = dir_fd_of(dir_fd)
-        self.filename = os.fsdecode(raw)  # as os.open reports it
+        self.filename = os.fspath(path)  # as os.open reports it: bytes stay bytes
         self.path = ffi.new("char[]", raw)
         super().__init__(dfd, self.path, mode, 0, flags)
 
@@ -402,7 +402,7 @@ class Statx(Operation[os.stat_result]):
             dfd = dir_fd_of(dir_fd)
         if not follow_symlinks:
             flags |= lib.AT_SYMLINK_NOFOLLOW
-        self.filename = path if isinstance(path, int) else os.fsdecode(raw)
+        self.filename = path if isinstance(path, int) else os.fspath(path)
         self.path = ffi.new("char[]", raw)
         self.statx = ffi.new("struct statx *")  # written by the kernel at completion
         super().__init__(dfd, self.path, lib.STATX_BASIC_STATS, address_of(self.statx), flags)
@@ -490,6 +490,9 @@ class Shutdown(_Status):
         super().__init__(fileno(sock), _NULL, how, 0, 0)
 
 
+_NO_PATH: Any = object()  # an *at operation on one path only
+
+
 class _PathOperation(Operation[None]):
     """An ``*at`` operation on one or two paths. The kernel copies the paths
     when it consumes the SQE; they stay referenced until the CQE anyway."""
@@ -498,15 +501,15 @@ class _PathOperation(Operation[None]):
 
     def __init__(self, dir_fd: Any, path: Any, length: int, path2: Any, op_flags: int) -> None:
         raw = fs_path(path)
-        self.filename = os.fsdecode(raw)
+        self.filename = os.fspath(path)  # as os reports it: bytes stay bytes
         self.path = ffi.new("char[]", raw)
-        if path2 is None:
-            self.filename2: str | None = None
+        if path2 is _NO_PATH:  # not None: a None path is a TypeError, as in os
+            self.filename2: str | bytes | None = None
             self.path2 = _NULL
             second = 0
         else:
             raw2 = fs_path(path2)
-            self.filename2 = os.fsdecode(raw2)
+            self.filename2 = os.fspath(path2)
             self.path2 = ffi.new("char[]", raw2)
             second = address_of(self.path2)
         super().__init__(dir_fd_of(dir_fd), self.path, length, second, op_flags)
@@ -523,7 +526,7 @@ class UnlinkAt(_PathOperation):
     opcode = lib.IORING_OP_UNLINKAT
 
     def __init__(self, path: Any, dir_fd: Any = None, rmdir: bool = False) -> None:
-        super().__init__(dir_fd, path, 0, None, lib.AT_REMOVEDIR if rmdir else 0)
+        super().__init__(dir_fd, path, 0, _NO_PATH, lib.AT_REMOVEDIR if rmdir else 0)
 
 
 class MkdirAt(_PathOperation):
@@ -533,7 +536,7 @@ class MkdirAt(_PathOperation):
     opcode = lib.IORING_OP_MKDIRAT
 
     def __init__(self, path: Any, mode: int = 0o777, dir_fd: Any = None) -> None:
-        super().__init__(dir_fd, path, u32(mode, "mode"), None, 0)
+        super().__init__(dir_fd, path, u32(mode, "mode"), _NO_PATH, 0)
 
 
 class RenameAt(_PathOperation):
