@@ -65,3 +65,37 @@ def test_cat_reports_a_missing_file_and_goes_on(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.decode() == f"cat: {missing}: No such file or directory\n"
     assert done.stdout == b""
+
+
+COPY_FILE = Path(__file__).resolve().parent.parent / "examples" / "copy_file.py"
+
+
+def test_copy_file_copies_binary_and_text(tmp_path: Path) -> None:
+    source = tmp_path / "source.bin"
+    data = random.Random(2).randbytes(3 * 256 * 1024 + 4321)
+    source.write_bytes(data)
+    text = tmp_path / "source.txt"
+    text.write_bytes("line €\r\nnext\rlast".encode() * 5000)
+    for src, dest, extra in (
+        (source, tmp_path / "copy.bin", []),
+        (text, tmp_path / "copy.txt", ["--text"]),
+    ):
+        done = subprocess.run(
+            [sys.executable, str(COPY_FILE), str(src), str(dest), *extra],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.stderr == b""
+        assert done.returncode == 0
+        assert dest.read_bytes() == src.read_bytes()
+
+    missing = tmp_path / "missing.bin"
+    done = subprocess.run(
+        [sys.executable, str(COPY_FILE), str(missing), str(tmp_path / "out")],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.decode() == f"copy_file: {missing}: No such file or directory\n"

@@ -8,6 +8,7 @@ happens to the caller, and hands it back with the result::
 """
 
 from ._errors import BufferInUseError, RingClosedError, UnsupportedError
+from ._files import AsyncFile, open_file
 from ._ring import DEFAULT_SETUP_FLAGS, Ring, RingStatistics
 from ._trio import (
     accept,
@@ -39,6 +40,7 @@ from ._trio import (
 
 __all__ = [
     "DEFAULT_SETUP_FLAGS",
+    "AsyncFile",
     "BufferInUseError",
     "Ring",
     "RingClosedError",
@@ -55,6 +57,7 @@ __all__ = [
     "link",
     "mkdir",
     "open",
+    "open_file",
     "open_ring",
     "read",
     "readv",

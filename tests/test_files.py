@@ -1,0 +1,825 @@
+"""ouring.open_file against the builtin open: the same calls on two identical
+files must give the same results, the same exceptions and the same bytes on
+disk. Real files in tmp_path, real pipes and FIFOs; nothing is mocked."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import hypothesis
+import pytest
+import trio
+import trio.testing
+from hypothesis import strategies as st
+
+import ouring
+
+# A call: (method name, args). Special forms, resolved by the driver:
+#   ("readinto", (size,))         -> readinto(bytearray(size)); result (n, bytes of it)
+#   ("seek", (("cookie", k), 0))  -> seek to the k-th earlier tell() result (text cookies)
+Call = tuple[str, tuple[Any, ...]]
+Outcome = tuple[Any, ...]
+
+TEXT = "héllo wörld\r\nsecond line\rthird € line\nfourth\r\n\nlast without newline 𝄞"
+BINARY = b"hello world\nsecond line\r\nthird\n\n" + bytes(range(256)) + b"\nlast"
+MODES = [
+    "r",
+    "rb",
+    "r+",
+    "r+b",
+    "w",
+    "wb",
+    "w+",
+    "w+b",
+    "a",
+    "ab",
+    "a+",
+    "a+b",
+    "x",
+    "xb",
+    "x+",
+    "x+b",
+]
+
+
+def snapshot(exc: BaseException) -> Outcome:
+    return ("raises", type(exc), exc.args)
+
+
+def prepare(path: Path, mode: str, initial: bytes) -> None:
+    if "x" in mode:
+        path.unlink(missing_ok=True)
+    else:
+        path.write_bytes(initial)
+
+
+def resolve(args: tuple[Any, ...], tells: list[Any]) -> tuple[Any, ...]:
+    out = []
+    for arg in args:
+        if isinstance(arg, tuple) and arg and arg[0] == "cookie":
+            arg = tells[arg[1] % len(tells)] if tells else 0
+        out.append(arg)
+    return tuple(out)
+
+
+def with_cpython_311_workaround(mode: str, calls: Sequence[Call]) -> list[Call]:
+    """CPython 3.11's BufferedRandom.read1 reads from the raw position without
+    flushing the write buffer (gh-115059, fixed in 3.12.3/3.13): it returns stale
+    bytes and the buffered write lands elsewhere; text reads use read1 too.
+    ouring flushes first (the fixed behaviour), so the driver adds the flush
+    the fixed CPython does implicitly before such reads."""
+    if "+" not in mode:
+        return list(calls)
+    text = "b" not in mode
+    risky = {"read", "readline", "readlines"} if text else {"read1"}
+    out: list[Call] = []
+    dirty = False
+    for name, args in calls:
+        if name in risky and dirty:
+            out.append(("flush", ()))
+            dirty = False
+        out.append((name, args))
+        if name in ("write", "writelines"):
+            dirty = True
+        elif name in ("flush", "truncate") or (text and name in ("seek", "tell")):
+            dirty = False
+    return out
+
+
+def run_builtin(path: Path, mode: str, kwargs: dict[str, Any], calls: Sequence[Call]) -> Any:
+    results: list[Outcome] = []
+    tells: list[Any] = []
+    try:
+        f = open(path, mode, **kwargs)  # noqa: SIM115 - closed below, after the calls
+    except Exception as exc:  # noqa: BLE001 - compared with ouring's
+        return [snapshot(exc)], path.read_bytes() if path.exists() else None
+    with f:
+        for name, args in calls:
+            try:
+                if name == "readinto":
+                    buf = bytearray(args[0])
+                    result: Any = (cast(Any, f).readinto(buf), bytes(buf))
+                else:
+                    result = getattr(f, name)(*resolve(args, tells))
+                    if name == "tell":
+                        tells.append(result)
+                results.append(("ok", result))
+            except Exception as exc:  # noqa: BLE001
+                results.append(snapshot(exc))
+    return results, path.read_bytes() if path.exists() else None
+
+
+async def run_ouring(
+    path: Path, mode: str, kwargs: dict[str, Any], calls: Sequence[Call]
+) -> list[Outcome]:
+    results: list[Outcome] = []
+    tells: list[Any] = []
+    try:
+        f = await ouring.open_file(path, mode, **kwargs)
+    except Exception as exc:  # noqa: BLE001
+        return [snapshot(exc)]
+    async with f:
+        for name, args in calls:
+            try:
+                if name == "readinto":
+                    buf = bytearray(args[0])
+                    result: Any = (await f.readinto(buf), bytes(buf))
+                else:
+                    result = await getattr(f, name)(*resolve(args, tells))
+                    if name == "tell":
+                        tells.append(result)
+                results.append(("ok", result))
+            except Exception as exc:  # noqa: BLE001
+                results.append(snapshot(exc))
+    return results
+
+
+def compare(
+    tmp: Path, mode: str, kwargs: dict[str, Any], calls: Sequence[Call], initial: bytes
+) -> None:
+    calls = with_cpython_311_workaround(mode, calls)
+    a, b = tmp / "builtin.dat", tmp / "ouring.dat"
+    prepare(a, mode, initial)
+    prepare(b, mode, initial)
+    expected = run_builtin(a, mode, kwargs, calls)
+    got = trio.run(run_ouring, b, mode, kwargs, calls)
+    for i, (call, want, have) in enumerate(zip(calls, expected[0], got, strict=True)):
+        assert have == want, f"call {i} {call} in mode {mode!r} {kwargs}"
+    contents = b.read_bytes() if b.exists() else None
+    assert contents == expected[1], f"file contents in mode {mode!r} {kwargs}"
+
+
+# -- scripted sequences over every mode, buffering and text setting ------------------------
+
+BINARY_SCRIPT: list[Call] = [
+    ("read", (5,)),
+    ("read1", (3,)),
+    ("readline", ()),
+    ("tell", ()),
+    ("readinto", (10,)),
+    ("write", (b"ABC\nDEF",)),
+    ("tell", ()),
+    ("seek", (0,)),
+    ("readline", (4,)),
+    ("read1", (-1,)),
+    ("seek", (-3, 2)),
+    ("read", ()),
+    ("seek", (2, 1)),
+    ("write", (b"tail" * 9,)),
+    ("seek", (7,)),
+    ("readlines", ()),
+    ("truncate", (20,)),
+    ("tell", ()),
+    ("seek", (0,)),
+    ("read", (-1,)),
+    ("writelines", ([b"x\n", bytearray(b"yz"), memoryview(b"!")],)),
+    ("truncate", ()),
+    ("seek", (0, 2)),
+    ("read", (100,)),
+    ("flush", ()),
+    ("seek", (-1,)),
+    ("seek", (0, 7)),
+    ("read", (-2,)),
+    ("write", ("str",)),
+    ("tell", ()),
+]
+
+TEXT_SCRIPT: list[Call] = [
+    ("read", (3,)),
+    ("tell", ()),
+    ("readline", ()),
+    ("tell", ()),
+    ("read", (7,)),
+    ("tell", ()),
+    ("seek", (("cookie", 1), 0)),
+    ("readline", (5,)),
+    ("readlines", ()),
+    ("write", ("new\nlines\r\nhere € 𝄞\r",)),
+    ("tell", ()),
+    ("seek", (("cookie", 2), 0)),
+    ("read", ()),
+    ("seek", (0, 2)),
+    ("write", ("end\n",)),
+    ("seek", (0,)),
+    ("readlines", ()),
+    ("seek", (0, 1)),
+    ("truncate", ()),
+    ("seek", (("cookie", 0), 0)),
+    ("truncate", ()),
+    ("read", ()),
+    ("writelines", (["a\n", "b"],)),
+    ("flush", ()),
+    ("seek", (1, 1)),
+    ("seek", (-1,)),
+    ("write", (b"bytes",)),
+    ("read", (-1,)),
+    ("tell", ()),
+]
+
+BINARY_BUFFERINGS = [-1, 0, 7, 64]
+TEXT_SETTINGS: list[dict[str, Any]] = [
+    {},
+    {"encoding": "utf-8", "newline": None},
+    {"encoding": "utf-8", "newline": ""},
+    {"encoding": "utf-8", "newline": "\n"},
+    {"encoding": "utf-8", "newline": "\r\n", "buffering": 1},
+    {"encoding": "utf-8", "newline": "\r", "buffering": 7},
+    {"encoding": "utf-16", "newline": None, "buffering": 7},
+    {"encoding": "utf-16", "newline": ""},
+    {"encoding": "latin-1", "errors": "replace", "buffering": 64},
+    {"encoding": "ascii", "errors": "strict"},
+]
+
+
+@pytest.mark.parametrize("buffering", BINARY_BUFFERINGS)
+@pytest.mark.parametrize("mode", [m for m in MODES if "b" in m])
+def test_binary_modes_match_the_builtin(tmp_path: Path, mode: str, buffering: int) -> None:
+    script = BINARY_SCRIPT
+    if buffering == 0:  # FileIO has no read1
+        script = [call for call in script if call[0] != "read1"]
+    compare(tmp_path, mode, {"buffering": buffering}, script, BINARY * 3)
+
+
+@pytest.mark.parametrize("settings", TEXT_SETTINGS, ids=repr)
+@pytest.mark.parametrize("mode", [m for m in MODES if "b" not in m])
+def test_text_modes_match_the_builtin(tmp_path: Path, mode: str, settings: dict[str, Any]) -> None:
+    encoding = settings.get("encoding", "utf-8")
+    initial = TEXT.encode(encoding, errors="replace") * 3
+    compare(tmp_path, mode, settings, TEXT_SCRIPT, initial)
+
+
+def test_large_text_spanning_many_chunks(tmp_path: Path) -> None:
+    initial = (TEXT * 2000).encode("utf-8")
+    calls: list[Call] = [("read", (9000,)), ("tell", ()), ("readline", ()), ("tell", ())]
+    calls += [("read", (5000,)), ("write", ("X" * 20000,)), ("tell", ()), ("seek", (0,))]
+    calls += [("seek", (("cookie", 0), 0)), ("read", (10,)), ("readlines", ()), ("tell", ())]
+    for mode in ("r", "r+", "a+"):
+        compare(tmp_path, mode, {"encoding": "utf-8"}, calls, initial)
+        compare(tmp_path, mode, {"encoding": "utf-16"}, calls, (TEXT * 2000).encode("utf-16"))
+
+
+def test_large_binary_reads_and_writes(tmp_path: Path) -> None:
+    initial = os.urandom(300_000)
+    calls: list[Call] = [("read", (70_000,)), ("read1", (100_000,)), ("readinto", (50_000,))]
+    calls += [("write", (b"w" * 100_000,)), ("tell", ()), ("seek", (1000,)), ("read", ())]
+    calls += [("seek", (-5000, 2)), ("read1", (-1,)), ("readline", ())]
+    for mode in ("rb", "r+b", "a+b"):
+        for buffering in (-1, 0, 4096, 10_000):
+            script = [c for c in calls if buffering or c[0] != "read1"]
+            compare(tmp_path, mode, {"buffering": buffering}, script, initial)
+
+
+# -- hypothesis: random sequences ---------------------------------------------------------
+
+sizes = st.one_of(st.integers(0, 40), st.just(-1))
+binary_calls = st.one_of(
+    st.tuples(st.just("read"), st.tuples(sizes)),
+    st.tuples(st.just("read"), st.just(())),
+    st.tuples(st.just("read1"), st.tuples(sizes)),
+    st.tuples(st.just("readline"), st.tuples(sizes)),
+    st.tuples(st.just("readlines"), st.tuples(st.integers(-1, 30))),
+    st.tuples(st.just("readinto"), st.tuples(st.integers(0, 30))),
+    st.tuples(st.just("seek"), st.tuples(st.integers(0, 60), st.just(0))),
+    st.tuples(st.just("seek"), st.tuples(st.integers(-20, 20), st.sampled_from([1, 2]))),
+    st.tuples(st.just("tell"), st.just(())),
+    st.tuples(st.just("write"), st.tuples(st.binary(max_size=30))),
+    st.tuples(st.just("truncate"), st.one_of(st.just(()), st.tuples(st.integers(0, 60)))),
+    st.tuples(st.just("flush"), st.just(())),
+)
+text_calls = st.one_of(
+    st.tuples(st.just("read"), st.tuples(sizes)),
+    st.tuples(st.just("readline"), st.tuples(sizes)),
+    st.tuples(st.just("readlines"), st.tuples(st.integers(-1, 30))),
+    st.tuples(
+        st.just("seek"), st.tuples(st.tuples(st.just("cookie"), st.integers(0, 9)), st.just(0))
+    ),
+    st.tuples(st.just("seek"), st.sampled_from([(0,), (0, 1), (0, 2)])),
+    st.tuples(st.just("tell"), st.just(())),
+    st.tuples(
+        st.just("write"),
+        st.tuples(st.text(alphabet=st.sampled_from("ab\r\n €é𝄞"), max_size=20)),
+    ),
+    st.tuples(st.just("truncate"), st.just(())),
+    st.tuples(st.just("flush"), st.just(())),
+)
+SETTINGS = hypothesis.settings(
+    max_examples=150, derandomize=True, database=None, deadline=None, print_blob=True
+)
+
+
+@SETTINGS
+@hypothesis.given(
+    mode=st.sampled_from([m for m in MODES if "b" in m and "x" not in m]),
+    buffering=st.sampled_from([-1, 0, 1 << 12, 5, 16]),
+    initial=st.binary(max_size=80),
+    calls=st.lists(binary_calls, max_size=25),
+)
+def test_random_binary_sequences_match_the_builtin(
+    tmp_path_factory: pytest.TempPathFactory,
+    mode: str,
+    buffering: int,
+    initial: bytes,
+    calls: list[Call],
+) -> None:
+    if buffering == 0:
+        calls = [c for c in calls if c[0] != "read1"]
+    compare(tmp_path_factory.mktemp("b"), mode, {"buffering": buffering}, calls, initial)
+
+
+@SETTINGS
+@hypothesis.given(
+    mode=st.sampled_from([m for m in MODES if "b" not in m and "x" not in m]),
+    encoding=st.sampled_from(["utf-8", "utf-16", "latin-1"]),
+    newline=st.sampled_from([None, "", "\n", "\r\n", "\r"]),
+    buffering=st.sampled_from([-1, 1, 3, 16]),
+    initial=st.text(alphabet=st.sampled_from("xy\r\n €é𝄞"), max_size=40),
+    calls=st.lists(text_calls, max_size=25),
+)
+def test_random_text_sequences_match_the_builtin(
+    tmp_path_factory: pytest.TempPathFactory,
+    mode: str,
+    encoding: str,
+    newline: str | None,
+    buffering: int,
+    initial: str,
+    calls: list[Call],
+) -> None:
+    kwargs = {"encoding": encoding, "newline": newline, "buffering": buffering}
+    raw = initial.encode(encoding, errors="replace")
+    compare(tmp_path_factory.mktemp("t"), mode, kwargs, calls, raw)
+
+
+# -- opening: arguments, errors, attributes --------------------------------------------------
+
+BAD_OPENS: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+    (("rr",), {}),
+    (("rw",), {}),
+    (("",), {}),
+    (("+",), {}),
+    (("b",), {}),
+    (("rbt",), {}),
+    (("rU",), {}),
+    (("rb+b",), {}),
+    (("z",), {}),
+    (("wb",), {"encoding": "utf-8"}),
+    (("wb",), {"errors": "strict"}),
+    (("wb",), {"newline": ""}),
+    (("w",), {"buffering": 0}),
+    ((1,), {}),
+    (("r",), {"encoding": 5}),
+    (("r",), {"errors": 5}),
+    (("r",), {"newline": 5}),
+    (("w",), {"newline": "x"}),
+    (("w",), {"encoding": "bogus"}),
+    (("w",), {"encoding": "rot13"}),
+    (("r",), {"closefd": False}),
+    (("x",), {}),
+    (("r",), {"opener": lambda path, flags: "x"}),
+    (("r",), {"opener": lambda path, flags: -1}),
+]
+
+
+@pytest.mark.parametrize(("args", "kwargs"), BAD_OPENS, ids=repr)
+async def test_bad_open_arguments_raise_as_the_builtin_does(
+    tmp_path: Path, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"data")
+    with pytest.raises(Exception) as builtin:  # noqa: PT011 - compared below
+        open(path, *args, **kwargs)  # noqa: SIM115, ASYNC230 - the reference
+    builtin_contents = path.read_bytes()
+    path.write_bytes(b"data")
+    with pytest.raises(type(builtin.value)) as ours:
+        await ouring.open_file(path, *args, **kwargs)
+    assert ours.value.args == builtin.value.args
+    assert path.read_bytes() == builtin_contents
+
+
+@pytest.mark.parametrize("target", [None, 1.5, -1])
+async def test_bad_files_raise_as_the_builtin_does(target: Any) -> None:
+    with pytest.raises(Exception) as builtin:  # noqa: PT011
+        open(target)  # noqa: SIM115, ASYNC230 - the reference
+    with pytest.raises(type(builtin.value)) as ours:
+        await ouring.open_file(target)
+    assert ours.value.args == builtin.value.args
+
+
+async def test_missing_file_and_directory(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError) as exc:
+        await ouring.open_file(tmp_path / "missing")
+    assert exc.value.filename == str(tmp_path / "missing")
+    with pytest.raises(IsADirectoryError) as exc2:
+        await ouring.open_file(tmp_path)
+    assert exc2.value.args == (errno.EISDIR, os.strerror(errno.EISDIR))
+    with pytest.raises(IsADirectoryError):
+        await ouring.open_file(tmp_path, "w")
+
+
+async def test_attributes_match_the_builtin(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    for mode in MODES:
+        for buffering in (-1, 0) if "b" in mode else (-1,):
+            prepare(path, mode, b"data")
+            with open(path, mode, buffering=buffering) as b:  # noqa: ASYNC230 - the reference
+                expected = (b.name, b.mode, b.readable(), b.writable(), b.seekable())
+                expected_text = getattr(b, "encoding", None), getattr(b, "errors", None)
+            prepare(path, mode, b"data")
+            async with await ouring.open_file(path, mode, buffering=buffering) as f:
+                got = (f.name, f.mode, f.readable(), f.writable(), f.seekable())
+                assert got == expected
+                assert (f.encoding, f.errors) == expected_text
+                assert not f.isatty()
+                assert not f.closed
+                assert f.fileno() >= 0
+            assert f.closed
+    async with await ouring.open_file(Path(path), "rb") as f:
+        assert f.name == str(path)  # a path-like's fspath, as the builtin keeps it
+
+
+async def test_default_buffer_size_is_the_block_size(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(bytes(100_000))
+    blksize = os.stat(path).st_blksize
+    async with await ouring.open_file(path, "rb") as f:
+        assert await f.read(1) == b"\0"
+        assert len(await f.read1(-1)) == blksize - 1
+
+
+async def test_binary_line_buffering_warns_like_the_builtin(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"x")
+    with pytest.warns(RuntimeWarning, match="line buffering"):
+        f = await ouring.open_file(path, "rb", buffering=1)
+    await f.aclose()
+
+
+async def test_opener_is_called_with_the_builtin_flags(tmp_path: Path) -> None:
+    seen: list[tuple[Any, int]] = []
+
+    def opener(path: Any, flags: int) -> int:
+        seen.append((path, flags))
+        return os.open(path, flags, 0o600)
+
+    path = tmp_path / "f"
+    with open(path, "a+", opener=opener):  # noqa: ASYNC230 - the reference
+        pass
+    async with await ouring.open_file(path, "a+", opener=opener) as f:
+        await f.write("x")
+    assert seen[0] == seen[1]
+    assert seen[0][1] & (os.O_APPEND | os.O_CREAT | os.O_RDWR | os.O_CLOEXEC) == (
+        os.O_APPEND | os.O_CREAT | os.O_RDWR | os.O_CLOEXEC
+    )
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+async def test_int_fd_with_closefd_false_keeps_the_fd_and_its_position(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"0123456789")
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.lseek(fd, 3, os.SEEK_SET)
+        async with await ouring.open_file(fd, "r+b", closefd=False) as f:
+            assert f.name == fd
+            assert await f.tell() == 3
+            assert await f.read(2) == b"34"
+            await f.write(b"XY")
+        assert os.lseek(fd, 0, os.SEEK_CUR) == 7  # where the builtin would leave it
+        assert os.read(fd, 10) == b"789"
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"01234XY789"
+
+
+# -- exceptions on misuse ---------------------------------------------------------------------
+
+
+async def test_reading_a_file_opened_for_writing_raises_unsupported(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    async with await ouring.open_file(path, "w") as f:
+        with pytest.raises(io.UnsupportedOperation, match="not readable"):
+            await f.read()
+    async with await ouring.open_file(path, "wb") as fb:
+        with pytest.raises(io.UnsupportedOperation, match="read"):
+            await fb.read()
+        with pytest.raises(TypeError, match="bytes-like"):
+            await fb.write("text")  # type: ignore[arg-type]
+    async with await ouring.open_file(path, "rb", buffering=0) as fr:
+        with pytest.raises(io.UnsupportedOperation, match="File not open for writing"):
+            await fr.write(b"x")
+        with pytest.raises(io.UnsupportedOperation):
+            await fr.read_at(bytearray(1), 0) and await fr.write_at(b"x", 0)
+
+
+async def test_operations_after_close_raise_value_error(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_text("x\n")
+    for mode, buffering in (("r", -1), ("rb", -1), ("r+b", 0)):
+        f: ouring.AsyncFile[Any] = await ouring.open_file(path, mode, buffering=buffering)
+        await f.aclose()
+        await f.aclose()  # closing again does nothing
+        assert f.closed
+        with pytest.raises(ValueError, match="closed file"):
+            await f.read()
+        with pytest.raises(ValueError, match="closed file"):
+            await f.readlines()
+        with pytest.raises(ValueError, match=r"^I/O operation on closed file\.$"):
+            await f.writelines([])
+        with pytest.raises(ValueError, match="closed file"):
+            f.fileno()
+        with pytest.raises(ValueError, match=r"^I/O operation on closed file\.$"):
+            f.__aiter__()
+        with pytest.raises(ValueError, match=r"^I/O operation on closed file\.$"):
+            await f.__aenter__()
+        with pytest.raises(ValueError, match="closed file"):
+            await f.read_at(bytearray(1), 0)
+
+
+async def test_negative_seek_raises_like_the_builtin(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_text("abc")
+    async with await ouring.open_file(path, "rb") as f:
+        with pytest.raises(OSError, match="Invalid argument") as exc:
+            await f.seek(-1)
+        assert exc.value.errno == errno.EINVAL
+        assert await f.tell() == 0
+    async with await ouring.open_file(path) as t:
+        with pytest.raises(ValueError, match="negative seek position -1"):
+            await t.seek(-1)
+
+
+# -- iteration, owned buffers, pread/pwrite -----------------------------------------------------
+
+
+async def test_async_iteration_yields_lines(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"a\r\nb\rc\nd")
+    async with await ouring.open_file(path) as f:
+        assert [line async for line in f] == ["a\n", "b\n", "c\n", "d"]
+        assert f.newlines == ("\r", "\n", "\r\n")
+    async with await ouring.open_file(path, "rb") as fb:
+        assert [line async for line in fb] == [b"a\r\n", b"b\rc\n", b"d"]
+
+
+async def test_text_tell_is_disabled_while_iterating_as_in_the_builtin(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_text("a\nb\nc\n")
+    with open(path) as b:  # noqa: ASYNC230 - the reference
+        next(b)
+        with pytest.raises(OSError, match="telling position disabled") as builtin:
+            b.tell()
+    async with await ouring.open_file(path) as f:
+        await f.__anext__()
+        with pytest.raises(OSError, match="telling position disabled") as ours:
+            await f.tell()
+        assert ours.value.args == builtin.value.args
+        assert await f.readline() == "b\n"
+
+
+async def test_owned_buffer_methods(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"0123456789")
+    for buffering in (-1, 0, 4):
+        async with await ouring.open_file(path, "r+b", buffering=buffering) as f:
+            buf = bytearray(4)
+            buf2, n = await f.read_into(buf)
+            assert buf2 is buf
+            assert (n, bytes(buf)) == (4, b"0123")
+            assert await f.read(2) == b"45"
+            out = b"ab"
+            out2, n = await f.write_from(out)
+            assert out2 is out
+            assert n == 2
+            assert await f.tell() == 8
+            assert await f.read() == b"89"
+            buf, n = await f.read_at(bytearray(3), 5)
+            assert (n, bytes(buf)) == (3, b"5ab")
+            _, n = await f.write_at(b"Z", 0)
+            assert n == 1
+            assert await f.tell() == 10
+        assert path.read_bytes() == b"Z12345ab89"
+        path.write_bytes(b"0123456789")
+    async with await ouring.open_file(path) as t:
+        with pytest.raises(io.UnsupportedOperation):
+            await t.read_into(bytearray(1))
+
+
+async def test_append_mode_writes_at_the_end_and_tells_the_end(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"start")
+    async with await ouring.open_file(path, "a+b") as f:
+        assert await f.tell() == 5
+        await f.seek(0)
+        assert await f.read(2) == b"st"
+        await f.write(b"END")
+        await f.flush()
+        assert await f.tell() == 8
+        _, n = await f.write_at(b"!", 0)  # pwrite on O_APPEND appends on Linux
+        assert n == 1
+    assert path.read_bytes() == b"startEND!"
+
+
+async def test_text_files_flush_on_newline_with_line_buffering(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    async with await ouring.open_file(path, "w", buffering=1) as f:
+        assert f.line_buffering
+        await f.write("no newline")
+        assert path.read_bytes() == b""
+        await f.write(" now\n")
+        assert path.read_bytes() == b"no newline now\n"
+
+
+# -- pipes and FIFOs -------------------------------------------------------------------------------
+
+
+async def test_pipe_fds_read_and_write_at_the_current_position(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    reader = await ouring.open_file(r, "rb", closefd=False)
+    writer = await ouring.open_file(w, "wb", closefd=False)
+    assert not reader.seekable()
+    with pytest.raises(io.UnsupportedOperation, match="not seekable"):
+        await reader.seek(0)
+    with pytest.raises(OSError, match="Illegal seek"):
+        await reader.tell()
+    await writer.write(b"line one\nline two\npartial")
+    await writer.flush()
+    assert await reader.readline() == b"line one\n"
+    assert await reader.read1(100) == b"line two\npartial"
+    await writer.write(b"rest")
+    await writer.aclose()
+    os.close(w)
+    assert await reader.read() == b"rest"
+    await reader.aclose()
+
+
+async def test_update_modes_on_a_pipe_need_a_seekable_file(pipe: tuple[int, int]) -> None:
+    r, _ = pipe
+    with pytest.raises(io.UnsupportedOperation) as builtin:
+        open(r, "r+b", closefd=False)  # noqa: SIM115, ASYNC230 - the reference
+    with pytest.raises(io.UnsupportedOperation) as ours:
+        await ouring.open_file(r, "r+b", closefd=False)
+    assert ours.value.args == builtin.value.args
+
+
+async def test_text_over_a_fifo(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    received: list[str] = []
+
+    async def read_side() -> None:
+        async with await ouring.open_file(fifo, encoding="utf-8") as f:
+            received.extend([line async for line in f])
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_side)
+        async with await ouring.open_file(fifo, "w", encoding="utf-8") as w:
+            await w.write("first €\n")
+            await w.flush()
+            await w.writelines(["second\n", "third"])
+    assert received == ["first €\n", "second\n", "third"]
+
+
+# -- cancellation and concurrency ---------------------------------------------------------------
+
+
+async def cancel_when_parked(call: Any) -> None:
+    """Run ``call()`` in a task until it parks in the kernel, then cancel it;
+    it must end with Cancelled (caught by its scope)."""
+    scope = trio.CancelScope()
+
+    async def run() -> None:
+        with scope:
+            await call()
+        assert scope.cancelled_caught
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        await trio.testing.wait_all_tasks_blocked()
+        scope.cancel()
+
+
+async def test_cancelled_read_on_an_idle_pipe_loses_nothing(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    for buffering in (0, -1):
+        async with await ouring.open_file(r, "rb", buffering=buffering, closefd=False) as f:
+            await cancel_when_parked(lambda: f.read(10))
+            os.write(w, b"after the cancel")
+            assert await f.read(16) == b"after the cancel"
+
+
+async def test_cancelled_multi_read_gives_back_what_it_collected(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    async with await ouring.open_file(r, "rb", buffering=4, closefd=False) as f:
+        os.write(w, b"0123456789")
+        await cancel_when_parked(lambda: f.read(30))  # gets 10 bytes, then parks for more
+        os.write(w, b"abc")
+        assert await f.read(13) == b"0123456789abc"
+    async with await ouring.open_file(r, "rb", buffering=0, closefd=False) as raw:
+        os.write(w, b"all of it")
+        await cancel_when_parked(raw.read)  # readall: gets 9 bytes, parks for EOF
+        os.write(w, b"!")
+        assert await raw.read(10) == b"all of it"  # a raw read may be short
+        assert await raw.read(10) == b"!"
+    async with await ouring.open_file(r, closefd=False) as t:
+        os.write(w, "é and a half line".encode())
+        await cancel_when_parked(t.readline)
+        os.write(w, b" and the end\n")
+        assert await t.readline() == "é and a half line and the end\n"
+
+
+async def test_cancelled_read_of_a_file_keeps_the_position(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(bytes(range(256)) * 100)
+    async with await ouring.open_file(path, "rb", buffering=16) as f:
+        assert await f.read(5) == bytes(range(5))
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await f.read(1000)
+        assert await f.tell() == 5
+        assert await f.read(3) == bytes(range(5, 8))
+
+
+async def test_aclose_closes_even_when_cancelled(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    f = await ouring.open_file(path, "w")
+    await f.write("buffered")
+    fd = f.fileno()
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await f.aclose()
+    assert f.closed
+    assert path.read_text() == "buffered"  # a regular file is flushed, shielded
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        os.fstat(fd)
+
+
+async def test_aclose_ends_a_read_parked_on_a_pipe(pipe: tuple[int, int]) -> None:
+    r, _ = pipe
+    f = await ouring.open_file(os.dup(r), "rb")
+
+    async def reader() -> None:
+        with pytest.raises(trio.ClosedResourceError):
+            await f.read(1)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        await f.aclose()
+    assert f.closed
+
+
+async def test_32_tasks_read_at_the_same_file(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    data = os.urandom(32 * 4096)
+    path.write_bytes(data)
+    got: dict[int, bytes] = {}
+    async with await ouring.open_file(path, "rb") as f:
+
+        async def read_block(i: int) -> None:
+            buf, n = await f.read_at(bytearray(4096), i * 4096)
+            got[i] = bytes(buf[:n])
+
+        async with trio.open_nursery() as nursery:
+            for i in range(32):
+                nursery.start_soon(read_block, i)
+        assert await f.tell() == 0
+    assert b"".join(got[i] for i in range(32)) == data
+
+
+async def test_concurrent_reads_do_not_corrupt_the_position(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    data = os.urandom(64 * 1000)
+    path.write_bytes(data)
+    for buffering in (0, 100, -1):
+        pieces: list[tuple[int, bytes]] = []
+        async with await ouring.open_file(path, "rb", buffering=buffering) as f:
+
+            async def take(task: int, f: ouring.AsyncFile[bytes], out: list[Any]) -> None:
+                while chunk := await f.read(1000):
+                    out.append((task, chunk))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(take, 0, f, pieces)
+                nursery.start_soon(take, 1, f, pieces)
+        assert {task for task, _ in pieces} == {0, 1}
+        assert b"".join(chunk for _, chunk in pieces) == data
+
+
+async def test_concurrent_writers_interleave_whole_writes(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    async with await ouring.open_file(path, "w", buffering=16) as f:
+
+        async def write(ch: str) -> None:
+            for _ in range(50):
+                await f.write(ch * 10 + "\n")
+
+        async with trio.open_nursery() as nursery:
+            for ch in "abcd":
+                nursery.start_soon(write, ch)
+    lines = path.read_text().splitlines()
+    assert sorted(lines) == sorted(ch * 10 for ch in "abcd" for _ in range(50))
