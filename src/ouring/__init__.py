@@ -9,6 +9,7 @@ happens to the caller, and hands it back with the result::
 
 from ._errors import BufferInUseError, RingClosedError, UnsupportedError
 from ._files import AsyncFile, open_file
+from ._path import Path
 from ._ring import DEFAULT_SETUP_FLAGS, Ring, RingStatistics
 from ._trio import (
     accept,
@@ -42,6 +43,7 @@ __all__ = [
     "DEFAULT_SETUP_FLAGS",
     "AsyncFile",
     "BufferInUseError",
+    "Path",
     "Ring",
     "RingClosedError",
     "RingStatistics",

@@ -1,0 +1,417 @@
+"""``ouring.Path``: a ``trio.Path`` whose file-system methods go through the ring.
+
+It subclasses ``trio.Path`` (and ``pathlib.PurePosixPath``), so it is a drop-in:
+``isinstance(p, trio.Path)`` holds, pure-path operations (``/``, ``parent``,
+``with_name``...) return ``ouring.Path``, and every method not listed below keeps
+trio's version, which runs ``pathlib`` in a worker thread.
+
+These are io_uring operations instead, with ``pathlib.Path``'s signatures,
+results and exceptions for the running Python (3.11+):
+
+==================  =====================================================
+``stat``, ``lstat``  statx
+``exists``           statx (``follow_symlinks=`` on Python 3.12+)
+``mkdir``            mkdirat; ``parents``/``exist_ok`` as pathlib does them
+``unlink``           unlinkat (``missing_ok=``)
+``rmdir``            unlinkat with ``AT_REMOVEDIR``
+``rename``,          renameat (on Linux ``os.rename`` and ``os.replace`` are
+``replace``          both ``renameat``); return the new path
+``symlink_to``       symlinkat
+``hardlink_to``      linkat
+``read_bytes``       openat, statx of the fd, reads at explicit offsets until
+                     one returns 0, close
+``write_bytes``      openat (``O_CREAT | O_TRUNC``), writes at explicit offsets
+                     until every byte is written, close
+``read_text``,       the same, decoded / encoded by ``io.TextIOWrapper`` over
+``write_text``       ``io.BytesIO`` with the same arguments pathlib passes to
+                     ``open``: the same codecs, BOMs, newline translation and
+                     errors as the builtin file
+``open``             ``ouring.open_file``
+==================  =====================================================
+
+pathlib's argument checks happen at the same points relative to the I/O:
+``write_bytes`` checks for the buffer interface before truncating; text
+arguments that ``open`` rejects by type fail before anything is opened; an
+unknown encoding or illegal ``newline`` fails after the file is opened (and,
+for ``write_text``, truncated), as ``io.open`` fails there.
+
+Every fd opened here is closed through the ring, shielded from cancellation,
+whatever happens to the caller.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import pathlib
+import stat as stat_module
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar, overload
+
+import trio
+
+from . import _trio
+from ._errors import RingClosedError
+
+if TYPE_CHECKING:
+    from _typeshed import (
+        OpenBinaryMode,
+        OpenTextMode,
+        ReadableBuffer,
+        StrOrBytesPath,
+        StrPath,
+    )
+
+    from ._files import AsyncFile
+
+__all__ = ["Path"]
+
+T = TypeVar("T")
+
+# pathlib's _IGNORED_ERRNOS: what exists() and is_dir() read as "no such path".
+_IGNORED_ERRNOS = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)
+# First read of a file whose size stat cannot tell (pipes, /proc); doubled as it fills.
+_CHUNK = 64 * 1024
+# The kernel moves at most this many bytes per read or write call.
+_MAX_IO = 0x7FFFF000
+_READ_FLAGS = os.O_RDONLY  # io.open(mode="rb"); ouring.open adds O_CLOEXEC
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC  # io.open(mode="wb")
+# Whether os.link(src, dst) follows a symlink src on Linux (see hardlink_to).
+_LINK_FOLLOWS = sys.version_info >= (3, 14)
+
+
+def _ignore_error(exc: OSError) -> bool:
+    return exc.errno in _IGNORED_ERRNOS
+
+
+def _check_text_args(encoding: Any, errors: Any, newline: Any) -> None:
+    """What ``io.open`` checks before it opens anything, with its messages."""
+    for name, value in (("encoding", encoding), ("errors", errors), ("newline", newline)):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(
+                f"open() argument '{name}' must be str or None, not {type(value).__name__}"
+            )
+
+
+def _text_wrapper(
+    buffer: io.BytesIO, encoding: str, errors: str | None, newline: str | None
+) -> io.TextIOWrapper:
+    """The ``TextIOWrapper`` that ``io.open`` would put over the file, over
+    ``buffer`` instead: it raises what ``io.open`` raises after opening (an
+    unknown or non-text encoding, an illegal newline)."""
+    return io.TextIOWrapper(buffer, encoding, errors, newline)
+
+
+async def _close(fd: int) -> None:
+    """Close an fd this module opened, even when the caller is cancelled."""
+    with trio.CancelScope(shield=True):
+        try:
+            await _trio.close(fd)
+        except RingClosedError:
+            os.close(fd)  # the ring is gone; nothing of it uses the fd any more
+
+
+async def _with_fd(
+    path: Path, flags: int, body: Callable[[int], Awaitable[T]], mode: int = 0o666
+) -> T:
+    fd = await _trio.open(path, flags, mode)
+    try:
+        return await body(fd)
+    finally:
+        await _close(fd)
+
+
+async def _read_to_end(fd: int, filename: str, before_read: Callable[[], object]) -> bytes:
+    """``FileIO(filename, "rb").readall()`` on an open fd: refuse a directory
+    as ``FileIO`` does, then read until a read returns 0. A regular file is
+    read at explicit offsets, starting with one buffer of its size plus one
+    byte (as ``readall`` sizes it); other files at the file position."""
+    st = await _trio.stat(fd)
+    if stat_module.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), filename)
+    before_read()
+    positional = stat_module.S_ISREG(st.st_mode) or stat_module.S_ISBLK(st.st_mode)
+    size = min(st.st_size + 1, _MAX_IO) if stat_module.S_ISREG(st.st_mode) else _CHUNK
+    chunks: list[bytearray] = []
+    total = 0
+    while True:
+        # A fresh buffer per read: the ring leases it until the CQE, and no
+        # view of it outlives the call, so it can be trimmed right after.
+        buf, n = await _trio.read(fd, bytearray(size), total if positional else -1)
+        if n == 0:
+            break
+        del buf[n:]
+        chunks.append(buf)
+        total += n
+        size = min(max(_CHUNK, total), _MAX_IO)  # the file grew past its size, or is unsized
+    if len(chunks) == 1:
+        return bytes(chunks[0])
+    return b"".join(chunks)
+
+
+async def _write_all(fd: int, view: memoryview) -> int:
+    """``BufferedWriter.write(view)`` then flush: every byte, short writes
+    continued, at explicit offsets (the file was just truncated: it starts
+    at 0). A file that is not seekable (a FIFO) is written at its position."""
+    if not view.c_contiguous:
+        raise BufferError("memoryview: underlying buffer is not C-contiguous")
+    nbytes = view.nbytes
+    data = view.cast("B") if view.ndim != 1 or view.format != "B" else view
+    written = 0
+    offset = 0
+    while written < nbytes:
+        chunk = data[written:] if written else data
+        try:
+            _, n = await _trio.write(fd, chunk, offset)
+        except OSError as exc:
+            if exc.errno != errno.ESPIPE or offset == -1:
+                raise
+            offset = -1  # not seekable: nothing was written; use the file position
+            continue
+        if n == 0:
+            raise OSError(errno.EIO, "write returned 0 bytes")  # never loop forever
+        written += n
+        if offset != -1:
+            offset += n
+    return nbytes
+
+
+class Path(trio.Path, pathlib.PurePosixPath):
+    """A ``trio.Path`` whose file-system methods are io_uring operations.
+
+    ``stat``, ``lstat``, ``exists``, ``mkdir``, ``unlink``, ``rmdir``,
+    ``rename``, ``replace``, ``symlink_to``, ``hardlink_to``, ``read_bytes``,
+    ``write_bytes``, ``read_text``, ``write_text`` and ``open`` go through the
+    ring, with ``pathlib.Path``'s signatures, results and exceptions; every
+    other method is trio's (a worker thread)."""
+
+    __slots__ = ()
+
+    _wrapped_cls: ClassVar[type[pathlib.Path]] = pathlib.PosixPath
+
+    def __repr__(self) -> str:
+        return f"ouring.Path({str(self)!r})"
+
+    # -- stat ---------------------------------------------------------------------------
+
+    async def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
+        """Like :meth:`pathlib.Path.stat`, through statx."""
+        return await _trio.stat(self, follow_symlinks=follow_symlinks)
+
+    async def lstat(self) -> os.stat_result:
+        """Like :meth:`pathlib.Path.lstat`, through statx."""
+        return await self.stat(follow_symlinks=False)
+
+    if sys.version_info >= (3, 12):
+
+        async def exists(self, *, follow_symlinks: bool = True) -> bool:
+            """Like :meth:`pathlib.Path.exists`, through statx."""
+            return await self._exists(follow_symlinks)
+
+    else:
+
+        async def exists(self) -> bool:
+            """Like :meth:`pathlib.Path.exists`, through statx."""
+            return await self._exists(True)
+
+    async def _exists(self, follow_symlinks: bool) -> bool:
+        try:
+            await self.stat(follow_symlinks=follow_symlinks)
+        except OSError as exc:
+            if not _ignore_error(exc):
+                raise
+            return False
+        except ValueError:  # a null byte in the path
+            return False
+        return True
+
+    async def _is_dir(self) -> bool:
+        """``pathlib.Path.is_dir()`` through statx, for ``mkdir(exist_ok=True)``."""
+        try:
+            return stat_module.S_ISDIR((await self.stat()).st_mode)
+        except OSError as exc:
+            if not _ignore_error(exc):
+                raise
+            return False
+        except ValueError:
+            return False
+
+    # -- directories and names -------------------------------------------------------------
+
+    async def mkdir(self, mode: int = 0o777, parents: bool = False, exist_ok: bool = False) -> None:
+        """Like :meth:`pathlib.Path.mkdir`, through mkdirat."""
+        try:
+            await _trio.mkdir(self, mode)
+        except FileNotFoundError:
+            if not parents or self.parent == self:
+                raise
+            await self.parent.mkdir(parents=True, exist_ok=True)
+            await self.mkdir(mode, parents=False, exist_ok=exist_ok)
+        except OSError:
+            # As pathlib: not only EEXIST, since the kernel may report another
+            # error first (EACCES, EROFS) for a directory that exists.
+            if not exist_ok or not await self._is_dir():
+                raise
+
+    async def rmdir(self) -> None:
+        """Like :meth:`pathlib.Path.rmdir`, through unlinkat."""
+        await _trio.rmdir(self)
+
+    async def unlink(self, missing_ok: bool = False) -> None:
+        """Like :meth:`pathlib.Path.unlink`, through unlinkat."""
+        try:
+            await _trio.unlink(self)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+
+    async def rename(self, target: StrPath) -> Self:
+        """Like :meth:`pathlib.Path.rename`, through renameat: replaces an
+        existing ``target`` as ``os.rename`` does on Linux. Returns the new path."""
+        await _trio.rename(self, target)
+        return type(self)(target)
+
+    async def replace(self, target: StrPath) -> Self:
+        """Like :meth:`pathlib.Path.replace`, through renameat (``os.replace``
+        and ``os.rename`` are the same call on Linux). Returns the new path."""
+        await _trio.rename(self, target)
+        return type(self)(target)
+
+    async def symlink_to(self, target: StrOrBytesPath, target_is_directory: bool = False) -> None:
+        """Like :meth:`pathlib.Path.symlink_to`, through symlinkat.
+        ``target_is_directory`` matters only on Windows."""
+        await _trio.symlink(target, self)
+
+    async def hardlink_to(self, target: StrOrBytesPath) -> None:
+        """Like :meth:`pathlib.Path.hardlink_to`, through linkat.
+
+        pathlib calls ``os.link(target, self)``, which on Linux links a
+        symlink ``target`` itself before Python 3.14 (it calls ``link(2)``,
+        which does not follow; CPython gh-81793) and the file it points to
+        since; this does the same for the running Python."""
+        await _trio.link(target, self, follow_symlinks=_LINK_FOLLOWS)
+
+    # -- contents --------------------------------------------------------------------------
+
+    async def read_bytes(self) -> bytes:
+        """Like :meth:`pathlib.Path.read_bytes`: openat, statx, reads until
+        EOF at explicit offsets, close; no worker thread."""
+        filename = os.fspath(self)
+        return await _with_fd(self, _READ_FLAGS, lambda fd: _read_to_end(fd, filename, _nothing))
+
+    async def write_bytes(self, data: ReadableBuffer) -> int:
+        """Like :meth:`pathlib.Path.write_bytes`: openat (create, truncate),
+        writes at explicit offsets until all is written, close."""
+        view = memoryview(data)  # type-check for the buffer interface before truncating
+        return await _with_fd(self, _WRITE_FLAGS, lambda fd: _write_all(fd, view))
+
+    async def _read_text(self, encoding: Any, errors: Any, newline: Any) -> str:
+        _check_text_args(encoding, errors, newline)
+        filename = os.fspath(self)
+
+        def check() -> None:  # where io.open builds its TextIOWrapper
+            _text_wrapper(io.BytesIO(), encoding, errors, newline).detach()
+
+        data = await _with_fd(self, _READ_FLAGS, lambda fd: _read_to_end(fd, filename, check))
+        return _text_wrapper(io.BytesIO(data), encoding, errors, newline).read()
+
+    if sys.version_info >= (3, 13):
+
+        async def read_text(
+            self, encoding: str | None = None, errors: str | None = None, newline: str | None = None
+        ) -> str:
+            """Like :meth:`pathlib.Path.read_text`; the bytes are read as by
+            :meth:`read_bytes` and decoded by ``io.TextIOWrapper``."""
+            encoding = io.text_encoding(encoding)
+            return await self._read_text(encoding, errors, newline)
+
+    else:
+
+        async def read_text(self, encoding: str | None = None, errors: str | None = None) -> str:
+            """Like :meth:`pathlib.Path.read_text`; the bytes are read as by
+            :meth:`read_bytes` and decoded by ``io.TextIOWrapper`` (universal
+            newlines)."""
+            encoding = io.text_encoding(encoding)
+            return await self._read_text(encoding, errors, None)
+
+    async def write_text(
+        self,
+        data: str,
+        encoding: str | None = None,
+        errors: str | None = None,
+        newline: str | None = None,
+    ) -> int:
+        """Like :meth:`pathlib.Path.write_text`: encoded by ``io.TextIOWrapper``
+        (BOM, newline translation, errors as the builtin file), then written as
+        by :meth:`write_bytes`. Returns the number of characters written."""
+        if not isinstance(data, str):
+            raise TypeError(f"data must be str, not {data.__class__.__name__}")
+        encoding = io.text_encoding(encoding)
+        _check_text_args(encoding, errors, newline)
+
+        async def body(fd: int) -> int:
+            buffer = io.BytesIO()
+            text = _text_wrapper(buffer, encoding, errors, newline)
+            count = text.write(data)
+            text.flush()
+            text.detach()
+            # No `with`: if this coroutine is abandoned mid-write, the ring
+            # still holds an export of the view until the CQE.
+            await _write_all(fd, buffer.getbuffer())
+            return count
+
+        return await _with_fd(self, _WRITE_FLAGS, body)
+
+    # -- open ------------------------------------------------------------------------------
+
+    @overload  # type: ignore[override]
+    async def open(
+        self,
+        mode: OpenTextMode = "r",
+        buffering: int = -1,
+        encoding: str | None = None,
+        errors: str | None = None,
+        newline: str | None = None,
+    ) -> AsyncFile[str]: ...
+
+    @overload
+    async def open(
+        self,
+        mode: OpenBinaryMode,
+        buffering: int = -1,
+        encoding: None = None,
+        errors: None = None,
+        newline: None = None,
+    ) -> AsyncFile[bytes]: ...
+
+    @overload
+    async def open(
+        self,
+        mode: str,
+        buffering: int = -1,
+        encoding: str | None = None,
+        errors: str | None = None,
+        newline: str | None = None,
+    ) -> AsyncFile[Any]: ...
+
+    async def open(
+        self,
+        mode: str = "r",
+        buffering: int = -1,
+        encoding: str | None = None,
+        errors: str | None = None,
+        newline: str | None = None,
+    ) -> AsyncFile[Any]:
+        """Like :meth:`pathlib.Path.open`: ``await ouring.open_file(self, ...)``,
+        a file whose I/O goes through the ring."""
+        from ._files import open_file  # lazily: _files may import this module
+
+        if "b" not in mode:
+            encoding = io.text_encoding(encoding)
+        return await open_file(self, mode, buffering, encoding, errors, newline)
+
+
+def _nothing() -> None:
+    pass
