@@ -99,3 +99,60 @@ def test_copy_file_copies_binary_and_text(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert done.stderr.decode() == f"copy_file: {missing}: No such file or directory\n"
+
+
+ECHO_SERVER = Path(__file__).resolve().parent.parent / "examples" / "echo_server.py"
+
+
+def test_echo_server_echoes_concurrent_clients_and_stops_on_sigterm() -> None:
+    import select
+    import signal
+    import socket
+    import threading
+
+    server = subprocess.Popen(
+        [sys.executable, str(ECHO_SERVER), "--host", "127.0.0.1", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert server.stdout is not None
+    try:
+        ready, _, _ = select.select([server.stdout], [], [], 30)
+        assert ready, "the server did not start"
+        line = server.stdout.readline().decode()
+        assert line.startswith("listening on 127.0.0.1:"), line
+        port = int(line.rsplit(":", 1)[1])
+
+        def client(seed: int, echoed: list[bytes]) -> None:
+            data = random.Random(seed).randbytes(seed * 50_000 + 1)
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+                # Send from another thread: the echo comes back while we send.
+                sender = threading.Thread(target=sock.sendall, args=(data,))
+                sender.start()
+                got = bytearray()
+                while len(got) < len(data):
+                    chunk = sock.recv(65536)
+                    assert chunk
+                    got += chunk
+                sender.join()
+                sock.shutdown(socket.SHUT_WR)
+                assert sock.recv(1) == b""  # the server closes after our EOF
+            echoed.append(bytes(got) if got == data else b"mismatch")
+
+        echoed: list[bytes] = []
+        clients = [threading.Thread(target=client, args=(i, echoed)) for i in range(1, 9)]
+        for thread in clients:
+            thread.start()
+        for thread in clients:
+            thread.join(60)
+        assert len(echoed) == 8
+        assert b"mismatch" not in echoed
+
+        server.send_signal(signal.SIGTERM)
+        _, err = server.communicate(timeout=30)
+        assert err == b""
+        assert server.returncode == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
