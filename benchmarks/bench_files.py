@@ -1,222 +1,297 @@
-"""Random 4 KiB reads from a page-cache-hot file: ouring vs trio.open_file vs os.preadv.
+"""File rows of the suite: reads of a page-cache-hot file, and appends with fsync.
 
-Run by ``make bench``. Every cell (one row, one repeat) runs in a fresh
-subprocess (``--cell NAME``) that prints one JSON line; the parent interleaves
-rows across repeats (for each repeat, every row once) so that drift of the
-machine spreads over all rows alike, then prints the median and the min-max
-spread of each row.
+Workloads (run by ``benchmarks/run.py``):
 
-Rows:
+- ``rand4k``: 4 KiB reads at random 4 KiB-aligned offsets of a 256 MiB file
+  that the suite writes once and reads through so that it sits in the page
+  cache; 1 and 32 concurrent tasks;
+- ``seq128k``: 128 KiB reads of the same file in order; with N tasks the file
+  is cut into N stripes and each task reads its own stripe in order, wrapping;
+- ``append``: 4 KiB appends (``O_APPEND``) to a fresh file, ``fsync`` after
+  every 64 writes, one task (appends are ordered by nature).
 
-- ``ouring``: ``buf, n = await ouring.read(fd, buf, off)`` under ``trio.run``,
-  each task reusing its own bytearray;
-- ``trio.open_file``: ``await f.seek(off); await f.read(4096)``, one unbuffered
-  file object per task (every call is a trip to trio's worker threads);
-- ``os.preadv``: a plain synchronous loop in one thread with one reused
-  bytearray, the ceiling for one Python thread.
+Rows: ouring under trio (``buf, n = await ouring.read(fd, buf, off)``, each task
+reusing its own bytearray); ``trio.open_file`` (seek + read on an unbuffered
+file object per task); ``trio.to_thread.run_sync(os.pread)``; asyncio +
+aiofiles and anyio ``open_file`` (asyncio backend), both seek + read like
+``trio.open_file``; a synchronous ``os.preadv`` / ``os.write`` loop in one
+thread (the ceiling for one Python thread); and ``fio`` with
+``ioengine=io_uring`` and ``psync`` (the C ceiling, ``--invalidate=0`` so the
+cache is kept).
 
-Each task draws its offsets from a list precomputed with a seeded
-``random.Random``, so generating them costs nothing inside the timed loop and
-the same for every row. Each cell runs a short warm-up, then counts operations
-over ``--seconds``. Every read is checked to return 4096 bytes and each task's
-last block is compared with ``os.pread`` at the end, so a broken path cannot
-post a fast number.
+Why it is fair: every row reads the same file, every task draws the same
+offsets (a list precomputed from a seeded ``random.Random``, so generating
+offsets costs nothing inside the timed loop and the same for every row), each
+cell runs in a fresh process with a warm-up before a fixed measuring window.
+Every read is checked to return the full block, every 1024th block and each
+task's last one are compared with ``os.pread``; appends stamp a sequence number
+in every block and the file is checked afterwards (its size, and a sample of
+blocks in order), so a broken path cannot post a fast number. fio rows are
+checked to report no error and the I/O count their byte count implies.
 """
 
 from __future__ import annotations
 
-import argparse
+import asyncio
 import json
 import os
-import platform
 import random
-import statistics
+import shutil
+import struct
 import subprocess
-import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from itertools import chain, repeat
 from pathlib import Path
 from typing import Any
 
 import trio
+from _harness import (
+    MIB,
+    RESULTS_DIR,
+    BrokenPathError,
+    CellResult,
+    Counter,
+    Row,
+    optional_module,
+    timed_asyncio,
+    timed_trio,
+)
 
 import ouring
 
-BLOCK = 4096
-MIB = 1 << 20
-OFFSETS_PER_TASK = 1 << 15  # a power of two: the index wraps with a mask
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SEED = 20240601
-
-
-# -- the cells (each runs in its own process) ----------------------------------------------
+RANDOM_OFFSETS = 1 << 15  #: offsets drawn per task for random reads
+CHECK_EVERY = 1024  #: reads between two content checks against os.pread
+APPEND_BLOCK = 4096
+FSYNC_EVERY = 64
+STAMP = struct.Struct("<QQ")  #: (magic, sequence number) at the start of each appended block
+MAGIC = 0x6F7572696E67  # "ouring"
 
 
 @dataclass(frozen=True)
-class Row:
-    """One line of the table: an implementation at one concurrency."""
-
-    name: str  #: the --cell name
-    label: str  #: what the table shows
-    impl: str  #: "ouring", "trio.open_file" or "os.preadv"
-    tasks: int
+class Workload:
+    name: str
+    title: str
+    block: int
+    kind: str  #: "random", "sequential" or "append"
 
 
-@dataclass
-class CellResult:
-    row: str
-    ops: int
-    elapsed: float
-    ops_per_s: float
-    #: ouring rows: completions per io_uring_enter that submitted (the batch size)
-    ops_per_batch: float | None = None
+WORKLOADS = {
+    w.name: w
+    for w in (
+        Workload("rand4k", "random 4 KiB reads", 4096, "random"),
+        Workload("seq128k", "sequential 128 KiB reads", 128 * 1024, "sequential"),
+        Workload("append", "4 KiB appends, fsync every 64", APPEND_BLOCK, "append"),
+    )
+}
+
+#: Implementations and the table labels; the Python ones run in run_cell.
+READ_IMPLS = {
+    "ouring": "ouring",
+    "trio.open_file": "trio.open_file",
+    "to_thread": "trio.to_thread(os.pread)",
+    "aiofiles": "asyncio + aiofiles",
+    "anyio": "anyio.open_file (asyncio)",
+    "os": "os.preadv loop, 1 thread",
+    "fio-io_uring": "fio io_uring",
+    "fio-psync": "fio psync",
+}
+APPEND_LABELS = {
+    "to_thread": "trio.to_thread(os.write)",
+    "os": "os.write loop, 1 thread",
+}
+SYNCHRONOUS = {"os", "fio-psync"}  #: rows that only exist with one task
 
 
-class Counter:
-    """Operations done by every task of a cell; trio runs them on one thread."""
+def rows(tasks: int) -> list[Row]:
+    """Every file row, workload by workload."""
+    out: list[Row] = []
+    for workload in WORKLOADS.values():
+        counts = [1] if workload.kind == "append" else sorted({1, tasks})
+        for impl, label in READ_IMPLS.items():
+            if workload.kind == "append":
+                label = APPEND_LABELS.get(impl, label)
+            for n in counts:
+                if n > 1 and impl in SYNCHRONOUS:
+                    continue
+                if impl.startswith("fio"):
+                    text = f"{label}, iodepth {n}"
+                elif impl == "os":
+                    text = label
+                else:
+                    text = f"{label}, {n} task{'s' if n > 1 else ''}"
+                out.append(Row(workload.name, impl, n, text))
+    return out
 
-    __slots__ = ("ops", "stop")
 
-    def __init__(self) -> None:
-        self.ops = 0
-        self.stop = False
+# -- offsets and checks --------------------------------------------------------------------
 
 
-class BrokenPathError(AssertionError):
-    """A read returned something other than the file's bytes."""
+def task_offsets(workload: Workload, seed: int, task: int, tasks: int, size: int) -> list[int]:
+    """The offsets task ``task`` of ``tasks`` reads, the same for every row."""
+    blocks = size // workload.block
+    if workload.kind == "random":
+        rng = random.Random(seed * 1_000_003 + task)
+        return [b * workload.block for b in rng.choices(range(blocks), k=RANDOM_OFFSETS)]
+    stripe = blocks // tasks
+    if stripe < 1:
+        raise SystemExit(f"the file is too small for {tasks} sequential stripes")
+    return [(task * stripe + b) * workload.block for b in range(stripe)]
 
 
-def task_offsets(seed: int, task: int, file_size: int) -> list[int]:
-    """The offsets task ``task`` reads, the same for every row."""
-    rng = random.Random(seed * 1_000_003 + task)
-    blocks = range(file_size // BLOCK)
-    return [block * BLOCK for block in rng.choices(blocks, k=OFFSETS_PER_TASK)]
+def forever(offsets: list[int]) -> Iterator[int]:
+    """``offsets`` over and over. Not ``itertools.cycle``, which keeps a copy of
+    what it has yielded: memory that grows during the first pass would show in
+    the memory check as if ouring leaked it."""
+    return chain.from_iterable(repeat(offsets))
 
 
-def check_block(fd: int, got: bytes | bytearray, offset: int) -> None:
-    if got != os.pread(fd, BLOCK, offset):
+def check_block(fd: int, got: bytes | bytearray | memoryview, offset: int) -> None:
+    if bytes(got) != os.pread(fd, len(got), offset):
         raise BrokenPathError(f"the block read at offset {offset} does not match the file")
 
 
-def short_read(n: int, offset: int) -> BrokenPathError:
-    return BrokenPathError(f"read at offset {offset} returned {n} bytes, not {BLOCK}")
+def short_read(n: int, offset: int, want: int) -> BrokenPathError:
+    return BrokenPathError(f"read at offset {offset} returned {n} bytes, not {want}")
 
 
-async def timed(
-    counter: Counter,
-    workers: Sequence[Callable[[], Awaitable[None]]],
-    warmup: float,
-    seconds: float,
-) -> tuple[int, float]:
-    """Run ``workers`` concurrently; count ``counter.ops`` over ``seconds``
-    after ``warmup``. Returns (operations, elapsed seconds)."""
-    async with trio.open_nursery() as nursery:
-        for worker in workers:
-            nursery.start_soon(worker)
-        await trio.sleep(warmup)
-        ops0, t0 = counter.ops, time.perf_counter()
-        await trio.sleep(seconds)
-        ops1, t1 = counter.ops, time.perf_counter()
-        counter.stop = True
-    return ops1 - ops0, t1 - t0
+# -- read rows -----------------------------------------------------------------------------
 
 
-def run_ouring(path: Path, tasks: int, seed: int, warmup: float, seconds: float) -> CellResult:
+Worker = Callable[[], Awaitable[None]]
+
+
+def read_workers(
+    impl: str, path: Path, workload: Workload, tasks: int, seed: int, counter: Counter, fd: int
+) -> list[Worker]:
+    """The ``tasks`` read loops of one Python row. ``fd`` is open for reading
+    (used by the rows that take a raw descriptor, and by the checks)."""
     size = path.stat().st_size
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    counter = Counter()
-    mask = OFFSETS_PER_TASK - 1
+    block = workload.block
 
-    def worker(task: int) -> Callable[[], Awaitable[None]]:
-        offsets = task_offsets(seed, task, size)
+    def make(task: int) -> Worker:
+        offsets = task_offsets(workload, seed, task, tasks, size)
 
-        async def run() -> None:
-            buf = bytearray(BLOCK)
+        async def with_ouring() -> None:
+            buf = bytearray(block)
             read = ouring.read
-            i = 0
-            off = 0
-            while not counter.stop:
-                off = offsets[i & mask]
-                i += 1
+            last = -1
+            for off in forever(offsets):
+                if counter.stop:
+                    break
                 buf, n = await read(fd, buf, off)
-                if n != BLOCK:
-                    raise short_read(n, off)
+                if n != block:
+                    raise short_read(n, off, block)
                 counter.ops += 1
-            if i:
-                check_block(fd, buf, off)
+                last = off
+                if not counter.ops % CHECK_EVERY:
+                    check_block(fd, buf, off)
+            if last >= 0:
+                check_block(fd, buf, last)
 
-        return run
-
-    async def main() -> tuple[int, float, float]:
-        ops, elapsed = await timed(counter, [worker(t) for t in range(tasks)], warmup, seconds)
-        stats = ouring.current_ring().statistics()
-        if stats.completed < counter.ops or stats.cancelled or stats.inflight:
-            raise BrokenPathError(f"ring counters disagree with the reads done: {stats}")
-        return ops, elapsed, stats.completed / max(stats.batches, 1)
-
-    try:
-        ops, elapsed, per_batch = trio.run(main)
-    finally:
-        os.close(fd)
-    return CellResult("", ops, elapsed, ops / elapsed, per_batch)
-
-
-def run_trio_open_file(
-    path: Path, tasks: int, seed: int, warmup: float, seconds: float
-) -> CellResult:
-    size = path.stat().st_size
-    check_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    counter = Counter()
-    mask = OFFSETS_PER_TASK - 1
-
-    def worker(task: int) -> Callable[[], Awaitable[None]]:
-        offsets = task_offsets(seed, task, size)
-
-        async def run() -> None:
+        async def with_trio_open_file() -> None:
             # Unbuffered: each seek and read is one syscall in a worker thread.
             async with await trio.open_file(path, "rb", buffering=0) as f:
                 data = b""
-                i = 0
-                off = 0
-                while not counter.stop:
-                    off = offsets[i & mask]
-                    i += 1
+                last = -1
+                for off in forever(offsets):
+                    if counter.stop:
+                        break
                     await f.seek(off)
-                    data = await f.read(BLOCK)
-                    if len(data) != BLOCK:
-                        raise short_read(len(data), off)
+                    data = await f.read(block)
+                    if len(data) != block:
+                        raise short_read(len(data), off, block)
                     counter.ops += 1
-            if i:
-                check_block(check_fd, data, off)
+                    last = off
+                    if not counter.ops % CHECK_EVERY:
+                        check_block(fd, data, off)
+            if last >= 0:
+                check_block(fd, data, last)
 
-        return run
+        async def with_to_thread() -> None:
+            run_sync = trio.to_thread.run_sync
+            pread = os.pread
+            data = b""
+            last = -1
+            for off in forever(offsets):
+                if counter.stop:
+                    break
+                data = await run_sync(pread, fd, block, off)
+                if len(data) != block:
+                    raise short_read(len(data), off, block)
+                counter.ops += 1
+                last = off
+                if not counter.ops % CHECK_EVERY:
+                    check_block(fd, data, off)
+            if last >= 0:
+                check_block(fd, data, last)
 
-    async def main() -> tuple[int, float]:
-        return await timed(counter, [worker(t) for t in range(tasks)], warmup, seconds)
+        async def with_aiofiles() -> None:
+            aiofiles: Any = optional_module("aiofiles")
+            async with aiofiles.open(path, "rb", buffering=0) as f:
+                data = b""
+                last = -1
+                for off in forever(offsets):
+                    if counter.stop:
+                        break
+                    await f.seek(off)
+                    data = await f.read(block)
+                    if len(data) != block:
+                        raise short_read(len(data), off, block)
+                    counter.ops += 1
+                    last = off
+                    if not counter.ops % CHECK_EVERY:
+                        check_block(fd, data, off)
+            if last >= 0:
+                check_block(fd, data, last)
 
-    try:
-        ops, elapsed = trio.run(main)
-    finally:
-        os.close(check_fd)
-    return CellResult("", ops, elapsed, ops / elapsed)
+        async def with_anyio() -> None:
+            anyio: Any = optional_module("anyio")
+            async with await anyio.open_file(path, "rb", buffering=0) as f:
+                data = b""
+                last = -1
+                for off in forever(offsets):
+                    if counter.stop:
+                        break
+                    await f.seek(off)
+                    data = await f.read(block)
+                    if len(data) != block:
+                        raise short_read(len(data), off, block)
+                    counter.ops += 1
+                    last = off
+                    if not counter.ops % CHECK_EVERY:
+                        check_block(fd, data, off)
+            if last >= 0:
+                check_block(fd, data, last)
+
+        return {
+            "ouring": with_ouring,
+            "trio.open_file": with_trio_open_file,
+            "to_thread": with_to_thread,
+            "aiofiles": with_aiofiles,
+            "anyio": with_anyio,
+        }[impl]
+
+    return [make(t) for t in range(tasks)]
 
 
-def run_preadv(path: Path, tasks: int, seed: int, warmup: float, seconds: float) -> CellResult:
-    if tasks != 1:
-        raise ValueError("the os.preadv row is one synchronous loop")
-    size = path.stat().st_size
+def preadv_loop(
+    path: Path, workload: Workload, seed: int, warmup: float, seconds: float
+) -> CellResult:
+    """The synchronous ceiling: one thread, one reused bytearray."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    offsets = task_offsets(seed, 0, size)
-    mask = OFFSETS_PER_TASK - 1
-    buf = bytearray(BLOCK)
+    offsets = task_offsets(workload, seed, 0, 1, path.stat().st_size)
+    block = workload.block
+    buf = bytearray(block)
     bufs = [buf]
     preadv = os.preadv
     clock = time.perf_counter
+    it = forever(offsets)
     chunk = 64  # reads between looks at the clock
 
-    def loop(duration: float, i: int) -> tuple[int, int, float]:
-        """Read until ``duration`` passes; returns (next index, ops, elapsed)."""
+    def loop(duration: float) -> tuple[int, float]:
         ops = 0
         start = clock()
         end = start + duration
@@ -224,56 +299,314 @@ def run_preadv(path: Path, tasks: int, seed: int, warmup: float, seconds: float)
         off = 0
         while now < end:
             for _ in range(chunk):
-                off = offsets[i & mask]
-                i += 1
+                off = next(it)
                 n = preadv(fd, bufs, off)
-                if n != BLOCK:
-                    raise short_read(n, off)
+                if n != block:
+                    raise short_read(n, off, block)
             ops += chunk
+            if not ops % CHECK_EVERY:
+                check_block(fd, buf, off)
             now = clock()
         check_block(fd, buf, off)
-        return i, ops, now - start
+        return ops, now - start
 
     try:
-        i, _, _ = loop(warmup, 0)
-        _, ops, elapsed = loop(seconds, i)
+        loop(warmup)
+        ops, elapsed = loop(seconds)
     finally:
         os.close(fd)
-    return CellResult("", ops, elapsed, ops / elapsed)
+    return CellResult("", ops, elapsed, ops / elapsed, block)
 
 
-RUNNERS: dict[str, Callable[[Path, int, int, float, float], CellResult]] = {
-    "ouring": run_ouring,
-    "trio.open_file": run_trio_open_file,
-    "os.preadv": run_preadv,
-}
+def run_read_cell(row: Row, path: Path, seed: int, warmup: float, seconds: float) -> CellResult:
+    workload = WORKLOADS[row.workload]
+    if row.impl == "os":
+        return preadv_loop(path, workload, seed, warmup, seconds)
+    missing = {"aiofiles": "aiofiles", "anyio": "anyio"}.get(row.impl)
+    if missing and optional_module(missing) is None:
+        return CellResult("", unavailable=f"{missing} is not installed (pip install '.[bench]')")
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    counter = Counter()
+    try:
+        workers = read_workers(row.impl, path, workload, row.tasks, seed, counter, fd)
+        per_batch: float | None = None
+        if row.impl in ("aiofiles", "anyio"):
+            ops, elapsed = asyncio.run(timed_asyncio(counter, workers, warmup, seconds))
+        elif row.impl == "ouring":
+
+            async def main() -> tuple[int, float, float]:
+                ops, elapsed = await timed_trio(counter, workers, warmup, seconds)
+                stats = ouring.current_ring().statistics()
+                if stats.completed < counter.ops or stats.cancelled or stats.inflight:
+                    raise BrokenPathError(f"ring counters disagree with the reads done: {stats}")
+                return ops, elapsed, stats.completed / max(stats.batches, 1)
+
+            ops, elapsed, per_batch = trio.run(main)
+        else:
+            ops, elapsed = trio.run(timed_trio, counter, workers, warmup, seconds)
+    finally:
+        os.close(fd)
+    return CellResult("", ops, elapsed, ops / elapsed, workload.block, per_batch)
 
 
-def make_rows(tasks: int) -> list[Row]:
-    rows: list[Row] = []
-    for impl, short in (("ouring", "ouring"), ("trio.open_file", "trio")):
-        for n in sorted({1, tasks}):
-            rows.append(Row(f"{short}-{n}", f"{impl}, {n} task{'s' if n > 1 else ''}", impl, n))
-    rows.append(Row("preadv-1", "os.preadv loop, 1 thread", "os.preadv", 1))
-    return rows
+# -- append rows ---------------------------------------------------------------------------
 
 
-def run_cell(args: argparse.Namespace) -> None:
-    rows = {row.name: row for row in make_rows(args.tasks)}
-    row = rows[args.cell]
-    warmup = min(0.3, args.seconds / 4)
-    result = RUNNERS[row.impl](args.file, row.tasks, args.seed, warmup, args.seconds)
-    print(json.dumps(asdict(replace(result, row=row.name))), flush=True)
+def append_path() -> Path:
+    return RESULTS_DIR / f"append-{os.getpid()}.dat"
 
 
-# -- the driver (the parent process) ---------------------------------------------------------
+def verify_appends(path: Path, writes: int, seed: int) -> None:
+    """The file holds ``writes`` blocks stamped 0, 1, 2, ... in order."""
+    size = path.stat().st_size
+    if size != writes * APPEND_BLOCK:
+        raise BrokenPathError(f"{writes} appends of {APPEND_BLOCK} B left {size} bytes")
+    rng = random.Random(seed)
+    sample = {0, writes - 1, *rng.sample(range(writes), min(writes, 1000))}
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        for seq in sorted(sample):
+            magic, got = STAMP.unpack(os.pread(fd, STAMP.size, seq * APPEND_BLOCK))
+            if magic != MAGIC or got != seq:
+                raise BrokenPathError(f"block {seq} of the appended file holds write {got}")
+    finally:
+        os.close(fd)
+
+
+def run_append_cell(row: Row, seed: int, warmup: float, seconds: float) -> CellResult:
+    """4 KiB appends with fsync every 64 writes; ``ops`` counts writes."""
+    path = append_path()
+    counter = Counter()
+    filler = random.Random(seed).randbytes(APPEND_BLOCK)
+    fsyncs = 0
+
+    def block_for(seq: int, buf: bytearray) -> bytearray:
+        STAMP.pack_into(buf, 0, MAGIC, seq)
+        return buf
+
+    async def with_ouring() -> None:
+        nonlocal fsyncs
+        fd = await ouring.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        buf = bytearray(filler)
+        write, fsync = ouring.write, ouring.fsync
+        try:
+            while not counter.stop:
+                buf, n = await write(fd, block_for(counter.ops, buf), -1)
+                if n != APPEND_BLOCK:
+                    raise short_read(n, -1, APPEND_BLOCK)
+                counter.ops += 1
+                if not counter.ops % FSYNC_EVERY:
+                    await fsync(fd)
+                    fsyncs += 1
+        finally:
+            await ouring.close(fd)
+
+    async def with_trio_open_file() -> None:
+        nonlocal fsyncs
+        buf = bytearray(filler)
+        async with await trio.open_file(path, "wb", buffering=0) as f:
+            pass
+        async with await trio.open_file(path, "ab", buffering=0) as f:
+            while not counter.stop:
+                n = await f.write(block_for(counter.ops, buf))
+                if n != APPEND_BLOCK:
+                    raise short_read(n, -1, APPEND_BLOCK)
+                counter.ops += 1
+                if not counter.ops % FSYNC_EVERY:
+                    # trio's file objects have no fsync: the thread hop a user writes.
+                    await trio.to_thread.run_sync(os.fsync, f.fileno())
+                    fsyncs += 1
+
+    async def with_to_thread() -> None:
+        nonlocal fsyncs
+        buf = bytearray(filler)
+        run_sync = trio.to_thread.run_sync
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        try:
+            while not counter.stop:
+                n = await run_sync(os.write, fd, block_for(counter.ops, buf))
+                if n != APPEND_BLOCK:
+                    raise short_read(n, -1, APPEND_BLOCK)
+                counter.ops += 1
+                if not counter.ops % FSYNC_EVERY:
+                    await run_sync(os.fsync, fd)
+                    fsyncs += 1
+        finally:
+            os.close(fd)
+
+    async def with_aiofiles() -> None:
+        nonlocal fsyncs
+        aiofiles: Any = optional_module("aiofiles")
+        aiofiles_os: Any = optional_module("aiofiles.os")
+        fsync_async = aiofiles_os.wrap(os.fsync)
+        buf = bytearray(filler)
+        async with aiofiles.open(path, "wb", buffering=0) as f:
+            pass
+        async with aiofiles.open(path, "ab", buffering=0) as f:
+            while not counter.stop:
+                n = await f.write(block_for(counter.ops, buf))
+                if n != APPEND_BLOCK:
+                    raise short_read(n, -1, APPEND_BLOCK)
+                counter.ops += 1
+                if not counter.ops % FSYNC_EVERY:
+                    await fsync_async(f.fileno())
+                    fsyncs += 1
+
+    async def with_anyio() -> None:
+        nonlocal fsyncs
+        anyio: Any = optional_module("anyio")
+        buf = bytearray(filler)
+        async with await anyio.open_file(path, "wb", buffering=0) as f:
+            pass
+        async with await anyio.open_file(path, "ab", buffering=0) as f:
+            while not counter.stop:
+                n = await f.write(block_for(counter.ops, buf))
+                if n != APPEND_BLOCK:
+                    raise short_read(n, -1, APPEND_BLOCK)
+                counter.ops += 1
+                if not counter.ops % FSYNC_EVERY:
+                    await anyio.to_thread.run_sync(os.fsync, f.wrapped.fileno())
+                    fsyncs += 1
+
+    def os_loop(warmup: float, seconds: float) -> tuple[int, float]:
+        nonlocal fsyncs
+        buf = bytearray(filler)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        clock = time.perf_counter
+        write, fsync = os.write, os.fsync
+        try:
+            marks: list[tuple[int, float]] = []
+            for duration in (warmup, seconds):
+                start = clock()
+                end = start + duration
+                marks.append((counter.ops, start))
+                while clock() < end:
+                    for _ in range(FSYNC_EVERY):
+                        n = write(fd, block_for(counter.ops, buf))
+                        if n != APPEND_BLOCK:
+                            raise short_read(n, -1, APPEND_BLOCK)
+                        counter.ops += 1
+                    fsync(fd)
+                    fsyncs += 1
+            now = clock()
+        finally:
+            os.close(fd)
+        return counter.ops - marks[1][0], now - marks[1][1]
+
+    missing = {"aiofiles": "aiofiles", "anyio": "anyio"}.get(row.impl)
+    if missing and optional_module(missing) is None:
+        return CellResult("", unavailable=f"{missing} is not installed (pip install '.[bench]')")
+    per_batch: float | None = None
+    try:
+        if row.impl == "os":
+            ops, elapsed = os_loop(warmup, seconds)
+        elif row.impl in ("aiofiles", "anyio"):
+            worker = with_aiofiles if row.impl == "aiofiles" else with_anyio
+            ops, elapsed = asyncio.run(timed_asyncio(counter, [worker], warmup, seconds))
+        elif row.impl == "ouring":
+
+            async def main() -> tuple[int, float, float]:
+                ops, elapsed = await timed_trio(counter, [with_ouring], warmup, seconds)
+                stats = ouring.current_ring().statistics()
+                if stats.cancelled or stats.inflight:
+                    raise BrokenPathError(f"ring counters disagree with the writes done: {stats}")
+                return ops, elapsed, stats.completed / max(stats.batches, 1)
+
+            ops, elapsed, per_batch = trio.run(main)
+        else:
+            worker = with_trio_open_file if row.impl == "trio.open_file" else with_to_thread
+            ops, elapsed = trio.run(timed_trio, counter, [worker], warmup, seconds)
+        verify_appends(path, counter.ops, seed)
+        if fsyncs != counter.ops // FSYNC_EVERY:
+            raise BrokenPathError(f"{fsyncs} fsyncs for {counter.ops} writes")
+    finally:
+        path.unlink(missing_ok=True)
+    return CellResult("", ops, elapsed, ops / elapsed, APPEND_BLOCK, per_batch)
+
+
+# -- fio -----------------------------------------------------------------------------------
+
+
+def fio_cell(row: Row, path: Path, warmup: float, seconds: float) -> CellResult:
+    """Run fio once for ``row``; it is a fresh process of its own."""
+    fio = shutil.which("fio")
+    if fio is None:
+        return CellResult("", unavailable="not installed")
+    workload = WORKLOADS[row.workload]
+    engine = row.impl.removeprefix("fio-")
+    common = [
+        fio,
+        "--name=b",
+        f"--bs={workload.block}",
+        f"--ioengine={engine}",
+        f"--iodepth={row.tasks}",
+        "--direct=0",
+        f"--runtime={round(seconds * 1000)}ms",
+        f"--ramp_time={round(warmup * 1000)}ms",
+        "--time_based",
+        "--gtod_reduce=1",
+        "--output-format=json",
+    ]
+    target = path
+    if workload.kind == "append":
+        target = append_path()
+        # A fresh file grown by appends; fio has no O_APPEND, it writes at the end.
+        command = [
+            *common,
+            f"--filename={target}",
+            "--rw=write",
+            "--file_append=1",
+            f"--fsync={FSYNC_EVERY}",
+            "--size=16g",
+            "--fallocate=none",
+        ]
+        target.unlink(missing_ok=True)
+    else:
+        command = [
+            *common,
+            f"--filename={path}",
+            "--rw=randread" if workload.kind == "random" else "--rw=read",
+            "--invalidate=0",
+            f"--size={path.stat().st_size}",
+            "--norandommap=1",
+        ]
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=seconds + warmup + 60, check=False
+        )
+    finally:
+        if workload.kind == "append":
+            target.unlink(missing_ok=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{row.key}: fio failed (exit {done.returncode}):\n{done.stderr}")
+    job: dict[str, Any] = json.loads(done.stdout[done.stdout.index("{") :])["jobs"][0]
+    side: dict[str, Any] = job["write" if workload.kind == "append" else "read"]
+    ios = int(side["total_ios"])
+    # io_bytes and total_ios may disagree by the I/Os in flight when the ramp ended.
+    slack = row.tasks * workload.block
+    if job["error"] or ios <= 0 or abs(side["io_bytes"] - ios * workload.block) > slack:
+        raise BrokenPathError(
+            f"fio reported error {job['error']}, {ios} I/Os, {side['io_bytes']} bytes"
+        )
+    elapsed = side["runtime"] / 1000
+    return CellResult("", ios, elapsed, float(side["iops"]), workload.block)
+
+
+def run_cell(row: Row, path: Path, seed: int, warmup: float, seconds: float) -> CellResult:
+    if row.workload == "append":
+        return run_append_cell(row, seed, warmup, seconds)
+    return run_read_cell(row, path, seed, warmup, seconds)
+
+
+# -- the data file -------------------------------------------------------------------------
 
 
 def prepare_file(path: Path, size: int, seed: int) -> str:
     """Create ``path`` with ``size`` pseudo-random bytes unless it already has
-    that size, then read it through once so it is in the page cache."""
-    if size % BLOCK or size < BLOCK:
-        raise SystemExit(f"--file-size must be a positive multiple of {BLOCK}")
+    that size, then read it through once so that it is in the page cache."""
+    block = max(w.block for w in WORKLOADS.values())
+    if size % block or size < block:
+        raise SystemExit(f"--file-size must be a positive multiple of {block}")
     try:
         reused = path.stat().st_size == size
     except FileNotFoundError:
@@ -304,163 +637,7 @@ def prepare_file(path: Path, size: int, seed: int) -> str:
     return "reused" if reused else "created"
 
 
-def spawn_cell(row: Row, args: argparse.Namespace) -> CellResult:
-    command = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--cell",
-        row.name,
-        "--file",
-        str(args.file),
-        "--seconds",
-        repr(args.seconds),
-        "--tasks",
-        str(args.tasks),
-        "--seed",
-        str(args.seed),
-    ]
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=args.seconds + 120, check=False
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"cell {row.name} failed (exit {done.returncode}):\n{done.stderr}")
-    data: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return CellResult(**data)
-
-
-def human(rate: float) -> str:
-    if rate >= 1e6:
-        return f"{rate / 1e6:.2f}M"
-    if rate >= 1e3:
-        return f"{rate / 1e3:.1f}k"
-    return f"{rate:.0f}"
-
-
-def machine() -> str:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cpus = os.cpu_count()
-    return (
-        f"{cpus} CPUs{f' ({model})' if model else ''}, Linux {platform.release()}, "
-        f"Python {platform.python_version()}, trio {trio.__version__}, ouring {ouring.__version__}"
-    )
-
-
-def print_table(
-    rows: list[Row], results: dict[str, list[CellResult]], args: argparse.Namespace
-) -> None:
-    medians = {
-        name: statistics.median(r.ops_per_s for r in cells) for name, cells in results.items()
-    }
-    preadv = medians.get("preadv-1")
-    trio_by_tasks = {row.tasks: medians[row.name] for row in rows if row.impl == "trio.open_file"}
-
-    header = ("row", "ops/s (median)", "min-max", "x trio.open_file", "x os.preadv", "ops/batch")
-    lines: list[tuple[str, ...]] = []
-    for row in rows:
-        cells = results[row.name]
-        median = medians[row.name]
-        low = min(r.ops_per_s for r in cells)
-        high = max(r.ops_per_s for r in cells)
-        versus_trio = trio_by_tasks.get(row.tasks)
-        batches = [r.ops_per_batch for r in cells if r.ops_per_batch is not None]
-        lines.append(
-            (
-                row.label,
-                human(median),
-                f"{human(low)}-{human(high)}",
-                f"{median / versus_trio:.2f}" if versus_trio else "-",
-                f"{median / preadv:.3f}" if preadv else "-",
-                f"{statistics.median(batches):.1f}" if batches else "-",
-            )
-        )
-    widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
-
-    def fmt(line: Sequence[str]) -> str:
-        first = line[0].ljust(widths[0])
-        rest = (cell.rjust(width) for cell, width in zip(line[1:], widths[1:], strict=True))
-        return "| " + " | ".join([first, *rest]) + " |"
-
-    print()
-    print(f"Random {BLOCK // 1024} KiB reads at {BLOCK}-aligned offsets, page-cache-hot file")
-    print(f"machine: {machine()}")
-    print(
-        f"file: {args.file_size / MIB:g} MiB ({args.file}), {args.seconds:g} s per cell, "
-        f"{args.repeats} repeat(s), each cell a fresh process, rows interleaved"
-    )
-    print()
-    print(fmt(header))
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for line in lines:
-        print(fmt(line))
-    print()
-    print("x trio.open_file: against the trio.open_file row with the same number of tasks")
-    print("(1 for os.preadv). ops/batch: ouring completions per io_uring_enter that submitted.")
-
-
-def run_all(args: argparse.Namespace) -> None:
-    if args.file is None:
-        args.file = RESULTS_DIR / f"bench_files-{args.file_size // MIB}MiB.dat"
-    start = time.monotonic()
-    how = prepare_file(args.file, args.file_size, args.seed)
-    print(f"data file {args.file}: {how}, read through once ({time.monotonic() - start:.1f} s)")
-
-    rows = make_rows(args.tasks)
-    if args.rows:
-        wanted = set(args.rows.split(","))
-        rows = [row for row in rows if row.name in wanted]
-        if not rows:
-            raise SystemExit(f"--rows matches none of {[r.name for r in make_rows(args.tasks)]}")
-    results: dict[str, list[CellResult]] = {row.name: [] for row in rows}
-    for repeat in range(args.repeats):
-        for row in rows:
-            result = spawn_cell(row, args)
-            results[row.name].append(result)
-            print(
-                f"  repeat {repeat + 1}/{args.repeats}  {row.label:<28} "
-                f"{human(result.ops_per_s):>8} ops/s",
-                flush=True,
-            )
-    print_table(rows, results, args)
-    print(f"\ntotal time {time.monotonic() - start:.1f} s")
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--seconds", type=float, default=2.0, help="measured time per cell")
-    parser.add_argument("--repeats", type=int, default=3, help="cells per row")
-    parser.add_argument("--quick", action="store_true", help="0.5 s per cell, 1 repeat")
-    parser.add_argument("--tasks", type=int, default=32, help="concurrent tasks of the wide rows")
-    parser.add_argument(
-        "--file-size", type=int, default=256 * MIB, help="bytes in the data file (256 MiB)"
-    )
-    parser.add_argument(
-        "--file", type=Path, default=None, help="data file (default: in benchmarks/results/)"
-    )
-    parser.add_argument("--rows", default="", help="comma-separated row names to run (all)")
-    parser.add_argument("--seed", type=int, default=SEED, help=argparse.SUPPRESS)
-    parser.add_argument("--cell", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.seconds, args.repeats = 0.5, 1
-    if args.seconds <= 0 or args.repeats < 1 or args.tasks < 1:
-        parser.error("--seconds must be > 0, --repeats and --tasks >= 1")
-    return args
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
-    if args.cell is not None:
-        run_cell(args)
-    else:
-        run_all(args)
-
-
 if __name__ == "__main__":
-    main()
+    import run
+
+    run.main(["--only", "files"])

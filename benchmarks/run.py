@@ -1,0 +1,421 @@
+"""The benchmark suite of ``make bench``: ouring against its peers, side by side.
+
+Runs the file rows (``bench_files.py``: random 4 KiB and sequential 128 KiB
+reads of a page-cache-hot 256 MiB file at 1 and 32 tasks, 4 KiB appends with
+fsync every 64) and the TCP echo rows (``bench_echo.py``: 50 connections
+ping-ponging 64 B and 16 KiB messages, server and C load generator pinned to
+different CPUs), then, in the full run, the memory check (``bench_memory.py``:
+RSS over 10 million ouring reads).
+
+Method: every cell (one row, one repeat) runs in a fresh process; rows are
+interleaved across repeats (for each repeat every row once), so that drift of
+the machine (other work, frequency, page cache) spreads over all rows alike;
+each row shows the median and the min-max spread of its repeats. Ratios are
+taken against ``trio.open_file`` / ``trio.serve_tcp`` (same workload, same
+number of tasks; the one-thread rows against one task) and, for file rows,
+against the synchronous ``os.preadv`` / ``os.write`` loop. The table is printed
+and written to ``benchmarks/results/bench.md``, with a bar chart in
+``benchmarks/results/bench.png``.
+
+``--check`` compares ouring's ratios with the must-reach values of
+:data:`TARGETS`, prints each as PASS or FAIL, and exits 1 if any fails. A cell
+whose checks fail (a wrong byte, a short read) is shown as FAILED and makes
+the run exit 1 as well; it never posts a number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import bench_echo
+import bench_files
+from _harness import (
+    MIB,
+    RESULTS_DIR,
+    BrokenPathError,
+    CellFailedError,
+    CellResult,
+    Row,
+    human,
+    machine,
+    optional_module,
+    run_python_cell,
+)
+
+TASKS = 32  #: concurrent tasks of the wide file rows
+
+
+@dataclass(frozen=True)
+class Target:
+    """ouring's row must reach ``minimum`` times the ``versus`` row."""
+
+    what: str
+    row: str
+    versus: str
+    minimum: float
+
+
+#: The must-reach values of issue 5, checked by ``make bench-check``.
+TARGETS = (
+    Target("rand 4 KiB, 32 tasks", f"rand4k/ouring/{TASKS}", f"rand4k/trio.open_file/{TASKS}", 30),
+    Target("rand 4 KiB, 32 tasks", f"rand4k/ouring/{TASKS}", "rand4k/os/1", 0.25),
+    Target("rand 4 KiB, 1 task", "rand4k/ouring/1", "rand4k/trio.open_file/1", 10),
+    Target("seq 128 KiB, 32 tasks (MB/s)", f"seq128k/ouring/{TASKS}", "seq128k/os/1", 0.6),
+    Target("echo 64 B", "echo64/ouring/50", "echo64/trio/50", 1.0),
+    Target("echo 16 KiB", "echo16k/ouring/50", "echo16k/trio/50", 1.0),
+)
+
+GROUP_TITLES = {
+    "rand4k": "Random 4 KiB reads, page-cache-hot file (ops/s)",
+    "seq128k": "Sequential 128 KiB reads, page-cache-hot file (MiB/s)",
+    "append": "4 KiB appends, fsync every 64 writes (writes/s)",
+    "echo64": "TCP echo, 50 connections, 64 B messages (requests/s)",
+    "echo16k": "TCP echo, 50 connections, 16 KiB messages (requests/s)",
+}
+BASELINE = {"files": "trio.open_file", "echo": "trio"}
+
+
+def all_rows() -> list[Row]:
+    return bench_files.rows(TASKS) + bench_echo.rows()
+
+
+def is_echo(row: Row) -> bool:
+    return row.workload in bench_echo.SIZES
+
+
+# -- one cell --------------------------------------------------------------------------------
+
+
+def cell_main(args: argparse.Namespace) -> None:
+    """Inside the fresh process of a Python file cell: run it, print its JSON."""
+    row = {r.key: r for r in all_rows()}[args.cell]
+    result = bench_files.run_cell(row, args.file, args.seed, args.warmup, args.seconds)
+    print(replace(result, key=row.key).to_json(), flush=True)
+
+
+def run_one(row: Row, args: argparse.Namespace) -> CellResult:
+    """One cell of ``row`` in fresh processes; a failed check becomes FAILED."""
+    try:
+        if is_echo(row):
+            return bench_echo.run_cell(row, args.echo_warmup, args.echo_seconds)
+        if row.impl.startswith("fio"):
+            result = bench_files.fio_cell(row, args.file, args.warmup, args.seconds)
+            return replace(result, key=row.key)
+        options = [
+            *("--file", str(args.file), "--seed", str(args.seed)),
+            *("--seconds", repr(args.seconds), "--warmup", repr(args.warmup)),
+        ]
+        return run_python_cell(row, options, timeout=args.seconds + args.warmup + 120)
+    except (CellFailedError, BrokenPathError, subprocess.SubprocessError) as exc:
+        return CellResult(row.key, unavailable=f"FAILED: {exc}")
+
+
+# -- the table -------------------------------------------------------------------------------
+
+
+def rate(result: CellResult, row: Row) -> float:
+    """What the table shows: MiB/s for sequential reads, operations/s otherwise."""
+    return (
+        result.ops_per_s * result.op_bytes / MIB if row.workload == "seq128k" else result.ops_per_s
+    )
+
+
+@dataclass
+class Line:
+    row: Row
+    median: float | None
+    low: float | None
+    high: float | None
+    note: str  #: why there is no number
+
+
+def summarize(rows: list[Row], results: dict[str, list[CellResult]]) -> dict[str, Line]:
+    lines: dict[str, Line] = {}
+    for row in rows:
+        cells = results[row.key]
+        bad = [c.unavailable for c in cells if c.unavailable]
+        if bad:
+            note = bad[0] or ""
+            lines[row.key] = Line(
+                row, None, None, None, note if len(note) < 120 else note[:117] + "..."
+            )
+            continue
+        rates = [rate(c, row) for c in cells]
+        lines[row.key] = Line(row, statistics.median(rates), min(rates), max(rates), "")
+    return lines
+
+
+def baseline_key(row: Row, impl: str) -> str:
+    return f"{row.workload}/{impl}/{row.tasks}"
+
+
+def ratio(lines: dict[str, Line], key: str, versus: str) -> float | None:
+    a, b = lines.get(key), lines.get(versus)
+    if a is None or b is None or a.median is None or not b.median:
+        return None
+    return a.median / b.median
+
+
+def versus_keys(row: Row) -> tuple[str, str | None]:
+    """The trio row and the synchronous row that ``row`` is compared with."""
+    if is_echo(row):
+        return baseline_key(row, BASELINE["echo"]), None
+    return baseline_key(row, BASELINE["files"]), f"{row.workload}/os/1"
+
+
+def table(rows: list[Row], results: dict[str, list[CellResult]]) -> list[str]:
+    lines = summarize(rows, results)
+    header = ("row", "median", "min-max", "x trio", "x os loop", "ops/batch", "server CPU")
+    out: list[str] = []
+    for workload, title in GROUP_TITLES.items():
+        group = [r for r in rows if r.workload == workload]
+        if not group:
+            continue
+        body: list[tuple[str, ...]] = []
+        for row in group:
+            line = lines[row.key]
+            cells = results[row.key]
+            if line.median is None or line.low is None or line.high is None:
+                body.append((row.label, line.note, "", "", "", "", ""))
+                continue
+            trio_key, os_key = versus_keys(row)
+            x_trio = ratio(lines, row.key, trio_key)
+            x_os = ratio(lines, row.key, os_key) if os_key else None
+            batches = [c.ops_per_batch for c in cells if c.ops_per_batch is not None]
+            cpu = [c.server_cpu for c in cells if c.server_cpu is not None]
+            body.append(
+                (
+                    row.label,
+                    human(line.median),
+                    f"{human(line.low)}-{human(line.high)}",
+                    f"{x_trio:.2f}" if x_trio is not None else "-",
+                    f"{x_os:.3f}" if x_os is not None else "-",
+                    f"{statistics.median(batches):.1f}" if batches else "-",
+                    f"{statistics.median(cpu):.0%}" if cpu else "-",
+                )
+            )
+        widths = [max(len(b[i]) for b in [header, *body]) for i in range(len(header))]
+
+        def fmt(cells: Sequence[str], widths: list[int] = widths) -> str:
+            if not any(cells[2:]):  # a row without a number: the reason spans the line
+                return f"| {cells[0].ljust(widths[0])} | {cells[1]}"
+            first = cells[0].ljust(widths[0])
+            rest = (c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))
+            return "| " + " | ".join([first, *rest]) + " |"
+
+        out += ["", f"### {title}", "", fmt(header)]
+        out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+        out += [fmt(b) for b in body]
+    out += [
+        "",
+        "x trio: against trio.open_file (files) or trio.serve_tcp (echo) with the same",
+        "number of tasks (1 for the one-thread rows); x os loop: against the synchronous",
+        "os.preadv / os.write loop. ops/batch: ouring completions per io_uring_enter that",
+        "submitted. server CPU: the echo server's CPU time over its wall time.",
+    ]
+    return out
+
+
+def check(rows: list[Row], results: dict[str, list[CellResult]]) -> tuple[list[str], bool]:
+    lines = summarize(rows, results)
+    out = ["", "Targets (issue 5):"]
+    ok = True
+    for target in TARGETS:
+        got = ratio(lines, target.row, target.versus)
+        versus = target.versus.split("/")[1]
+        versus = {"os": "os loop", "trio": "trio.serve_tcp"}.get(versus, versus)
+        if got is None:
+            line = lines.get(target.row)
+            why = line.note if line is not None and line.note else "not measured"
+            verdict, shown = "FAIL", f"({why})"
+        else:
+            verdict = "PASS" if got >= target.minimum else "FAIL"
+            shown = f"{got:.2f}x"
+        ok = ok and verdict == "PASS"
+        out.append(
+            f"  {verdict}  {target.what:<30} ouring {shown} {versus}, must reach "
+            f">= {target.minimum:g}x"
+        )
+    return out, ok
+
+
+def chart(rows: list[Row], results: dict[str, list[CellResult]], path: Path) -> str:
+    """A bar chart of the medians (min-max whiskers), one panel per workload."""
+    matplotlib = optional_module("matplotlib")
+    if matplotlib is None:
+        return "no chart: matplotlib is not installed (pip install '.[bench]')"
+    matplotlib.use("Agg")
+    plt = optional_module("matplotlib.pyplot")
+    assert plt is not None
+    lines = summarize(rows, results)
+    panels: list[tuple[str, list[Line]]] = []
+    for workload, title in GROUP_TITLES.items():
+        counts = sorted({r.tasks for r in rows if r.workload == workload})
+        for n in counts if workload in ("rand4k", "seq128k") else [None]:
+            members = [
+                lines[r.key]
+                for r in rows
+                if r.workload == workload
+                and (n is None or r.tasks == n or r.impl in ("os", "fio-psync"))
+                and lines[r.key].median is not None
+            ]
+            if members:
+                suffix = f" - {n} task{'s' if n and n > 1 else ''}" if n else ""
+                panels.append((title + suffix, members))
+    if not panels:
+        return "no chart: no row has a number"
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(10, 2.0 + 0.9 * sum(len(m) for _, m in panels) / 2)
+    )
+    for ax, (title, members) in zip([axes] if len(panels) == 1 else axes, panels, strict=True):
+        medians = [m.median or 0.0 for m in members]
+        lows = [(m.median or 0.0) - (m.low or 0.0) for m in members]
+        highs = [(m.high or 0.0) - (m.median or 0.0) for m in members]
+        colors = ["tab:orange" if m.row.impl.startswith("ouring") else "tab:blue" for m in members]
+        y = range(len(members))
+        ax.barh(y, medians, xerr=[lows, highs], color=colors, capsize=2)
+        ax.set_yticks(list(y), [m.row.label for m in members], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(axis="x", labelsize=7)
+        for i, value in enumerate(medians):
+            ax.text(value, i, f" {human(value)}", va="center", fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return f"chart: {path}"
+
+
+# -- the driver ------------------------------------------------------------------------------
+
+
+def select(args: argparse.Namespace) -> list[Row]:
+    rows = all_rows()
+    if args.only == "files":
+        rows = [r for r in rows if not is_echo(r)]
+    elif args.only == "echo":
+        rows = [r for r in rows if is_echo(r)]
+    if args.rows:
+        wanted = args.rows.split(",")
+        rows = [r for r in rows if any(r.key.startswith(w) for w in wanted)]
+        if not rows:
+            raise SystemExit(f"--rows matches none of {[r.key for r in all_rows()]}")
+    return rows
+
+
+def run_suite(args: argparse.Namespace) -> int:
+    start = time.monotonic()
+    rows = select(args)
+    if any(not is_echo(r) for r in rows) or args.memory:
+        how = bench_files.prepare_file(args.file, args.file_size, args.seed)
+        print(f"data file {args.file}: {how}, read through once ({time.monotonic() - start:.1f} s)")
+    results: dict[str, list[CellResult]] = {r.key: [] for r in rows}
+    for repeat in range(args.repeats):
+        for row in rows:
+            done = results[row.key]
+            if done and done[0].unavailable:
+                continue  # unavailable or failed once: not run again
+            result = run_one(row, args)
+            done.append(result)
+            shown = result.unavailable or f"{human(rate(result, row)):>8}"
+            print(f"  {repeat + 1}/{args.repeats}  {row.label:<44} {shown}", flush=True)
+
+    text = [
+        f"machine: {machine()}",
+        f"file cells: {args.seconds:g} s after {args.warmup:g} s warm-up; echo cells: "
+        f"{args.echo_seconds:g} s after {args.echo_warmup:g} s; {args.repeats} repeat(s), "
+        "each cell a fresh process, rows interleaved",
+        *table(rows, results),
+    ]
+    ok = True
+    if args.check:
+        lines, ok = check(rows, results)
+        text += lines
+    print("\n".join(text))
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / "bench.md").write_text("\n".join(text) + "\n")
+    print(f"\ntable: {RESULTS_DIR / 'bench.md'}")
+    print(chart(rows, results, RESULTS_DIR / "bench.png"))
+    failed = [
+        k
+        for k, cells in results.items()
+        if any((c.unavailable or "").startswith("FAILED") for c in cells)
+    ]
+    if failed:
+        print(f"FAILED cells (their checks did not pass): {', '.join(failed)}")
+    if args.memory:
+        memory = subprocess.run(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("bench_memory.py")),
+                "--ops",
+                str(args.memory),
+                "--file",
+                str(args.file),
+            ],
+            check=False,
+        )
+        ok = ok and memory.returncode == 0
+    print(f"\ntotal time {time.monotonic() - start:.1f} s")
+    if args.check and not ok:
+        print("bench-check: some targets FAIL")
+    return 1 if failed or (args.check and not ok) else 0
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="the ~30-second version, 1 repeat")
+    parser.add_argument("--check", action="store_true", help="check ouring against TARGETS")
+    parser.add_argument("--only", choices=("files", "echo"), help="one half of the suite")
+    parser.add_argument("--rows", default="", help="comma-separated prefixes of row keys")
+    parser.add_argument("--seconds", type=float, help="measured seconds per file cell (1)")
+    parser.add_argument("--echo-seconds", type=float, help="measured seconds per echo cell (1.5)")
+    parser.add_argument("--repeats", type=int, help="cells per row (3)")
+    parser.add_argument(
+        "--memory", type=int, help="ouring reads of the memory check (10 million; quick: 0 = off)"
+    )
+    parser.add_argument("--file-size", type=int, default=256 * MIB, help=argparse.SUPPRESS)
+    parser.add_argument("--file", type=Path, default=None, help="data file (in results/)")
+    parser.add_argument("--seed", type=int, default=bench_files.SEED, help=argparse.SUPPRESS)
+    parser.add_argument("--warmup", type=float, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--cell", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    quick = args.quick
+    defaults = {
+        "seconds": 0.25 if quick else 1.0,
+        "warmup": 0.1 if quick else 0.3,
+        "echo_seconds": 0.5 if quick else 1.5,
+        "repeats": 1 if quick else 3,
+        "memory": 0 if quick else 10_000_000,
+    }
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.echo_warmup = min(0.5, args.echo_seconds / 3)
+    if args.file is None:
+        args.file = RESULTS_DIR / f"bench_files-{args.file_size // MIB}MiB.dat"
+    if args.seconds <= 0 or args.echo_seconds <= 0 or args.repeats < 1 or args.memory < 0:
+        parser.error("--seconds and --echo-seconds must be > 0, --repeats >= 1, --memory >= 0")
+    if args.only == "echo":
+        args.memory = 0
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.cell is not None:
+        cell_main(args)
+        return
+    sys.exit(run_suite(args))
+
+
+if __name__ == "__main__":
+    main()
