@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 
 __all__ = [
     "BufferInUseError",
@@ -54,28 +55,43 @@ def os_error(
 
 _SETUP_FIXES = {
     errno.ENOSYS: (
-        "this kernel has no io_uring (it needs Linux 5.6 or later, built with CONFIG_IO_URING)",
-        "upgrade the kernel",
+        "this kernel has no io_uring (it needs Linux 5.6 or later, built with "
+        "CONFIG_IO_URING), or a seccomp filter answers ENOSYS for io_uring_setup",
+        "upgrade the kernel, or allow io_uring_setup, io_uring_enter and io_uring_register",
     ),
     errno.EPERM: (
-        "a seccomp filter (Docker's default profile does) blocks io_uring_setup",
+        "a seccomp filter (Docker's default profile has one) blocks io_uring_setup",
         "run with a seccomp profile that allows io_uring_setup, io_uring_enter and "
         "io_uring_register (docker run --security-opt seccomp=PROFILE)",
     ),
     errno.ENOMEM: (
-        "the kernel could not allocate the ring (RLIMIT_MEMLOCK is too low on kernels before 5.12)",
-        "raise the locked-memory limit (ulimit -l) or ask for fewer entries",
+        "the kernel could not allocate the ring: RLIMIT_MEMLOCK ({memlock}) is too low "
+        "(kernels before 5.12 charge the ring to it)",
+        "raise the locked-memory limit (ulimit -l, or LimitMEMLOCK= in a systemd unit, "
+        "or docker run --ulimit memlock=-1) or ask for fewer entries",
     ),
 }
-
+# Every message ends with the way to keep going without io_uring.
+_FALLBACK_HINT = (
+    "; or set OURING_FALLBACK=threads (or open_ring(fallback='threads')) to run the "
+    "same operations on worker threads"
+)
 
 _DISABLED_SYSCTL = "/proc/sys/kernel/io_uring_disabled"
 
 
+def _memlock() -> str:
+    soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    return "unlimited" if soft == resource.RLIM_INFINITY else f"{soft // 1024} KiB"
+
+
 def setup_error(res: int) -> UnsupportedError | OSError:
-    """The exception for a failed ``io_uring_setup``."""
+    """The exception for a failed ``io_uring_setup``: for the causes that
+    mean "no io_uring here", an ``UnsupportedError`` naming cause and fix."""
     code = -res
     if code == errno.EPERM:
+        # EPERM comes from the sysctl (checked first: it is readable) or from
+        # a seccomp filter, which leaves no other trace.
         try:
             with open(_DISABLED_SYSCTL) as f:
                 disabled = f.read().strip()
@@ -87,9 +103,14 @@ def setup_error(res: int) -> UnsupportedError | OSError:
                 code,
                 f"io_uring is unavailable: kernel.io_uring_disabled={disabled} forbids it "
                 f"for {who}; fix: sysctl -w kernel.io_uring_disabled=0"
-                + (" (or add this user to kernel.io_uring_group)" if disabled == "1" else ""),
+                + (" (or add this user to kernel.io_uring_group)" if disabled == "1" else "")
+                + _FALLBACK_HINT,
             )
     if code in _SETUP_FIXES:
         cause, fix = _SETUP_FIXES[code]
-        return UnsupportedError(code, f"io_uring is unavailable: {cause}; fix: {fix}")
+        if code == errno.ENOMEM:
+            cause = cause.format(memlock=_memlock())
+        return UnsupportedError(
+            code, f"io_uring is unavailable: {cause}; fix: {fix}{_FALLBACK_HINT}"
+        )
     return os_error(res)
