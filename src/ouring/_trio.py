@@ -41,6 +41,7 @@ from typing import Any, TypeVar
 import trio
 
 from ._errors import FdClosedError
+from ._fallback import ThreadDriver, ThreadRing, make_ring
 from ._ops import DONE, Operation, Read, ReadV, Recv, Send, Write, WriteV
 from ._ring import Ring
 
@@ -48,7 +49,7 @@ T = TypeVar("T")
 B = TypeVar("B")
 S = TypeVar("S")
 
-_run_driver: trio.lowlevel.RunVar[_Driver] = trio.lowlevel.RunVar("ouring_driver")
+_run_driver: trio.lowlevel.RunVar[_Driver | ThreadDriver] = trio.lowlevel.RunVar("ouring_driver")
 _innermost: ContextVar[Ring | None] = ContextVar("ouring_ring", default=None)
 
 
@@ -208,9 +209,15 @@ def current_ring() -> Ring:
         if not ring.closed:
             return ring
         # closed after a kernel failure: the rest of the run gets a new ring
-    driver = _Driver(Ring())
+    driver = _drive(make_ring())
     _run_driver.set(driver)
     return driver.ring
+
+
+def _drive(ring: Ring) -> _Driver | ThreadDriver:
+    # A ThreadRing runs its operations itself: no instrument, no reaper; its
+    # driver only binds it to the run and closes it at the end.
+    return ThreadDriver(ring) if isinstance(ring, ThreadRing) else _Driver(ring)
 
 
 async def wait_all_ops_completed(ring: Ring | None = None) -> None:
@@ -230,13 +237,25 @@ async def open_ring(
     cq_entries: int | None = None,
     setup_flags: int | None = None,
     teardown_timeout: float = 5.0,
+    fallback: str | None = None,
 ) -> AsyncIterator[Ring]:
     """A ring of its own for the enclosed code (and tasks it spawns), closed
-    on exit: in-flight operations are cancelled and reaped first."""
-    ring = Ring(
-        entries, cq_entries=cq_entries, setup_flags=setup_flags, teardown_timeout=teardown_timeout
+    on exit: in-flight operations are cancelled and reaped first.
+
+    When io_uring is unavailable, ``fallback="threads"`` (default:
+    ``$OURING_FALLBACK``, else ``"off"``) gives a ring that runs the same
+    operations on worker threads and readiness waits instead of raising
+    ``UnsupportedError``; ``"always-threads"`` never tries io_uring."""
+    driver = _drive(
+        make_ring(
+            entries,
+            cq_entries=cq_entries,
+            setup_flags=setup_flags,
+            teardown_timeout=teardown_timeout,
+            fallback=fallback,
+        )
     )
-    driver = _Driver(ring)
+    ring = driver.ring
     token = _innermost.set(ring)
     try:
         yield ring
