@@ -51,7 +51,7 @@ import os
 import stat as stat_module
 import sys
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, AnyStr, Generic, Self, overload
 
 import trio
@@ -72,6 +72,25 @@ _SEEK_FLAGS = {0, 1, 2}
 if hasattr(os, "SEEK_HOLE"):
     _SEEK_FLAGS |= {os.SEEK_HOLE, os.SEEK_DATA}
 _UnsupportedOperation = io.UnsupportedOperation
+
+
+@contextlib.contextmanager
+def _lent_view(
+    obj: Any, start: int = 0, stop: int | None = None, *, cast: bool = True
+) -> Iterator[memoryview]:
+    """A byte view of ``obj[start:stop]`` to lend to one ring operation,
+    released on exit. If the coroutine is closed while that operation is in
+    flight, the ring still holds an export of the view until the CQE, and
+    releasing it would raise ``BufferError`` out of ``coro.close()``: the view
+    is then left to the ring, and freed with the operation."""
+    whole = memoryview(obj)
+    view = whole.cast("B")[start:stop] if cast else whole
+    try:
+        yield view
+    finally:
+        with contextlib.suppress(BufferError):
+            view.release()
+            whole.release()
 
 
 def _optional_size(size: Any) -> int:
@@ -240,7 +259,7 @@ class _RawFile:
     async def readinto(self, b: Any) -> int:
         self.check_closed()
         self.check_readable()
-        with memoryview(b) as view, view.cast("B") as dst:
+        with _lent_view(b) as dst:
             if not len(dst):
                 return 0
             return (await self.read_op(dst))[1]
@@ -267,7 +286,7 @@ class _RawFile:
     async def write(self, b: Any) -> int:
         if isinstance(b, str):
             raise TypeError("a bytes-like object is required, not 'str'")
-        with memoryview(b) as view:
+        with _lent_view(b, cast=False) as view:
             self.check_closed()
             self.check_writable()
             return (await self.write_op(view))[1]
@@ -425,7 +444,7 @@ class _BufferedFile:
 
     async def _fill_buffer(self) -> int:
         start = self.read_end if self._valid_read() else 0
-        with memoryview(self.buffer) as mv, mv[start : self.buffer_size] as view:
+        with _lent_view(self.buffer, start, self.buffer_size) as view:
             n = await self._raw_read(view)
         if n <= 0:
             return n
@@ -442,7 +461,7 @@ class _BufferedFile:
             self._raw_seek_cur(-rewind)
             self.raw_pos -= rewind
         while self.write_pos < self.write_end:
-            with memoryview(self.buffer) as mv, mv[self.write_pos : self.write_end] as view:
+            with _lent_view(self.buffer, self.write_pos, self.write_end) as view:
                 _, n = await self.raw.write_op(view)
             if n == 0:
                 raise OSError(errno.EIO, "write() wrote 0 bytes")
@@ -561,7 +580,7 @@ class _BufferedFile:
                     r = self._minus_last_block(remaining)
                     if r == 0:
                         break
-                    with mv[written : written + r] as view:
+                    with _lent_view(mv, written, written + r) as view:
                         r = await self._raw_read(view)
                     if r == 0:
                         eof = True
@@ -605,14 +624,14 @@ class _BufferedFile:
             await self._flush_and_rewind()
         self._reset_read_buf()
         out = bytearray(n)
-        with memoryview(out) as view:
+        with _lent_view(out) as view:
             r = await self._raw_read(view)
         del out[r:]
         return bytes(out)
 
     async def readinto(self, b: Any, readinto1: bool = False) -> int:
         self._check_readable()
-        with memoryview(b) as view, view.cast("B") as dst:
+        with _lent_view(b) as dst:
             self._check_closed("readinto of closed file")
             return await self._readinto(dst, readinto1)
 
@@ -639,7 +658,7 @@ class _BufferedFile:
             remaining = length - written
             while remaining > 0:
                 if remaining > self.buffer_size:
-                    with buf[written:] as view:
+                    with _lent_view(buf, written) as view:
                         n = await self._raw_read(view)
                 elif not (readinto1 and written):
                     n = await self._fill_buffer()
@@ -727,7 +746,7 @@ class _BufferedFile:
             raise _UnsupportedOperation("write")
         if isinstance(b, str):
             raise TypeError("a bytes-like object is required, not 'str'")
-        with memoryview(b) as view, view.cast("B") as data:
+        with _lent_view(b) as data:
             if self._is_closed():
                 raise ValueError("write to closed file")
             return await self._write(data)
