@@ -79,3 +79,50 @@ async def all_ops_completed(ring: ouring.Ring | None = None, bound: float = 5.0)
     operation never completes (an abandoned recv left armed, say)."""
     with trio.fail_after(bound):
         await ouring.wait_all_ops_completed(ring)
+
+
+class _Dropped(Exception):
+    """Sent into the caller of ``drop_in_own_task`` to make it close ``coro``."""
+
+
+async def drop_in_own_task(coro: Coroutine[Any, Any, T]) -> T:
+    """Like ``drop_on_cancel``, but ``coro`` is closed by the task that was
+    running it, as a combinator inside that task would do. Needed for code
+    that holds a ``trio.Lock`` while parked (``AsyncFile``'s methods): trio
+    lets only the owning task release a lock, so a coroutine holding one
+    cannot be closed from another task's abort function.
+
+    On a cancel, the abort function reschedules this task with ``_Dropped``
+    and returns ``Abort.FAILED``; the task then closes ``coro`` (the
+    library's ``Ring.abandon`` path) and raises ``Cancelled``. Until ``coro``
+    is closed the ring still names this task as the waiter, so use this only
+    where the parked operation cannot complete in that one scheduler pass
+    (an idle pipe or socket)."""
+    to_send: outcome.Outcome[Any] | None = None
+    while True:
+        try:
+            msg = coro.send(to_send)
+        except StopIteration as done:
+            result: T = done.value
+            return result
+        if hasattr(msg, "abort_func"):
+            task = trio.lowlevel.current_task()
+            raise_cancel: list[Any] = []
+
+            def abort(
+                raise_cancel_: Any, task: Any = task, raise_cancel: list[Any] = raise_cancel
+            ) -> trio.lowlevel.Abort:
+                raise_cancel.append(raise_cancel_)
+                trio.lowlevel.reschedule(task, outcome.Error(_Dropped()))
+                return trio.lowlevel.Abort.FAILED
+
+            try:
+                value = await trio.lowlevel.wait_task_rescheduled(abort)
+            except _Dropped:
+                coro.close()
+                raise_cancel[0]()
+                raise AssertionError("unreachable") from None
+            to_send = outcome.Value(value)
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            to_send = outcome.Value(None)

@@ -76,3 +76,22 @@ def test_the_child_cannot_use_the_parents_ring(
             assert ring.wait(5)
         assert op.outcome() == (buf, 6)
         assert buf[:6] == b"parent"
+
+
+def io_uring_mappings() -> int:
+    with open("/proc/self/maps") as maps:
+        return sum("io_uring" in line for line in maps)
+
+
+def test_the_child_has_no_ring_memory() -> None:
+    """io_uring_ring_dontfork: the SQ/CQ mappings are MAP_SHARED with the
+    kernel; without MADV_DONTFORK a child would share them and could
+    corrupt the parent's ring. The child must not have them at all."""
+    with ouring.Ring(8) as ring:
+        assert io_uring_mappings() > 0
+        pid = os.fork()
+        if pid == 0:
+            os._exit(min(io_uring_mappings(), 100))
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "the child inherited the ring mappings"
+        assert not ring.closed

@@ -120,3 +120,23 @@ def test_after_the_run_that_owned_it_ended(pipe: tuple[int, int]) -> None:
         coro.send(None)
     assert not is_lent(buf)
     assert os.get_blocking(pipe[0])
+
+
+async def test_a_closed_run_ring_is_replaced_for_the_rest_of_the_run(
+    pipe: tuple[int, int],
+) -> None:
+    """The driver closes the run's ring when the kernel fails it; the next
+    operation of the same run gets a fresh ring, not RingClosedError."""
+    from ouring import _trio
+
+    old = ouring.current_ring()
+    _trio._run_driver.get().close()  # what a failed io_uring_enter leads to
+    assert old.closed
+    # One scheduler pass for the old reaper to leave (see the report: a new
+    # ring made in the same pass can reuse the fd number it still waits on).
+    await trio.lowlevel.checkpoint()
+    r, w = pipe
+    os.write(w, b"x")
+    buf, n = await ouring.read(r, bytearray(1))
+    assert (bytes(buf), n) == (b"x", 1)
+    assert ouring.current_ring() is not old

@@ -185,3 +185,30 @@ def test_teardown_under_a_1ms_timer_reaps_everything() -> None:
         ring.close()
         assert all(op.cancelled() for op in ops)
         assert ring.statistics().leaked == 0
+
+
+def test_an_interrupted_wait_returns_only_with_a_completion(
+    socketpair: tuple[socket.socket, socket.socket],
+) -> None:
+    """-EINTR from io_uring_enter is retried by Ring.wait: under a 1 ms timer,
+    wait() (bounded or not) returns when the CQE arrives, never early with
+    nothing, which a loop like ``while not ring.wait(t)`` would misread."""
+    import threading
+
+    from ouring._ops import Recv
+
+    a, b = socketpair
+    with interval_timer(0.001) as fired, ouring.Ring(8) as ring:
+        for timeout in (30.0, None):
+            op = Recv(a, bytearray(1))
+            ring.submit(op)
+            ring.flush()
+            before = len(fired)
+            sender = threading.Timer(0.05, b.send, (b"x",))  # after many timer signals
+            sender.start()
+            try:
+                assert ring.wait(timeout) == 1, "wait returned without the completion"
+            finally:
+                sender.join()
+            assert len(fired) > before  # the wait really was interrupted
+            assert op.outcome()[1] == 1
