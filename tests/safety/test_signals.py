@@ -157,7 +157,22 @@ def test_ctrl_c_interrupts_a_blocking_ring_wait() -> None:
         op = Recv(a, bytearray(4))
         ring.submit(op)
         ring.flush()
-        print("ready", flush=True)
+        # "ready" only once this thread is inside io_uring_enter (syscall 426
+        # on x86_64; elsewhere, once it is sleeping): a SIGINT that arrived
+        # just before the wait would only be handled when the wait returns.
+        import os, threading, time
+        main = threading.get_native_id()
+        def announce():
+            while True:
+                with open(f"/proc/self/task/{main}/syscall") as f:
+                    words = f.read().split()
+                with open(f"/proc/self/task/{main}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+                if state == "S" and (words[0] == "426" or os.uname().machine != "x86_64"):
+                    break
+                time.sleep(0.001)
+            print("ready", flush=True)
+        threading.Thread(target=announce, daemon=True).start()
         try:
             ring.wait()
         except KeyboardInterrupt:
