@@ -92,10 +92,6 @@ unsigned ouring_cq_entries(struct ouring *o);
 unsigned ouring_setup_flags(struct ouring *o);
 unsigned ouring_features(struct ouring *o);
 int ouring_probe(struct ouring *o, unsigned char *supported, unsigned n);
-int ouring_prep(struct ouring *o, int opcode, int fd, const void *addr, uint32_t len,
-                uint64_t off, uint32_t op_flags, uint64_t user_data, uint8_t sqe_flags);
 int ouring_submit_and_reap(struct ouring *o, unsigned wait_nr, long long timeout_ns,
                            uint64_t *user_data, int32_t *res, uint32_t *flags,
                            unsigned max, int *submit_result);
-int ouring_lease(const void *p, size_t size, int writable);
-void ouring_unlease(const void *p, size_t size, int writable);

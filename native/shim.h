@@ -9,7 +9,6 @@
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
-#include <pthread.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -35,3 +34,22 @@ struct ouring {
      * signals a registered eventfd when it queues task work instead. -1 otherwise. */
     int event_fd;
 };
+
+/* Prepare one SQE. The per-opcode field meanings follow liburing's
+ * io_uring_prep_* helpers: `off` doubles as addr2 (accept's addrlen pointer,
+ * statx's buffer), `op_flags` is the union of rw/msg/accept/open/statx/fsync/
+ * cancel flags. Returns -EBUSY when the SQ is full: nothing was written. */
+static inline int ouring_prep(struct ouring *o, int opcode, int fd, const void *addr,
+                       uint32_t len, uint64_t off, uint32_t op_flags,
+                       uint64_t user_data, uint8_t sqe_flags)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&o->ring);
+
+    if (!sqe)
+        return -EBUSY;
+    io_uring_prep_rw(opcode, sqe, fd, addr, len, off);
+    sqe->rw_flags = (int)op_flags;
+    sqe->flags = sqe_flags;
+    sqe->user_data = user_data;
+    return 0;
+}

@@ -246,7 +246,7 @@ def _i32(value: int) -> int:
 
 def _rw_blocking(op: Operation[Any]) -> int:
     """read/write/readv/writev on a regular file, in a worker thread."""
-    fd, addr, length, offset = op.fd, address_of(op.addr), op.length, _offset(op)
+    fd, addr, length, offset = op.fd, op.addr, op.length, _offset(op)
     if isinstance(op, Read):
         return (
             _sys(_read, fd, addr, length)
@@ -281,36 +281,32 @@ def _close_fd(op: Operation[Any]) -> int:
 
 
 def _fadvise_op(op: Operation[Any]) -> int:
-    length = op.length if op.addr == ffi.NULL else address_of(op.addr)
+    length = op.length if op.addr == 0 else op.addr
     return -int(_fadvise(op.fd, op.offset, length, op.op_flags))
 
 
 # The worker-thread operations, by class: each reads the SQE fields as the
-# kernel does for that opcode (see ouring_prep in native/shim.c).
+# kernel does for that opcode (see ouring_prep in native/shim.h).
 _THREADED: dict[type[Operation[Any]], Callable[[Operation[Any]], int]] = {
     Read: _rw_blocking,
     Write: _rw_blocking,
     ReadV: _rw_blocking,
     WriteV: _rw_blocking,
-    OpenAt: lambda op: _sys(_openat, op.fd, address_of(op.addr), op.op_flags, op.length),
+    OpenAt: lambda op: _sys(_openat, op.fd, op.addr, op.op_flags, op.length),
     Close: _close_fd,
     Fsync: lambda op: _sys(
         _fdatasync if op.op_flags & lib.IORING_FSYNC_DATASYNC else _fsync, op.fd
     ),
-    Statx: lambda op: _sys(_statx, op.fd, address_of(op.addr), op.op_flags, op.length, op.offset),
-    Fallocate: lambda op: _sys(_fallocate, op.fd, op.length, op.offset, address_of(op.addr)),
+    Statx: lambda op: _sys(_statx, op.fd, op.addr, op.op_flags, op.length, op.offset),
+    Fallocate: lambda op: _sys(_fallocate, op.fd, op.length, op.offset, op.addr),
     Fadvise: _fadvise_op,
     Ftruncate: lambda op: _sys(_ftruncate, op.fd, op.offset),
-    UnlinkAt: lambda op: _sys(_unlinkat, op.fd, address_of(op.addr), op.op_flags),
-    MkdirAt: lambda op: _sys(_mkdirat, op.fd, address_of(op.addr), op.length),
-    RenameAt: lambda op: _sys(
-        _renameat2, op.fd, address_of(op.addr), _i32(op.length), op.offset, op.op_flags
-    ),
-    LinkAt: lambda op: _sys(
-        _linkat, op.fd, address_of(op.addr), _i32(op.length), op.offset, op.op_flags
-    ),
+    UnlinkAt: lambda op: _sys(_unlinkat, op.fd, op.addr, op.op_flags),
+    MkdirAt: lambda op: _sys(_mkdirat, op.fd, op.addr, op.length),
+    RenameAt: lambda op: _sys(_renameat2, op.fd, op.addr, _i32(op.length), op.offset, op.op_flags),
+    LinkAt: lambda op: _sys(_linkat, op.fd, op.addr, _i32(op.length), op.offset, op.op_flags),
     # IORING_OP_SYMLINKAT: addr is the target, addr2 (offset) the new link.
-    SymlinkAt: lambda op: _sys(_symlinkat, address_of(op.addr), op.fd, op.offset),
+    SymlinkAt: lambda op: _sys(_symlinkat, op.addr, op.fd, op.offset),
 }
 
 
@@ -342,11 +338,11 @@ def _rw_nowait(op: Operation[Any], out: bool) -> int:
     no position: io_uring ignores the offset there, and so does this."""
     if isinstance(op, Read | Write):
         iov = ffi.new("struct iovec *")
-        iov.iov_base = op.addr
+        iov.iov_base = ffi.cast("void *", op.addr)
         iov.iov_len = op.length
         iovecs, count = address_of(iov), 1
     else:
-        iovecs, count = address_of(op.addr), op.length
+        iovecs, count = op.addr, op.length
     vectored = _pwritev2 if out else _preadv2
     res = _sys(vectored, op.fd, iovecs, count, -1, os.RWF_NOWAIT)
     if res == -errno.EOPNOTSUPP:  # no FMODE_NOWAIT (ttys): O_NONBLOCK for this call
@@ -357,14 +353,14 @@ def _rw_nowait(op: Operation[Any], out: bool) -> int:
 
 def _accept_nowait(op: Operation[Any]) -> int:
     with _NonBlocking(op.fd):
-        return _sys(_accept4, op.fd, address_of(op.addr), op.offset, op.op_flags)
+        return _sys(_accept4, op.fd, op.addr, op.offset, op.op_flags)
 
 
 def _connect_start(op: Operation[Any]) -> int:
     # A blocking connect would block the loop; with O_NONBLOCK it returns
     # EINPROGRESS and the handshake goes on in the kernel whatever the mode.
     with _NonBlocking(op.fd):
-        return _sys(_connect, op.fd, address_of(op.addr), op.offset)
+        return _sys(_connect, op.fd, op.addr, op.offset)
 
 
 def _socket_error(fd: int) -> int:
@@ -916,13 +912,13 @@ def _no_queue(name: str) -> NotImplementedError:
 
 
 def _recv_nowait(flags: int, op: Operation[Any]) -> int:
-    return _sys(_recv, op.fd, address_of(op.addr), op.length, flags | socket.MSG_DONTWAIT)
+    return _sys(_recv, op.fd, op.addr, op.length, flags | socket.MSG_DONTWAIT)
 
 
 def _send_nowait(flags: int, op: Operation[Any]) -> int:
     # io_uring sends with MSG_NOSIGNAL: a closed peer is EPIPE, never SIGPIPE.
     flags |= socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
-    return _sys(_send, op.fd, address_of(op.addr), op.length, flags)
+    return _sys(_send, op.fd, op.addr, op.length, flags)
 
 
 _INLINE_OR_READY: tuple[type[Operation[Any]], ...] = (Nop, Recv, Send, Accept, Connect, Shutdown)

@@ -97,8 +97,10 @@ class Operation(Generic[T]):
     )
     opcode: ClassVar[int]
 
-    def __init__(self, fd: int, addr: Any, length: int, offset: int, op_flags: int) -> None:
-        # The SQE image (see ouring_prep in native/shim.c for each opcode's use).
+    def __init__(self, fd: int, addr: int, length: int, offset: int, op_flags: int) -> None:
+        # The SQE image (see ouring_prep in native/shim.h for each opcode's use);
+        # addr is an address as an int: the memory it points at is held by the
+        # operation's own fields (lease, path, sockaddr, iovecs, statx).
         self.fd = fd
         self.addr = addr
         self.length = length
@@ -162,7 +164,7 @@ class Nop(_Status):
     opcode = lib.IORING_OP_NOP
 
     def __init__(self) -> None:
-        super().__init__(-1, _NULL, 0, 0, 0)
+        super().__init__(-1, 0, 0, 0, 0)
 
 
 class _BufferOperation(Operation[tuple[B, int]]):
@@ -174,8 +176,21 @@ class _BufferOperation(Operation[tuple[B, int]]):
     def __init__(self, fd: Any, buf: B, offset: int, op_flags: int) -> None:
         if type(fd) is not int or not 0 <= fd <= _FD_MAX:
             fd = fileno_for(fd, buf)
-        self.lease = Lease(buf, self.writes_buffer)
-        super().__init__(fd, self.lease.ptr, self.lease.length, offset, op_flags)
+        self.lease = lease = Lease(buf, self.writes_buffer)
+        # Operation.__init__, inlined: this runs once per read, write, recv
+        # and send, the library's hottest path.
+        self.fd = fd
+        self.addr = lease.ptr
+        self.length = lease.length
+        self.offset = offset
+        self.op_flags = op_flags
+        self.sqe_flags = 0
+        self.user_data = 0
+        self.state = CREATED
+        self.res = 0
+        self.cancel_by = 0
+        self.waiter = None
+        self.abandoned = False
 
     def release(self) -> None:
         self.lease.release()
@@ -197,7 +212,7 @@ class Read(_BufferOperation[B]):
     def __init__(self, fd: Any, buf: B, offset: int = -1) -> None:
         if type(offset) is not int or not 0 <= offset <= _OFFSET_MAX:
             offset = file_offset(offset)
-        super().__init__(fd, buf, offset, 0)
+        _BufferOperation.__init__(self, fd, buf, offset, 0)
 
 
 class Write(_BufferOperation[B]):
@@ -210,7 +225,7 @@ class Write(_BufferOperation[B]):
     def __init__(self, fd: Any, buf: B, offset: int = -1) -> None:
         if type(offset) is not int or not 0 <= offset <= _OFFSET_MAX:
             offset = file_offset(offset)
-        super().__init__(fd, buf, offset, 0)
+        _BufferOperation.__init__(self, fd, buf, offset, 0)
 
 
 class Recv(_BufferOperation[B]):
@@ -221,7 +236,7 @@ class Recv(_BufferOperation[B]):
     writes_buffer = True
 
     def __init__(self, sock: Any, buf: B, flags: int = 0) -> None:
-        super().__init__(sock, buf, 0, u32(flags, "flags"))
+        _BufferOperation.__init__(self, sock, buf, 0, u32(flags, "flags"))
 
 
 class Send(_BufferOperation[B]):
@@ -232,7 +247,7 @@ class Send(_BufferOperation[B]):
     writes_buffer = False
 
     def __init__(self, sock: Any, buf: B, flags: int = 0) -> None:
-        super().__init__(sock, buf, 0, u32(flags, "flags"))
+        _BufferOperation.__init__(self, sock, buf, 0, u32(flags, "flags"))
 
 
 class _VectorOperation(Operation[tuple[S, int]]):
@@ -262,9 +277,9 @@ class _VectorOperation(Operation[tuple[S, int]]):
             raise
         iovecs = ffi.new("struct iovec[]", len(leases))
         for iov, lease in zip(iovecs, leases, strict=True):
-            iov.iov_base = lease.ptr
+            iov.iov_base = ffi.cast("void *", lease.ptr)
             iov.iov_len = lease.length
-        super().__init__(fd, iovecs, len(leases), offset, 0)
+        super().__init__(fd, address_of(iovecs), len(leases), offset, 0)
         self.buffers = bufs
         self.leases = leases
         self.iovecs = iovecs
@@ -302,7 +317,9 @@ class Accept(Operation[tuple[socket.socket, Any]]):
         # The kernel writes the peer address and its length here at completion.
         self.sockaddr = ffi.new("char[]", _sockaddr.MAX_SOCKADDR)
         self.addrlen = ffi.new("uint32_t *", _sockaddr.MAX_SOCKADDR)
-        super().__init__(fd, self.sockaddr, 0, address_of(self.addrlen), lib.SOCK_CLOEXEC)
+        super().__init__(
+            fd, address_of(self.sockaddr), 0, address_of(self.addrlen), lib.SOCK_CLOEXEC
+        )
 
     def result(self) -> tuple[socket.socket, Any]:
         if self.res < 0:
@@ -325,7 +342,7 @@ class Connect(_Status):
         fd = fileno(sock)
         data = _sockaddr.encode(socket_family(sock, fd), address)
         self.sockaddr = ffi.new("char[]", data)
-        super().__init__(fd, self.sockaddr, 0, len(data), 0)
+        super().__init__(fd, address_of(self.sockaddr), 0, len(data), 0)
 
 
 class OpenAt(Operation[int]):
@@ -341,7 +358,7 @@ class OpenAt(Operation[int]):
         dfd = dir_fd_of(dir_fd)
         self.filename = os.fspath(path)  # as os.open reports it: bytes stay bytes
         self.path = ffi.new("char[]", raw)
-        super().__init__(dfd, self.path, mode, 0, flags)
+        super().__init__(dfd, address_of(self.path), mode, 0, flags)
 
     def result(self) -> int:
         if self.res < 0:
@@ -367,7 +384,7 @@ class Close(Operation[None]):
                 f"close() takes an int fd or a socket.socket, not {type(fd).__name__}; "
                 "close file objects with their own close()"
             )
-        super().__init__(fileno(fd), _NULL, 0, 0, 0)
+        super().__init__(fileno(fd), 0, 0, 0, 0)
 
     def result(self) -> None:
         if self.res < 0:
@@ -381,7 +398,7 @@ class Fsync(_Status):
     opcode = lib.IORING_OP_FSYNC
 
     def __init__(self, fd: Any, datasync: bool = False) -> None:
-        super().__init__(fileno(fd), _NULL, 0, 0, lib.IORING_FSYNC_DATASYNC if datasync else 0)
+        super().__init__(fileno(fd), 0, 0, 0, lib.IORING_FSYNC_DATASYNC if datasync else 0)
 
 
 class Statx(Operation[os.stat_result]):
@@ -405,7 +422,9 @@ class Statx(Operation[os.stat_result]):
         self.filename = path if isinstance(path, int) else os.fspath(path)
         self.path = ffi.new("char[]", raw)
         self.statx = ffi.new("struct statx *")  # written by the kernel at completion
-        super().__init__(dfd, self.path, lib.STATX_BASIC_STATS, address_of(self.statx), flags)
+        super().__init__(
+            dfd, address_of(self.path), lib.STATX_BASIC_STATS, address_of(self.statx), flags
+        )
 
     def result(self) -> os.stat_result:
         if self.res < 0:
@@ -446,7 +465,7 @@ class Fallocate(_Status):
         offset, length = file_range(offset, length)
         if length == 0:
             raise ValueError("fallocate: length must be > 0")
-        super().__init__(fd, ffi.cast("void *", length), u32(mode, "mode"), offset, 0)
+        super().__init__(fd, length, u32(mode, "mode"), offset, 0)
 
 
 class Fadvise(_Status):
@@ -460,7 +479,7 @@ class Fadvise(_Status):
         fd = fileno(fd)
         offset, length = file_range(offset, length)
         small = length <= 0xFFFFFFFF
-        addr = _NULL if small else ffi.cast("void *", length)
+        addr = 0 if small else length
         super().__init__(fd, addr, length if small else 0, offset, u32(advice, "advice"))
 
 
@@ -473,7 +492,7 @@ class Ftruncate(_Status):
     def __init__(self, fd: Any, length: int) -> None:
         fd = fileno(fd)
         _, length = file_range(0, length)
-        super().__init__(fd, _NULL, 0, length, 0)
+        super().__init__(fd, 0, 0, length, 0)
 
 
 class Shutdown(_Status):
@@ -487,7 +506,7 @@ class Shutdown(_Status):
         how = operator.index(how)
         if how not in (socket.SHUT_RD, socket.SHUT_WR, socket.SHUT_RDWR):
             raise ValueError(f"how must be SHUT_RD, SHUT_WR or SHUT_RDWR, not {how}")
-        super().__init__(fileno(sock), _NULL, how, 0, 0)
+        super().__init__(fileno(sock), 0, how, 0, 0)
 
 
 _NO_PATH: Any = object()  # an *at operation on one path only
@@ -512,7 +531,7 @@ class _PathOperation(Operation[None]):
             self.filename2 = os.fspath(path2)
             self.path2 = ffi.new("char[]", raw2)
             second = address_of(self.path2)
-        super().__init__(dir_fd_of(dir_fd), self.path, length, second, op_flags)
+        super().__init__(dir_fd_of(dir_fd), address_of(self.path), length, second, op_flags)
 
     def result(self) -> None:
         if self.res < 0:

@@ -39,6 +39,7 @@ from typing import Any, NoReturn, Protocol, TypeVar
 
 from . import _sockaddr
 from ._errors import RingClosedError, UnsupportedError, os_error, setup_error
+from ._hot import prep as _prep
 from ._native import ffi, lib
 from ._ops import (
     CALLER,
@@ -181,6 +182,7 @@ class Ring:
         if res < 0:
             raise setup_error(res)
         self._ptr: Any = out[0]
+        self._addr = int(ffi.cast("uintptr_t", self._ptr))  # for _hot.prep
         self._closed = False
         self._pid = os.getpid()
         self._thread = get_ident()
@@ -325,13 +327,13 @@ class Ring:
 
     def _prepare(self) -> None:
         """PENDING -> SUBMITTED for as many operations as fit; cancels first."""
-        prep = lib.ouring_prep
-        ptr = self._ptr
+        prep = _prep
+        ptr = self._addr
         cancels = self._cancels
         while cancels:
             target = cancels[0]
             if target.state == CANCELLING:  # its CQE may have come first
-                addr = ffi.cast("void *", target.user_data)
+                addr = target.user_data  # ASYNC_CANCEL matches on user_data
                 if prep(ptr, _CANCEL_OPCODE, -1, addr, 0, 0, 0, _CANCEL_USER_DATA, 0) < 0:
                     if not self._make_room():
                         return
