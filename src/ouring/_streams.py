@@ -8,8 +8,8 @@ functions that make them (``open_tcp_stream``, ``open_tcp_listeners``,
 
 Facts this module relies on:
 
-- Every ring operation is a full checkpoint (``checkpoint_if_cancelled``, then
-  a schedule point), and one that raises ``Cancelled`` did not happen. One
+- Every ring operation is a full checkpoint (a cancel point and a schedule
+  point), and one that raises ``Cancelled`` did not happen. One
   whose CQE says it happened despite a cancel request is *returned*; trio
   raises ``Cancelled`` at the next checkpoint. So nothing between a ring call
   and the return to the caller may raise: a received chunk or an accepted

@@ -74,21 +74,21 @@ class _Driver(trio.abc.Instrument):
     # -- Executor ---------------------------------------------------------------------
 
     async def perform(self, ring: Ring, op: Operation[T]) -> T:
-        try:
-            await trio.lowlevel.checkpoint_if_cancelled()
-        except BaseException:
-            op.release()  # never submitted: the caller keeps everything
-            raise
-        ring.submit(op)
         self._submitted_this_pass += 1
         if self._alone:
             # The last pass submitted at most one operation and this is the
             # first of this pass: a lone task, nobody to batch with. Submit
             # now; if the CQE is already there (page-cache reads), return
             # without parking, after the schedule point that trio's
-            # checkpoint rules require (checkpoint_if_cancelled above +
+            # checkpoint rules require (checkpoint_if_cancelled +
             # cancel_shielded_checkpoint = a full checkpoint).
             self._alone = False
+            try:
+                await trio.lowlevel.checkpoint_if_cancelled()
+            except BaseException:
+                op.release()  # never submitted: the caller keeps everything
+                raise
+            ring.submit(op)
             try:
                 ring.flush(reap=True)
             except BaseException:  # noqa: BLE001 - the op waits for the ring's close
@@ -100,7 +100,17 @@ class _Driver(trio.abc.Instrument):
                     except BaseException:
                         op.discard()  # closed or thrown into: nobody receives it
                         raise
-                    return self._outcome(op)
+                    try:
+                        return op.outcome()
+                    except FdClosedError as exc:
+                        raise trio.ClosedResourceError(str(exc)) from None
+        else:
+            # No checkpoint_if_cancelled here: parking is the cancel point. A
+            # scope cancelled already calls abort() as soon as the task parks,
+            # which withdraws the still PENDING operation before the kernel
+            # sees it (the batch is submitted in before_io_wait), so Cancelled
+            # means it did not happen, as trio's rules require.
+            ring.submit(op)
         task = op.waiter = trio.lowlevel.current_task()
         raise_cancel = None
 
@@ -127,10 +137,6 @@ class _Driver(trio.abc.Instrument):
             raise
         if raise_cancel is not None and op.cancelled():
             raise_cancel()
-        return self._outcome(op)
-
-    @staticmethod
-    def _outcome(op: Operation[T]) -> T:
         try:
             return op.outcome()
         except FdClosedError as exc:
