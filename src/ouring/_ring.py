@@ -114,8 +114,9 @@ class Executor(Protocol):
         and return ``op.outcome()`` (applying the loop's cancellation rules)."""
         ...
 
-    def wake(self, op: Operation[Any]) -> None:
-        """``op`` is DONE; reschedule the task in ``op.waiter``."""
+    def wake(self, waiter: Any) -> None:
+        """The operation whose ``waiter`` this is is DONE: reschedule that
+        task (it reads the operation's outcome itself)."""
         ...
 
     async def resolve(self, family: int, address: Any) -> Any:
@@ -423,7 +424,7 @@ class Ring:
             if res >= 0:
                 op.discard()
         elif op.waiter is not None and self.executor is not None:
-            self.executor.wake(op)
+            self.executor.wake(op.waiter)
         if self._idle_callbacks and not (self._inflight or self._pending):
             callbacks, self._idle_callbacks = self._idle_callbacks, []
             for callback in callbacks:

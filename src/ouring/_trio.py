@@ -36,6 +36,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from contextvars import ContextVar
+from threading import get_ident
 from typing import Any, TypeVar
 
 import trio
@@ -51,6 +52,14 @@ S = TypeVar("S")
 
 _run_driver: trio.lowlevel.RunVar[_Driver | ThreadDriver] = trio.lowlevel.RunVar("ouring_driver")
 _innermost: ContextVar[Ring | None] = ContextVar("ouring_ring", default=None)
+# Looked up once: perform() runs once per operation.
+_current_task = trio.lowlevel.current_task
+_checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
+_cancel_shielded_checkpoint = trio.lowlevel.cancel_shielded_checkpoint
+_wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
+_SUCCEEDED = trio.lowlevel.Abort.SUCCEEDED
+_FAILED = trio.lowlevel.Abort.FAILED
+_task_ring: ContextVar[tuple[Ring, int] | None] = ContextVar("ouring_task_ring", default=None)
 
 
 class _Driver(trio.abc.Instrument):
@@ -84,7 +93,7 @@ class _Driver(trio.abc.Instrument):
             # cancel_shielded_checkpoint = a full checkpoint).
             self._alone = False
             try:
-                await trio.lowlevel.checkpoint_if_cancelled()
+                await _checkpoint_if_cancelled()
             except BaseException:
                 op.release()  # never submitted: the caller keeps everything
                 raise
@@ -96,22 +105,20 @@ class _Driver(trio.abc.Instrument):
             else:
                 if op.state == DONE:
                     try:
-                        await trio.lowlevel.cancel_shielded_checkpoint()
+                        await _cancel_shielded_checkpoint()
                     except BaseException:
                         op.discard()  # closed or thrown into: nobody receives it
                         raise
-                    try:
-                        return op.outcome()
-                    except FdClosedError as exc:
-                        raise trio.ClosedResourceError(str(exc)) from None
+                    return _outcome(op)
+            task = op.waiter = _current_task()
         else:
             # No checkpoint_if_cancelled here: parking is the cancel point. A
             # scope cancelled already calls abort() as soon as the task parks,
             # which withdraws the still PENDING operation before the kernel
             # sees it (the batch is submitted in before_io_wait), so Cancelled
             # means it did not happen, as trio's rules require.
-            ring.submit(op)
-        task = op.waiter = trio.lowlevel.current_task()
+            task = _current_task()
+            ring.submit(op, task)
         raise_cancel = None
 
         def abort(raise_cancel_: Any) -> trio.lowlevel.Abort:
@@ -122,12 +129,12 @@ class _Driver(trio.abc.Instrument):
             # reschedules it, and trio allows exactly one reschedule.
             op.waiter = None
             if ring.cancel(op):
-                return trio.lowlevel.Abort.SUCCEEDED
+                return _SUCCEEDED
             op.waiter = task
-            return trio.lowlevel.Abort.FAILED
+            return _FAILED
 
         try:
-            await trio.lowlevel.wait_task_rescheduled(abort)
+            await _wait_task_rescheduled(abort)
         except BaseException:
             # Abort.SUCCEEDED (op withdrawn, DONE), or the coroutine was closed
             # or thrown into while parked: the ring keeps the operation and its
@@ -135,15 +142,14 @@ class _Driver(trio.abc.Instrument):
             if op.state != DONE:
                 ring.abandon(op)
             raise
+        if not op.cancel_by:  # nobody asked for a cancel: the common case
+            return op.result()
         if raise_cancel is not None and op.cancelled():
             raise_cancel()
-        try:
-            return op.outcome()
-        except FdClosedError as exc:
-            raise trio.ClosedResourceError(str(exc)) from None
+        return _outcome(op)
 
-    def wake(self, op: Operation[Any]) -> None:
-        trio.lowlevel.reschedule(op.waiter)  # type: ignore[arg-type]
+    # The ring calls this with op.waiter, the task parked in perform().
+    wake = staticmethod(trio.lowlevel.reschedule)
 
     async def resolve(self, family: int, address: Any) -> Any:
         host, port, *rest = address
@@ -199,25 +205,41 @@ class _Driver(trio.abc.Instrument):
         self.ring.close()
 
 
+def _outcome(op: Operation[T]) -> T:
+    try:
+        return op.outcome()
+    except FdClosedError as exc:
+        raise trio.ClosedResourceError(str(exc)) from None
+
+
 def current_ring() -> Ring:
     """The ring that module-level operations use: the innermost
     ``open_ring()`` of this task's context, else the run's own ring."""
     ring = _innermost.get()
     if ring is not None:
         return ring
+    # Every operation asks, so the run's ring is cached in the task's context
+    # (a ContextVar lookup is one C call; the RunVar's is several Python
+    # ones). A context copied into a worker thread, and from there into
+    # another trio.run, carries the cache along: the thread check catches
+    # that; a ring closed at the end of its run or after a kernel failure
+    # fails the closed check.
+    cached = _task_ring.get()
+    if cached is not None and cached[1] == get_ident() and not cached[0].closed:
+        return cached[0]
     try:
         ring = _run_driver.get().ring
     except LookupError:
-        pass
+        ring = None
     except RuntimeError:
         raise RuntimeError("ouring operations must be awaited inside trio.run") from None
-    else:
-        if not ring.closed:
-            return ring
+    if ring is None or ring.closed:
         # closed after a kernel failure: the rest of the run gets a new ring
-    driver = _drive(make_ring())
-    _run_driver.set(driver)
-    return driver.ring
+        driver = _drive(make_ring())
+        _run_driver.set(driver)
+        ring = driver.ring
+    _task_ring.set((ring, get_ident()))
+    return ring
 
 
 def _drive(ring: Ring) -> _Driver | ThreadDriver:
