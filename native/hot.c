@@ -164,6 +164,7 @@ typedef struct {
     Py_ssize_t length;   /* what one SQE may move: min(view.len, OURING_MAX_RW) */
     int writable;        /* the kernel writes into it (read, recv, readv) */
     int held;            /* view and table entry not yet given back */
+    int fresh;           /* obj is a new bytes object only this lease knows (fresh()) */
 } Lease;
 
 static void lease_give_back(Lease *self)
@@ -246,6 +247,78 @@ static PyObject *lease_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     return (PyObject *)self;
 }
 
+/* Lease.fresh(size): a lease on a new bytes object of `size` bytes, left
+ * uninitialised, that nothing else references. The kernel writes into it and
+ * take(n) hands it out cut to n bytes: no copy, and no reused buffer to copy
+ * out of. CPython's socket.recv fills the bytes it returns the same way; the
+ * object is immutable only once someone else can see it. */
+static PyObject *lease_fresh(PyTypeObject *type, PyObject *arg)
+{
+    Py_ssize_t size = PyLong_AsSsize_t(arg);
+    Lease *self;
+    int ret;
+
+    if (size == -1 && PyErr_Occurred())
+        return NULL;
+    if (size < 1 || size > OURING_MAX_RW) {
+        PyErr_Format(PyExc_ValueError, "size must be between 1 and %d, not %zd", OURING_MAX_RW,
+                     size);
+        return NULL;
+    }
+    self = (Lease *)type->tp_alloc(type, 0);
+    if (!self)
+        return NULL;
+    self->obj = PyBytes_FromStringAndSize(NULL, size);
+    if (!self->obj) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(self->obj, &self->view, PyBUF_SIMPLE) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->held = 1;
+    self->writable = 1;
+    self->fresh = 1;
+    /* New memory overlaps no lent range: only -ENOMEM can fail. */
+    ret = ouring_lease(self->view.buf, (size_t)size, 1);
+    if (ret < 0) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    self->length = size;
+    return (PyObject *)self;
+}
+
+/* take(n): the fresh bytes object, cut to its first n bytes, once released.
+ * The lease gives it up (obj becomes None). */
+static PyObject *lease_take(Lease *self, PyObject *arg)
+{
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    PyObject *obj;
+
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (!self->fresh || self->held || !PyBytes_CheckExact(self->obj)) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "take() needs a released Lease.fresh() that was not taken yet");
+        return NULL;
+    }
+    obj = self->obj;
+    if (n < 0 || n > PyBytes_GET_SIZE(obj)) {
+        PyErr_Format(PyExc_ValueError, "n must be between 0 and %zd, not %zd",
+                     PyBytes_GET_SIZE(obj), n);
+        return NULL;
+    }
+    self->obj = Py_NewRef(Py_None);
+    if (Py_REFCNT(obj) == 1)
+        return _PyBytes_Resize(&obj, n) < 0 ? NULL : obj; /* frees obj on failure */
+    /* Someone read lease.obj meanwhile: resizing in place would change their
+     * object, so copy instead. */
+    Py_SETREF(obj, PyBytes_FromStringAndSize(PyBytes_AS_STRING(obj), n));
+    return obj;
+}
+
 static PyObject *lease_release(Lease *self, PyObject *Py_UNUSED(ignored))
 {
     lease_give_back(self);
@@ -270,6 +343,11 @@ static PyMethodDef lease_methods[] = {
     {"release", (PyCFunction)lease_release, METH_NOARGS,
      "Give the memory back: drop the table entry and the export. Called once,\n"
      "after the final CQE of the operation that holds it; later calls do nothing."},
+    {"fresh", (PyCFunction)lease_fresh, METH_O | METH_CLASS,
+     "fresh(size): a lease on a new, uninitialised bytes object of size bytes\n"
+     "for the kernel to write into; take(n) hands it out."},
+    {"take", (PyCFunction)lease_take, METH_O,
+     "take(n): a fresh() lease's bytes, cut to n bytes, after release()."},
     {NULL},
 };
 

@@ -583,3 +583,48 @@ def test_separate_buffers_never_conflict() -> None:
     one, two = bytearray(8), bytearray(8)
     with leased(one, True), leased(two, True), leased(bytes(8), False):
         pass
+
+
+def test_a_fresh_lease_hands_out_its_bytes_cut_to_the_count() -> None:
+    lease = Lease.fresh(64)
+    assert lease.length == 64
+    with pytest.raises(RuntimeError):
+        lease.take(3)  # still lent: the kernel may be writing
+    ffi.memmove(ffi.cast("char *", lease.ptr), b"abcdef", 6)
+    lease.release()
+    assert lease.take(3) == b"abc"
+    assert lease.obj is None
+    with pytest.raises(RuntimeError):
+        lease.take(3)  # taken once
+
+
+def test_a_fresh_lease_copies_when_someone_else_holds_its_bytes() -> None:
+    lease = Lease.fresh(8)
+    ffi.memmove(ffi.cast("char *", lease.ptr), b"12345678", 8)
+    seen = lease.obj  # resizing in place would change this object
+    lease.release()
+    assert lease.take(2) == b"12"
+    assert seen == b"12345678"
+
+
+@pytest.mark.parametrize("size", [0, -1, 0x7FFFF001])
+def test_a_fresh_lease_refuses_sizes_one_receive_cannot_move(size: int) -> None:
+    with pytest.raises(ValueError, match="size must be between 1 and"):
+        Lease.fresh(size)
+
+
+def test_a_fresh_lease_checks_the_count() -> None:
+    lease = Lease.fresh(4)
+    lease.release()
+    with pytest.raises(ValueError, match="n must be between 0 and 4"):
+        lease.take(5)
+    with pytest.raises(ValueError, match="n must be between 0 and 4"):
+        lease.take(-1)
+    assert lease.take(0) == b""
+
+
+def test_only_fresh_leases_can_be_taken() -> None:
+    with leased(bytearray(4), True) as lease:
+        pass
+    with pytest.raises(RuntimeError):
+        lease.take(1)

@@ -14,7 +14,7 @@ from ouring._native import lib
 import ouring
 from ouring import _ring
 from ouring._errors import setup_error
-from ouring._ops import DONE, LEAKED, PENDING, SUBMITTED, Nop, Read, Recv
+from ouring._ops import DONE, LEAKED, PENDING, SUBMITTED, Nop, Read, Recv, RecvBytes
 
 
 def drain(ring: ouring.Ring, timeout: float = 5.0) -> None:
@@ -316,3 +316,36 @@ def test_reaping_a_closed_ring_touches_no_freed_memory() -> None:
     ring.close()
     assert ring.reap() == 0
     ring.flush()
+
+
+def test_recv_bytes_returns_a_new_bytes_object_of_the_received_count(
+    socketpair: tuple[socket.socket, socket.socket],
+) -> None:
+    a, b = socketpair
+    with ouring.Ring(4) as ring:
+        op = RecvBytes(a, 65536)
+        ring.submit(op)
+        ring.flush()
+        b.send(b"chunk")
+        drain(ring)
+        assert op.outcome() == b"chunk"
+        eof = RecvBytes(a, 16)
+        b.shutdown(socket.SHUT_WR)
+        ring.submit(eof)
+        drain(ring)
+        assert eof.outcome() == b""
+
+
+def test_a_cancelled_recv_bytes_took_nothing(
+    socketpair: tuple[socket.socket, socket.socket],
+) -> None:
+    a, b = socketpair
+    with ouring.Ring(4) as ring:
+        op = RecvBytes(a, 16)
+        ring.submit(op)
+        ring.flush()
+        assert ring.cancel(op) is False
+        drain(ring)
+        assert op.cancelled()
+        b.send(b"kept")
+        assert a.recv(10) == b"kept"

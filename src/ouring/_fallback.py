@@ -100,6 +100,7 @@ from ._ops import (
     Read,
     ReadV,
     Recv,
+    RecvBytes,
     RenameAt,
     Send,
     Shutdown,
@@ -458,7 +459,7 @@ class ThreadRing(Ring):
             op.release()  # never started: the caller keeps everything
             raise
         kind = type(op)
-        if kind in (Recv, Accept):
+        if kind in (Recv, RecvBytes, Accept):
             return await self._when_ready(op, out=False)
         if kind is Send:
             return await self._when_ready(op, out=True)
@@ -539,7 +540,7 @@ class ThreadRing(Ring):
         """Non-blocking attempts, waiting for readiness in between. One task
         per fd and direction waits at a time (trio allows one), the others
         queue in order behind it, as their SQEs would in the kernel."""
-        if isinstance(op, Recv):
+        if isinstance(op, (Recv, RecvBytes)):
             attempt: Callable[[Operation[Any]], int] = partial(_recv_nowait, op.op_flags)
             give_up = bool(op.op_flags & socket.MSG_DONTWAIT)
         elif isinstance(op, Send):
@@ -921,7 +922,15 @@ def _send_nowait(flags: int, op: Operation[Any]) -> int:
     return _sys(_send, op.fd, op.addr, op.length, flags)
 
 
-_INLINE_OR_READY: tuple[type[Operation[Any]], ...] = (Nop, Recv, Send, Accept, Connect, Shutdown)
+_INLINE_OR_READY: tuple[type[Operation[Any]], ...] = (
+    Nop,
+    Recv,
+    RecvBytes,
+    Send,
+    Accept,
+    Connect,
+    Shutdown,
+)
 _SUPPORTED = frozenset(cls.opcode for cls in (*_INLINE_OR_READY, *_THREADED))
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "Read",
     "ReadV",
     "Recv",
+    "RecvBytes",
     "RenameAt",
     "Send",
     "Shutdown",
@@ -72,6 +73,7 @@ RING = 2  # the ring is closing
 CLOSED = 3  # its fd is being closed through the ring
 
 _U64 = 0xFFFF_FFFF_FFFF_FFFF
+_U32 = 0xFFFF_FFFF
 _OFFSET_MAX = (1 << 63) - 1
 _FD_MAX = 0x7FFFFFFF
 _IOV_MAX = 1024
@@ -236,7 +238,45 @@ class Recv(_BufferOperation[B]):
     writes_buffer = True
 
     def __init__(self, sock: Any, buf: B, flags: int = 0) -> None:
-        _BufferOperation.__init__(self, sock, buf, 0, u32(flags, "flags"))
+        if type(flags) is not int or not 0 <= flags <= _U32:
+            flags = u32(flags, "flags")
+        _BufferOperation.__init__(self, sock, buf, 0, flags)
+
+
+class RecvBytes(Operation[bytes]):
+    """IORING_OP_RECV into a new bytes object of up to ``size`` bytes, handed
+    out cut to the received count: what ``socket.recv`` returns, with no copy
+    out of a reused buffer (the kernel writes into the bytes themselves)."""
+
+    __slots__ = ("lease",)
+    opcode = lib.IORING_OP_RECV
+
+    def __init__(self, sock: Any, size: int, flags: int = 0) -> None:
+        fd = sock if type(sock) is int and 0 <= sock <= _FD_MAX else fileno(sock)
+        if type(flags) is not int or not 0 <= flags <= _U32:
+            flags = u32(flags, "flags")
+        self.lease = lease = Lease.fresh(size)
+        # Operation.__init__, inlined: once per receive_some.
+        self.fd = fd
+        self.addr = lease.ptr
+        self.length = lease.length
+        self.offset = 0
+        self.op_flags = flags
+        self.sqe_flags = 0
+        self.user_data = 0
+        self.state = CREATED
+        self.res = 0
+        self.cancel_by = 0
+        self.waiter = None
+        self.abandoned = False
+
+    def release(self) -> None:
+        self.lease.release()
+
+    def result(self) -> bytes:
+        if self.res < 0:
+            raise os_error(self.res)
+        return self.lease.take(self.res)
 
 
 class Send(_BufferOperation[B]):
@@ -247,7 +287,9 @@ class Send(_BufferOperation[B]):
     writes_buffer = False
 
     def __init__(self, sock: Any, buf: B, flags: int = 0) -> None:
-        _BufferOperation.__init__(self, sock, buf, 0, u32(flags, "flags"))
+        if type(flags) is not int or not 0 <= flags <= _U32:
+            flags = u32(flags, "flags")
+        _BufferOperation.__init__(self, sock, buf, 0, flags)
 
 
 class _VectorOperation(Operation[tuple[S, int]]):

@@ -43,8 +43,18 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import trio
 
-from ._errors import BufferInUseError
-from ._ops import CLOSED, PENDING, SUBMITTED, Accept, Operation, Recv, Send, Shutdown
+from ._buffers import MAX_RW
+from ._ops import (
+    CLOSED,
+    PENDING,
+    SUBMITTED,
+    Accept,
+    Operation,
+    Recv,
+    RecvBytes,
+    Send,
+    Shutdown,
+)
 from ._ring import Ring
 from ._trio import current_ring
 
@@ -101,6 +111,15 @@ AnySocket = _stdlib_socket.socket | trio.socket.SocketType
 B = TypeVar("B")
 
 
+def _receive_size(max_bytes: int) -> int:
+    """receive_some's ``max_bytes``, checked; sizes past what one receive can
+    move (``MAX_RW``) are capped: it returns at most that much anyway."""
+    size: int = operator.index(max_bytes)
+    if size < 1:
+        raise ValueError("max_bytes must be >= 1")
+    return min(size, MAX_RW)
+
+
 def _stream_error(exc: OSError) -> trio.ClosedResourceError | trio.BrokenResourceError:
     """trio's translation of a socket error into a stream error."""
     if exc.errno == errno.EBADF:
@@ -152,7 +171,6 @@ class SocketStream(trio.abc.HalfCloseableStream):
     """
 
     __slots__ = (
-        "_buffer",
         "_closed",
         "_did_shutdown_wr",
         "_fileno",
@@ -180,9 +198,6 @@ class SocketStream(trio.abc.HalfCloseableStream):
         self._recv_ring: Ring | None = None
         self._send_op: Operation[Any] | None = None
         self._send_ring: Ring | None = None
-        # receive_some's buffer, allocated at its first use and reused: each
-        # call copies its chunk out into a new bytes.
-        self._buffer: memoryview | None = None
         if socket.family in _INET:
             with suppress(OSError):
                 socket.setsockopt(_stdlib_socket.IPPROTO_TCP, _stdlib_socket.TCP_NODELAY, 1)
@@ -297,47 +312,30 @@ class SocketStream(trio.abc.HalfCloseableStream):
         of the stream. A chunk received despite a cancel is returned."""
         if self._receiving:
             raise trio.BusyResourceError(_RECEIVE_BUSY)
-        view = self._buffer
-        if max_bytes is not None or view is None:
-            view = self._receive_buffer(max_bytes)
+        if max_bytes is None:
+            size = DEFAULT_RECEIVE_SIZE
+        elif type(max_bytes) is int and 0 < max_bytes <= MAX_RW:
+            size = max_bytes
+        else:
+            size = _receive_size(max_bytes)
         fd = self._fileno()
         if self._closed or fd < 0:
             raise trio.ClosedResourceError("this socket was already closed")
         ring = current_ring()
-        try:
-            op = Recv(fd, view)
-        except BufferInUseError:
-            # The buffer is still lent to a receive whose coroutine was
-            # closed while it was in flight: the ring keeps it until that
-            # receive's CQE. This stream takes a new one.
-            self._buffer = None
-            view = self._receive_buffer(max_bytes)
-            op = Recv(fd, view)
+        # The kernel writes into a new bytes object that becomes the result
+        # (as socket.recv does): no copy out of a reused buffer, and no
+        # buffer shared with a receive whose coroutine was closed mid-flight.
+        op = RecvBytes(fd, size)
         self._recv_op = op
         self._recv_ring = ring
         self._receiving = True
         try:
-            _, n = await ring._perform(op)
+            return await ring._perform(op)
         except OSError as exc:
             raise _stream_error(exc) from exc
         finally:
             self._recv_op = None
             self._receiving = False
-        return view[:n].tobytes()
-
-    def _receive_buffer(self, max_bytes: int | None) -> memoryview:
-        """The buffer for one receive_some: the stream's own (a prefix of it),
-        or a new one for a larger ``max_bytes``."""
-        if max_bytes is not None:
-            max_bytes = operator.index(max_bytes)
-            if max_bytes < 1:
-                raise ValueError("max_bytes must be >= 1")
-            if max_bytes > DEFAULT_RECEIVE_SIZE:
-                return memoryview(bytearray(max_bytes))
-        view = self._buffer
-        if view is None:
-            view = self._buffer = memoryview(bytearray(DEFAULT_RECEIVE_SIZE))
-        return view if max_bytes is None else view[:max_bytes]
 
     async def receive_into(self, buf: B) -> tuple[B, int]:
         """Receive into ``buf`` (a writable buffer): ``(buf, n)``, the same
