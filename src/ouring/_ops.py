@@ -135,7 +135,13 @@ class Operation(Generic[T]):
         return self.cancel_by != 0 and self.res in (-errno.ECANCELED, -errno.EINTR)
 
     def outcome(self) -> T:
-        """The value to hand the waiter once the operation is DONE."""
+        """The value to hand the waiter once the operation is DONE (or
+        LEAKED: the ring closed before its CQE)."""
+        if self.state == LEAKED:
+            raise RingClosedError(
+                "the ring was closed before the operation completed; the kernel "
+                "may still use its memory, which is kept alive forever"
+            )
         if self.cancel_by > CALLER and self.cancelled():
             if self.cancel_by == RING:
                 raise RingClosedError("the ring was closed before the operation completed")

@@ -476,16 +476,23 @@ class Ring:
                 # Finish the teardown first (never free what the kernel owns),
                 # then re-raise.
                 interrupted = interrupted or exc
-        if self._inflight:
-            leaked = self._leak_inflight()
+        stranded = list(self._inflight.values())
+        self._leak_inflight()
+        # No CQE will ever wake these waiters: wake them now (outcome() raises
+        # RingClosedError). The memory stays with the ring regardless.
+        for op in stranded:
+            if op.waiter is not None and self.executor is not None:
+                waiter, op.waiter = op.waiter, None
+                self.executor.wake(waiter)
+        lib.ouring_exit(self._ptr)
+        if stranded:
             warnings.warn(
-                f"ouring: {leaked} operation(s) did not complete within "
+                f"ouring: {len(stranded)} operation(s) did not complete within "
                 f"{self.teardown_timeout}s of closing the ring; their buffers are "
                 "kept alive forever so the kernel never writes into freed memory",
                 ResourceWarning,
                 stacklevel=2,
             )
-        lib.ouring_exit(self._ptr)
         if interrupted is not None:
             raise interrupted
 

@@ -323,3 +323,27 @@ def test_what_does_not_complete_within_the_teardown_wait_is_leaked_on_purpose(
     leaked = ref()
     assert leaked is not None, "a leaked operation's buffer was freed"
     assert is_lent(leaked)  # never resized or freed under the kernel
+
+
+async def test_a_task_waiting_on_an_operation_leaked_at_close_gets_ring_closed_error(
+    socketpair: tuple[socket.socket, socket.socket],
+) -> None:
+    """Its CQE never comes, so nothing else would ever wake it: a hang."""
+    a, _ = socketpair
+    buf = bytearray(b"untouched")
+    woken: list[BaseException] = []
+
+    async def waiter(ring: ouring.Ring) -> None:
+        try:
+            await ring.recv(a, buf)
+        except ouring.RingClosedError as exc:
+            woken.append(exc)
+
+    async with ouring.open_ring(teardown_timeout=0) as ring, trio.open_nursery() as nursery:
+        nursery.start_soon(waiter, ring)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.warns(ResourceWarning, match="kept alive forever"):
+            ring.close()
+    assert len(woken) == 1
+    assert ring.statistics().leaked == 1
+    assert is_lent(buf)  # the kernel may still write into it: kept, never resized
