@@ -393,72 +393,60 @@ def run_append_cell(row: Row, seed: int, warmup: float, seconds: float) -> CellR
         finally:
             await ouring.close(fd)
 
-    async def with_trio_open_file() -> None:
+    async def append_loop(
+        write: Callable[[bytearray], Awaitable[int]], fsync: Callable[[], Awaitable[object]]
+    ) -> None:
+        """The measured loop of the rows whose write takes the block and returns a
+        count: ``n = await write(block)`` until ``counter.stop``, each write checked
+        to be whole, ``await fsync()`` after every FSYNC_EVERY of them. ``write`` and
+        ``fsync`` do the row's own calls; the loop adds no await of its own. (ouring's
+        row keeps its own loop: it hands its bytearray over and gets it back.)"""
         nonlocal fsyncs
         buf = bytearray(filler)
+        while not counter.stop:
+            n = await write(block_for(counter.ops, buf))
+            if n != APPEND_BLOCK:
+                raise short_read(n, -1, APPEND_BLOCK)
+            counter.ops += 1
+            if not counter.ops % FSYNC_EVERY:
+                await fsync()
+                fsyncs += 1
+
+    async def with_trio_open_file() -> None:
         async with await trio.open_file(path, "wb", buffering=0) as f:
             pass
         async with await trio.open_file(path, "ab", buffering=0) as f:
-            while not counter.stop:
-                n = await f.write(block_for(counter.ops, buf))
-                if n != APPEND_BLOCK:
-                    raise short_read(n, -1, APPEND_BLOCK)
-                counter.ops += 1
-                if not counter.ops % FSYNC_EVERY:
-                    # trio's file objects have no fsync: the thread hop a user writes.
-                    await trio.to_thread.run_sync(os.fsync, f.fileno())
-                    fsyncs += 1
+            # trio's file objects have no fsync: the thread hop a user writes.
+            await append_loop(f.write, lambda: trio.to_thread.run_sync(os.fsync, f.fileno()))
 
     async def with_to_thread() -> None:
-        nonlocal fsyncs
-        buf = bytearray(filler)
         run_sync = trio.to_thread.run_sync
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
         try:
-            while not counter.stop:
-                n = await run_sync(os.write, fd, block_for(counter.ops, buf))
-                if n != APPEND_BLOCK:
-                    raise short_read(n, -1, APPEND_BLOCK)
-                counter.ops += 1
-                if not counter.ops % FSYNC_EVERY:
-                    await run_sync(os.fsync, fd)
-                    fsyncs += 1
+            # Plain functions: they hand back run_sync's coroutine, no await of their own.
+            await append_loop(
+                lambda block: run_sync(os.write, fd, block), lambda: run_sync(os.fsync, fd)
+            )
         finally:
             os.close(fd)
 
     async def with_aiofiles() -> None:
-        nonlocal fsyncs
         aiofiles: Any = optional_module("aiofiles")
         aiofiles_os: Any = optional_module("aiofiles.os")
         fsync_async = aiofiles_os.wrap(os.fsync)
-        buf = bytearray(filler)
         async with aiofiles.open(path, "wb", buffering=0) as f:
             pass
         async with aiofiles.open(path, "ab", buffering=0) as f:
-            while not counter.stop:
-                n = await f.write(block_for(counter.ops, buf))
-                if n != APPEND_BLOCK:
-                    raise short_read(n, -1, APPEND_BLOCK)
-                counter.ops += 1
-                if not counter.ops % FSYNC_EVERY:
-                    await fsync_async(f.fileno())
-                    fsyncs += 1
+            await append_loop(f.write, lambda: fsync_async(f.fileno()))
 
     async def with_anyio() -> None:
-        nonlocal fsyncs
         anyio: Any = optional_module("anyio")
-        buf = bytearray(filler)
         async with await anyio.open_file(path, "wb", buffering=0) as f:
             pass
         async with await anyio.open_file(path, "ab", buffering=0) as f:
-            while not counter.stop:
-                n = await f.write(block_for(counter.ops, buf))
-                if n != APPEND_BLOCK:
-                    raise short_read(n, -1, APPEND_BLOCK)
-                counter.ops += 1
-                if not counter.ops % FSYNC_EVERY:
-                    await anyio.to_thread.run_sync(os.fsync, f.wrapped.fileno())
-                    fsyncs += 1
+            await append_loop(
+                f.write, lambda: anyio.to_thread.run_sync(os.fsync, f.wrapped.fileno())
+            )
 
     def os_loop(warmup: float, seconds: float) -> tuple[int, float]:
         nonlocal fsyncs
