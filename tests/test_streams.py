@@ -205,6 +205,32 @@ async def test_receive_some_sizes() -> None:
             await right.receive_some(1.5)  # type: ignore[arg-type]
 
 
+async def test_receive_some_adapts_its_buffer_to_what_arrives() -> None:
+    """An idle receive holds a small buffer; a bulk transfer grows it to
+    max_bytes within a few receives; never more than max_bytes."""
+    from ouring._streams import INITIAL_RECEIVE_SIZE, MIN_RECEIVE_SIZE
+
+    a, b = socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    async with SocketStream(a) as left, SocketStream(b) as right:
+        big = os.urandom(1 << 18)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(left.send_all, big)
+            sizes: list[int] = []
+            got = b""
+            while len(got) < len(big):
+                chunk = await right.receive_some(32768)
+                sizes.append(len(chunk))
+                got += chunk
+        assert got == big
+        assert max(sizes) == 32768  # grown to max_bytes, and no further
+        assert sizes[0] <= INITIAL_RECEIVE_SIZE
+        for _ in range(4):  # small messages shrink it back
+            await left.send_all(b"x")
+            assert await right.receive_some() == b"x"
+        assert right._recv_size == MIN_RECEIVE_SIZE
+
+
 async def test_concurrent_receives_are_refused() -> None:
     a, b = socket.socketpair()
     async with SocketStream(a) as left, SocketStream(b) as right, trio.open_nursery() as nursery:

@@ -73,6 +73,9 @@ __all__ = [
 
 #: What ``receive_some()`` asks for without ``max_bytes`` (trio's value).
 DEFAULT_RECEIVE_SIZE = 65536
+# receive_some's adaptive buffer: where it starts and how small it gets.
+INITIAL_RECEIVE_SIZE = 16384
+MIN_RECEIVE_SIZE = 4096
 #: trio's first-attempt head start in ``open_tcp_stream`` (RFC 6555 says 150-250 ms).
 DEFAULT_DELAY = 0.250
 
@@ -177,6 +180,7 @@ class SocketStream(trio.abc.HalfCloseableStream):
         "_receiving",
         "_recv_op",
         "_recv_ring",
+        "_recv_size",
         "_send_op",
         "_send_ring",
         "_sending",
@@ -191,6 +195,7 @@ class SocketStream(trio.abc.HalfCloseableStream):
         self._did_shutdown_wr = False
         self._sending = False
         self._receiving = False
+        self._recv_size = INITIAL_RECEIVE_SIZE
         # The operation in flight in each direction and its ring, so that
         # closing can cancel it (cheaper than cancel_fd's scan of every
         # operation in flight on the ring).
@@ -313,11 +318,11 @@ class SocketStream(trio.abc.HalfCloseableStream):
         if self._receiving:
             raise trio.BusyResourceError(_RECEIVE_BUSY)
         if max_bytes is None:
-            size = DEFAULT_RECEIVE_SIZE
+            limit = DEFAULT_RECEIVE_SIZE
         elif type(max_bytes) is int and 0 < max_bytes <= MAX_RW:
-            size = max_bytes
+            limit = max_bytes
         else:
-            size = _receive_size(max_bytes)
+            limit = _receive_size(max_bytes)
         fd = self._fileno()
         if self._closed or fd < 0:
             raise trio.ClosedResourceError("this socket was already closed")
@@ -325,17 +330,37 @@ class SocketStream(trio.abc.HalfCloseableStream):
         # The kernel writes into a new bytes object that becomes the result
         # (as socket.recv does): no copy out of a reused buffer, and no
         # buffer shared with a receive whose coroutine was closed mid-flight.
-        op = RecvBytes(fd, size)
+        # Unlike socket.recv, the bytes exist while the receive waits, so
+        # their size adapts to what arrives (_adapt): 50 idle connections
+        # asking for 64 KiB each would churn the heap (page faults measured
+        # at 3x trio's in the 16 KiB echo benchmark).
+        size = self._recv_size
+        op = RecvBytes(fd, size if size < limit else limit)
         self._recv_op = op
         self._recv_ring = ring
         self._receiving = True
         try:
-            return await ring._perform(op)
+            data: bytes = await ring._perform(op)
         except OSError as exc:
             raise _stream_error(exc) from exc
         finally:
             self._recv_op = None
             self._receiving = False
+        n = len(data)
+        if n >= size or n < size >> 2:
+            self._adapt(n, limit)
+        return data
+
+    def _adapt(self, n: int, limit: int) -> None:
+        """A receive that filled its buffer doubles the next one (up to what
+        the caller allows); one that used less than a quarter halves it, down
+        to MIN_RECEIVE_SIZE. Receiving less than ``max_bytes`` is always
+        allowed; the rest comes with the next receive."""
+        size = self._recv_size
+        if n >= size:
+            self._recv_size = min(size * 2, max(limit, MIN_RECEIVE_SIZE))
+        elif size > MIN_RECEIVE_SIZE:
+            self._recv_size = size // 2
 
     async def receive_into(self, buf: B) -> tuple[B, int]:
         """Receive into ``buf`` (a writable buffer): ``(buf, n)``, the same
