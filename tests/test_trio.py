@@ -401,3 +401,91 @@ async def test_wait_all_ops_completed_returns_when_the_ring_is_idle(
         await ouring.wait_all_ops_completed()
         assert ouring.current_ring().statistics().inflight == 0
     assert done == [b"go"]
+
+
+def _batching_driver() -> Any:
+    """The run's driver, told that the last pass was busy: the next
+    operation batches (takes the inline-completion yield, not the lone path)."""
+    from ouring._trio import _Driver, _run_driver
+
+    ouring.current_ring()
+    driver = _run_driver.get()
+    assert isinstance(driver, _Driver)
+    driver._alone = False
+    return driver
+
+
+async def test_a_batched_page_cache_read_completes_without_parking(tmp_path: Path) -> None:
+    path = tmp_path / "data"
+    path.write_bytes(bytes(range(256)) * 16)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        _batching_driver()
+        buf, n = await ouring.read(fd, bytearray(16), 32)
+        assert (bytes(buf), n) == (bytes(range(32, 48)), 16)
+        # A pipe with no data: the yield finds it not done, so it parks.
+        r, w = os.pipe()
+        try:
+            async with trio.open_nursery() as nursery:
+
+                async def reader() -> None:
+                    _batching_driver()
+                    buf, n = await ouring.read(r, bytearray(8))
+                    assert bytes(buf[:n]) == b"late"
+
+                nursery.start_soon(reader)
+                await trio.testing.wait_all_tasks_blocked()
+                os.write(w, b"late")
+        finally:
+            os.close(r)
+            os.close(w)
+    finally:
+        os.close(fd)
+
+
+async def test_closing_a_coroutine_in_its_inline_completion_yield_gives_everything_back(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "data"
+    path.write_bytes(b"x" * 4096)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        ring = ouring.current_ring()
+        buf = bytearray(4096)
+        _batching_driver()
+        coro = ouring.read(fd, buf, 0)
+        coro.send(None)  # submitted (PENDING), yielded to trio's scheduler
+        assert ring.statistics().pending == 1
+        coro.close()  # dropped there: withdrawn before the kernel saw it
+        assert ring.statistics().inflight == 0
+        buf.extend(b"!")  # the lease is back: resizable
+    finally:
+        os.close(fd)
+
+
+async def test_a_cancel_during_the_inline_completion_yield_returns_the_result(
+    tmp_path: Path,
+) -> None:
+    """The read happened, so it is returned; trio raises Cancelled at the
+    next checkpoint (the scope stays cancelled)."""
+    path = tmp_path / "data"
+    path.write_bytes(b"y" * 64)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        got: list[int] = []
+        with trio.CancelScope() as scope:
+            _batching_driver()
+            coro = ouring.read(fd, bytearray(64), 0)
+
+            async def cancel_soon() -> None:
+                scope.cancel()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(cancel_soon)
+                _, n = await coro
+                got.append(n)
+            await trio.lowlevel.checkpoint()
+            got.append(-1)  # not reached
+        assert got == [64]
+    finally:
+        os.close(fd)

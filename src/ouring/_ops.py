@@ -98,6 +98,9 @@ class Operation(Generic[T]):
         "waiter",
     )
     opcode: ClassVar[int]
+    # Usually completes inside the io_uring_enter that submits it (no wait
+    # for a device or a peer): executors may look for the CQE before parking.
+    completes_inline: ClassVar[bool] = False
 
     def __init__(self, fd: int, addr: int, length: int, offset: int, op_flags: int) -> None:
         # The SQE image (see ouring_prep in native/shim.h for each opcode's use);
@@ -216,6 +219,7 @@ class Read(_BufferOperation[B]):
     __slots__ = ()
     opcode = lib.IORING_OP_READ
     writes_buffer = True
+    completes_inline = True
 
     def __init__(self, fd: Any, buf: B, offset: int = -1) -> None:
         if type(offset) is not int or not 0 <= offset <= _OFFSET_MAX:
@@ -229,6 +233,7 @@ class Write(_BufferOperation[B]):
     __slots__ = ()
     opcode = lib.IORING_OP_WRITE
     writes_buffer = False
+    completes_inline = True
 
     def __init__(self, fd: Any, buf: B, offset: int = -1) -> None:
         if type(offset) is not int or not 0 <= offset <= _OFFSET_MAX:
@@ -291,6 +296,7 @@ class Send(_BufferOperation[B]):
     __slots__ = ()
     opcode = lib.IORING_OP_SEND
     writes_buffer = False
+    completes_inline = True
 
     def __init__(self, sock: Any, buf: B, flags: int = 0) -> None:
         if type(flags) is not int or not 0 <= flags <= _U32:
@@ -346,12 +352,14 @@ class ReadV(_VectorOperation[S]):
     __slots__ = ()
     opcode = lib.IORING_OP_READV
     writes_buffer = True
+    completes_inline = True
 
 
 class WriteV(_VectorOperation[S]):
     __slots__ = ()
     opcode = lib.IORING_OP_WRITEV
     writes_buffer = False
+    completes_inline = True
 
 
 class Accept(Operation[tuple[socket.socket, Any]]):

@@ -111,6 +111,33 @@ class _Driver(trio.abc.Instrument):
                         raise
                     return _outcome(op)
             task = op.waiter = _current_task()
+        elif op.completes_inline:
+            # Usually complete inside the io_uring_enter of before_io_wait
+            # (page-cache reads and writes, sends with socket buffer room),
+            # and after_io_wait reaps them before this task runs again. So
+            # yield once, as trio's own socket calls do after a successful
+            # syscall (checkpoint_if_cancelled + cancel_shielded_checkpoint),
+            # and find the operation DONE: no park, no reschedule, about 8k
+            # instructions less than the path below. If it is not done, park
+            # as below.
+            try:
+                await _checkpoint_if_cancelled()
+            except BaseException:
+                op.release()  # never submitted: the caller keeps everything
+                raise
+            ring.submit(op)
+            try:
+                await _cancel_shielded_checkpoint()
+            except BaseException:
+                # Closed or thrown into during the yield: nobody receives it.
+                if op.state == DONE:
+                    op.discard()
+                else:
+                    ring.abandon(op)
+                raise
+            if op.state == DONE:
+                return op.result() if not op.cancel_by else _outcome(op)
+            task = op.waiter = _current_task()
         else:
             # No checkpoint_if_cancelled here: parking is the cancel point. A
             # scope cancelled already calls abort() as soon as the task parks,
