@@ -84,59 +84,46 @@ class _Driver(trio.abc.Instrument):
 
     async def perform(self, ring: Ring, op: Operation[T]) -> T:
         self._submitted_this_pass += 1
-        if self._alone:
-            # The last pass submitted at most one operation and this is the
-            # first of this pass: a lone task, nobody to batch with. Submit
-            # now; if the CQE is already there (page-cache reads), return
-            # without parking, after the schedule point that trio's
-            # checkpoint rules require (checkpoint_if_cancelled +
-            # cancel_shielded_checkpoint = a full checkpoint).
-            self._alone = False
+        lone = self._alone
+        if lone or op.completes_inline:
+            # Two ways to finish without parking, both a full checkpoint
+            # (checkpoint_if_cancelled + cancel_shielded_checkpoint, what trio's
+            # socket calls do around a successful syscall):
+            # - lone: the last pass submitted at most one operation and this is
+            #   the first of this pass, so there is nobody to batch with. It is
+            #   submitted and reaped at once; if its CQE is there (page-cache
+            #   reads), it yields and returns.
+            # - completes_inline: it usually completes inside the io_uring_enter
+            #   of before_io_wait (page-cache reads and writes, sends with socket
+            #   buffer room), and after_io_wait settles it before this task runs
+            #   again. So it yields once and finds it DONE: no park and no
+            #   reschedule, about 6k instructions less than parking.
+            # Anything not DONE parks as below.
+            if lone:
+                self._alone = False
             try:
                 await _checkpoint_if_cancelled()
             except BaseException:
                 op.release()  # never submitted: the caller keeps everything
                 raise
             ring.submit(op)
-            try:
-                ring.flush(reap=True)
-            except BaseException:  # noqa: BLE001 - the op waits for the ring's close
-                self._token.run_sync_soon(self.close)
-            else:
+            if lone:
+                try:
+                    ring.flush(reap=True)
+                except BaseException:  # noqa: BLE001 - the op waits for the ring's close
+                    self._token.run_sync_soon(self.close)
+            if not lone or op.state == DONE:
+                try:
+                    await _cancel_shielded_checkpoint()
+                except BaseException:
+                    # Closed or thrown into during the yield: nobody receives it.
+                    if op.state == DONE:
+                        op.discard()
+                    else:
+                        ring.abandon(op)
+                    raise
                 if op.state == DONE:
-                    try:
-                        await _cancel_shielded_checkpoint()
-                    except BaseException:
-                        op.discard()  # closed or thrown into: nobody receives it
-                        raise
-                    return _outcome(op)
-            task = op.waiter = _current_task()
-        elif op.completes_inline:
-            # Usually complete inside the io_uring_enter of before_io_wait
-            # (page-cache reads and writes, sends with socket buffer room),
-            # and after_io_wait reaps them before this task runs again. So
-            # yield once, as trio's own socket calls do after a successful
-            # syscall (checkpoint_if_cancelled + cancel_shielded_checkpoint),
-            # and find the operation DONE: no park, no reschedule, about 8k
-            # instructions less than the path below. If it is not done, park
-            # as below.
-            try:
-                await _checkpoint_if_cancelled()
-            except BaseException:
-                op.release()  # never submitted: the caller keeps everything
-                raise
-            ring.submit(op)
-            try:
-                await _cancel_shielded_checkpoint()
-            except BaseException:
-                # Closed or thrown into during the yield: nobody receives it.
-                if op.state == DONE:
-                    op.discard()
-                else:
-                    ring.abandon(op)
-                raise
-            if op.state == DONE:
-                return op.result() if not op.cancel_by else _outcome(op)
+                    return op.result() if not op.cancel_by else _outcome(op)
             task = op.waiter = _current_task()
         else:
             # No checkpoint_if_cancelled here: parking is the cancel point. A
