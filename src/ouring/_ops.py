@@ -213,45 +213,51 @@ class _BufferOperation(Operation[tuple[B, int]]):
         return buf, self.res
 
 
-class Read(_BufferOperation[B]):
+class _FileOperation(_BufferOperation[B]):
+    """read/write: an fd, one buffer and an offset (-1: the file position)."""
+
+    __slots__ = ()
+    completes_inline = True  # from and into the page cache
+
+    def __init__(self, fd: Any, buf: B, offset: int = -1) -> None:
+        if type(offset) is not int or not 0 <= offset <= _OFFSET_MAX:
+            offset = file_offset(offset)
+        _BufferOperation.__init__(self, fd, buf, offset, 0)
+
+
+class Read(_FileOperation[B]):
     """IORING_OP_READ into ``buf`` at ``offset`` (-1: the file position)."""
 
     __slots__ = ()
     opcode = lib.IORING_OP_READ
     writes_buffer = True
-    completes_inline = True
-
-    def __init__(self, fd: Any, buf: B, offset: int = -1) -> None:
-        if type(offset) is not int or not 0 <= offset <= _OFFSET_MAX:
-            offset = file_offset(offset)
-        _BufferOperation.__init__(self, fd, buf, offset, 0)
 
 
-class Write(_BufferOperation[B]):
+class Write(_FileOperation[B]):
     """IORING_OP_WRITE from ``buf`` at ``offset`` (-1: the file position)."""
 
     __slots__ = ()
     opcode = lib.IORING_OP_WRITE
     writes_buffer = False
-    completes_inline = True
-
-    def __init__(self, fd: Any, buf: B, offset: int = -1) -> None:
-        if type(offset) is not int or not 0 <= offset <= _OFFSET_MAX:
-            offset = file_offset(offset)
-        _BufferOperation.__init__(self, fd, buf, offset, 0)
 
 
-class Recv(_BufferOperation[B]):
-    """IORING_OP_RECV into ``buf`` with ``MSG_*`` flags."""
+class _MessageOperation(_BufferOperation[B]):
+    """recv/send: a socket, one buffer and ``MSG_*`` flags."""
 
     __slots__ = ()
-    opcode = lib.IORING_OP_RECV
-    writes_buffer = True
 
     def __init__(self, sock: Any, buf: B, flags: int = 0) -> None:
         if type(flags) is not int or not 0 <= flags <= _U32:
             flags = u32(flags, "flags")
         _BufferOperation.__init__(self, sock, buf, 0, flags)
+
+
+class Recv(_MessageOperation[B]):
+    """IORING_OP_RECV into ``buf`` with ``MSG_*`` flags."""
+
+    __slots__ = ()
+    opcode = lib.IORING_OP_RECV
+    writes_buffer = True
 
 
 class RecvBytes(Operation[bytes]):
@@ -267,19 +273,7 @@ class RecvBytes(Operation[bytes]):
         if type(flags) is not int or not 0 <= flags <= _U32:
             flags = u32(flags, "flags")
         self.lease = lease = Lease.fresh(size)
-        # Operation.__init__, inlined: once per receive_some.
-        self.fd = fd
-        self.addr = lease.ptr
-        self.length = lease.length
-        self.offset = 0
-        self.op_flags = flags
-        self.sqe_flags = 0
-        self.user_data = 0
-        self.state = CREATED
-        self.res = 0
-        self.cancel_by = 0
-        self.waiter = None
-        self.abandoned = False
+        super().__init__(fd, lease.ptr, lease.length, 0, flags)
 
     def release(self) -> None:
         self.lease.release()
@@ -290,18 +284,13 @@ class RecvBytes(Operation[bytes]):
         return self.lease.take(self.res)
 
 
-class Send(_BufferOperation[B]):
+class Send(_MessageOperation[B]):
     """IORING_OP_SEND from ``buf`` with ``MSG_*`` flags."""
 
     __slots__ = ()
     opcode = lib.IORING_OP_SEND
     writes_buffer = False
     completes_inline = True
-
-    def __init__(self, sock: Any, buf: B, flags: int = 0) -> None:
-        if type(flags) is not int or not 0 <= flags <= _U32:
-            flags = u32(flags, "flags")
-        _BufferOperation.__init__(self, sock, buf, 0, flags)
 
 
 class _VectorOperation(Operation[tuple[S, int]]):
