@@ -476,8 +476,7 @@ class Ring:
                 # Finish the teardown first (never free what the kernel owns),
                 # then re-raise.
                 interrupted = interrupted or exc
-        stranded = list(self._inflight.values())
-        self._leak_inflight()
+        stranded = self._leak_inflight()
         # No CQE will ever wake these waiters: wake them now (outcome() raises
         # RingClosedError). The memory stays with the ring regardless.
         for op in stranded:
@@ -515,16 +514,17 @@ class Ring:
         )
         lib.ouring_exit(self._ptr)
 
-    def _leak_inflight(self) -> int:
+    def _leak_inflight(self) -> list[Operation[Any]]:
         """SUBMITTED/CANCELLING -> LEAKED: the kernel may still write into these
-        operations' memory, so it is referenced forever and never freed."""
+        operations' memory, so it is referenced forever and never freed.
+        Returns them."""
         stranded = list(self._inflight.values())
         for op in stranded:
             op.state = LEAKED
         _leaked_forever.extend(stranded)
         self._inflight.clear()
         self._leaked += len(stranded)
-        return len(stranded)
+        return stranded
 
     @property
     def closed(self) -> bool:
