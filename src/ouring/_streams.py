@@ -331,7 +331,7 @@ class SocketStream(trio.abc.HalfCloseableStream):
         # (as socket.recv does): no copy out of a reused buffer, and no
         # buffer shared with a receive whose coroutine was closed mid-flight.
         # Unlike socket.recv, the bytes exist while the receive waits, so
-        # their size adapts to what arrives (_adapt): 50 idle connections
+        # their size adapts to what arrives (below): 50 idle connections
         # asking for 64 KiB each would churn the heap (page faults measured
         # at 3x trio's in the 16 KiB echo benchmark).
         size = self._recv_size
@@ -346,21 +346,15 @@ class SocketStream(trio.abc.HalfCloseableStream):
         finally:
             self._recv_op = None
             self._receiving = False
+        # A receive that filled its buffer doubles the next one (up to what
+        # the caller allows); one that used under a quarter halves it, down to
+        # MIN_RECEIVE_SIZE. Receiving less than max_bytes is always allowed.
         n = len(data)
-        if n >= size or n < size >> 2:
-            self._adapt(n, limit)
-        return data
-
-    def _adapt(self, n: int, limit: int) -> None:
-        """A receive that filled its buffer doubles the next one (up to what
-        the caller allows); one that used less than a quarter halves it, down
-        to MIN_RECEIVE_SIZE. Receiving less than ``max_bytes`` is always
-        allowed; the rest comes with the next receive."""
-        size = self._recv_size
         if n >= size:
             self._recv_size = min(size * 2, max(limit, MIN_RECEIVE_SIZE))
-        elif size > MIN_RECEIVE_SIZE:
-            self._recv_size = size // 2
+        elif n < size >> 2 and size > MIN_RECEIVE_SIZE:
+            self._recv_size = size >> 1
+        return data
 
     async def receive_into(self, buf: B) -> tuple[B, int]:
         """Receive into ``buf`` (a writable buffer): ``(buf, n)``, the same
