@@ -20,6 +20,11 @@ Facts about trio this module relies on:
   runs in the same pass as its CQE. An instrument that raises is removed
   silently (every operation would then hang), so neither hook raises;
   failures go through ``run_sync_soon``.
+- ``cancel_shielded_checkpoint`` puts the task back in the run queue at
+  once: it runs in the next batch, after that pass's ``before_io_wait``
+  (submit) and ``after_io_wait`` (reap). An operation that completes inside
+  the submitting ``io_uring_enter`` is therefore DONE when the task resumes,
+  with no park and no ``reschedule``.
 - ``wait_readable`` on the ring fd sees completions with setup flags 0 or
   COOP_TASKRUN. With DEFER_TASKRUN it misses them; ``Ring.wait_fd`` is then an
   eventfd registered with the ring.
