@@ -299,7 +299,7 @@ static PyObject *lease_take(Lease *self, PyObject *arg)
 
     if (n == -1 && PyErr_Occurred())
         return NULL;
-    if (!self->fresh || self->held || !PyBytes_CheckExact(self->obj)) {
+    if (!self->fresh || self->held || !self->obj || !PyBytes_CheckExact(self->obj)) {
         PyErr_SetString(PyExc_RuntimeError,
                         "take() needs a released Lease.fresh() that was not taken yet");
         return NULL;
@@ -330,12 +330,31 @@ static PyObject *lease_get_ptr(Lease *self, void *Py_UNUSED(closure))
     return PyLong_FromVoidPtr(self->held ? self->view.buf : NULL);
 }
 
+/* The garbage collector must see through a lease: a caller's object may
+ * refer back to the operation that holds it (buf -> op -> lease -> buf). */
+static int lease_traverse(Lease *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->obj);
+    if (self->held)
+        Py_VISIT(self->view.obj);
+    return 0;
+}
+
+/* Only an unreachable lease gets here or to dealloc unreleased. The ring
+ * keeps every operation the kernel may touch reachable (in flight, or leaked
+ * forever), so an unreachable lease was never seen by the kernel, or its
+ * operation is over: giving the memory back is safe. */
+static int lease_clear(Lease *self)
+{
+    lease_give_back(self);
+    Py_CLEAR(self->obj);
+    return 0;
+}
+
 static void lease_dealloc(Lease *self)
 {
-    /* Only a lease whose operation never reached a ring gets here unreleased:
-     * the kernel never saw it, so giving the memory back is safe. */
-    lease_give_back(self);
-    Py_XDECREF(self->obj);
+    PyObject_GC_UnTrack(self);
+    lease_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -368,7 +387,9 @@ static PyTypeObject LeaseType = {
     .tp_name = "ouring._hot.Lease",
     .tp_doc = "Lease(obj, writable): one buffer lent to the kernel.",
     .tp_basicsize = sizeof(Lease),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)lease_traverse,
+    .tp_clear = (inquiry)lease_clear,
     .tp_new = lease_new,
     .tp_dealloc = (destructor)lease_dealloc,
     .tp_methods = lease_methods,

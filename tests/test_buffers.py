@@ -6,10 +6,12 @@ First through the API against the real kernel, then ``Lease`` directly."""
 from __future__ import annotations
 
 import array
+import gc
 import mmap
 import os
 import socket
 import struct
+import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from ouring._native import ffi
 
 import ouring
 from ouring._buffers import Lease
+from ouring._ops import Read
 
 
 def inflight() -> int:
@@ -628,3 +631,24 @@ def test_only_fresh_leases_can_be_taken() -> None:
         pass
     with pytest.raises(RuntimeError):
         lease.take(1)
+
+
+class Weakrefable(bytearray):
+    op: Any
+
+
+def test_a_cycle_through_a_lease_is_collected() -> None:
+    """A caller's object may refer back to the operation that holds it; the
+    garbage collector must see through the lease (a C type) to free both."""
+    r, w = os.pipe()
+    try:
+        buf = Weakrefable(8)
+        op = Read(r, buf)
+        buf.op = op  # buf -> op -> lease -> buf; never submitted
+        ref = weakref.ref(buf)
+        del buf, op
+        gc.collect()
+        assert ref() is None, "the cycle through the lease was never freed"
+    finally:
+        os.close(r)
+        os.close(w)
