@@ -415,7 +415,19 @@ def _batching_driver() -> Any:
     return driver
 
 
-async def test_a_batched_page_cache_read_completes_without_parking(tmp_path: Path) -> None:
+async def test_a_batched_page_cache_read_completes_without_parking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ouring import _trio
+
+    parks: list[object] = []
+    park = _trio._wait_task_rescheduled
+
+    async def counted_park(abort: Any) -> Any:
+        parks.append(abort)
+        return await park(abort)
+
+    monkeypatch.setattr(_trio, "_wait_task_rescheduled", counted_park)
     path = tmp_path / "data"
     path.write_bytes(bytes(range(256)) * 16)
     fd = os.open(path, os.O_RDONLY)
@@ -423,6 +435,7 @@ async def test_a_batched_page_cache_read_completes_without_parking(tmp_path: Pat
         _batching_driver()
         buf, n = await ouring.read(fd, bytearray(16), 32)
         assert (bytes(buf), n) == (bytes(range(32, 48)), 16)
+        assert parks == []  # done when the task resumed from its one yield
         # A pipe with no data: the yield finds it not done, so it parks.
         r, w = os.pipe()
         try:
@@ -436,6 +449,7 @@ async def test_a_batched_page_cache_read_completes_without_parking(tmp_path: Pat
                 nursery.start_soon(reader)
                 await trio.testing.wait_all_tasks_blocked()
                 os.write(w, b"late")
+            assert len(parks) == 1
         finally:
             os.close(r)
             os.close(w)
