@@ -1,10 +1,10 @@
 """cffi build script: compiles ``ouring._native`` against liburing (API mode).
 
 The declarations Python sees live in ``ouring_cdef.h``; the C that implements
-them in ``shim.h`` and ``shim.c``. The per-operation hot path (buffer leases,
-SQE preparation) is a separate CPython extension, ``ouring._hot``
-(``hot.c``, built by setup.py), because every cffi call releases and re-takes
-the GIL. liburing comes from Debian's ``liburing-dev``.
+them in ``shim.h`` and ``shim.c``. The per-operation path (operations, buffer
+leases, the operation table with submit and reap) is a separate CPython
+extension, ``ouring._hot`` (``hot.c``, built by setup.py), because every cffi
+call releases and re-takes the GIL. liburing comes from Debian's ``liburing-dev``.
 """
 
 from pathlib import Path

@@ -92,6 +92,3 @@ unsigned ouring_cq_entries(struct ouring *o);
 unsigned ouring_setup_flags(struct ouring *o);
 unsigned ouring_features(struct ouring *o);
 int ouring_probe(struct ouring *o, unsigned char *supported, unsigned n);
-int ouring_submit_and_reap(struct ouring *o, unsigned wait_nr, long long timeout_ns,
-                           uint64_t *user_data, int32_t *res, uint32_t *flags,
-                           unsigned max, int *submit_result);

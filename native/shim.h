@@ -53,3 +53,69 @@ static inline int ouring_prep(struct ouring *o, int opcode, int fd, const void *
     sqe->user_data = user_data;
     return 0;
 }
+
+static inline void ouring_drain_eventfd(struct ouring *o)
+{
+    uint64_t value;
+
+    if (o->event_fd >= 0)
+        while (read(o->event_fd, &value, sizeof(value)) == sizeof(value))
+            ;
+}
+
+/* Submit what is in the SQ, optionally wait for `wait_nr` completions (bounded
+ * by timeout_ns when it is >= 0), then copy up to `max` ready CQEs into the
+ * caller's arrays and advance the CQ head past them.
+ *
+ * *submit_result receives io_uring_submit's result: the number submitted, or a
+ * negative errno. -EBUSY/-EAGAIN mean the kernel wants CQEs reaped first (the
+ * SQEs stay in the SQ and go with the next call); -EINTR is retried here.
+ *
+ * io_uring_for_each_cqe never flushes a CQ overflow list, and with
+ * COOP/DEFER_TASKRUN completions may wait as task work: IORING_SQ_CQ_OVERFLOW
+ * or IORING_SQ_TASKRUN in the SQ flags (or DEFER_TASKRUN itself) means an
+ * io_uring_get_events() is needed before the CQ shows everything. */
+static inline int ouring_submit_and_reap(struct ouring *o, unsigned wait_nr, long long timeout_ns,
+                                  uint64_t *user_data, int32_t *res, uint32_t *flags,
+                                  unsigned max, int *submit_result)
+{
+    struct io_uring *ring = &o->ring;
+    struct io_uring_cqe *cqe;
+    unsigned head, n = 0;
+    int ret;
+
+    if (wait_nr && timeout_ns >= 0) {
+        struct __kernel_timespec ts;
+        ts.tv_sec = timeout_ns / 1000000000LL;
+        ts.tv_nsec = timeout_ns % 1000000000LL;
+        /* -EINTR is returned, not retried: the caller runs the Python signal
+         * handlers (Ctrl-C) and retries with what is left of its timeout. */
+        ret = io_uring_submit_and_wait_timeout(ring, &cqe, wait_nr, &ts, NULL);
+        if (ret == -ETIME)
+            ret = 0;
+    } else if (wait_nr) {
+        ret = io_uring_submit_and_wait(ring, wait_nr);
+    } else {
+        do {
+            ret = io_uring_submit(ring);
+        } while (ret == -EINTR);
+    }
+    *submit_result = ret;
+    if (max == 0)
+        return 0;
+
+    ouring_drain_eventfd(o);
+    if ((o->setup_flags & IORING_SETUP_DEFER_TASKRUN) ||
+        (IO_URING_READ_ONCE(*ring->sq.kflags) & (IORING_SQ_CQ_OVERFLOW | IORING_SQ_TASKRUN)))
+        io_uring_get_events(ring);
+    io_uring_for_each_cqe(ring, head, cqe) {
+        if (n == max)
+            break;
+        user_data[n] = cqe->user_data;
+        res[n] = cqe->res;
+        flags[n] = cqe->flags;
+        n++;
+    }
+    io_uring_cq_advance(ring, n);
+    return (int)n;
+}

@@ -349,3 +349,60 @@ def test_a_cancelled_recv_bytes_took_nothing(
         assert op.cancelled()
         b.send(b"kept")
         assert a.recv(10) == b"kept"
+
+
+class _Waker:
+    """An executor whose wake raises for one waiter: a bug in an adapter."""
+
+    def __init__(self, bad: object) -> None:
+        self.bad = bad
+        self.woken: list[object] = []
+
+    def wake(self, waiter: object) -> None:
+        if waiter == self.bad:
+            raise RuntimeError("wake failed")
+        self.woken.append(waiter)
+
+
+def test_a_raising_wake_does_not_drop_the_rest_of_the_batch(tmp_path: Path) -> None:
+    """The CQEs of a batch are consumed from the CQ before they are settled:
+    if waking one waiter raises, every other operation of the batch is still
+    settled (released, woken) and the first exception comes out after."""
+    path = tmp_path / "data"
+    path.write_bytes(b"x" * 4096)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with ouring.Ring(16) as ring:
+            waker = _Waker(bad="w3")
+            ring.executor = waker  # type: ignore[assignment]  # wake() only
+            bufs = [bytearray(16) for _ in range(8)]
+            ops = [Read(fd, buf, 0) for buf in bufs]
+            for i, op in enumerate(ops):
+                ring.submit(op, f"w{i}")
+            ring.flush()  # page-cache reads: all 8 complete inside this submit
+            with pytest.raises(RuntimeError, match="wake failed"):
+                ring.reap()  # one batch of 8 CQEs
+            assert [op.state for op in ops] == [DONE] * 8
+            assert sorted(map(str, waker.woken)) == [f"w{i}" for i in range(8) if i != 3]
+            for buf in bufs:
+                buf.append(0)  # released: resizable again
+            ring.executor = None
+    finally:
+        os.close(fd)
+
+
+def test_an_operation_is_submitted_once() -> None:
+    with ouring.Ring(4) as ring:
+        op = Nop()
+        ring.submit(op)
+        with pytest.raises(RuntimeError, match="submitted already"):
+            ring.submit(op)
+        drain(ring)
+        with pytest.raises(RuntimeError, match="submitted already"):
+            ring.submit(op)
+        assert ring.statistics().completed == 1
+
+
+def test_submit_takes_operations_only() -> None:
+    with ouring.Ring(4) as ring, pytest.raises(TypeError, match="ouring operation is required"):
+        ring.submit("not an op")

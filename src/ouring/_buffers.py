@@ -9,12 +9,13 @@ exactly once, by the operation that owns it, after the operation's final CQE
 Memory the kernel writes into (read, recv, readv) is lent exclusively: no
 other in-flight operation may hold any byte of it. Memory the kernel only
 reads (write, send) may be shared by any number of in-flight readers, but not
-with a writer. The table of lent ranges lives in C
-(``native/hot.c``, the ``Lease`` type itself): it is per process because
-memory is (two rings must not write into one buffer either), and a sorted
-array answers "is any byte of this already lent?" in O(log n). ``Lease`` is
-built once per operation, so it is written in the CPython C API: through cffi
-its three foreign calls cost more than the rest of an operation's bookkeeping.
+with a writer. The table of lent ranges lives in C (``native/hot.c``): it is
+per process because memory is (two rings must not write into one buffer
+either), and a sorted array answers "is any byte of this already lent?" in
+O(log n). Read, write, recv and send embed their lend in the operation
+(``_hot.BufferOperation``); ``Lease`` is the same lend as an object of its own,
+for operations that carry several buffers or a fresh one. The functions here
+build the exceptions of a refused lend.
 """
 
 from __future__ import annotations
@@ -22,19 +23,19 @@ from __future__ import annotations
 from typing import Any
 
 from ._errors import BufferInUseError
-from ._hot import MAX_RW, Lease, set_error_factories
+from ._hot import MAX_RW, Lease
 
-__all__ = ["MAX_RW", "Lease"]
+__all__ = ["MAX_RW", "Lease", "in_use", "unlendable"]
 
 
-def _in_use(obj: Any) -> Exception:
+def in_use(obj: Any) -> Exception:
     return BufferInUseError(
         f"this {type(obj).__name__} (or memory overlapping it) is lent to an "
         "in-flight operation; it comes back when that operation completes"
     )
 
 
-def _unlendable(obj: Any, writable: bool) -> Exception:
+def unlendable(obj: Any, writable: bool) -> Exception:
     kind = type(obj).__name__
     try:
         view = memoryview(obj)
@@ -49,6 +50,3 @@ def _unlendable(obj: Any, writable: bool) -> Exception:
         if not view.c_contiguous:
             return BufferError(f"the buffer must be C-contiguous ({kind} is not)")
     return TypeError(f"cannot lend {kind} to the kernel")
-
-
-set_error_factories(_unlendable, _in_use)

@@ -20,10 +20,10 @@ import errno
 import operator
 import os
 import socket
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from . import _sockaddr
-from ._buffers import Lease
+from . import _hot, _sockaddr
+from ._buffers import Lease, in_use, unlendable
 from ._errors import FdClosedError, RingClosedError, os_error
 from ._native import ffi, lib
 
@@ -80,45 +80,23 @@ _IOV_MAX = 1024
 _NULL = ffi.NULL
 
 
-class Operation(Generic[T]):
-    """Base of every operation. ``T`` is what awaiting it returns."""
+class Operation(_hot.Operation, Generic[T]):
+    """Base of every operation. ``T`` is what awaiting it returns.
 
-    __slots__ = (
-        "abandoned",
-        "addr",
-        "cancel_by",
-        "fd",
-        "length",
-        "offset",
-        "op_flags",
-        "res",
-        "sqe_flags",
-        "state",
-        "user_data",
-        "waiter",
-    )
+    The SQE image and the lifecycle are C fields of ``_hot.Operation``:
+    ``Operation(fd, addr, length, offset, op_flags)`` fills the SQE image (see
+    ouring_prep in native/shim.h for each opcode's use); ``addr`` is an address
+    as an int, and the memory it points at is held by the operation's own
+    fields (buffer, path, sockaddr, iovecs, statx). ``sqe_flags`` starts at 0;
+    the lifecycle (``user_data``, ``state``, ``res``, ``cancel_by``,
+    ``waiter``, ``abandoned``) starts CREATED and is written by the ring only.
+    """
+
+    __slots__ = ()
     opcode: ClassVar[int]
     # Usually completes inside the io_uring_enter that submits it (no wait
     # for a device or a peer): executors may look for the CQE before parking.
     completes_inline: ClassVar[bool] = False
-
-    def __init__(self, fd: int, addr: int, length: int, offset: int, op_flags: int) -> None:
-        # The SQE image (see ouring_prep in native/shim.h for each opcode's use);
-        # addr is an address as an int: the memory it points at is held by the
-        # operation's own fields (lease, path, sockaddr, iovecs, statx).
-        self.fd = fd
-        self.addr = addr
-        self.length = length
-        self.offset = offset
-        self.op_flags = op_flags
-        self.sqe_flags = 0
-        # Lifecycle, written by the ring only.
-        self.user_data = 0
-        self.state = CREATED
-        self.res = 0
-        self.cancel_by = 0
-        self.waiter: object = None
-        self.abandoned = False
 
     def release(self) -> None:
         """Give back what the kernel could touch. Called exactly once."""
@@ -178,51 +156,19 @@ class Nop(_Status):
         super().__init__(-1, 0, 0, 0, 0)
 
 
-class _BufferOperation(Operation[tuple[B, int]]):
-    """An operation on one caller buffer, which comes back with the count."""
-
-    __slots__ = ("lease",)
-    writes_buffer: ClassVar[bool]
-
-    def __init__(self, fd: Any, buf: B, offset: int, op_flags: int) -> None:
-        if type(fd) is not int or not 0 <= fd <= _FD_MAX:
-            fd = fileno_for(fd, buf)
-        self.lease = lease = Lease(buf, self.writes_buffer)
-        # Operation.__init__, inlined: this runs once per read, write, recv
-        # and send, the library's hottest path.
-        self.fd = fd
-        self.addr = lease.ptr
-        self.length = lease.length
-        self.offset = offset
-        self.op_flags = op_flags
-        self.sqe_flags = 0
-        self.user_data = 0
-        self.state = CREATED
-        self.res = 0
-        self.cancel_by = 0
-        self.waiter = None
-        self.abandoned = False
-
-    def release(self) -> None:
-        self.lease.release()
-
-    def result(self) -> tuple[B, int]:
-        if self.res < 0:
-            raise os_error(self.res, buffer=self.lease.obj)
-        buf: B = self.lease.obj
-        return buf, self.res
-
-
-class _FileOperation(_BufferOperation[B]):
-    """read/write: an fd, one buffer and an offset (-1: the file position)."""
+class _FileOperation(_hot.FileOperation, Operation[tuple[B, int]]):
+    """read/write: ``(fd, buf, offset=-1)``, -1 meaning the file position.
+    Built in one C call (this is the hottest constructor): it checks the
+    arguments, lends ``buf`` (``writes_buffer`` says how) and fills the SQE
+    image. ``release`` gives the buffer back; ``result`` is ``(buf, count)``."""
 
     __slots__ = ()
+    writes_buffer: ClassVar[bool]
     completes_inline = True  # from and into the page cache
 
-    def __init__(self, fd: Any, buf: B, offset: int = -1) -> None:
-        if type(offset) is not int or not 0 <= offset <= _OFFSET_MAX:
-            offset = file_offset(offset)
-        _BufferOperation.__init__(self, fd, buf, offset, 0)
+    if TYPE_CHECKING:  # built by _hot.FileOperation's __new__; typed here for B
+
+        def __init__(self, fd: Any, buf: B, offset: int = -1) -> None: ...
 
 
 class Read(_FileOperation[B]):
@@ -241,15 +187,16 @@ class Write(_FileOperation[B]):
     writes_buffer = False
 
 
-class _MessageOperation(_BufferOperation[B]):
-    """recv/send: a socket, one buffer and ``MSG_*`` flags."""
+class _MessageOperation(_hot.MessageOperation, Operation[tuple[B, int]]):
+    """recv/send: ``(sock, buf, flags=0)`` with ``MSG_*`` flags; built in C
+    like ``_FileOperation``."""
 
     __slots__ = ()
+    writes_buffer: ClassVar[bool]
 
-    def __init__(self, sock: Any, buf: B, flags: int = 0) -> None:
-        if type(flags) is not int or not 0 <= flags <= _U32:
-            flags = u32(flags, "flags")
-        _BufferOperation.__init__(self, sock, buf, 0, flags)
+    if TYPE_CHECKING:  # built by _hot.MessageOperation's __new__; typed here for B
+
+        def __init__(self, sock: Any, buf: B, flags: int = 0) -> None: ...
 
 
 class Recv(_MessageOperation[B]):
@@ -731,3 +678,10 @@ def socket_family(sock: Any, fd: int) -> int:
 def address_of(cdata: Any) -> int:
     """For SQE fields that carry a pointer in a 64-bit integer (addr2/off)."""
     return int(ffi.cast("uintptr_t", cdata))
+
+
+def _buffer_error(res: int, buffer: object) -> OSError:
+    return os_error(res, buffer=buffer)
+
+
+_hot.set_helpers(unlendable, in_use, fileno_for, file_offset, u32, _buffer_error)

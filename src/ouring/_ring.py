@@ -22,7 +22,11 @@ Kernel facts this module relies on:
   that never completed.
 
 State changes of an operation (see DESIGN.md for the table) happen only in
-``submit``, ``flush``, ``cancel``, ``abandon``, ``_settle`` and ``close``.
+the C ``RingCore`` this class extends (``native/hot.c``): ``submit``,
+``_prepare``, ``cancel``, ``abandon``, the settle of each reaped CQE,
+``_withdraw_pending`` and ``_leak_inflight``. It keeps the operation table and
+runs once per operation, so it is C; the policy (setup, when to flush and
+reap, teardown) stays here.
 """
 
 from __future__ import annotations
@@ -31,25 +35,18 @@ import errno
 import os
 import time
 import warnings
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from threading import get_ident
 from typing import Any, NoReturn, Protocol, TypeVar
 
 from . import _sockaddr
-from ._errors import RingClosedError, UnsupportedError, os_error, setup_error
-from ._hot import prep as _prep
+from ._errors import RingClosedError, UnsupportedError, setup_error
+from ._hot import RingCore
 from ._native import ffi, lib
 from ._ops import (
-    CALLER,
-    CANCELLING,
     CLOSED,
-    DONE,
-    LEAKED,
-    PENDING,
     RING,
-    SUBMITTED,
     Accept,
     Close,
     Connect,
@@ -95,11 +92,6 @@ _MAX_ENTRIES = 32768  # IORING_MAX_ENTRIES
 _MAX_CQ_ENTRIES = 2 * _MAX_ENTRIES
 _DEFAULT_MIN_CQ = 4096  # 64 KiB of CQ: room for 2048 operations in the kernel at once
 _NO_WAIT = -1
-_CANCEL_OPCODE = lib.IORING_OP_ASYNC_CANCEL
-_CLOSE_OPCODE = lib.IORING_OP_CLOSE
-_CANCEL_USER_DATA = 0  # operations count from 1; CQEs of cancel requests carry 0
-_BUSY = (-errno.EBUSY, -errno.EAGAIN)
-_DID_NOT_HAPPEN = (-errno.ECANCELED, -errno.EINTR)  # results of a cancel that won
 
 # Memory of operations the kernel never completed before their ring closed. It
 # is never freed: the kernel may still write into it.
@@ -140,7 +132,7 @@ class RingStatistics:
     setup_flags: int
 
 
-class Ring:
+class Ring(RingCore):
     """One io_uring and the operations in flight on it.
 
     ``entries`` sizes the submission queue; ``cq_entries`` the completion
@@ -150,6 +142,9 @@ class Ring:
     becomes :attr:`wait_fd`. ``teardown_timeout`` bounds how long
     :meth:`close` waits for the kernel to finish cancelled operations.
     """
+
+    #: Set by the event-loop adapter that drives this ring.
+    executor: Executor | None
 
     def __init__(
         self,
@@ -183,57 +178,28 @@ class Ring:
         if res < 0:
             raise setup_error(res)
         self._ptr: Any = out[0]
-        self._addr = int(ffi.cast("uintptr_t", self._ptr))  # for _hot.prep
-        self._closed = False
         self._pid = os.getpid()
         self._thread = get_ident()
+        self.cq_entries: int = lib.ouring_cq_entries(self._ptr)
+        self._batch = self.cq_entries  # CQEs settled per pass of the native reap
+        # From here on the core owns the ring: close() and __del__ free it.
+        # At most half the CQ in the kernel: the other half is for cancel
+        # requests, at most one per operation.
+        self._open_core(
+            int(ffi.cast("uintptr_t", self._ptr)), self.cq_entries // 2, self._batch, self._thread
+        )
         self.fd: int = lib.ouring_ring_fd(self._ptr)
         #: The fd that polls readable when completions wait: the ring fd, or
         #: with DEFER_TASKRUN the registered eventfd.
         self.wait_fd: int = lib.ouring_wait_fd(self._ptr)
         self.sq_entries: int = lib.ouring_sq_entries(self._ptr)
-        self.cq_entries: int = lib.ouring_cq_entries(self._ptr)
         self.setup_flags: int = lib.ouring_setup_flags(self._ptr)
         self.teardown_timeout = teardown_timeout
-        #: Set by the event-loop adapter that drives this ring.
-        self.executor: Executor | None = None
-
         supported = ffi.new("unsigned char[]", lib.OURING_PROBE_OPS)
         lib.ouring_probe(self._ptr, supported, lib.OURING_PROBE_OPS)
         self._supported = bytes(ffi.buffer(supported))
 
-        self._next_user_data = 1  # never reused: a Python int does not wrap
-        self._pending: deque[Operation[Any]] = deque()
-        self._inflight: dict[int, Operation[Any]] = {}
-        self._cancels: deque[Operation[Any]] = deque()  # cancel requests not yet in the SQ
-        self._max_inflight = self.cq_entries // 2
-        self._batch = self.cq_entries
-        self._cqe_user_data = ffi.new("uint64_t[]", self._batch)
-        self._cqe_res = ffi.new("int32_t[]", self._batch)
-        self._cqe_flags = ffi.new("uint32_t[]", self._batch)
-        self._submit_res = ffi.new("int *")
-        self._submitted = 0
-        self._completed = 0
-        self._cancelled = 0
-        self._leaked = 0
-        self._batches = 0
-        self._idle_callbacks: list[Callable[[], object]] = []
-
     # -- the driver interface, used by executors -------------------------------------
-
-    def submit(self, op: Operation[Any], waiter: object = None) -> None:
-        """Queue ``op``; the ring now owns it and its resources. ``waiter`` is
-        the executor's token (a task) to wake when ``op`` is DONE."""
-        opcode = op.opcode
-        if self._closed or get_ident() != self._thread or not self._supported[opcode]:
-            self._refuse(op)
-        if opcode == _CLOSE_OPCODE:
-            self.cancel_fd(op.fd)
-        op.user_data = self._next_user_data
-        self._next_user_data += 1
-        op.waiter = waiter
-        op.state = PENDING
-        self._pending.append(op)
 
     def _refuse(self, op: Operation[Any]) -> NoReturn:
         """``op`` cannot be submitted: give its resources back and say why."""
@@ -282,25 +248,10 @@ class Ring:
             # -EINTR: a signal interrupted the wait; its Python handler has run
             # by now (KeyboardInterrupt propagates from here). Retry with what
             # is left of the timeout, as PEP 475 does.
-            if n or self._submit_res[0] != -errno.EINTR:
+            if n or self._last_submit != -errno.EINTR:
                 return n
             if deadline is not None and time.monotonic() >= deadline:
                 return 0
-
-    def cancel(self, op: Operation[Any], by: int = CALLER) -> bool:
-        """Ask for ``op`` to be cancelled. True when it was withdrawn before the
-        kernel saw it (it is DONE and did not happen); False when a cancel
-        request goes to the kernel and the final CQE will tell."""
-        if op.state == PENDING:
-            self._pending.remove(op)
-            op.cancel_by = by
-            self._settle(op, -errno.ECANCELED)
-            return True
-        if op.state == SUBMITTED:
-            op.cancel_by = by
-            op.state = CANCELLING
-            self._cancels.append(op)
-        return False
 
     def cancel_fd(self, fd: Any) -> int:
         """Ask for every operation on ``fd`` to be cancelled because the fd is
@@ -315,120 +266,6 @@ class Ring:
         for op in targets:
             self.cancel(op, CLOSED)
         return len(targets)
-
-    def abandon(self, op: Operation[Any]) -> None:
-        """Nobody will receive ``op``'s result (its coroutine was closed): stop
-        it if possible, and undo its effect (close an fd) if it completes."""
-        op.waiter = None
-        op.abandoned = True
-        if op.state in (PENDING, SUBMITTED):
-            self.cancel(op)
-
-    # -- state changes -----------------------------------------------------------------
-
-    def _prepare(self) -> None:
-        """PENDING -> SUBMITTED for as many operations as fit; cancels first."""
-        prep = _prep
-        ptr = self._addr
-        cancels = self._cancels
-        while cancels:
-            target = cancels[0]
-            if target.state == CANCELLING:  # its CQE may have come first
-                addr = target.user_data  # ASYNC_CANCEL matches on user_data
-                if prep(ptr, _CANCEL_OPCODE, -1, addr, 0, 0, 0, _CANCEL_USER_DATA, 0) < 0:
-                    if not self._make_room():
-                        return
-                    continue
-            cancels.popleft()
-        pending = self._pending
-        inflight = self._inflight
-        room = self._max_inflight - len(inflight)
-        while pending and room > 0:
-            op = pending[0]
-            if (
-                prep(
-                    ptr,
-                    op.opcode,
-                    op.fd,
-                    op.addr,
-                    op.length,
-                    op.offset,
-                    op.op_flags,
-                    op.user_data,
-                    op.sqe_flags,
-                )
-                < 0
-            ):
-                if not self._make_room():
-                    return
-                continue
-            pending.popleft()
-            op.state = SUBMITTED
-            inflight[op.user_data] = op
-            room -= 1
-            self._submitted += 1
-
-    def _make_room(self) -> bool:
-        """The SQ is full: hand it to the kernel. False if the kernel refused
-        (it wants CQEs reaped first); the rest waits for the next flush."""
-        self._enter(0, _NO_WAIT, 0)
-        return self._submit_res[0] not in _BUSY
-
-    def _enter(self, wait_nr: int, timeout_ns: int, max_cqes: int) -> int:
-        """Submit what the SQ holds, wait as asked, and settle up to
-        ``max_cqes`` CQEs at a time until fewer are ready. Returns how many."""
-        total = 0
-        while True:
-            n: int = lib.ouring_submit_and_reap(
-                self._ptr,
-                wait_nr,
-                timeout_ns,
-                self._cqe_user_data,
-                self._cqe_res,
-                self._cqe_flags,
-                max_cqes,
-                self._submit_res,
-            )
-            submitted = self._submit_res[0]
-            if submitted > 0:
-                self._batches += 1
-            elif submitted < 0 and submitted not in _BUSY and submitted != -errno.EINTR:
-                raise os_error(submitted)
-            if n:
-                self._dispatch(n)
-                total += n
-            if n < max_cqes or max_cqes == 0:
-                return total
-            wait_nr, timeout_ns = 0, _NO_WAIT  # a full batch: more may be ready
-
-    def _dispatch(self, n: int) -> None:
-        inflight = self._inflight
-        settle = self._settle
-        for user_data, res in zip(
-            ffi.unpack(self._cqe_user_data, n), ffi.unpack(self._cqe_res, n), strict=True
-        ):
-            # Every operation here is single-shot, so each CQE is final (no
-            # IORING_CQE_F_MORE); cancel requests own nothing and are skipped.
-            if user_data != _CANCEL_USER_DATA:
-                settle(inflight.pop(user_data), res)
-
-    def _settle(self, op: Operation[Any], res: int) -> None:
-        """The operation's final CQE arrived (or it was withdrawn): -> DONE."""
-        op.res = res
-        op.state = DONE
-        op.release()
-        self._completed += 1
-        if op.cancel_by and res in _DID_NOT_HAPPEN:  # op.cancelled(), inlined
-            self._cancelled += 1
-        if op.abandoned:
-            if res >= 0:
-                op.discard()
-        elif op.waiter is not None and self.executor is not None:
-            self.executor.wake(op.waiter)
-        if self._idle_callbacks and not (self._inflight or self._pending):
-            callbacks, self._idle_callbacks = self._idle_callbacks, []
-            for callback in callbacks:
-                callback()
 
     def call_when_idle(self, callback: Callable[[], object]) -> None:
         """Call ``callback`` once no operation is pending or in the kernel
@@ -455,10 +292,10 @@ class Ring:
         if os.getpid() != self._pid:
             # A forked child: the ring's memory was not inherited (MADV_DONTFORK)
             # and the kernel writes only into the parent's copies of buffers.
+            self._close_core()
             lib.ouring_exit(self._ptr)
             return
-        while self._pending:
-            self.cancel(self._pending[0], RING)  # withdrawn from the front: O(1) each
+        self._withdraw_pending(RING)
         for op in list(self._inflight.values()):
             self.cancel(op, RING)
         deadline = time.monotonic() + self.teardown_timeout
@@ -483,6 +320,7 @@ class Ring:
             if op.waiter is not None and self.executor is not None:
                 waiter, op.waiter = op.waiter, None
                 self.executor.wake(waiter)
+        self._close_core()
         lib.ouring_exit(self._ptr)
         if stranded:
             warnings.warn(
@@ -512,18 +350,15 @@ class Ring:
             stacklevel=1,
             source=self,
         )
+        self._close_core()
         lib.ouring_exit(self._ptr)
 
     def _leak_inflight(self) -> list[Operation[Any]]:
         """SUBMITTED/CANCELLING -> LEAKED: the kernel may still write into these
         operations' memory, so it is referenced forever and never freed.
         Returns them."""
-        stranded = list(self._inflight.values())
-        for op in stranded:
-            op.state = LEAKED
+        stranded: list[Operation[Any]] = super()._leak_inflight()
         _leaked_forever.extend(stranded)
-        self._inflight.clear()
-        self._leaked += len(stranded)
         return stranded
 
     @property
