@@ -67,7 +67,7 @@ import stat as stat_module
 import threading
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import Any, Final, NoReturn, TypeVar
 
@@ -448,7 +448,7 @@ class ThreadRing(Ring):
 
     # -- the executor ---------------------------------------------------------------
 
-    def _perform(self, op: Operation[T]) -> Awaitable[T]:
+    def _perform(self, op: Operation[T]) -> Coroutine[Any, Any, T]:
         return self._run(op)
 
     async def _run(self, op: Operation[T]) -> T:

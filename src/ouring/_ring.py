@@ -35,7 +35,7 @@ import errno
 import os
 import time
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from threading import get_ident
 from typing import Any, NoReturn, Protocol, TypeVar
@@ -101,7 +101,7 @@ _leaked_forever: list[Operation[Any]] = []
 class Executor(Protocol):
     """What an event-loop adapter provides to drive a ring."""
 
-    def perform(self, ring: Ring, op: Operation[T]) -> Awaitable[T]:
+    def perform(self, ring: Ring, op: Operation[T]) -> Coroutine[Any, Any, T]:
         """Submit ``op`` on ``ring``, park the current task until it is DONE,
         and return ``op.outcome()`` (applying the loop's cancellation rules)."""
         ...
@@ -412,7 +412,7 @@ class Ring(RingCore):
 
     # -- operations ------------------------------------------------------------------------
 
-    def _perform(self, op: Operation[T]) -> Awaitable[T]:
+    def _perform(self, op: Operation[T]) -> Coroutine[Any, Any, T]:
         if self.executor is None:
             op.release()
             raise RuntimeError(

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager, suppress
 from contextvars import ContextVar
 from threading import get_ident
@@ -234,18 +234,23 @@ def _outcome(op: Operation[T]) -> T:
 def current_ring() -> Ring:
     """The ring that module-level operations use: the innermost
     ``open_ring()`` of this task's context, else the run's own ring."""
+    # Every operation asks, so the answer is cached in the task's context:
+    # one ContextVar lookup (a C call). open_ring() sets the cache for its
+    # block; otherwise the first operation of a task caches the run's ring. A
+    # context copied into a worker thread, and from there into another
+    # trio.run, carries the cache along: the thread check catches that; a ring
+    # closed (at the end of its run, or after a kernel failure) fails the
+    # closed check.
+    cached = _task_ring.get()
+    if cached is not None and cached[1] == get_ident() and not cached[0]._closed:
+        return cached[0]
+    return _find_ring()
+
+
+def _find_ring() -> Ring:
     ring = _innermost.get()
     if ring is not None:
-        return ring
-    # Every operation asks, so the run's ring is cached in the task's context
-    # (a ContextVar lookup is one C call; the RunVar's is several Python
-    # ones). A context copied into a worker thread, and from there into
-    # another trio.run, carries the cache along: the thread check catches
-    # that; a ring closed at the end of its run or after a kernel failure
-    # fails the closed check.
-    cached = _task_ring.get()
-    if cached is not None and cached[1] == get_ident() and not cached[0].closed:
-        return cached[0]
+        return ring  # even closed: its operations raise RingClosedError
     try:
         ring = _run_driver.get().ring
     except LookupError:
@@ -304,54 +309,58 @@ async def open_ring(
     )
     ring = driver.ring
     token = _innermost.set(ring)
+    cached = _task_ring.set((ring, get_ident()))
     try:
         yield ring
     finally:
+        _task_ring.reset(cached)
         _innermost.reset(token)
         driver.close()
 
 
 # -- module-level operations on the current ring ---------------------------------------
 #
-# The hot ones build their operation and hand it to the ring's executor
-# directly: one coroutine frame fewer than going through the Ring method.
+# The hot ones are plain functions that build their operation and return the
+# executor's coroutine: arguments are checked at the call, and awaiting them
+# goes through one coroutine frame fewer than an ``async def`` wrapper would
+# (each frame costs on every suspension and resumption).
 
 
-async def read(fd: Any, buf: B, offset: int = -1) -> tuple[B, int]:
+def read(fd: Any, buf: B, offset: int = -1) -> Coroutine[Any, Any, tuple[B, int]]:
     """Read into ``buf`` (a writable buffer) at ``offset``, or at the file
     position when it is -1. Returns the same buffer and the byte count."""
     ring = current_ring()  # first: nothing is acquired outside a run
-    return await ring._perform(Read(fd, buf, offset))
+    return ring._perform(Read(fd, buf, offset))
 
 
-async def write(fd: Any, buf: B, offset: int = -1) -> tuple[B, int]:
+def write(fd: Any, buf: B, offset: int = -1) -> Coroutine[Any, Any, tuple[B, int]]:
     """Write from ``buf`` at ``offset`` (-1: the file position)."""
     ring = current_ring()
-    return await ring._perform(Write(fd, buf, offset))
+    return ring._perform(Write(fd, buf, offset))
 
 
-async def readv(fd: Any, bufs: S, offset: int = -1) -> tuple[S, int]:
+def readv(fd: Any, bufs: S, offset: int = -1) -> Coroutine[Any, Any, tuple[S, int]]:
     """Scatter-read into a sequence of writable buffers."""
     ring = current_ring()
-    return await ring._perform(ReadV(fd, bufs, offset))
+    return ring._perform(ReadV(fd, bufs, offset))
 
 
-async def writev(fd: Any, bufs: S, offset: int = -1) -> tuple[S, int]:
+def writev(fd: Any, bufs: S, offset: int = -1) -> Coroutine[Any, Any, tuple[S, int]]:
     """Gather-write from a sequence of buffers."""
     ring = current_ring()
-    return await ring._perform(WriteV(fd, bufs, offset))
+    return ring._perform(WriteV(fd, bufs, offset))
 
 
-async def recv(sock: Any, buf: B, flags: int = 0) -> tuple[B, int]:
+def recv(sock: Any, buf: B, flags: int = 0) -> Coroutine[Any, Any, tuple[B, int]]:
     """Receive into ``buf``; 0 bytes means the peer closed its side."""
     ring = current_ring()
-    return await ring._perform(Recv(sock, buf, flags))
+    return ring._perform(Recv(sock, buf, flags))
 
 
-async def send(sock: Any, buf: B, flags: int = 0) -> tuple[B, int]:
+def send(sock: Any, buf: B, flags: int = 0) -> Coroutine[Any, Any, tuple[B, int]]:
     """Send from ``buf``; may send less than all of it."""
     ring = current_ring()
-    return await ring._perform(Send(sock, buf, flags))
+    return ring._perform(Send(sock, buf, flags))
 
 
 async def accept(sock: Any) -> tuple[socket.socket, Any]:
