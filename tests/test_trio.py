@@ -457,6 +457,46 @@ async def test_a_batched_page_cache_read_completes_without_parking(
         os.close(fd)
 
 
+class _ReaperSteps(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name.startswith("ouring reaper"):
+            self.steps += 1
+
+
+async def test_busy_passes_do_not_wake_the_reaper(tmp_path: Path) -> None:
+    """While tasks are runnable (trio polls with timeout 0), before_io_wait
+    settles what completed inside its own submit, so the ring fd is not
+    readable when trio polls: the reaper task sleeps through busy passes."""
+    path = tmp_path / "data"
+    path.write_bytes(bytes(range(256)) * 16)
+    fd = os.open(path, os.O_RDONLY)
+    steps = _ReaperSteps()
+    try:
+        ouring.current_ring()
+        await trio.testing.wait_all_tasks_blocked()  # the reaper is parked
+        trio.lowlevel.add_instrument(steps)
+
+        async def reader(task: int) -> None:
+            buf = bytearray(16)
+            for i in range(50):
+                buf, n = await ouring.read(fd, buf, (task * 50 + i) % 256 * 16)
+                assert n == 16
+
+        async with trio.open_nursery() as nursery:
+            for task in range(8):
+                nursery.start_soon(reader, task)
+        trio.lowlevel.remove_instrument(steps)
+    finally:
+        os.close(fd)
+    assert ouring.current_ring().statistics().batches >= 50
+    # Woken once per pass before (50 here); a read the kernel happens to punt
+    # to an io-wq worker could still wake it, hence not == 0.
+    assert steps.steps < 5
+
+
 async def test_closing_a_coroutine_in_its_inline_completion_yield_gives_everything_back(
     tmp_path: Path,
 ) -> None:
