@@ -274,12 +274,72 @@ static void lend_clear(struct lend *l)
     Py_CLEAR(l->obj);
 }
 
+/* Lend a new, uninitialised bytes object of `size` bytes that nothing else
+ * references, for the kernel to write into; lend_take() hands it out cut to
+ * the count. No copy, and no reused buffer to copy out of: CPython's
+ * socket.recv fills the bytes it returns the same way (the object is
+ * immutable only once someone else can see it). */
+static int lend_fresh(struct lend *l, PyObject *size_obj)
+{
+    Py_ssize_t size = PyLong_AsSsize_t(size_obj);
+    PyObject *obj;
+
+    if (size == -1 && PyErr_Occurred())
+        return -1;
+    if (size < 1 || size > OURING_MAX_RW) {
+        PyErr_Format(PyExc_ValueError, "size must be between 1 and %d, not %zd", OURING_MAX_RW,
+                     size);
+        return -1;
+    }
+    obj = PyBytes_FromStringAndSize(NULL, size);
+    if (!obj || PyObject_GetBuffer(obj, &l->view, PyBUF_SIMPLE) < 0) {
+        Py_XDECREF(obj);
+        return -1;
+    }
+    /* New memory overlaps no lent range: only -ENOMEM can fail. */
+    if (ouring_lease(l->view.buf, (size_t)size, 1) < 0) {
+        PyBuffer_Release(&l->view);
+        Py_DECREF(obj);
+        PyErr_NoMemory();
+        return -1;
+    }
+    l->obj = obj;
+    l->held = 1;
+    l->writable = 1;
+    l->length = size;
+    return 0;
+}
+
+/* The fresh bytes, cut to their first n bytes, once given back. The lend
+ * gives them up (obj becomes None). */
+static PyObject *lend_take(struct lend *l, Py_ssize_t n)
+{
+    PyObject *obj = l->obj;
+
+    if (l->held || !obj || !PyBytes_CheckExact(obj)) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "the received bytes are handed out once, after the final CQE");
+        return NULL;
+    }
+    if (n < 0 || n > PyBytes_GET_SIZE(obj)) {
+        PyErr_Format(PyExc_ValueError, "n must be between 0 and %zd, not %zd",
+                     PyBytes_GET_SIZE(obj), n);
+        return NULL;
+    }
+    l->obj = Py_NewRef(Py_None);
+    if (Py_REFCNT(obj) == 1)
+        return _PyBytes_Resize(&obj, n) < 0 ? NULL : obj; /* frees obj on failure */
+    /* Someone read the bytes meanwhile: resizing in place would change their
+     * object, so copy instead. */
+    Py_SETREF(obj, PyBytes_FromStringAndSize(PyBytes_AS_STRING(obj), n));
+    return obj;
+}
+
 /* -- Lease ------------------------------------------------------------------- */
 
 typedef struct {
     PyObject_HEAD
     struct lend lend;
-    int fresh; /* obj is a new bytes object only this lease knows (fresh()) */
 } Lease;
 
 static PyObject *lease_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
@@ -304,77 +364,6 @@ static PyObject *lease_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     return (PyObject *)self;
-}
-
-/* Lease.fresh(size): a lease on a new bytes object of `size` bytes, left
- * uninitialised, that nothing else references. The kernel writes into it and
- * take(n) hands it out cut to n bytes: no copy, and no reused buffer to copy
- * out of. CPython's socket.recv fills the bytes it returns the same way; the
- * object is immutable only once someone else can see it. */
-static PyObject *lease_fresh(PyTypeObject *type, PyObject *arg)
-{
-    Py_ssize_t size = PyLong_AsSsize_t(arg);
-    Lease *self;
-    PyObject *obj;
-
-    if (size == -1 && PyErr_Occurred())
-        return NULL;
-    if (size < 1 || size > OURING_MAX_RW) {
-        PyErr_Format(PyExc_ValueError, "size must be between 1 and %d, not %zd", OURING_MAX_RW,
-                     size);
-        return NULL;
-    }
-    self = (Lease *)type->tp_alloc(type, 0);
-    if (!self)
-        return NULL;
-    obj = PyBytes_FromStringAndSize(NULL, size);
-    if (!obj || PyObject_GetBuffer(obj, &self->lend.view, PyBUF_SIMPLE) < 0) {
-        Py_XDECREF(obj);
-        Py_DECREF(self);
-        return NULL;
-    }
-    self->lend.obj = obj;
-    /* New memory overlaps no lent range: only -ENOMEM can fail. */
-    if (ouring_lease(self->lend.view.buf, (size_t)size, 1) < 0) {
-        PyBuffer_Release(&self->lend.view);
-        Py_DECREF(self);
-        return PyErr_NoMemory();
-    }
-    self->lend.held = 1;
-    self->lend.writable = 1;
-    self->lend.length = size;
-    self->fresh = 1;
-    return (PyObject *)self;
-}
-
-/* take(n): the fresh bytes object, cut to its first n bytes, once released.
- * The lease gives it up (obj becomes None). */
-static PyObject *lease_take(Lease *self, PyObject *arg)
-{
-    Py_ssize_t n = PyLong_AsSsize_t(arg);
-    PyObject *obj;
-
-    if (n == -1 && PyErr_Occurred())
-        return NULL;
-    if (!self->fresh || self->lend.held || !self->lend.obj ||
-        !PyBytes_CheckExact(self->lend.obj)) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "take() needs a released Lease.fresh() that was not taken yet");
-        return NULL;
-    }
-    obj = self->lend.obj;
-    if (n < 0 || n > PyBytes_GET_SIZE(obj)) {
-        PyErr_Format(PyExc_ValueError, "n must be between 0 and %zd, not %zd",
-                     PyBytes_GET_SIZE(obj), n);
-        return NULL;
-    }
-    self->lend.obj = Py_NewRef(Py_None);
-    if (Py_REFCNT(obj) == 1)
-        return _PyBytes_Resize(&obj, n) < 0 ? NULL : obj; /* frees obj on failure */
-    /* Someone read lease.obj meanwhile: resizing in place would change their
-     * object, so copy instead. */
-    Py_SETREF(obj, PyBytes_FromStringAndSize(PyBytes_AS_STRING(obj), n));
-    return obj;
 }
 
 static PyObject *lease_release(Lease *self, PyObject *Py_UNUSED(ignored))
@@ -410,11 +399,6 @@ static PyMethodDef lease_methods[] = {
     {"release", (PyCFunction)lease_release, METH_NOARGS,
      "Give the memory back: drop the table entry and the export. Called once,\n"
      "after the final CQE of the operation that holds it; later calls do nothing."},
-    {"fresh", (PyCFunction)lease_fresh, METH_O | METH_CLASS,
-     "fresh(size): a lease on a new, uninitialised bytes object of size bytes\n"
-     "for the kernel to write into; take(n) hands it out."},
-    {"take", (PyCFunction)lease_take, METH_O,
-     "take(n): a fresh() lease's bytes, cut to n bytes, after release()."},
     {NULL},
 };
 
@@ -812,6 +796,70 @@ static PyTypeObject MessageOpType = {
     .tp_traverse = (traverseproc)buf_traverse,
     .tp_clear = (inquiry)buf_clear,
     .tp_new = message_op_new,
+};
+
+/* ReceiveOperation(sock, size, flags=0): recv into a new bytes object of up
+ * to `size` bytes; result() is that object cut to the received count. */
+static PyObject *receive_op_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"sock", "size", "flags", NULL};
+    PyObject *sock, *size, *flags = NULL;
+    unsigned long long f = 0;
+    BufOp *self;
+    int fd;
+
+    if (buf_args(args, kwargs, "OO|O", kwlist, &sock, &size, &flags) < 0)
+        return NULL;
+    if (buf_fd(sock, Py_None, &fd) < 0)
+        return NULL;
+    if (flags && checked_u64(flags, 0, UINT32_MAX, u32_helper, str_flags, &f) < 0)
+        return NULL;
+    self = (BufOp *)type->tp_alloc(type, 0);
+    if (!self)
+        return NULL;
+    if (lend_fresh(&self->lend, size) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->op.fd = fd;
+    self->op.addr = (uintptr_t)self->lend.view.buf;
+    self->op.length = (unsigned int)self->lend.length;
+    self->op.op_flags = (unsigned int)f;
+    return (PyObject *)self;
+}
+
+/* The received bytes, or the OSError of a failed receive. */
+static PyObject *receive_result(BufOp *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->op.res < 0) {
+        PyObject *code = PyLong_FromLong(self->op.res);
+        PyObject *exc = code ? CALL_HELPER(buffer_error_helper, code, Py_None, NULL) : NULL;
+        Py_XDECREF(code);
+        if (exc) {
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_DECREF(exc);
+        }
+        return NULL;
+    }
+    return lend_take(&self->lend, self->op.res);
+}
+
+static PyMethodDef receive_methods[] = {
+    {"result", (PyCFunction)receive_result, METH_NOARGS,
+     "The received bytes (handed out once), or raise the OSError of a failed receive."},
+    {NULL},
+};
+
+static PyTypeObject ReceiveOpType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "ouring._hot.ReceiveOperation",
+    .tp_doc = "ReceiveOperation(sock, size, flags=0): recv into new bytes, as socket.recv.",
+    .tp_basicsize = sizeof(BufOp),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)buf_traverse,
+    .tp_clear = (inquiry)buf_clear,
+    .tp_new = receive_op_new,
+    .tp_methods = receive_methods,
 };
 
 /* -- RingCore ------------------------------------------------------------------
@@ -1511,9 +1559,11 @@ PyMODINIT_FUNC PyInit__hot(void)
     BufOpType.tp_base = &OpType;
     FileOpType.tp_base = &BufOpType;
     MessageOpType.tp_base = &BufOpType;
+    ReceiveOpType.tp_base = &BufOpType;
     if (PyType_Ready(&LeaseType) < 0 || PyType_Ready(&OpType) < 0 ||
         PyType_Ready(&BufOpType) < 0 || PyType_Ready(&FileOpType) < 0 ||
-        PyType_Ready(&MessageOpType) < 0 || PyType_Ready(&CoreType) < 0)
+        PyType_Ready(&MessageOpType) < 0 || PyType_Ready(&ReceiveOpType) < 0 ||
+        PyType_Ready(&CoreType) < 0)
         return NULL;
     str_writes_buffer = PyUnicode_InternFromString("writes_buffer");
     str_flags = PyUnicode_InternFromString("flags");
@@ -1534,6 +1584,7 @@ PyMODINIT_FUNC PyInit__hot(void)
         PyModule_AddObjectRef(m, "BufferOperation", (PyObject *)&BufOpType) < 0 ||
         PyModule_AddObjectRef(m, "FileOperation", (PyObject *)&FileOpType) < 0 ||
         PyModule_AddObjectRef(m, "MessageOperation", (PyObject *)&MessageOpType) < 0 ||
+        PyModule_AddObjectRef(m, "ReceiveOperation", (PyObject *)&ReceiveOpType) < 0 ||
         PyModule_AddObjectRef(m, "RingCore", (PyObject *)&CoreType) < 0 ||
         PyModule_AddIntConstant(m, "MAX_RW", OURING_MAX_RW) < 0) {
         Py_DECREF(m);

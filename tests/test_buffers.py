@@ -6,6 +6,7 @@ First through the API against the real kernel, then ``Lease`` directly."""
 from __future__ import annotations
 
 import array
+import errno
 import gc
 import mmap
 import os
@@ -24,7 +25,7 @@ from ouring._native import ffi
 
 import ouring
 from ouring._buffers import Lease
-from ouring._ops import Read
+from ouring._ops import Read, RecvBytes
 
 
 def inflight() -> int:
@@ -588,49 +589,60 @@ def test_separate_buffers_never_conflict() -> None:
         pass
 
 
-def test_a_fresh_lease_hands_out_its_bytes_cut_to_the_count() -> None:
-    lease = Lease.fresh(64)
-    assert lease.length == 64
-    with pytest.raises(RuntimeError):
-        lease.take(3)  # still lent: the kernel may be writing
-    ffi.memmove(ffi.cast("char *", lease.ptr), b"abcdef", 6)
-    lease.release()
-    assert lease.take(3) == b"abc"
-    assert lease.obj is None
-    with pytest.raises(RuntimeError):
-        lease.take(3)  # taken once
+def _received(op: RecvBytes, data: bytes) -> None:
+    """What the kernel does to a receive: write into its bytes, post the
+    count; then the ring gives the bytes back (release)."""
+    ffi.memmove(ffi.cast("char *", op.addr), data, len(data))
+    op.res = len(data)
+    op.release()
 
 
-def test_a_fresh_lease_copies_when_someone_else_holds_its_bytes() -> None:
-    lease = Lease.fresh(8)
-    ffi.memmove(ffi.cast("char *", lease.ptr), b"12345678", 8)
-    seen = lease.obj  # resizing in place would change this object
-    lease.release()
-    assert lease.take(2) == b"12"
-    assert seen == b"12345678"
+def test_a_receive_hands_out_its_new_bytes_cut_to_the_count() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        op = RecvBytes(a, 64)
+        assert op.length == 64
+        assert len(op.buffer) == 64
+        with pytest.raises(RuntimeError):
+            op.result()  # still lent: the kernel may be writing
+        _received(op, b"abc")
+        assert op.result() == b"abc"
+        assert op.buffer is None
+        with pytest.raises(RuntimeError):
+            op.result()  # handed out once
+
+
+def test_a_receive_copies_when_someone_else_holds_its_bytes() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        op = RecvBytes(a, 8)
+        ffi.memmove(ffi.cast("char *", op.addr), b"12345678", 8)
+        seen = op.buffer  # resizing in place would change this object
+        _received(op, b"12")
+        assert op.result() == b"12"
+        assert seen == b"12345678"
 
 
 @pytest.mark.parametrize("size", [0, -1, 0x7FFFF001])
-def test_a_fresh_lease_refuses_sizes_one_receive_cannot_move(size: int) -> None:
-    with pytest.raises(ValueError, match="size must be between 1 and"):
-        Lease.fresh(size)
+def test_a_receive_refuses_sizes_one_receive_cannot_move(size: int) -> None:
+    a, b = socket.socketpair()
+    with a, b, pytest.raises(ValueError, match="size must be between 1 and"):
+        RecvBytes(a, size)
 
 
-def test_a_fresh_lease_checks_the_count() -> None:
-    lease = Lease.fresh(4)
-    lease.release()
-    with pytest.raises(ValueError, match="n must be between 0 and 4"):
-        lease.take(5)
-    with pytest.raises(ValueError, match="n must be between 0 and 4"):
-        lease.take(-1)
-    assert lease.take(0) == b""
-
-
-def test_only_fresh_leases_can_be_taken() -> None:
-    with leased(bytearray(4), True) as lease:
-        pass
-    with pytest.raises(RuntimeError):
-        lease.take(1)
+def test_a_receive_checks_the_count() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        op = RecvBytes(a, 4)
+        op.release()
+        op.res = 5
+        with pytest.raises(ValueError, match="n must be between 0 and 4"):
+            op.result()
+        op.res = -errno.ECONNRESET  # a failed receive: its OSError, no bytes
+        with pytest.raises(ConnectionResetError):
+            op.result()
+        op.res = 0
+        assert op.result() == b""
 
 
 class Weakrefable(bytearray):

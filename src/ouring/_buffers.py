@@ -13,8 +13,9 @@ with a writer. The table of lent ranges lives in C (``native/hot.c``): it is
 per process because memory is (two rings must not write into one buffer
 either), and a sorted array answers "is any byte of this already lent?" in
 O(log n). Read, write, recv and send embed their lend in the operation
-(``_hot.BufferOperation``); ``Lease`` is the same lend as an object of its own,
-for operations that carry several buffers or a fresh one. The functions here
+(``_hot.BufferOperation``), and so does a receive into new bytes
+(``RecvBytes``); ``Lease`` is the same lend as an object of its own, for
+operations that carry several buffers (readv, writev). The functions here
 build the exceptions of a refused lend.
 """
 

@@ -207,28 +207,19 @@ class Recv(_MessageOperation[B]):
     writes_buffer = True
 
 
-class RecvBytes(Operation[bytes]):
+class RecvBytes(_hot.ReceiveOperation, Operation[bytes]):
     """IORING_OP_RECV into a new bytes object of up to ``size`` bytes, handed
     out cut to the received count: what ``socket.recv`` returns, with no copy
-    out of a reused buffer (the kernel writes into the bytes themselves)."""
+    out of a reused buffer (the kernel writes into the bytes themselves).
+    Built in C: ``(sock, size, flags=0)``; the bytes are lent like any buffer
+    until the final CQE and ``result`` hands them out once."""
 
-    __slots__ = ("lease",)
+    __slots__ = ()
     opcode = lib.IORING_OP_RECV
 
-    def __init__(self, sock: Any, size: int, flags: int = 0) -> None:
-        fd = sock if type(sock) is int and 0 <= sock <= _FD_MAX else fileno(sock)
-        if type(flags) is not int or not 0 <= flags <= _U32:
-            flags = u32(flags, "flags")
-        self.lease = lease = Lease.fresh(size)
-        super().__init__(fd, lease.ptr, lease.length, 0, flags)
+    if TYPE_CHECKING:  # built by _hot.ReceiveOperation's __new__
 
-    def release(self) -> None:
-        self.lease.release()
-
-    def result(self) -> bytes:
-        if self.res < 0:
-            raise os_error(self.res)
-        return self.lease.take(self.res)
+        def __init__(self, sock: Any, size: int, flags: int = 0) -> None: ...
 
 
 class Send(_MessageOperation[B]):
