@@ -960,9 +960,13 @@ static void core_settle(Core *c, Op *op, int res, struct first_error *err)
             Py_XDECREF(r);
         }
     } else if (op->waiter && c->wake) {
-        if (!(r = PyObject_CallOneArg(c->wake, op->waiter)))
+        /* Held across the call: Python code in it may reset either. */
+        PyObject *wake = Py_NewRef(c->wake), *waiter = Py_NewRef(op->waiter);
+        if (!(r = PyObject_CallOneArg(wake, waiter)))
             keep_error(err);
         Py_XDECREF(r);
+        Py_DECREF(waiter);
+        Py_DECREF(wake);
     }
     if (PyList_GET_SIZE(c->idle_callbacks) && !PyDict_GET_SIZE(c->inflight) &&
         !PyList_GET_SIZE(c->pending)) {
@@ -1399,15 +1403,15 @@ static int core_traverse(Core *c, visitproc visit, void *arg)
     return 0;
 }
 
-/* Never clears `inflight`: operations the kernel may touch stay referenced.
- * (A ring is closed, or its __del__ leaked them, before it is collected.) */
+/* Breaks cycles through the executor (ring -> driver -> ring) only. The
+ * containers stay: every method may use them, and `inflight` holds what the
+ * kernel may touch (a ring is closed, or its __del__ leaked those, before it
+ * is collected); a cycle through a queued operation's waiter is broken at
+ * the task or frame. */
 static int core_clear(Core *c)
 {
     Py_CLEAR(c->executor);
     Py_CLEAR(c->wake);
-    Py_CLEAR(c->idle_callbacks);
-    Py_CLEAR(c->cancels);
-    Py_CLEAR(c->pending);
     return 0;
 }
 
@@ -1415,6 +1419,9 @@ static void core_dealloc(Core *c)
 {
     PyObject_GC_UnTrack(c);
     core_clear(c);
+    Py_CLEAR(c->idle_callbacks);
+    Py_CLEAR(c->cancels);
+    Py_CLEAR(c->pending);
     Py_CLEAR(c->inflight);
     PyMem_Free(c->cqe_user_data);
     PyMem_Free(c->cqe_res);
