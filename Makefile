@@ -22,8 +22,9 @@ test-all: deps lint
 	$(BIN)/pytest
 
 # The benchmark suite (benchmarks/run.py): files, TCP echo, then RSS over 10
-# million operations. bench-check: the ~30-second version, exits non-zero when
-# ouring misses a must-reach ratio (run.py TARGETS) or a cell's checks fail.
+# million operations. bench-check: the quick version of the rows the targets
+# compare (3 repeats, about 40 seconds), exits non-zero when ouring misses a
+# must-reach ratio (run.py TARGETS) or a cell's checks fail.
 bench: bench-deps
 	$(BIN)/python benchmarks/run.py
 
