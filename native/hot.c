@@ -185,6 +185,21 @@ struct lend {
     int held;          /* view and table entry not yet given back */
 };
 
+/* Raise buffer_error(res, buf): the OSError for a negative result (with
+ * .buffer = buf unless buf is None). Returns NULL. */
+static PyObject *raise_os_error(int res, PyObject *buf)
+{
+    PyObject *code = PyLong_FromLong(res);
+    PyObject *exc = code ? CALL_HELPER(buffer_error_helper, code, buf, NULL) : NULL;
+
+    Py_XDECREF(code);
+    if (exc) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
+}
+
 /* Raise unlendable(obj, writable) from the pending exception (`raise X from exc`). */
 static int raise_unlendable(PyObject *obj, int writable)
 {
@@ -718,14 +733,7 @@ static PyObject *buf_result(BufOp *self, PyObject *Py_UNUSED(ignored))
     PyObject *buf = self->lend.obj ? self->lend.obj : Py_None;
 
     if (self->op.res < 0) {
-        PyObject *code = PyLong_FromLong(self->op.res);
-        PyObject *exc = code ? CALL_HELPER(buffer_error_helper, code, buf, NULL) : NULL;
-        Py_XDECREF(code);
-        if (exc) {
-            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-            Py_DECREF(exc);
-        }
-        return NULL;
+        return raise_os_error(self->op.res, buf);
     }
     return Py_BuildValue("(Oi)", buf, self->op.res);
 }
@@ -832,14 +840,7 @@ static PyObject *receive_op_new(PyTypeObject *type, PyObject *args, PyObject *kw
 static PyObject *receive_result(BufOp *self, PyObject *Py_UNUSED(ignored))
 {
     if (self->op.res < 0) {
-        PyObject *code = PyLong_FromLong(self->op.res);
-        PyObject *exc = code ? CALL_HELPER(buffer_error_helper, code, Py_None, NULL) : NULL;
-        Py_XDECREF(code);
-        if (exc) {
-            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-            Py_DECREF(exc);
-        }
-        return NULL;
+        return raise_os_error(self->op.res, Py_None);
     }
     return lend_take(&self->lend, self->op.res);
 }
@@ -1196,13 +1197,7 @@ static int core_enter(Core *c, unsigned wait_nr, long long timeout_ns, unsigned 
         *total += n;
         if (submitted < 0 && submitted != -EBUSY && submitted != -EAGAIN &&
             submitted != -EINTR) {
-            PyObject *code = PyLong_FromLong(submitted);
-            PyObject *exc = code ? CALL_HELPER(buffer_error_helper, code, Py_None, NULL) : NULL;
-            Py_XDECREF(code);
-            if (exc) {
-                PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-                Py_DECREF(exc);
-            }
+            raise_os_error(submitted, Py_None);
             return -1;
         }
         if ((unsigned)n < max || max == 0)
