@@ -559,3 +559,21 @@ async def test_operations_on_a_closed_thread_ring_are_refused() -> None:
     with pytest.raises(ouring.RingClosedError):
         await ring.read(0, buf)
     buf.extend(b"!")  # never lent
+
+
+async def test_read_many_on_the_thread_ring(tmp_path: Path) -> None:
+    path = tmp_path / "data"
+    path.write_bytes(bytes(range(64)))
+    fd = os.open(path, os.O_RDONLY)
+    bufs = [bytearray(4) for _ in range(3)]
+    try:
+        async with ouring.open_ring(fallback="always-threads") as ring:
+            results = await ouring.read_many([(fd, buf, 8 * i) for i, buf in enumerate(bufs)])
+            assert ring.statistics().completed == 3
+            with pytest.raises(ValueError, match="explicit offsets"):
+                await ring.read_many([(fd, bytearray(4), -1)])
+    finally:
+        os.close(fd)
+    assert [(bytes(buf), n) for buf, n in results] == [
+        (bytes(range(8 * i, 8 * i + 4)), 4) for i in range(3)
+    ]

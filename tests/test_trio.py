@@ -543,3 +543,173 @@ async def test_a_cancel_during_the_inline_completion_yield_returns_the_result(
         assert got == [64]
     finally:
         os.close(fd)
+
+
+# -- read_many ------------------------------------------------------------------------------
+
+
+def _lent(buf: bytearray) -> bool:
+    try:
+        buf.append(0)
+    except BufferError:
+        return True
+    buf.pop()
+    return False
+
+
+def _counting_parks(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    from ouring import _trio
+
+    parks: list[object] = []
+    park = _trio._wait_task_rescheduled
+
+    async def counted_park(abort: Any) -> Any:
+        parks.append(abort)
+        return await park(abort)
+
+    monkeypatch.setattr(_trio, "_wait_task_rescheduled", counted_park)
+    return parks
+
+
+async def test_read_many_returns_each_buffer_and_count_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = bytes(range(256)) * 64
+    path = tmp_path / "data"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    parks = _counting_parks(monkeypatch)
+    try:
+        bufs = [bytearray(100) for _ in range(40)]
+        offsets = [(i * 389) % (len(data) - 50) for i in range(40)]
+        offsets[-1] = len(data) - 50  # a short read at the end of the file
+        before = ouring.current_ring().statistics()
+        results = await ouring.read_many(
+            [(fd, buf, off) for buf, off in zip(bufs, offsets, strict=True)]
+        )
+        after = ouring.current_ring().statistics()
+    finally:
+        os.close(fd)
+    assert [buf for buf, _ in results] == bufs
+    assert all(got is buf for (got, _), buf in zip(results, bufs, strict=True))
+    for (buf, n), off in zip(results, offsets, strict=True):
+        assert bytes(buf[:n]) == data[off : off + 100]
+    assert results[-1][1] == 50
+    assert parks == []  # page-cache reads: one yield, no park
+    assert after.submitted - before.submitted == 40
+    assert not any(_lent(buf) for buf in bufs)
+
+
+async def test_read_many_parks_once_for_reads_that_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    pipes = [os.pipe() for _ in range(3)]
+    parks = _counting_parks(monkeypatch)
+    try:
+        results: list[tuple[bytearray, int]] = []
+
+        async def reader() -> None:
+            results.extend(await ouring.read_many([(r, bytearray(8), 0) for r, _ in pipes]))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            for i, (_, w) in enumerate(pipes):
+                await trio.testing.wait_all_tasks_blocked()
+                os.write(w, b"pipe%d" % i)
+    finally:
+        for r, w in pipes:
+            os.close(r)
+            os.close(w)
+    assert [bytes(buf[:n]) for buf, n in results] == [b"pipe0", b"pipe1", b"pipe2"]
+    assert len(parks) == 1
+
+
+@pytest.mark.parametrize(
+    ("requests", "exc", "match"),
+    [
+        (lambda fd, a, b: [(fd, a, 0), (fd, b, -1)], ValueError, "explicit offsets"),
+        (lambda fd, a, b: [(fd, a, 0), (fd, b)], TypeError, r"\(fd, buffer, offset\) tuples"),
+        (lambda fd, a, b: [(fd, a, 0), (fd, a, 8)], ouring.BufferInUseError, "lent"),
+        (lambda fd, a, b: [(fd, a, 0), (fd, b"ro", 0)], TypeError, "writable"),
+        (lambda fd, a, b: [(fd, a, 0), (fd, b, "0")], TypeError, "as an integer"),
+    ],
+)
+async def test_read_many_refuses_a_bad_request_and_keeps_nothing(
+    tmp_path: Path, requests: Any, exc: type[Exception], match: str
+) -> None:
+    path = tmp_path / "data"
+    path.write_bytes(b"x" * 64)
+    fd = os.open(path, os.O_RDONLY)
+    a, b = bytearray(8), bytearray(8)
+    try:
+        before = ouring.current_ring().statistics()
+        with pytest.raises(exc, match=match):
+            await ouring.read_many(requests(fd, a, b))
+        assert ouring.current_ring().statistics().submitted == before.submitted
+    finally:
+        os.close(fd)
+    assert not _lent(a)
+    assert not _lent(b)
+
+
+async def test_read_many_raises_the_first_failure_with_its_buffer(tmp_path: Path) -> None:
+    path = tmp_path / "data"
+    path.write_bytes(b"x" * 64)
+    fd = os.open(path, os.O_RDONLY)
+    dir_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    good, bad = bytearray(8), bytearray(8)
+    try:
+        with pytest.raises(IsADirectoryError) as info:
+            await ouring.read_many([(fd, good, 0), (dir_fd, bad, 0)])
+    finally:
+        os.close(fd)
+        os.close(dir_fd)
+    assert info.value.buffer is bad  # type: ignore[attr-defined]
+    assert not _lent(good)
+    assert not _lent(bad)
+
+
+async def test_a_cancelled_read_many_raises_once_every_buffer_is_back() -> None:
+    pipes = [os.pipe() for _ in range(4)]
+    bufs = [bytearray(8) for _ in pipes]
+    try:
+        with trio.CancelScope() as scope:
+
+            async def cancel_when_parked() -> None:
+                await trio.testing.wait_all_tasks_blocked()
+                scope.cancel()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(cancel_when_parked)
+                await ouring.read_many(
+                    [(r, buf, 0) for (r, _), buf in zip(pipes, bufs, strict=True)]
+                )
+        assert scope.cancelled_caught
+        assert not any(_lent(buf) for buf in bufs)
+        assert ouring.current_ring().statistics().inflight == 0
+        os.write(pipes[0][1], b"kept")
+        assert os.read(pipes[0][0], 8) == b"kept"  # the cancelled read took nothing
+    finally:
+        for r, w in pipes:
+            os.close(r)
+            os.close(w)
+
+
+async def test_a_pre_cancelled_read_many_submits_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "data"
+    path.write_bytes(b"x" * 64)
+    fd = os.open(path, os.O_RDONLY)
+    buf = bytearray(8)
+    try:
+        before = ouring.current_ring().statistics()
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await ouring.read_many([(fd, buf, 0)])
+        assert scope.cancelled_caught
+        assert ouring.current_ring().statistics().submitted == before.submitted
+    finally:
+        os.close(fd)
+    assert not _lent(buf)
+
+
+async def test_read_many_of_nothing_is_a_checkpoint() -> None:
+    with trio.testing.assert_checkpoints():
+        assert await ouring.read_many([]) == []

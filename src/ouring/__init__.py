@@ -25,6 +25,7 @@ from ._trio import (
     open,  # noqa: A004 - ouring.open mirrors os.open
     open_ring,
     read,
+    read_many,
     readv,
     recv,
     rename,
@@ -62,6 +63,7 @@ __all__ = [
     "open_file",
     "open_ring",
     "read",
+    "read_many",
     "readv",
     "recv",
     "rename",

@@ -67,7 +67,7 @@ import stat as stat_module
 import threading
 import time
 import warnings
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from functools import partial
 from typing import Any, Final, NoReturn, TypeVar
 
@@ -450,6 +450,22 @@ class ThreadRing(Ring):
 
     def _perform(self, op: Operation[T]) -> Coroutine[Any, Any, T]:
         return self._run(op)
+
+    def _perform_many(self, ops: Sequence[Operation[T]]) -> Coroutine[Any, Any, list[T]]:
+        return self._run_many(ops)
+
+    async def _run_many(self, ops: Sequence[Operation[T]]) -> list[T]:
+        """read_many without io_uring: the reads one after another (each on a
+        worker thread); if one raises, the rest never start."""
+        results: list[T] = []
+        try:
+            for op in ops:
+                results.append(await self._run(op))
+        except BaseException:
+            for rest in ops[len(results) + 1 :]:
+                rest.release()
+            raise
+        return results
 
     async def _run(self, op: Operation[T]) -> T:
         try:

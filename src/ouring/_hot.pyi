@@ -53,6 +53,14 @@ class ReceiveOperation(BufferOperation):
     def __init__(self, sock: Any, size: int, flags: int = 0) -> None: ...
     def result(self) -> bytes: ...  # type: ignore[override]
 
+class Group:
+    """Wake ``waiter`` once, when ``count`` operations are DONE."""
+
+    waiter: object
+    @property
+    def left(self) -> int: ...
+    def __init__(self, count: int, waiter: object, /) -> None: ...
+
 class RingCore:
     """The operation table of one ring and every state change of an operation."""
 

@@ -20,6 +20,7 @@ import errno
 import operator
 import os
 import socket
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from . import _hot, _sockaddr
@@ -579,6 +580,30 @@ class SymlinkAt(_PathOperation):
 
     def __init__(self, src: Any, dst: Any, dir_fd: Any = None) -> None:
         super().__init__(dir_fd, src, 0, dst, 0)
+
+
+def read_requests(requests: Iterable[tuple[Any, B, int]]) -> list[Read[B]]:
+    """The Read operations of ``read_many``: ``(fd, buffer, offset)`` with an
+    explicit offset (>= 0). A batch cancelled part way is then safe to drop:
+    reading at an offset moves no file position, so reading again gives the
+    same bytes. Nothing stays acquired if one request is bad."""
+    ops: list[Read[B]] = []
+    try:
+        for request in requests:
+            try:
+                fd, buf, offset = request
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"read_many takes (fd, buffer, offset) tuples, not {request!r}"
+                ) from None
+            if file_offset(offset) == _U64:
+                raise ValueError("read_many reads at explicit offsets (>= 0), not -1")
+            ops.append(Read(fd, buf, offset))
+    except BaseException:
+        for op in ops:
+            op.release()
+        raise
+    return ops
 
 
 # Argument checks shared by the operations: each raises at the call, before

@@ -35,7 +35,7 @@ import errno
 import os
 import time
 import warnings
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from threading import get_ident
 from typing import Any, NoReturn, Protocol, TypeVar
@@ -71,6 +71,7 @@ from ._ops import (
     Write,
     WriteV,
     fileno,
+    read_requests,
     socket_family,
 )
 
@@ -104,6 +105,12 @@ class Executor(Protocol):
     def perform(self, ring: Ring, op: Operation[T]) -> Coroutine[Any, Any, T]:
         """Submit ``op`` on ``ring``, park the current task until it is DONE,
         and return ``op.outcome()`` (applying the loop's cancellation rules)."""
+        ...
+
+    def perform_many(self, ring: Ring, ops: Sequence[Operation[T]]) -> Coroutine[Any, Any, list[T]]:
+        """Submit every operation of ``ops`` on ``ring``, park the task once
+        until all are DONE, and return their outcomes in order (the first
+        failure raises)."""
         ...
 
     def wake(self, waiter: Any) -> None:
@@ -421,6 +428,16 @@ class Ring(RingCore):
             )
         return self.executor.perform(self, op)
 
+    def _perform_many(self, ops: Sequence[Operation[T]]) -> Coroutine[Any, Any, list[T]]:
+        if self.executor is None:
+            for op in ops:
+                op.release()
+            raise RuntimeError(
+                "this ring is not driven by an event loop; use "
+                "`async with ouring.open_ring()` inside trio.run"
+            )
+        return self.executor.perform_many(self, ops)
+
     async def nop(self) -> None:
         await self._perform(Nop())
 
@@ -429,6 +446,9 @@ class Ring(RingCore):
 
     async def write(self, fd: Any, buf: B, offset: int = -1) -> tuple[B, int]:
         return await self._perform(Write(fd, buf, offset))
+
+    async def read_many(self, requests: Iterable[tuple[Any, B, int]]) -> list[tuple[B, int]]:
+        return await self._perform_many(read_requests(requests))
 
     async def readv(self, fd: Any, bufs: S, offset: int = -1) -> tuple[S, int]:
         return await self._perform(ReadV(fd, bufs, offset))

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from contextvars import ContextVar
 from threading import get_ident
@@ -51,7 +51,8 @@ import trio
 
 from ._errors import FdClosedError
 from ._fallback import ThreadDriver, ThreadRing, make_ring
-from ._ops import DONE, Operation, Read, ReadV, Recv, Send, Write, WriteV
+from ._hot import Group
+from ._ops import DONE, Operation, Read, ReadV, Recv, Send, Write, WriteV, read_requests
 from ._ring import Ring
 
 T = TypeVar("T")
@@ -169,6 +170,70 @@ class _Driver(trio.abc.Instrument):
         if raise_cancel is not None and op.cancelled():
             raise_cancel()
         return _outcome(op)
+
+    async def perform_many(self, ring: Ring, ops: Sequence[Operation[T]]) -> list[T]:
+        """One checkpoint and at most one park for a whole batch: every
+        operation is submitted with one ``Group`` as its waiter, which the
+        ring wakes once, when the last is DONE. Cancelled: the operations the
+        kernel has not seen are withdrawn, the others get a cancel request,
+        and the task waits for every final CQE (their buffers are the
+        kernel's until then). If any was cancelled the batch raises
+        ``Cancelled`` and what did complete is dropped; that is safe for
+        read_many's reads at explicit offsets, which move no file position."""
+        try:
+            await _checkpoint_if_cancelled()
+        except BaseException:
+            for op in ops:
+                op.release()  # never submitted: the caller keeps everything
+            raise
+        group = Group(len(ops), None)  # no waiter while the task only yields
+        for i, op in enumerate(ops):
+            try:
+                ring.submit(op, group)
+            except BaseException:
+                for rest in ops[i + 1 :]:
+                    rest.release()
+                for submitted in ops[:i]:
+                    ring.abandon(submitted)
+                raise
+        self._submitted_this_pass += len(ops)
+        if all(op.completes_inline for op in ops):
+            # Page-cache reads complete in the io_uring_enter of this pass's
+            # before_io_wait: one yield, and usually nothing to park for.
+            try:
+                await _cancel_shielded_checkpoint()
+            except BaseException:
+                for op in ops:
+                    if op.state == DONE:
+                        op.discard()
+                    else:
+                        ring.abandon(op)
+                raise
+        if group.left:
+            task = group.waiter = _current_task()
+            raise_cancel = None
+
+            def abort(raise_cancel_: Any) -> trio.lowlevel.Abort:
+                nonlocal raise_cancel
+                raise_cancel = raise_cancel_
+                group.waiter = None  # withdrawn operations settle here: no wake
+                for op in ops:
+                    ring.cancel(op)
+                if not group.left:
+                    return _SUCCEEDED
+                group.waiter = task
+                return _FAILED
+
+            try:
+                await _wait_task_rescheduled(abort)
+            except BaseException:
+                for op in ops:
+                    if op.state != DONE:
+                        ring.abandon(op)
+                raise
+            if raise_cancel is not None and any(op.cancelled() for op in ops):
+                raise_cancel()
+        return [op.result() if not op.cancel_by else _outcome(op) for op in ops]
 
     # The ring calls this with op.waiter, the task parked in perform().
     wake = staticmethod(trio.lowlevel.reschedule)
@@ -344,6 +409,16 @@ def write(fd: Any, buf: B, offset: int = -1) -> Coroutine[Any, Any, tuple[B, int
     """Write from ``buf`` at ``offset`` (-1: the file position)."""
     ring = current_ring()
     return ring._perform(Write(fd, buf, offset))
+
+
+def read_many(requests: Iterable[tuple[Any, B, int]]) -> Coroutine[Any, Any, list[tuple[B, int]]]:
+    """Read a batch of ``(fd, buffer, offset)`` requests (explicit offsets,
+    >= 0) and return ``[(buffer, count), ...]`` in order: one checkpoint and
+    at most one wakeup for the whole batch. The first failure raises (its
+    ``OSError.buffer`` says which); a cancelled batch raises ``Cancelled``
+    once the kernel has given every buffer back."""
+    ring = current_ring()
+    return ring._perform_many(read_requests(requests))
 
 
 def readv(fd: Any, bufs: S, offset: int = -1) -> Coroutine[Any, Any, tuple[S, int]]:
