@@ -87,9 +87,12 @@ WORKLOADS = {
     )
 }
 
+READ_MANY = 32  #: reads per ouring.read_many call (one task: the concurrency of 32 tasks)
+
 #: Implementations and the table labels; the Python ones run in run_cell.
 READ_IMPLS = {
     "ouring": "ouring",
+    "ouring.read_many": f"ouring.read_many, {READ_MANY} per call",
     "trio.open_file": "trio.open_file",
     "to_thread": "trio.to_thread(os.pread)",
     "aiofiles": "asyncio + aiofiles",
@@ -102,7 +105,7 @@ APPEND_LABELS = {
     "to_thread": "trio.to_thread(os.write)",
     "os": "os.write loop, 1 thread",
 }
-SYNCHRONOUS = {"os", "fio-psync"}  #: rows that only exist with one task
+SYNCHRONOUS = {"os", "fio-psync", "ouring.read_many"}  #: rows that only exist with one task
 
 
 def rows(tasks: int) -> list[Row]:
@@ -112,6 +115,8 @@ def rows(tasks: int) -> list[Row]:
         counts = [1] if workload.kind == "append" else sorted({1, tasks})
         for impl, label in READ_IMPLS.items():
             if workload.kind == "append":
+                if impl == "ouring.read_many":
+                    continue
                 label = APPEND_LABELS.get(impl, label)
             for n in counts:
                 if n > 1 and impl in SYNCHRONOUS:
@@ -234,6 +239,25 @@ def read_workers(
             if last >= 0:
                 check_block(fd, buf, last)
 
+        async def with_read_many() -> None:
+            # One task, READ_MANY reads per call: one checkpoint per batch.
+            bufs = [bytearray(block) for _ in range(READ_MANY)]
+            read_many = ouring.read_many
+            it = forever(offsets)
+            last = -1
+            while not counter.stop:
+                chunk = [next(it) for _ in range(READ_MANY)]
+                results = await read_many(list(zip(repeat(fd), bufs, chunk)))
+                for (_, n), off in zip(results, chunk, strict=True):
+                    if n != block:
+                        raise short_read(n, off, block)
+                counter.ops += READ_MANY
+                last = chunk[-1]
+                if not counter.ops % CHECK_EVERY:
+                    check_block(fd, bufs[-1], last)
+            if last >= 0:
+                check_block(fd, bufs[-1], last)
+
         async def with_trio_open_file() -> None:
             # Unbuffered: each seek and read is one syscall in a worker thread.
             async with await trio.open_file(path, "rb", buffering=0) as f:
@@ -260,6 +284,7 @@ def read_workers(
 
         return {
             "ouring": with_ouring,
+            "ouring.read_many": with_read_many,
             "trio.open_file": with_trio_open_file,
             "to_thread": with_to_thread,
             "aiofiles": with_aiofiles,
@@ -324,7 +349,7 @@ def run_read_cell(row: Row, path: Path, seed: int, warmup: float, seconds: float
         per_batch: float | None = None
         if row.impl in ("aiofiles", "anyio"):
             ops, elapsed = asyncio.run(timed_asyncio(counter, workers, warmup, seconds))
-        elif row.impl == "ouring":
+        elif row.impl.startswith("ouring"):
 
             async def main() -> tuple[int, float, float]:
                 ops, elapsed = await timed_trio(counter, workers, warmup, seconds)
