@@ -863,6 +863,99 @@ static PyTypeObject ReceiveOpType = {
     .tp_methods = receive_methods,
 };
 
+/* -- Group -----------------------------------------------------------------------
+ *
+ * Group(count, waiter): a waiter for several operations (read_many). Each
+ * operation of the group has the Group as its waiter; the ring wakes the
+ * group's own waiter once, when the last of them is DONE. An executor's
+ * abort clears `waiter` while it withdraws or cancels the operations, so
+ * nobody is woken twice. */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *waiter; /* NULL reads as None */
+    Py_ssize_t left;  /* operations not yet DONE */
+} Group;
+
+static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    Py_ssize_t left;
+    PyObject *waiter;
+    Group *g;
+
+    if (kwargs && PyDict_GET_SIZE(kwargs)) {
+        PyErr_SetString(PyExc_TypeError, "Group() takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "nO", &left, &waiter))
+        return NULL;
+    if (left < 0) {
+        PyErr_SetString(PyExc_ValueError, "count must be >= 0");
+        return NULL;
+    }
+    g = (Group *)type->tp_alloc(type, 0);
+    if (!g)
+        return NULL;
+    g->left = left;
+    g->waiter = waiter == Py_None ? NULL : Py_NewRef(waiter);
+    return (PyObject *)g;
+}
+
+static int group_traverse(Group *g, visitproc visit, void *arg)
+{
+    Py_VISIT(g->waiter);
+    return 0;
+}
+
+static int group_clear(Group *g)
+{
+    Py_CLEAR(g->waiter);
+    return 0;
+}
+
+static void group_dealloc(Group *g)
+{
+    PyObject_GC_UnTrack(g);
+    group_clear(g);
+    Py_TYPE(g)->tp_free((PyObject *)g);
+}
+
+static PyObject *group_get_waiter(Group *g, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(g->waiter ? g->waiter : Py_None);
+}
+
+static int group_set_waiter(Group *g, PyObject *value, void *Py_UNUSED(closure))
+{
+    Py_XSETREF(g->waiter, value && value != Py_None ? Py_NewRef(value) : NULL);
+    return 0;
+}
+
+static PyGetSetDef group_getset[] = {
+    {"waiter", (getter)group_get_waiter, (setter)group_set_waiter,
+     "woken once, when the last operation is DONE; None: nobody", NULL},
+    {NULL},
+};
+
+static PyMemberDef group_members[] = {
+    {"left", T_PYSSIZET, offsetof(Group, left), READONLY, "operations not yet DONE"},
+    {NULL},
+};
+
+static PyTypeObject GroupType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "ouring._hot.Group",
+    .tp_doc = "Group(count, waiter): wake waiter once, when count operations are DONE.",
+    .tp_basicsize = sizeof(Group),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)group_traverse,
+    .tp_clear = (inquiry)group_clear,
+    .tp_new = group_new,
+    .tp_dealloc = (destructor)group_dealloc,
+    .tp_members = group_members,
+    .tp_getset = group_getset,
+};
+
 /* -- RingCore ------------------------------------------------------------------
  *
  * The operation table of one ring and every state change of an operation
@@ -899,6 +992,7 @@ typedef struct {
     unsigned long long next_user_data, submitted, completed, cancelled, leaked, batches;
     Py_ssize_t max_inflight;
     unsigned long thread; /* the owner: PyThread_get_thread_ident(), as threading.get_ident() */
+    unsigned long generation; /* fork_generation when opened: differs in a forked child */
     char closed;
     int last_submit; /* io_uring_submit's last result: a count, or -errno */
     unsigned batch;  /* CQEs copied out per pass */
@@ -908,7 +1002,31 @@ typedef struct {
     unsigned char supported[256];
 } Core;
 
-static PyObject *str_opcode, *str_release, *str_discard, *str_refuse, *str_cancel_fd, *str_wake;
+static PyObject *str_opcode, *str_release, *str_discard, *str_refuse, *str_cancel_fd, *str_wake,
+    *str_check_open, *str_check_process;
+
+/* Bumped in a forked child (os.register_at_fork, see _ring.py): the child has
+ * no ring memory (MADV_DONTFORK), so its copies of the parent's rings must
+ * never touch it. A counter instead of getpid(): no syscall per check. */
+static unsigned long fork_generation;
+
+/* The owner thread in the owner process may drive the ring: 0. Otherwise
+ * the Python check (_check_open or _check_process) raises RingClosedError
+ * with the reason: -1. */
+static int core_usable(Core *c)
+{
+    PyObject *r;
+
+    if (c->thread == PyThread_get_thread_ident() && c->generation == fork_generation && c->ring)
+        return 0;
+    r = PyObject_CallMethodNoArgs((PyObject *)c, c->generation != fork_generation
+                                                     ? str_check_process
+                                                     : str_check_open);
+    Py_XDECREF(r);
+    if (r && !PyErr_Occurred())
+        PyErr_SetString(PyExc_RuntimeError, "the ring is closed");
+    return -1;
+}
 
 /* The first exception raised by a callback while settling a batch is kept
  * and re-raised once every CQE of the batch is settled: a CQE that was
@@ -960,14 +1078,21 @@ static void core_settle(Core *c, Op *op, int res, struct first_error *err)
                 keep_error(err);
             Py_XDECREF(r);
         }
-    } else if (op->waiter && c->wake) {
+    } else if (op->waiter) {
         /* Held across the call: Python code in it may reset either. */
-        PyObject *wake = Py_NewRef(c->wake), *waiter = Py_NewRef(op->waiter);
-        if (!(r = PyObject_CallOneArg(wake, waiter)))
+        PyObject *waiter = Py_NewRef(op->waiter), *wake = Py_XNewRef(c->wake);
+        if (Py_IS_TYPE(waiter, &GroupType)) {
+            Group *g = (Group *)waiter;
+            /* The last of the group wakes the group's waiter. */
+            waiter = --g->left <= 0 && g->waiter ? Py_NewRef(g->waiter) : NULL;
+            Py_DECREF(g);
+        }
+        r = NULL;
+        if (waiter && wake && !(r = PyObject_CallOneArg(wake, waiter)))
             keep_error(err);
         Py_XDECREF(r);
-        Py_DECREF(waiter);
-        Py_DECREF(wake);
+        Py_XDECREF(waiter);
+        Py_XDECREF(wake);
     }
     if (PyList_GET_SIZE(c->idle_callbacks) && !PyDict_GET_SIZE(c->inflight) &&
         !PyList_GET_SIZE(c->pending)) {
@@ -1027,7 +1152,8 @@ static PyObject *core_submit(Core *c, PyObject *const *args, Py_ssize_t nargs)
     if (opcode == -1 && PyErr_Occurred())
         return NULL;
     if (opcode < 0 || opcode > 255 || c->closed || !c->ring ||
-        c->thread != PyThread_get_thread_ident() || !c->supported[opcode])
+        c->thread != PyThread_get_thread_ident() || c->generation != fork_generation ||
+        !c->supported[opcode])
         return PyObject_CallMethodOneArg((PyObject *)c, str_refuse, (PyObject *)op);
     if (opcode == IORING_OP_CLOSE) {
         /* Closing an fd does not stop the kernel's operations on it. */
@@ -1072,10 +1198,8 @@ static PyObject *core_prepare(Core *c, PyObject *Py_UNUSED(ignored))
     Py_ssize_t i = 0, room;
     int ret = 1; /* 1: go on; 0: the kernel wants CQEs reaped first; -1: error */
 
-    if (!c->ring) {
-        PyErr_SetString(PyExc_RuntimeError, "the ring is closed");
+    if (core_usable(c) < 0)
         return NULL;
-    }
     while (i < PyList_GET_SIZE(c->cancels)) {
         Op *target = (Op *)PyList_GET_ITEM(c->cancels, i);
         /* Its CQE may have come first: then there is nothing to cancel.
@@ -1218,6 +1342,8 @@ static PyObject *core_enter_py(Core *c, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "_enter(wait_nr, timeout_ns, max_cqes)");
         return NULL;
     }
+    if (core_usable(c) < 0)
+        return NULL;
     wait_nr = PyLong_AsUnsignedLong(args[0]);
     timeout_ns = PyLong_AsLongLong(args[1]);
     max = PyLong_AsUnsignedLong(args[2]);
@@ -1357,6 +1483,7 @@ static PyObject *core_open(Core *c, PyObject *args)
     c->max_inflight = max_inflight;
     c->batch = batch;
     c->thread = thread;
+    c->generation = fork_generation;
     c->closed = 0;
     Py_RETURN_NONE;
 }
@@ -1539,7 +1666,15 @@ static PyObject *hot_set_helpers(PyObject *Py_UNUSED(module), PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *hot_after_fork_in_child(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
+{
+    fork_generation++;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef hot_methods[] = {
+    {"after_fork_in_child", hot_after_fork_in_child, METH_NOARGS,
+     "Registered with os.register_at_fork: every ring opened before is the parent's."},
     {"set_helpers", hot_set_helpers, METH_VARARGS,
      "set_helpers(unlendable, in_use, fileno_for, file_offset, u32, buffer_error):\n"
      "the Python callables behind error messages and slow-path argument checks."},
@@ -1565,7 +1700,7 @@ PyMODINIT_FUNC PyInit__hot(void)
     if (PyType_Ready(&LeaseType) < 0 || PyType_Ready(&OpType) < 0 ||
         PyType_Ready(&BufOpType) < 0 || PyType_Ready(&FileOpType) < 0 ||
         PyType_Ready(&MessageOpType) < 0 || PyType_Ready(&ReceiveOpType) < 0 ||
-        PyType_Ready(&CoreType) < 0)
+        PyType_Ready(&GroupType) < 0 || PyType_Ready(&CoreType) < 0)
         return NULL;
     str_writes_buffer = PyUnicode_InternFromString("writes_buffer");
     str_flags = PyUnicode_InternFromString("flags");
@@ -1575,8 +1710,10 @@ PyMODINIT_FUNC PyInit__hot(void)
     str_refuse = PyUnicode_InternFromString("_refuse");
     str_cancel_fd = PyUnicode_InternFromString("cancel_fd");
     str_wake = PyUnicode_InternFromString("wake");
+    str_check_open = PyUnicode_InternFromString("_check_open");
+    str_check_process = PyUnicode_InternFromString("_check_process");
     if (!str_writes_buffer || !str_flags || !str_opcode || !str_release || !str_discard ||
-        !str_refuse || !str_cancel_fd || !str_wake)
+        !str_refuse || !str_cancel_fd || !str_wake || !str_check_open || !str_check_process)
         return NULL;
     m = PyModule_Create(&hot_module);
     if (!m)
@@ -1587,6 +1724,7 @@ PyMODINIT_FUNC PyInit__hot(void)
         PyModule_AddObjectRef(m, "FileOperation", (PyObject *)&FileOpType) < 0 ||
         PyModule_AddObjectRef(m, "MessageOperation", (PyObject *)&MessageOpType) < 0 ||
         PyModule_AddObjectRef(m, "ReceiveOperation", (PyObject *)&ReceiveOpType) < 0 ||
+        PyModule_AddObjectRef(m, "Group", (PyObject *)&GroupType) < 0 ||
         PyModule_AddObjectRef(m, "RingCore", (PyObject *)&CoreType) < 0 ||
         PyModule_AddIntConstant(m, "MAX_RW", OURING_MAX_RW) < 0) {
         Py_DECREF(m);

@@ -43,6 +43,7 @@ from typing import Any, NoReturn, Protocol, TypeVar
 from . import _sockaddr
 from ._errors import RingClosedError, UnsupportedError, setup_error
 from ._hot import RingCore
+from ._hot import after_fork_in_child as _hot_after_fork_in_child
 from ._native import ffi, lib
 from ._ops import (
     CLOSED,
@@ -93,6 +94,11 @@ _MAX_ENTRIES = 32768  # IORING_MAX_ENTRIES
 _MAX_CQ_ENTRIES = 2 * _MAX_ENTRIES
 _DEFAULT_MIN_CQ = 4096  # 64 KiB of CQ: room for 2048 operations in the kernel at once
 _NO_WAIT = -1
+
+# A forked child has no ring memory (MADV_DONTFORK): the core refuses every
+# ring opened before the fork from then on (a counter, not a getpid() syscall
+# per check). Forks made without Python's hooks are not seen.
+os.register_at_fork(after_in_child=_hot_after_fork_in_child)
 
 # Memory of operations the kernel never completed before their ring closed. It
 # is never freed: the kernel may still write into it.
@@ -212,6 +218,7 @@ class Ring(RingCore):
         """``op`` cannot be submitted: give its resources back and say why."""
         op.release()
         self._check_open()
+        self._check_process()
         raise UnsupportedError(
             errno.EOPNOTSUPP,
             f"this kernel's io_uring has no {type(op).__name__} operation "
@@ -225,8 +232,7 @@ class Ring(RingCore):
         ready (a page-cache read completes during its own submission)."""
         if not (self._pending or self._cancels) or self._closed:
             return
-        self._check_open()  # the owning thread only
-        self._check_process()
+        # _prepare and _enter check the thread and the process themselves.
         self._prepare()
         self._enter(0, _NO_WAIT, self._batch if reap else 0)
 
@@ -236,15 +242,12 @@ class Ring(RingCore):
         same scheduler pass as the close may still call this)."""
         if self._closed:
             return 0
-        self._check_open()  # the owning thread only
-        self._check_process()  # a forked child has no ring memory (MADV_DONTFORK)
         return self._enter(0, _NO_WAIT, self._batch)
 
     def wait(self, timeout: float | None = None) -> int:
         """Submit, block until at least one CQE or ``timeout``, then reap.
         For driving a ring without an event loop; returns the CQEs reaped."""
-        self._check_open()
-        self._check_process()
+        self._check_open()  # a closed ring raises here, not only when busy
         self._prepare()
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         while True:
