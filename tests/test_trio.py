@@ -415,9 +415,9 @@ def _batching_driver() -> Any:
     return driver
 
 
-async def test_a_batched_page_cache_read_completes_without_parking(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _counting_parks(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every park of an operation (trio's wait_task_rescheduled, as the
+    adapter calls it) from now on, in order."""
     from ouring import _trio
 
     parks: list[object] = []
@@ -428,6 +428,13 @@ async def test_a_batched_page_cache_read_completes_without_parking(
         return await park(abort)
 
     monkeypatch.setattr(_trio, "_wait_task_rescheduled", counted_park)
+    return parks
+
+
+async def test_a_batched_page_cache_read_completes_without_parking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parks = _counting_parks(monkeypatch)
     path = tmp_path / "data"
     path.write_bytes(bytes(range(256)) * 16)
     fd = os.open(path, os.O_RDONLY)
@@ -555,20 +562,6 @@ def _lent(buf: bytearray) -> bool:
         return True
     buf.pop()
     return False
-
-
-def _counting_parks(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    from ouring import _trio
-
-    parks: list[object] = []
-    park = _trio._wait_task_rescheduled
-
-    async def counted_park(abort: Any) -> Any:
-        parks.append(abort)
-        return await park(abort)
-
-    monkeypatch.setattr(_trio, "_wait_task_rescheduled", counted_park)
-    return parks
 
 
 async def test_read_many_returns_each_buffer_and_count_in_order(
