@@ -451,6 +451,18 @@ static PyTypeObject LeaseType = {
  * attributes; only the ring writes the lifecycle ones (state, res, cancel_by,
  * waiter, abandoned, user_data). */
 
+/* Operation.state, exported to Python (_ops.py documents each). */
+#define STATE_CREATED 0
+#define STATE_PENDING 1
+#define STATE_SUBMITTED 2
+#define STATE_CANCELLING 3
+#define STATE_DONE 4
+#define STATE_LEAKED 5
+/* Operation.cancel_by: who asked for a cancel (0: nobody). */
+#define CANCEL_BY_CALLER 1
+#define CANCEL_BY_RING 2
+#define CANCEL_BY_CLOSED 3
+
 typedef struct {
     PyObject_HEAD
     PyObject *waiter; /* the executor's token to wake when DONE; NULL reads as None */
@@ -512,6 +524,26 @@ static int op_init(Op *self, PyObject *args, PyObject *kwargs)
     self->op_flags = (unsigned int)f;
     return 0;
 }
+
+/* A requested cancel won: the operation did not happen. -EINTR counts too:
+ * an io-wq worker interrupted by a cancel reports it, and it means no bytes
+ * moved (a partial transfer returns the count). */
+static int op_cancelled(const Op *op)
+{
+    return op->cancel_by && (op->res == -ECANCELED || op->res == -EINTR);
+}
+
+static PyObject *op_cancelled_py(Op *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(op_cancelled(self));
+}
+
+static PyMethodDef op_methods[] = {
+    {"cancelled", (PyCFunction)op_cancelled_py, METH_NOARGS,
+     "True when a requested cancel won: the operation did not happen (-ECANCELED,\n"
+     "or -EINTR from an interrupted io-wq worker: no bytes moved)."},
+    {NULL},
+};
 
 static int op_traverse(Op *self, visitproc visit, void *arg)
 {
@@ -576,6 +608,7 @@ static PyTypeObject OpType = {
     .tp_new = op_new,
     .tp_init = (initproc)op_init,
     .tp_dealloc = (destructor)op_dealloc,
+    .tp_methods = op_methods,
     .tp_members = op_members,
     .tp_getset = op_getset,
 };
@@ -971,13 +1004,6 @@ static PyTypeObject GroupType = {
  * borrowed from the Python Ring, which frees it (ouring_exit) only after
  * _close_core(). */
 
-#define STATE_CREATED 0
-#define STATE_PENDING 1
-#define STATE_SUBMITTED 2
-#define STATE_CANCELLING 3
-#define STATE_DONE 4
-#define STATE_LEAKED 5
-#define CANCEL_BY_CALLER 1
 #define CANCEL_USER_DATA 0 /* operations count from 1; cancel requests' CQEs carry 0 */
 
 typedef struct {
@@ -1070,7 +1096,7 @@ static void core_settle(Core *c, Op *op, int res, struct first_error *err)
         Py_DECREF(r);
     }
     c->completed++;
-    if (op->cancel_by && (res == -ECANCELED || res == -EINTR))
+    if (op_cancelled(op))
         c->cancelled++;
     if (op->abandoned) {
         if (res >= 0) {
@@ -1726,7 +1752,16 @@ PyMODINIT_FUNC PyInit__hot(void)
         PyModule_AddObjectRef(m, "ReceiveOperation", (PyObject *)&ReceiveOpType) < 0 ||
         PyModule_AddObjectRef(m, "Group", (PyObject *)&GroupType) < 0 ||
         PyModule_AddObjectRef(m, "RingCore", (PyObject *)&CoreType) < 0 ||
-        PyModule_AddIntConstant(m, "MAX_RW", OURING_MAX_RW) < 0) {
+        PyModule_AddIntConstant(m, "MAX_RW", OURING_MAX_RW) < 0 ||
+        PyModule_AddIntConstant(m, "CREATED", STATE_CREATED) < 0 ||
+        PyModule_AddIntConstant(m, "PENDING", STATE_PENDING) < 0 ||
+        PyModule_AddIntConstant(m, "SUBMITTED", STATE_SUBMITTED) < 0 ||
+        PyModule_AddIntConstant(m, "CANCELLING", STATE_CANCELLING) < 0 ||
+        PyModule_AddIntConstant(m, "DONE", STATE_DONE) < 0 ||
+        PyModule_AddIntConstant(m, "LEAKED", STATE_LEAKED) < 0 ||
+        PyModule_AddIntConstant(m, "CALLER", CANCEL_BY_CALLER) < 0 ||
+        PyModule_AddIntConstant(m, "RING", CANCEL_BY_RING) < 0 ||
+        PyModule_AddIntConstant(m, "CLOSED", CANCEL_BY_CLOSED) < 0) {
         Py_DECREF(m);
         return NULL;
     }

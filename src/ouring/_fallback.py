@@ -124,7 +124,6 @@ FALLBACK_ENV: Final = "OURING_FALLBACK"
 #: ``ThreadRing``; ``always-threads``: a ``ThreadRing`` without trying io_uring.
 FALLBACK_MODES: Final = ("off", "threads", "always-threads")
 
-_DID_NOT_HAPPEN = (-errno.ECANCELED, -errno.EINTR)
 _EAGAIN = -errno.EAGAIN
 _OFFSET_CURRENT = (1 << 64) - 1  # an SQE offset of -1: the file position
 _DEFAULT_THREADS = 40  # trio.to_thread's default limit
@@ -732,7 +731,7 @@ class ThreadRing(Ring):
         op.state = DONE
         op.release()
         self._completed += 1
-        if op.cancel_by and res in _DID_NOT_HAPPEN:
+        if op.cancelled():
             self._cancelled += 1
         self._entries.pop(op, None)
         if op.abandoned and res >= 0:

@@ -3,6 +3,15 @@ from collections.abc import Callable
 from typing import Any, Final
 
 MAX_RW: Final[int]
+CREATED: Final[int]
+PENDING: Final[int]
+SUBMITTED: Final[int]
+CANCELLING: Final[int]
+DONE: Final[int]
+LEAKED: Final[int]
+CALLER: Final[int]
+RING: Final[int]
+CLOSED: Final[int]
 
 class Lease:
     """One buffer lent to the kernel: a strong reference and a buffer export
@@ -34,6 +43,7 @@ class Operation:
     waiter: object
     abandoned: bool
     def __init__(self, fd: int, addr: int, length: int, offset: int, op_flags: int, /) -> None: ...
+    def cancelled(self) -> bool: ...
 
 class BufferOperation(Operation):
     """An operation on one lent caller buffer."""

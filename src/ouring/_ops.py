@@ -26,9 +26,19 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from . import _hot, _sockaddr
 from ._buffers import Lease, in_use, unlendable
 from ._errors import FdClosedError, RingClosedError, os_error
+from ._hot import CALLER, CANCELLING, CLOSED, CREATED, DONE, LEAKED, PENDING, RING, SUBMITTED
 from ._native import ffi, lib
 
 __all__ = [
+    "CALLER",
+    "CANCELLING",
+    "CLOSED",
+    "CREATED",
+    "DONE",
+    "LEAKED",
+    "PENDING",
+    "RING",
+    "SUBMITTED",
     "Accept",
     "Close",
     "Connect",
@@ -59,19 +69,17 @@ T = TypeVar("T")
 B = TypeVar("B")
 S = TypeVar("S")
 
-# Operation.state
-CREATED = 0  # built: owns its resources; no ring has it
-PENDING = 1  # queued in a ring, not yet in the SQ: the kernel has not seen it
-SUBMITTED = 2  # its SQE is in the SQ: the kernel owns its memory until the final CQE
-CANCELLING = 3  # SUBMITTED, and an IORING_OP_ASYNC_CANCEL is requested for it
-DONE = 4  # final CQE reaped, or withdrawn while PENDING; resources released
-LEAKED = 5  # the ring closed before the final CQE: its memory is kept forever
+# Operation.state, defined once in native/hot.c (the ring core changes it):
+# CREATED    built: owns its resources; no ring has it
+# PENDING    queued in a ring, not yet in the SQ: the kernel has not seen it
+# SUBMITTED  its SQE is in the SQ: the kernel owns its memory until the final CQE
+# CANCELLING SUBMITTED, and an IORING_OP_ASYNC_CANCEL is requested for it
+# DONE       final CQE reaped, or withdrawn while PENDING; resources released
+# LEAKED     the ring closed before the final CQE: its memory is kept forever
+# Operation.cancel_by, who asked for a cancel: CALLER (the waiting task was
+# cancelled: trio's abort), RING (the ring is closing), CLOSED (its fd is
+# being closed through the ring); 0 when nobody did.
 STATE_NAMES = ("CREATED", "PENDING", "SUBMITTED", "CANCELLING", "DONE", "LEAKED")
-
-# Operation.cancel_by: who asked for a cancel
-CALLER = 1  # the waiting task was cancelled (trio's abort)
-RING = 2  # the ring is closing
-CLOSED = 3  # its fd is being closed through the ring
 
 _U64 = 0xFFFF_FFFF_FFFF_FFFF
 _U32 = 0xFFFF_FFFF
@@ -108,13 +116,6 @@ class Operation(_hot.Operation, Generic[T]):
 
     def discard(self) -> None:
         """Undo a successful result that nobody will receive (close an fd)."""
-
-    def cancelled(self) -> bool:
-        """True when a requested cancel won: the operation did not happen.
-
-        -EINTR counts too: an io-wq worker interrupted by a cancel reports it,
-        and it means no bytes moved (a partial transfer returns the count)."""
-        return self.cancel_by != 0 and self.res in (-errno.ECANCELED, -errno.EINTR)
 
     def outcome(self) -> T:
         """The value to hand the waiter once the operation is DONE (or
