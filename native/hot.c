@@ -1420,23 +1420,31 @@ static PyObject *core_cancel(Core *c, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_FALSE;
 }
 
-/* abandon(op): nobody will receive op's result (its coroutine was closed):
- * stop it if possible, and undo its effect (close an fd) if it completes. */
+/* abandon(op): nobody will receive op's result (its coroutine was closed or
+ * thrown into): stop it if possible, and undo its effect (close an fd) if it
+ * happened, now if it is DONE already, else when its CQE comes. Once per
+ * operation: a second undo could close somebody else's fd. */
 static PyObject *core_abandon(Core *c, PyObject *op_obj)
 {
+    PyObject *r = NULL;
     Op *op;
 
     if (core_check_op(op_obj) < 0)
         return NULL;
     op = (Op *)op_obj;
+    if (op->abandoned)
+        Py_RETURN_NONE;
     Py_CLEAR(op->waiter);
     op->abandoned = 1;
-    if (op->state == STATE_PENDING || op->state == STATE_SUBMITTED) {
-        PyObject *r = core_cancel(c, &op_obj, 1);
-        if (!r)
-            return NULL;
-        Py_DECREF(r);
-    }
+    if (op->state == STATE_PENDING || op->state == STATE_SUBMITTED)
+        r = core_cancel(c, &op_obj, 1);
+    else if (op->state == STATE_DONE && op->res >= 0)
+        r = PyObject_CallMethodNoArgs(op_obj, str_discard);
+    else
+        Py_RETURN_NONE;
+    if (!r)
+        return NULL;
+    Py_DECREF(r);
     Py_RETURN_NONE;
 }
 

@@ -14,7 +14,7 @@ from ouring._native import lib
 import ouring
 from ouring import _ring
 from ouring._errors import setup_error
-from ouring._ops import DONE, LEAKED, PENDING, SUBMITTED, Nop, Read, Recv, RecvBytes
+from ouring._ops import DONE, LEAKED, PENDING, SUBMITTED, Nop, OpenAt, Read, Recv, RecvBytes
 
 
 def drain(ring: ouring.Ring, timeout: float = 5.0) -> None:
@@ -406,3 +406,26 @@ def test_an_operation_is_submitted_once() -> None:
 def test_submit_takes_operations_only() -> None:
     with ouring.Ring(4) as ring, pytest.raises(TypeError, match="ouring operation is required"):
         ring.submit("not an op")
+
+
+def test_abandoning_a_done_operation_undoes_its_result_once(tmp_path: Path) -> None:
+    """Nobody will receive an open that completed already: abandon closes its
+    fd at once, and only once (a second close could hit a reused number)."""
+    path = tmp_path / "f"
+    path.write_bytes(b"")
+    with ouring.Ring(4) as ring:
+        op = OpenAt(path, os.O_RDONLY, 0, None)
+        ring.submit(op)
+        drain(ring)
+        assert op.state == DONE
+        fd = op.res
+        os.fstat(fd)
+        ring.abandon(op)
+        with pytest.raises(OSError, match="Bad file descriptor"):
+            os.fstat(fd)
+        reused = os.open(path, os.O_RDONLY)  # likely the same number
+        try:
+            ring.abandon(op)
+            os.fstat(reused)  # still open
+        finally:
+            os.close(reused)

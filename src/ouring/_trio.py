@@ -125,11 +125,7 @@ class _Driver(trio.abc.Instrument):
                 try:
                     await _cancel_shielded_checkpoint()
                 except BaseException:
-                    # Closed or thrown into during the yield: nobody receives it.
-                    if op.state == DONE:
-                        op.discard()
-                    else:
-                        ring.abandon(op)
+                    ring.abandon(op)  # closed or thrown into: nobody receives it
                     raise
                 if op.state == DONE:
                     return op.result() if not op.cancel_by else _outcome(op)
@@ -162,8 +158,7 @@ class _Driver(trio.abc.Instrument):
             # Abort.SUCCEEDED (op withdrawn, DONE), or the coroutine was closed
             # or thrown into while parked: the ring keeps the operation and its
             # memory until the final CQE, and undoes a result nobody receives.
-            if op.state != DONE:
-                ring.abandon(op)
+            ring.abandon(op)
             raise
         if not op.cancel_by:  # nobody asked for a cancel: the common case
             return op.result()
@@ -204,10 +199,7 @@ class _Driver(trio.abc.Instrument):
                 await _cancel_shielded_checkpoint()
             except BaseException:
                 for op in ops:
-                    if op.state == DONE:
-                        op.discard()
-                    else:
-                        ring.abandon(op)
+                    ring.abandon(op)
                 raise
         if group.left:
             task = group.waiter = _current_task()
@@ -228,8 +220,7 @@ class _Driver(trio.abc.Instrument):
                 await _wait_task_rescheduled(abort)
             except BaseException:
                 for op in ops:
-                    if op.state != DONE:
-                        ring.abandon(op)
+                    ring.abandon(op)
                 raise
             if raise_cancel is not None and any(op.cancelled() for op in ops):
                 raise_cancel()
