@@ -423,15 +423,13 @@ class Ring(RingCore):
     # -- operations ------------------------------------------------------------------------
 
     def _perform(self, op: Operation[T]) -> Coroutine[Any, Any, T]:
-        if self.executor is None:
-            op.release()
-            raise RuntimeError(
-                "this ring is not driven by an event loop; use "
-                "`async with ouring.open_ring()` inside trio.run"
-            )
-        return self.executor.perform(self, op)
+        return self._driver_of((op,)).perform(self, op)
 
     def _perform_many(self, ops: Sequence[Operation[T]]) -> Coroutine[Any, Any, list[T]]:
+        return self._driver_of(ops).perform_many(self, ops)
+
+    def _driver_of(self, ops: Sequence[Operation[Any]]) -> Executor:
+        """The executor that performs ``ops``; without one, they are released."""
         if self.executor is None:
             for op in ops:
                 op.release()
@@ -439,7 +437,7 @@ class Ring(RingCore):
                 "this ring is not driven by an event loop; use "
                 "`async with ouring.open_ring()` inside trio.run"
             )
-        return self.executor.perform_many(self, ops)
+        return self.executor
 
     async def nop(self) -> None:
         await self._perform(Nop())
