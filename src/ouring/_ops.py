@@ -597,7 +597,8 @@ def read_requests(requests: Iterable[tuple[Any, B, int]]) -> list[Read[B]]:
                 raise TypeError(
                     f"read_many takes (fd, buffer, offset) tuples, not {request!r}"
                 ) from None
-            if file_offset(offset) == _U64:
+            offset = file_offset(offset)
+            if offset == _U64:
                 raise ValueError("read_many reads at explicit offsets (>= 0), not -1")
             ops.append(Read(fd, buf, offset))
     except BaseException:
