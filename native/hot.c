@@ -444,6 +444,32 @@ static PyTypeObject LeaseType = {
     .tp_getset = lease_getset,
 };
 
+/* Optional object fields (a waiter, an executor) hold NULL for None, so C
+ * tests them with a plain NULL check. */
+static PyObject *optional_get(PyObject *field)
+{
+    return Py_NewRef(field ? field : Py_None);
+}
+
+static void optional_set(PyObject **field, PyObject *value)
+{
+    Py_XSETREF(*field, value && value != Py_None ? Py_NewRef(value) : NULL);
+}
+
+/* A getset on such a field; the closure is the field's offset. */
+#define OPTIONAL_FIELD(self, closure) ((PyObject **)((char *)(self) + (size_t)(closure)))
+
+static PyObject *optional_getter(PyObject *self, void *closure)
+{
+    return optional_get(*OPTIONAL_FIELD(self, closure));
+}
+
+static int optional_setter(PyObject *self, PyObject *value, void *closure)
+{
+    optional_set(OPTIONAL_FIELD(self, closure), value);
+    return 0;
+}
+
 /* -- Operation ----------------------------------------------------------------
  *
  * The base of every operation (_ops.py subclasses it in Python): its SQE image
@@ -579,21 +605,9 @@ static PyMemberDef op_members[] = {
     {NULL},
 };
 
-static PyObject *op_get_waiter(Op *self, void *Py_UNUSED(closure))
-{
-    return Py_NewRef(self->waiter ? self->waiter : Py_None);
-}
-
-/* None is stored as NULL: the ring wakes a waiter only when there is one. */
-static int op_set_waiter(Op *self, PyObject *value, void *Py_UNUSED(closure))
-{
-    Py_XSETREF(self->waiter, value && value != Py_None ? Py_NewRef(value) : NULL);
-    return 0;
-}
-
 static PyGetSetDef op_getset[] = {
-    {"waiter", (getter)op_get_waiter, (setter)op_set_waiter,
-     "the executor's token to wake when DONE, or None", NULL},
+    {"waiter", optional_getter, optional_setter,
+     "the executor's token to wake when DONE, or None", (void *)offsetof(Op, waiter)},
     {NULL},
 };
 
@@ -930,7 +944,7 @@ static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     if (!g)
         return NULL;
     g->left = left;
-    g->waiter = waiter == Py_None ? NULL : Py_NewRef(waiter);
+    optional_set(&g->waiter, waiter);
     return (PyObject *)g;
 }
 
@@ -953,20 +967,10 @@ static void group_dealloc(Group *g)
     Py_TYPE(g)->tp_free((PyObject *)g);
 }
 
-static PyObject *group_get_waiter(Group *g, void *Py_UNUSED(closure))
-{
-    return Py_NewRef(g->waiter ? g->waiter : Py_None);
-}
-
-static int group_set_waiter(Group *g, PyObject *value, void *Py_UNUSED(closure))
-{
-    Py_XSETREF(g->waiter, value && value != Py_None ? Py_NewRef(value) : NULL);
-    return 0;
-}
-
 static PyGetSetDef group_getset[] = {
-    {"waiter", (getter)group_get_waiter, (setter)group_set_waiter,
-     "woken once, when the last operation is DONE; None: nobody", NULL},
+    {"waiter", optional_getter, optional_setter,
+     "woken once, when the last operation is DONE; None: nobody",
+     (void *)offsetof(Group, waiter)},
     {NULL},
 };
 
@@ -1165,7 +1169,7 @@ static PyObject *core_submit(Core *c, PyObject *const *args, Py_ssize_t nargs)
     if (core_check_op(args[0]) < 0)
         return NULL;
     op = (Op *)args[0];
-    waiter = nargs == 2 && args[1] != Py_None ? args[1] : NULL;
+    waiter = nargs == 2 ? args[1] : NULL;
     if (op->state != STATE_CREATED) {
         PyErr_SetString(PyExc_RuntimeError, "this operation was submitted already");
         return NULL;
@@ -1194,8 +1198,7 @@ static PyObject *core_submit(Core *c, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     op->opcode = (unsigned char)opcode;
     op->user_data = c->next_user_data++; /* 64 bits: never wraps, never reused */
-    Py_XINCREF(waiter);
-    Py_XSETREF(op->waiter, waiter);
+    optional_set(&op->waiter, waiter);
     op->state = STATE_PENDING;
     Py_RETURN_NONE;
 }
@@ -1587,7 +1590,7 @@ static void core_dealloc(Core *c)
 
 static PyObject *core_get_executor(Core *c, void *Py_UNUSED(closure))
 {
-    return Py_NewRef(c->executor ? c->executor : Py_None);
+    return optional_get(c->executor);
 }
 
 static int core_set_executor(Core *c, PyObject *value, void *Py_UNUSED(closure))
@@ -1597,7 +1600,7 @@ static int core_set_executor(Core *c, PyObject *value, void *Py_UNUSED(closure))
     if (value && value != Py_None && !(wake = PyObject_GetAttr(value, str_wake)))
         return -1;
     Py_XSETREF(c->wake, wake);
-    Py_XSETREF(c->executor, value && value != Py_None ? Py_NewRef(value) : NULL);
+    optional_set(&c->executor, value);
     return 0;
 }
 
