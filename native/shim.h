@@ -1,7 +1,9 @@
-/* The hot path of ouring, in C so that Python makes one foreign call to prepare
- * an SQE and one to submit a batch and reap the CQEs that are ready.
+/* What both native modules share: `struct ouring` and the inline helpers that
+ * prepare one SQE and submit a batch while copying out the ready CQEs. The
+ * ring core (hot.c, `ouring._hot`) calls those with the GIL held; the cffi
+ * module (`ouring._native`) uses shim.c's setup, teardown and probe.
  *
- * Who owns what: `struct ouring` is malloc'ed here and freed only by
+ * Who owns what: `struct ouring` is malloc'ed by ouring_setup (shim.c) and freed only by
  * ouring_exit(). Memory that SQEs point at (buffers, paths, sockaddrs, statx
  * structs, iovecs) is owned by the Python operation objects, never by this file.
  */
