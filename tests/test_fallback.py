@@ -24,6 +24,7 @@ import outcome
 import pytest
 import trio
 import trio.testing
+from safety._helpers import is_lent
 
 import ouring
 from ouring._fallback import ThreadRing, _leaked_forever, fallback_mode, make_ring
@@ -40,16 +41,6 @@ class Buffer(bytearray):
 
 def open_fds() -> set[int]:
     return {int(name) for name in os.listdir("/proc/self/fd")}
-
-
-def is_lent(buf: bytearray) -> bool:
-    """Resizing a bytearray with a live buffer export raises BufferError."""
-    try:
-        buf.append(0)
-    except BufferError:
-        return True
-    buf.pop()
-    return False
 
 
 def run_python(

@@ -14,6 +14,7 @@ import pytest
 import trio
 import trio.testing
 from ouring._native import lib
+from safety._helpers import is_lent
 
 import ouring
 from ouring._ops import CANCELLING, DONE
@@ -555,15 +556,6 @@ async def test_a_cancel_during_the_inline_completion_yield_returns_the_result(
 # -- read_many ------------------------------------------------------------------------------
 
 
-def _lent(buf: bytearray) -> bool:
-    try:
-        buf.append(0)
-    except BufferError:
-        return True
-    buf.pop()
-    return False
-
-
 async def test_read_many_returns_each_buffer_and_count_in_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -590,7 +582,7 @@ async def test_read_many_returns_each_buffer_and_count_in_order(
     assert results[-1][1] == 50
     assert parks == []  # page-cache reads: one yield, no park
     assert after.submitted - before.submitted == 40
-    assert not any(_lent(buf) for buf in bufs)
+    assert not any(is_lent(buf) for buf in bufs)
 
 
 async def test_read_many_parks_once_for_reads_that_wait(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -639,8 +631,8 @@ async def test_read_many_refuses_a_bad_request_and_keeps_nothing(
         assert ouring.current_ring().statistics().submitted == before.submitted
     finally:
         os.close(fd)
-    assert not _lent(a)
-    assert not _lent(b)
+    assert not is_lent(a)
+    assert not is_lent(b)
 
 
 async def test_read_many_raises_the_first_failure_with_its_buffer(tmp_path: Path) -> None:
@@ -656,8 +648,8 @@ async def test_read_many_raises_the_first_failure_with_its_buffer(tmp_path: Path
         os.close(fd)
         os.close(dir_fd)
     assert info.value.buffer is bad  # type: ignore[attr-defined]
-    assert not _lent(good)
-    assert not _lent(bad)
+    assert not is_lent(good)
+    assert not is_lent(bad)
 
 
 async def test_a_cancelled_read_many_raises_once_every_buffer_is_back() -> None:
@@ -676,7 +668,7 @@ async def test_a_cancelled_read_many_raises_once_every_buffer_is_back() -> None:
                     [(r, buf, 0) for (r, _), buf in zip(pipes, bufs, strict=True)]
                 )
         assert scope.cancelled_caught
-        assert not any(_lent(buf) for buf in bufs)
+        assert not any(is_lent(buf) for buf in bufs)
         assert ouring.current_ring().statistics().inflight == 0
         os.write(pipes[0][1], b"kept")
         assert os.read(pipes[0][0], 8) == b"kept"  # the cancelled read took nothing
@@ -700,7 +692,7 @@ async def test_a_pre_cancelled_read_many_submits_nothing(tmp_path: Path) -> None
         assert ouring.current_ring().statistics().submitted == before.submitted
     finally:
         os.close(fd)
-    assert not _lent(buf)
+    assert not is_lent(buf)
 
 
 async def test_read_many_of_nothing_is_a_checkpoint() -> None:
