@@ -1,0 +1,353 @@
+"""Composite calls (several ring operations in one public call: open_file's
+openat + statx, Path.write_bytes's openat + writes + close, mkdir's parents...)
+under cancellation at every checkpoint.
+
+trio's rule, for the whole call: either it raises ``Cancelled`` and nothing
+changed (no file created, truncated or written, no directory made, no fd left
+open), or it completes and returns (or raises its own error), leaving what the
+same call of the builtin / pathlib leaves. The cancel is injected by an
+instrument that counts the calling task's steps from the start of the call and
+cancels the scope at step k, for every k until the call ends first: before the
+step (the task wakes to a pending cancel and meets it at its next checkpoint:
+a completed ring operation is returned, the next one raises) and after it (the
+task has just parked: its abort runs at once, withdrawing or cancelling the
+operation in flight); and once with the scope cancelled before the call.
+Everything runs on an io_uring ring and on the thread fallback, whose steps
+differ (worker threads). Real files in tmp_path; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pathlib
+import stat
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+import ouring
+
+DATA = b"0123456789"
+ROOT = "<root>"
+MAX_STEPS = 200  # far more than any case takes: a call that never ends is a failure
+
+RING_KINDS = ["io_uring", "threads"]
+
+
+def ring_for(kind: str) -> AbstractAsyncContextManager[Any]:
+    """A ring of its own for the test: io_uring, or the thread fallback."""
+    return ouring.open_ring(fallback="always-threads" if kind == "threads" else None)
+
+
+def fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def build_tree(root: pathlib.Path) -> None:
+    root.mkdir()
+    (root / "file").write_bytes(DATA)
+    (root / "empty").write_bytes(b"")
+    (root / "dir").mkdir()
+    (root / "dir" / "inner").write_bytes(b"inner")
+    (root / "emptydir").mkdir()
+    (root / "link").symlink_to("file")
+
+
+def tree(root: pathlib.Path, *, times: bool) -> dict[str, Any]:
+    """What a call can change under ``root``: names, kinds, modes, link
+    counts, sizes, contents, link targets, and with ``times`` the
+    modification and change times (of the root too: a name created or
+    removed changes its directory's). Access times are left out: a read
+    moves them, and reading is not an effect."""
+    seen: dict[str, Any] = {}
+    paths = [root]
+    for dirpath, dirnames, filenames in os.walk(root):
+        paths += [pathlib.Path(dirpath, name) for name in dirnames + filenames]
+    for path in paths:
+        st = path.lstat()
+        entry: tuple[Any, ...] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_nlink)
+        if stat.S_ISLNK(st.st_mode):
+            entry += (os.readlink(path),)
+        elif stat.S_ISREG(st.st_mode):
+            entry += (st.st_size, path.read_bytes())
+        if times:
+            entry += (st.st_mtime_ns, st.st_ctime_ns)
+        seen[str(path.relative_to(root))] = entry
+    return seen
+
+
+def normalize(value: Any, root: pathlib.Path) -> Any:
+    if isinstance(value, os.stat_result):
+        return ("stat", stat.S_IFMT(value.st_mode), stat.S_IMODE(value.st_mode), value.st_size)
+    if isinstance(value, pathlib.PurePath):
+        return ("path", normalize(str(value), root))
+    if isinstance(value, str):
+        return value.replace(str(root), ROOT)
+    if isinstance(value, tuple):
+        return tuple(normalize(item, root) for item in value)
+    return value
+
+
+def error(exc: BaseException, root: pathlib.Path) -> tuple[Any, ...]:
+    out: tuple[Any, ...] = ("raises", type(exc), normalize(exc.args, root))
+    if isinstance(exc, OSError):
+        out += (normalize(exc.filename, root),)
+    return out
+
+
+# -- the cases ------------------------------------------------------------------------------
+
+
+class Api:
+    """What a case calls: pathlib and the builtin ``open`` (the reference), or
+    ouring.Path and ouring.open_file (awaitables)."""
+
+    def __init__(self, root: pathlib.Path, path: type[Any], open_: Callable[..., Any]) -> None:
+        self.root = root
+        self._path = path
+        self._open = open_
+
+    def path(self, name: str) -> Any:
+        return self._path(self.root, name)
+
+    def open(self, name: str, mode: str, **kwargs: Any) -> Any:
+        return self._open(self.root / name, mode, **kwargs)
+
+
+Case = Callable[[Api], Any]
+
+
+def opener(path: Any, flags: int) -> int:
+    return os.open(path, flags, 0o666)
+
+
+OPEN_CASES: dict[str, Case] = {
+    # creates: O_CREAT | O_EXCL
+    "x-new": lambda api: api.open("new", "x", encoding="utf-8"),
+    "xb-new": lambda api: api.open("new", "xb"),
+    "x+-new": lambda api: api.open("new", "x+", encoding="utf-8"),
+    "xb-unbuffered-new": lambda api: api.open("new", "xb", buffering=0),
+    "x-exists": lambda api: api.open("file", "x", encoding="utf-8"),
+    "x-opener": lambda api: api.open("new", "x", encoding="utf-8", opener=opener),
+    # truncates (or creates): O_CREAT | O_TRUNC
+    "w-truncates": lambda api: api.open("file", "w", encoding="utf-8"),
+    "wb-truncates": lambda api: api.open("file", "wb"),
+    "w+-truncates": lambda api: api.open("file", "w+", encoding="utf-8", newline=""),
+    "wb-unbuffered-truncates": lambda api: api.open("file", "wb", buffering=0),
+    "w-through-link": lambda api: api.open("link", "w", encoding="utf-8"),
+    "w-new": lambda api: api.open("new", "w", encoding="utf-8"),
+    "w-opener": lambda api: api.open("file", "wb", opener=opener),
+    "w-unknown-codec-truncates": lambda api: api.open("file", "w", encoding="no-such-codec"),
+    "w-dir": lambda api: api.open("dir", "w", encoding="utf-8"),
+    "w-missing-dir": lambda api: api.open("nodir/new", "w", encoding="utf-8"),
+    # appends (or creates): O_CREAT | O_APPEND
+    "a-exists": lambda api: api.open("file", "a", encoding="utf-8"),
+    "ab-new": lambda api: api.open("new", "ab"),
+    "a+-exists": lambda api: api.open("file", "a+", encoding="utf-8"),
+    "ab-unbuffered-new": lambda api: api.open("new", "ab", buffering=0),
+    # no O_CREAT: nothing happens on disk
+    "r": lambda api: api.open("file", "r", encoding="utf-8"),
+    "rb": lambda api: api.open("file", "rb"),
+    "r+": lambda api: api.open("file", "r+", encoding="utf-8"),
+    "rb+-unbuffered": lambda api: api.open("file", "rb+", buffering=0),
+    "r-opener": lambda api: api.open("file", "rb", opener=opener),
+    "r-missing": lambda api: api.open("missing", "r", encoding="utf-8"),
+    "r-dir": lambda api: api.open("dir", "rb"),
+    "r+-dir": lambda api: api.open("dir", "r+b"),
+}
+
+
+def reference(case: Case, root: pathlib.Path) -> tuple[Any, dict[str, Any]]:
+    """The builtin's / pathlib's outcome and the tree it leaves."""
+    build_tree(root)
+    try:
+        value = case(Api(root, pathlib.Path, open))
+    except Exception as exc:  # noqa: BLE001 - the exception is the outcome
+        got: Any = error(exc, root)
+    else:
+        if hasattr(value, "close"):  # a file: it was opened, as its mode says
+            value.close()
+            value = ("file", value.mode)
+        got = ("returns", normalize(value, root))
+    return got, tree(root, times=False)
+
+
+# -- cancelling at a step --------------------------------------------------------------------
+
+
+class CancelAtStep(trio.abc.Instrument):
+    """Cancels ``scope`` at the ``k``-th step of ``task`` counted from now:
+    just before it (``after=False``: the task resumes to a pending cancel,
+    delivered at its next checkpoint) or just after it (``after=True``: the
+    task has just parked or yielded; a parked task's abort runs at once)."""
+
+    def __init__(self, task: trio.lowlevel.Task, scope: trio.CancelScope, k: int, after: bool):
+        self.task, self.scope, self.k, self.after = task, scope, k, after
+        self.steps = 0
+        self.fired = False
+
+    def _step(self) -> None:
+        if self.steps == self.k:
+            self.scope.cancel()
+            self.fired = True
+        self.steps += 1
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task and not self.after:
+            self._step()
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task and self.after:
+            self._step()
+
+
+async def close_result(value: Any) -> Any:
+    """A file the call returned is closed here (shielded: the scope may be
+    cancelled); the outcome keeps its mode."""
+    if isinstance(value, ouring.AsyncFile):
+        with trio.CancelScope(shield=True):
+            await value.aclose()
+        return ("file", value.mode)
+    return value
+
+
+async def attempt(
+    call: Callable[[], Awaitable[Any]], root: pathlib.Path, k: int | None, after: bool
+) -> tuple[Any, bool]:
+    """One call with a cancel injected at step ``k`` (``None``: the scope is
+    cancelled before the call). Returns the outcome and whether the cancel
+    was injected before the call ended."""
+    instrument = CancelAtStep(trio.lowlevel.current_task(), trio.CancelScope(), k or 0, after)
+    outcome: Any = "cancelled"
+    with instrument.scope:
+        if k is None:
+            instrument.scope.cancel()
+            instrument.fired = True
+        else:
+            trio.lowlevel.add_instrument(instrument)
+        try:
+            value = await call()
+        except trio.Cancelled:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the exception is the outcome
+            outcome = error(exc, root)
+        else:
+            outcome = ("returns", normalize(await close_result(value), root))
+        finally:
+            if k is not None:
+                trio.lowlevel.remove_instrument(instrument)
+    return outcome, instrument.fired
+
+
+async def check_every_step(case: Case, tmp_path: pathlib.Path) -> list[Any]:
+    """The property of the module docstring, for a cancel before the call and
+    at every step on both sides, until the call ends before the step comes.
+    Returns the outcomes seen."""
+    expected, expected_tree = reference(case, tmp_path / "reference")
+    ring = ouring.current_ring()
+    seen: list[Any] = []
+
+    async def run(k: int | None, after: bool) -> bool:
+        root = tmp_path / f"attempt-{len(seen)}"
+        build_tree(root)
+        before, fds = tree(root, times=True), fd_count()
+        api = Api(root, ouring.Path, ouring.open_file)
+        outcome, fired = await attempt(functools.partial(case, api), root, k, after)
+        where = f"cancel {'after' if after else 'before'} step {k}: {outcome}"
+        if outcome == "cancelled":
+            assert tree(root, times=True) == before, where
+        else:
+            assert outcome == expected, where
+            assert tree(root, times=False) == expected_tree, where
+        assert fd_count() == fds, where
+        assert ring.statistics().inflight == 0, where
+        seen.append(outcome)
+        return fired
+
+    await run(None, False)
+    # trio's rule for a cancelled scope: the call is a checkpoint (none of
+    # these calls rejects its arguments before it).
+    assert seen == ["cancelled"]
+    for after in (False, True):
+        for k in range(MAX_STEPS):
+            if not await run(k, after):
+                break  # the call ended before step k: every later k is the same run
+        else:
+            raise AssertionError(f"the call did not end in {MAX_STEPS} steps")
+    return seen
+
+
+@pytest.mark.parametrize("kind", RING_KINDS)
+@pytest.mark.parametrize("case", OPEN_CASES.values(), ids=OPEN_CASES.keys())
+async def test_open_file_is_atomic_under_cancellation(
+    case: Case, kind: str, tmp_path: pathlib.Path
+) -> None:
+    async with ring_for(kind):
+        seen = await check_every_step(case, tmp_path)
+    assert "cancelled" in seen
+
+
+# -- the symptoms of issue 13, item 8 ---------------------------------------------------------
+
+
+async def outcomes_at_every_step(
+    call: Callable[[], Awaitable[Any]], root: pathlib.Path, check: Callable[[Any], None]
+) -> None:
+    """``call`` with a cancel before it and at every step on both sides;
+    ``check(outcome)`` after each (it also resets what the call changed)."""
+    check((await attempt(call, root, None, False))[0])
+    for after in (False, True):
+        for k in range(MAX_STEPS):
+            outcome, fired = await attempt(call, root, k, after)
+            check(outcome)
+            if not fired:
+                break
+
+
+@pytest.mark.parametrize("kind", RING_KINDS)
+async def test_open_file_x_that_raises_cancelled_created_no_file(
+    kind: str, tmp_path: pathlib.Path
+) -> None:
+    path = tmp_path / "new"
+    seen = set()
+
+    def check(outcome: Any) -> None:
+        seen.add(outcome)
+        if outcome == "cancelled":
+            assert not path.exists()
+        else:
+            assert outcome == ("returns", ("file", "x"))
+            path.unlink()
+
+    async with ring_for(kind):
+        await outcomes_at_every_step(
+            lambda: ouring.open_file(path, "x", encoding="utf-8"), tmp_path, check
+        )
+    assert seen == {"cancelled", ("returns", ("file", "x"))}
+
+
+@pytest.mark.parametrize("kind", RING_KINDS)
+async def test_open_file_w_that_raises_cancelled_truncated_nothing(
+    kind: str, tmp_path: pathlib.Path
+) -> None:
+    path = tmp_path / "file"
+    path.write_bytes(DATA)
+    seen = set()
+
+    def check(outcome: Any) -> None:
+        seen.add(outcome)
+        if outcome == "cancelled":
+            assert path.read_bytes() == DATA
+        else:
+            assert outcome == ("returns", ("file", "wb"))
+            assert path.read_bytes() == b""
+            path.write_bytes(DATA)
+
+    async with ring_for(kind):
+        await outcomes_at_every_step(lambda: ouring.open_file(path, "wb"), tmp_path, check)
+    assert seen == {"cancelled", ("returns", ("file", "wb"))}
