@@ -18,10 +18,13 @@ differ (worker threads). Real files in tmp_path; nothing is mocked.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import os
 import pathlib
 import stat
+import struct
+import termios
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -161,6 +164,47 @@ OPEN_CASES: dict[str, Case] = {
     "r+-dir": lambda api: api.open("dir", "r+b"),
 }
 
+PATH_CASES: dict[str, Case] = {
+    "write_bytes-truncates": lambda api: api.path("file").write_bytes(b"ab"),
+    "write_bytes-new": lambda api: api.path("new").write_bytes(DATA * 1000),
+    "write_bytes-empty": lambda api: api.path("file").write_bytes(b""),
+    "write_bytes-through-link": lambda api: api.path("link").write_bytes(b"via link"),
+    "write_bytes-dir": lambda api: api.path("dir").write_bytes(b"x"),
+    "write_text-truncates": lambda api: api.path("file").write_text("héllo\n", "utf-16"),
+    "write_text-new": lambda api: api.path("new").write_text("a\nb\n", "utf-8", None, "\r\n"),
+    "write_text-unknown-codec": lambda api: api.path("file").write_text("x", "no-such-codec"),
+    "write_text-unencodable": lambda api: api.path("file").write_text("é", "ascii"),
+    "read_bytes": lambda api: api.path("file").read_bytes(),
+    "read_bytes-empty": lambda api: api.path("empty").read_bytes(),
+    "read_bytes-dir": lambda api: api.path("dir").read_bytes(),
+    "read_bytes-missing": lambda api: api.path("missing").read_bytes(),
+    "read_text": lambda api: api.path("file").read_text("utf-8"),
+    "read_text-unknown-codec": lambda api: api.path("file").read_text("no-such-codec"),
+    "mkdir": lambda api: api.path("new").mkdir(),
+    "mkdir-exists": lambda api: api.path("dir").mkdir(),
+    "mkdir-exist-ok": lambda api: api.path("dir").mkdir(exist_ok=True),
+    "mkdir-file-exist-ok": lambda api: api.path("file").mkdir(exist_ok=True),
+    "mkdir-parents": lambda api: api.path("a/b/c").mkdir(0o700, parents=True),
+    "mkdir-parents-inside-existing": lambda api: api.path("dir/x/y").mkdir(parents=True),
+    "mkdir-parents-exist-ok": lambda api: api.path("dir/inner2").mkdir(parents=True, exist_ok=True),
+    "mkdir-parents-through-file": lambda api: api.path("file/a/b").mkdir(parents=True),
+    "open-w": lambda api: api.path("file").open("w", encoding="utf-8"),
+    "open-x": lambda api: api.path("new").open("xb"),
+    "open-r": lambda api: api.path("file").open("rb"),
+    "rename": lambda api: api.path("file").rename(api.path("new")),
+    "replace": lambda api: api.path("file").replace(api.path("empty")),
+    "unlink": lambda api: api.path("file").unlink(),
+    "unlink-missing-ok": lambda api: api.path("missing").unlink(missing_ok=True),
+    "rmdir": lambda api: api.path("emptydir").rmdir(),
+    "symlink_to": lambda api: api.path("new").symlink_to("file"),
+    "hardlink_to": lambda api: api.path("new").hardlink_to(api.path("file")),
+    "touch": lambda api: api.path("new").touch(),
+    "chmod": lambda api: api.path("file").chmod(0o600),
+    "stat": lambda api: api.path("link").stat(),
+    "exists": lambda api: api.path("file").exists(),
+    "is_dir": lambda api: api.path("dir").is_dir(),
+}
+
 
 def reference(case: Case, root: pathlib.Path) -> tuple[Any, dict[str, Any]]:
     """The builtin's / pathlib's outcome and the tree it leaves."""
@@ -292,6 +336,16 @@ async def test_open_file_is_atomic_under_cancellation(
     assert "cancelled" in seen
 
 
+@pytest.mark.parametrize("kind", RING_KINDS)
+@pytest.mark.parametrize("case", PATH_CASES.values(), ids=PATH_CASES.keys())
+async def test_path_methods_are_atomic_under_cancellation(
+    case: Case, kind: str, tmp_path: pathlib.Path
+) -> None:
+    async with ring_for(kind):
+        seen = await check_every_step(case, tmp_path)
+    assert "cancelled" in seen
+
+
 # -- the symptoms of issue 13, item 8 ---------------------------------------------------------
 
 
@@ -351,3 +405,78 @@ async def test_open_file_w_that_raises_cancelled_truncated_nothing(
     async with ring_for(kind):
         await outcomes_at_every_step(lambda: ouring.open_file(path, "wb"), tmp_path, check)
     assert seen == {"cancelled", ("returns", ("file", "wb"))}
+
+
+@pytest.mark.parametrize("kind", RING_KINDS)
+async def test_write_bytes_that_raises_cancelled_left_the_file_as_it_was(
+    kind: str, tmp_path: pathlib.Path
+) -> None:
+    path = tmp_path / "file"
+    path.write_bytes(DATA)
+    seen = set()
+
+    def check(outcome: Any) -> None:
+        seen.add(outcome)
+        if outcome == "cancelled":
+            assert path.read_bytes() == DATA
+        else:
+            assert outcome == ("returns", 3)
+            assert path.read_bytes() == b"new"
+            path.write_bytes(DATA)
+
+    async with ring_for(kind):
+        await outcomes_at_every_step(lambda: ouring.Path(path).write_bytes(b"new"), tmp_path, check)
+    assert seen == {"cancelled", ("returns", 3)}
+
+
+# -- FIFOs: waits that can last forever ---------------------------------------------------------
+
+
+@pytest.fixture
+def fifo(tmp_path: pathlib.Path) -> pathlib.Path:
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    return path
+
+
+def bytes_in_pipe(fd: int) -> int:
+    """FIONREAD: what the pipe behind ``fd`` holds (either end answers)."""
+    count: int = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+    return count
+
+
+@pytest.mark.parametrize("kind", RING_KINDS)
+async def test_read_bytes_of_a_fifo_keeps_what_it_consumed_when_cancelled(
+    kind: str, fifo: pathlib.Path
+) -> None:
+    # Bytes read from a FIFO are gone from it, and read_bytes has no object
+    # to keep them in: once it consumed some, a cancel lets it finish (to EOF),
+    # and the call returns everything; Cancelled would have dropped them.
+    keep = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # lets the writer open at once
+    writer = os.open(fifo, os.O_WRONLY)
+    os.write(writer, b"first ")  # stays in the pipe: `writer` keeps it open
+    os.close(keep)
+    got: list[bytes] = []
+    try:
+        async with ring_for(kind):
+            before = fd_count() - 1  # once `writer` is closed, below
+
+            async def read() -> None:
+                got.append(await ouring.Path(fifo).read_bytes())
+
+            with trio.CancelScope() as scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(read)
+                    with trio.fail_after(10):  # a failure, not a synchronization
+                        while bytes_in_pipe(writer):  # the kernel's answer: consumed
+                            await trio.testing.wait_all_tasks_blocked()
+                    scope.cancel()
+                    os.write(writer, b"second")
+                    os.close(writer)  # EOF after it
+                    writer = -1
+            assert not scope.cancelled_caught  # read_bytes returned
+            assert got == [b"first second"]
+            assert fd_count() == before
+    finally:
+        if writer != -1:
+            os.close(writer)
