@@ -203,6 +203,7 @@ PATH_CASES: dict[str, Case] = {
     "stat": lambda api: api.path("link").stat(),
     "exists": lambda api: api.path("file").exists(),
     "is_dir": lambda api: api.path("dir").is_dir(),
+    "samefile": lambda api: api.path("link").samefile(api.path("file")),
 }
 
 

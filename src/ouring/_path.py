@@ -11,6 +11,7 @@ results and exceptions for the running Python (3.11+):
 ==================  =====================================================
 ``stat``, ``lstat``  statx
 ``exists``           statx (``follow_symlinks=`` on Python 3.12+)
+``samefile``         statx of both paths
 ``mkdir``            mkdirat; ``parents``/``exist_ok`` as pathlib does them
 ``unlink``           unlinkat (``missing_ok=``)
 ``rmdir``            unlinkat with ``AT_REMOVEDIR``
@@ -217,12 +218,12 @@ async def _write_all(fd: int, view: memoryview) -> int:
 class Path(trio.Path, pathlib.PurePosixPath):
     """A ``trio.Path`` whose file-system methods are io_uring operations.
 
-    ``stat``, ``lstat``, ``exists``, ``mkdir``, ``unlink``, ``rmdir``,
-    ``rename``, ``replace``, ``symlink_to``, ``hardlink_to``, ``read_bytes``,
-    ``write_bytes``, ``read_text``, ``write_text`` and ``open`` go through the
-    ring, with ``pathlib.Path``'s signatures, results and exceptions; every
-    other method is trio's (a worker thread). A call that raises
-    ``Cancelled`` changed nothing (see the module docstring)."""
+    ``stat``, ``lstat``, ``exists``, ``samefile``, ``mkdir``, ``unlink``,
+    ``rmdir``, ``rename``, ``replace``, ``symlink_to``, ``hardlink_to``,
+    ``read_bytes``, ``write_bytes``, ``read_text``, ``write_text`` and ``open``
+    go through the ring, with ``pathlib.Path``'s signatures, results and
+    exceptions; every other method is trio's (a worker thread). A call that
+    raises ``Cancelled`` changed nothing (see the module docstring)."""
 
     __slots__ = ()
 
@@ -252,6 +253,17 @@ class Path(trio.Path, pathlib.PurePosixPath):
         async def exists(self) -> bool:
             """Like :meth:`pathlib.Path.exists`, through statx."""
             return await self._exists(True)
+
+    async def samefile(self, other_path: StrPath) -> bool:
+        """Like :meth:`pathlib.Path.samefile`: statx of both, same device and
+        inode. (trio's version hands ``other_path`` to pathlib in a thread,
+        which calls its ``stat()``: a coroutine for a ``trio.Path``.)"""
+        st = await self.stat()
+        if isinstance(other_path, (pathlib.Path, trio.Path)):
+            other = await _trio.stat(other_path)  # what its stat() does
+        else:
+            other = await type(self)(other_path).stat()  # pathlib's type check
+        return os.path.samestat(st, other)
 
     async def _exists(self, follow_symlinks: bool) -> bool:
         try:
