@@ -440,6 +440,96 @@ def fifo(tmp_path: pathlib.Path) -> pathlib.Path:
     return path
 
 
+def waiting_for_a_fifo_peer() -> bool:
+    """Whether a thread of this process (an io-wq worker, or a worker thread
+    of the fallback) sleeps in open(2) of a FIFO: the kernel's answer, from
+    /proc."""
+    for task in pathlib.Path("/proc/self/task").iterdir():
+        try:
+            if (task / "wchan").read_text() == "wait_for_partner":
+                return True
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+    return False
+
+
+async def wait_for_a_fifo_open() -> None:
+    with trio.fail_after(10):  # a failure, not a synchronization
+        while not waiting_for_a_fifo_peer():
+            await trio.testing.wait_all_tasks_blocked()
+
+
+FIFO_OPENS: dict[str, Callable[[pathlib.Path], Awaitable[object]]] = {
+    "open_file-w": lambda fifo: ouring.open_file(fifo, "w"),
+    "open_file-ab": lambda fifo: ouring.open_file(fifo, "ab"),
+    "write_bytes": lambda fifo: ouring.Path(fifo).write_bytes(b"x"),
+    "write_text": lambda fifo: ouring.Path(fifo).write_text("x", "utf-8"),
+}
+
+
+@pytest.mark.io_uring_only  # the thread fallback's open(2) waits for the peer (next test)
+@pytest.mark.parametrize("call", FIFO_OPENS.values(), ids=FIFO_OPENS.keys())
+async def test_an_open_waiting_for_a_fifo_s_reader_is_cancellable(
+    call: Callable[[pathlib.Path], Awaitable[object]], fifo: pathlib.Path
+) -> None:
+    # open(2) of a FIFO for writing waits for a reader; io_uring's openat waits
+    # there too (in an io-wq worker: O_CREAT), and a cancel wakes it with
+    # -ERESTARTSYS: nothing was opened or changed, so Cancelled.
+    async with ouring.open_ring() as ring:
+        before = fd_count()
+        raised: list[BaseException] = []
+
+        async def open_it() -> None:
+            try:
+                await call(fifo)
+            except BaseException as exc:
+                raised.append(exc)
+                raise
+
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(open_it)
+                await wait_for_a_fifo_open()
+                scope.cancel()
+        assert [type(exc) for exc in raised] == [trio.Cancelled]
+        assert scope.cancelled_caught
+        assert fd_count() == before
+        assert ring.statistics().inflight == 0
+
+
+async def test_on_the_thread_fallback_a_fifo_open_waits_for_its_reader(
+    fifo: pathlib.Path,
+) -> None:
+    # The fallback's openat is open(2) in a worker thread, which no cancel
+    # interrupts (trio.open_file's is the same): the call waits for the peer
+    # and returns the file it opened; trio raises Cancelled at the next checkpoint.
+    async with ouring.open_ring(fallback="always-threads"):
+        before = fd_count()
+        got: list[ouring.AsyncFile[bytes]] = []
+
+        async def open_it() -> None:
+            got.append(await ouring.open_file(fifo, "wb"))
+
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(open_it)
+                await wait_for_a_fifo_open()
+                scope.cancel()
+                with trio.CancelScope(shield=True):
+                    await trio.testing.wait_all_tasks_blocked()
+                assert got == []  # still waiting in open(2)
+                reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # the peer
+        try:
+            assert not scope.cancelled_caught
+            assert len(got) == 1
+            assert await got[0].write(b"x") == 1
+            await got[0].aclose()
+            assert os.read(reader, 10) == b"x"
+        finally:
+            os.close(reader)
+        assert fd_count() == before
+
+
 def bytes_in_pipe(fd: int) -> int:
     """FIONREAD: what the pipe behind ``fd`` holds (either end answers)."""
     count: int = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
