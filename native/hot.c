@@ -551,12 +551,33 @@ static int op_init(Op *self, PyObject *args, PyObject *kwargs)
     return 0;
 }
 
-/* A requested cancel won: the operation did not happen. -EINTR counts too:
- * an io-wq worker interrupted by a cancel reports it, and it means no bytes
- * moved (a partial transfer returns the count). */
+/* The kernel's "restart this syscall" codes (include/linux/errno.h). A
+ * syscall never returns them to user space, but an io-wq worker that a cancel
+ * woke from an interruptible wait posts them in the CQE as they are: an openat
+ * waiting for a FIFO's peer ends with -ERESTARTSYS (measured on 6.18). */
+#define OURING_ERESTARTSYS 512
+#define OURING_ERESTARTNOINTR 513
+#define OURING_ERESTARTNOHAND 514
+#define OURING_ERESTART_RESTARTBLOCK 516
+
+/* A requested cancel won: the operation did not happen. -EINTR and the
+ * restart codes count too: an io-wq worker interrupted by a cancel reports
+ * them, and they mean nothing happened (a partial transfer returns the count). */
 static int op_cancelled(const Op *op)
 {
-    return op->cancel_by && (op->res == -ECANCELED || op->res == -EINTR);
+    if (!op->cancel_by)
+        return 0;
+    switch (op->res) {
+    case -ECANCELED:
+    case -EINTR:
+    case -OURING_ERESTARTSYS:
+    case -OURING_ERESTARTNOINTR:
+    case -OURING_ERESTARTNOHAND:
+    case -OURING_ERESTART_RESTARTBLOCK:
+        return 1;
+    default:
+        return 0;
+    }
 }
 
 static PyObject *op_cancelled_py(Op *self, PyObject *Py_UNUSED(ignored))
@@ -567,7 +588,7 @@ static PyObject *op_cancelled_py(Op *self, PyObject *Py_UNUSED(ignored))
 static PyMethodDef op_methods[] = {
     {"cancelled", (PyCFunction)op_cancelled_py, METH_NOARGS,
      "True when a requested cancel won: the operation did not happen (-ECANCELED,\n"
-     "or -EINTR from an interrupted io-wq worker: no bytes moved)."},
+     "or -EINTR / -ERESTART* from an interrupted io-wq worker: nothing moved)."},
     {NULL},
 };
 

@@ -156,6 +156,16 @@ STAT_CASES: dict[str, Case] = {
     "exists-through-file": lambda at: at("file/x").exists(),
     "exists-loop": lambda at: at("loop").exists(),
     "exists-nul": lambda at: at(NUL).exists(),
+    "samefile-link": lambda at: at("link").samefile(at("file")),
+    "samefile-itself": lambda at: at("file").samefile(at("file")),
+    "samefile-other": lambda at: at("file").samefile(at("empty")),
+    "samefile-str": lambda at: at("dirlink").samefile(str(at("dir"))),
+    "samefile-relative-str": lambda at: at("file").samefile("file"),
+    "samefile-missing": lambda at: at("missing").samefile(at("file")),
+    "samefile-missing-other": lambda at: at("file").samefile(at("missing")),
+    "samefile-bytes": lambda at: at("file").samefile(os.fsencode(at("file"))),
+    "samefile-int": lambda at: at("file").samefile(3),
+    "samefile-nul": lambda at: at("file").samefile(NUL),
 }
 if sys.version_info >= (3, 12):
     STAT_CASES["exists-dangling-nofollow"] = lambda at: at("dangling").exists(follow_symlinks=False)
@@ -455,6 +465,7 @@ async def test_signatures_are_pathlibs() -> None:
         "replace",
         "symlink_to",
         "hardlink_to",
+        "samefile",
         "read_bytes",
         "read_text",
         "write_bytes",
@@ -485,6 +496,7 @@ async def test_each_method_is_its_ring_operations_and_no_worker_thread(
         (lambda: (base / "file").lstat(), 1),
         (lambda: (base / "file").exists(), 1),
         (lambda: (base / "missing").exists(), 1),
+        (lambda: (base / "file").samefile(base / "file"), 2),  # statx, statx
         (lambda: (base / "d").mkdir(), 1),  # mkdirat
         (lambda: (base / "d").mkdir(exist_ok=True), 2),  # mkdirat (EEXIST), statx
         (lambda: (base / "a" / "b").mkdir(parents=True), 3),  # ENOENT, a, b again

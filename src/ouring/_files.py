@@ -1720,6 +1720,13 @@ async def open_file(
     """Open ``file`` like the builtin ``open`` (same arguments, modes, errors
     and defaults), doing the I/O through the ring. Returns an
     :class:`AsyncFile`; use it as ``async with await ouring.open_file(...) as f``.
+
+    If it raises ``Cancelled``, nothing happened: no file was created or
+    truncated and no fd is left open. Once the open itself has happened in a
+    mode that may create or truncate (``w``, ``x``, ``a``), the call finishes
+    and returns the file, and trio raises ``Cancelled`` at the next checkpoint
+    (``trio.open_file`` does the same: its cancel point is before its worker
+    thread starts).
     """
     # Argument checks in the builtin's order, with its messages.
     if not isinstance(mode, str):
@@ -1831,31 +1838,44 @@ async def _open_raw(
         if opener is None:
             fd = await _trio.open(file, flags, 0o666)
         else:
+            await trio.lowlevel.checkpoint_if_cancelled()  # before the opener acts
             fd = opener(file, flags)
             if not isinstance(fd, int):
                 raise TypeError("expected integer from opener")
             if fd < 0:
                 raise ValueError(f"opener returned {fd}")
         owned = True
-    try:
-        st = await _trio.stat(fd)
-        if stat_module.S_ISDIR(st.st_mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), file)
-        blksize = st.st_blksize if st.st_blksize > 1 else DEFAULT_BUFFER_SIZE
-        # The kernel's answer to "is this seekable" is lseek's, as FileIO asks.
+    # The open is the call's cancel point (trio.open_file's is before its worker
+    # thread starts). An openat that raised Cancelled did not happen. One that
+    # returned an fd with O_CREAT or O_TRUNC may have created or truncated the
+    # file, which closing the fd does not undo: from then on the call finishes,
+    # shielded (statx of the fd, lseek, fcntl: bounded work; no checkpoint
+    # comes between the openat's return and the shield), and trio raises
+    # Cancelled at the caller's next checkpoint. Without those flags the open
+    # changed nothing on disk, so a cancelled statx closes the fd and raises.
+    # An open of a FIFO waits for its peer inside the openat, so that wait
+    # stays cancellable (on the thread fallback it is a worker thread's open(2),
+    # which, like trio.open_file's, waits for the peer whatever the cancel).
+    with trio.CancelScope(shield=owned and bool(flags & (os.O_CREAT | os.O_TRUNC))):
         try:
-            pos = os.lseek(fd, 0, os.SEEK_END if appending else os.SEEK_CUR)
-        except OSError as exc:
-            if exc.errno != errno.ESPIPE:
-                raise
-            positional, pos = False, 0
-        else:
-            positional = True
-        kernel_appends = bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND)
-    except BaseException:
-        if owned:
-            os.close(fd)
-        raise
+            st = await _trio.stat(fd)
+            if stat_module.S_ISDIR(st.st_mode):
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), file)
+            blksize = st.st_blksize if st.st_blksize > 1 else DEFAULT_BUFFER_SIZE
+            # The kernel's answer to "is this seekable" is lseek's, as FileIO asks.
+            try:
+                pos = os.lseek(fd, 0, os.SEEK_END if appending else os.SEEK_CUR)
+            except OSError as exc:
+                if exc.errno != errno.ESPIPE:
+                    raise
+                positional, pos = False, 0
+            else:
+                positional = True
+            kernel_appends = bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND)
+        except BaseException:
+            if owned:
+                os.close(fd)
+            raise
     return _RawFile(
         fd,
         file,

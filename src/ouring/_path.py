@@ -11,6 +11,7 @@ results and exceptions for the running Python (3.11+):
 ==================  =====================================================
 ``stat``, ``lstat``  statx
 ``exists``           statx (``follow_symlinks=`` on Python 3.12+)
+``samefile``         statx of both paths
 ``mkdir``            mkdirat; ``parents``/``exist_ok`` as pathlib does them
 ``unlink``           unlinkat (``missing_ok=``)
 ``rmdir``            unlinkat with ``AT_REMOVEDIR``
@@ -37,6 +38,19 @@ for ``write_text``, truncated), as ``io.open`` fails there.
 
 Every fd opened here is closed through the ring, shielded from cancellation,
 whatever happens to the caller.
+
+Each call is atomic with respect to cancellation, as ``trio.Path``'s (one
+worker thread per call) are: it raises ``Cancelled`` having changed nothing on
+disk and left no fd open, or it completes and returns, and trio raises
+``Cancelled`` at the next checkpoint. A call of one operation has it from the
+ring. A composite call is cancellable at each operation that changes nothing
+(statx, a failing mkdirat, a read of a regular file), and finishes in a
+shielded scope from the first operation with an effect: an openat with
+``O_CREAT``/``O_TRUNC`` (``write_bytes``, ``write_text``), a mkdirat that made
+a directory (``mkdir(parents=True)``), a read that consumed bytes from a FIFO
+(``read_bytes``, ``read_text``: nothing could give them back). On regular files
+and directories that is bounded work; on a FIFO it waits for the peer, as
+trio's worker thread does.
 """
 
 from __future__ import annotations
@@ -114,20 +128,41 @@ async def _close(fd: int) -> None:
 
 
 async def _with_fd(
-    path: Path, flags: int, body: Callable[[int], Awaitable[T]], mode: int = 0o666
+    path: Path, flags: int, body: Callable[[int, trio.CancelScope], Awaitable[T]]
 ) -> T:
-    fd = await _trio.open(path, flags, mode)
-    try:
-        return await body(fd)
-    finally:
-        await _close(fd)
+    """Open ``path``, run ``body(fd, effect)``, close the fd whatever happens.
+
+    The openat is the call's cancel point: if it raised ``Cancelled``, it did
+    not happen. One that returned with ``O_CREAT``/``O_TRUNC`` in ``flags``
+    may have created or truncated the file, which no close undoes: ``effect``
+    (a scope around the body) is then shielded, so the call finishes its
+    bounded work and returns, and trio raises ``Cancelled`` at the caller's
+    next checkpoint. ``body`` shields it too once it makes an effect of its
+    own (bytes consumed from a FIFO)."""
+    fd = await _trio.open(path, flags, 0o666)
+    # No checkpoint between the openat's return and the shield.
+    with trio.CancelScope(shield=bool(flags & (os.O_CREAT | os.O_TRUNC))) as effect:
+        try:
+            result = await body(fd, effect)
+        finally:
+            await _close(fd)
+    return result  # the scope is never cancelled itself: it swallows nothing
 
 
-async def _read_to_end(fd: int, filename: str, before_read: Callable[[], object]) -> bytes:
+async def _read_to_end(
+    fd: int, filename: str, before_read: Callable[[], object], effect: trio.CancelScope
+) -> bytes:
     """``FileIO(filename, "rb").readall()`` on an open fd: refuse a directory
     as ``FileIO`` does, then read until a read returns 0. A regular file is
     read at explicit offsets, starting with one buffer of its size plus one
-    byte (as ``readall`` sizes it); other files at the file position."""
+    byte (as ``readall`` sizes it); other files at the file position.
+
+    Reading a regular file changes nothing: a cancel anywhere raises
+    ``Cancelled`` (the caller closes the fd). Bytes read from a FIFO, a pipe or
+    a tty are gone from it, and this call has no object to keep them in for a
+    later call: after the first of them, it reads on to EOF shielded (as
+    ``trio.Path.read_bytes``, a worker thread, does from its start), so that
+    ``Cancelled`` still means nothing was consumed."""
     st = await _trio.stat(fd)
     if stat_module.S_ISDIR(st.st_mode):
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), filename)
@@ -142,6 +177,8 @@ async def _read_to_end(fd: int, filename: str, before_read: Callable[[], object]
         buf, n = await _trio.read(fd, bytearray(size), total if positional else -1)
         if n == 0:
             break
+        if not positional:
+            effect.shield = True  # consumed: see the docstring
         del buf[n:]
         chunks.append(buf)
         total += n
@@ -181,11 +218,12 @@ async def _write_all(fd: int, view: memoryview) -> int:
 class Path(trio.Path, pathlib.PurePosixPath):
     """A ``trio.Path`` whose file-system methods are io_uring operations.
 
-    ``stat``, ``lstat``, ``exists``, ``mkdir``, ``unlink``, ``rmdir``,
-    ``rename``, ``replace``, ``symlink_to``, ``hardlink_to``, ``read_bytes``,
-    ``write_bytes``, ``read_text``, ``write_text`` and ``open`` go through the
-    ring, with ``pathlib.Path``'s signatures, results and exceptions; every
-    other method is trio's (a worker thread)."""
+    ``stat``, ``lstat``, ``exists``, ``samefile``, ``mkdir``, ``unlink``,
+    ``rmdir``, ``rename``, ``replace``, ``symlink_to``, ``hardlink_to``,
+    ``read_bytes``, ``write_bytes``, ``read_text``, ``write_text`` and ``open``
+    go through the ring, with ``pathlib.Path``'s signatures, results and
+    exceptions; every other method is trio's (a worker thread). A call that
+    raises ``Cancelled`` changed nothing (see the module docstring)."""
 
     __slots__ = ()
 
@@ -216,6 +254,17 @@ class Path(trio.Path, pathlib.PurePosixPath):
             """Like :meth:`pathlib.Path.exists`, through statx."""
             return await self._exists(True)
 
+    async def samefile(self, other_path: StrPath) -> bool:
+        """Like :meth:`pathlib.Path.samefile`: statx of both, same device and
+        inode. (trio's version hands ``other_path`` to pathlib in a thread,
+        which calls its ``stat()``: a coroutine for a ``trio.Path``.)"""
+        st = await self.stat()
+        if isinstance(other_path, (pathlib.Path, trio.Path)):
+            other = await _trio.stat(other_path)  # what its stat() does
+        else:
+            other = await type(self)(other_path).stat()  # pathlib's type check
+        return os.path.samestat(st, other)
+
     async def _exists(self, follow_symlinks: bool) -> bool:
         try:
             await self.stat(follow_symlinks=follow_symlinks)
@@ -241,14 +290,40 @@ class Path(trio.Path, pathlib.PurePosixPath):
     # -- directories and names -------------------------------------------------------------
 
     async def mkdir(self, mode: int = 0o777, parents: bool = False, exist_ok: bool = False) -> None:
-        """Like :meth:`pathlib.Path.mkdir`, through mkdirat."""
+        """Like :meth:`pathlib.Path.mkdir`, through mkdirat.
+
+        With ``parents``, each mkdirat that fails (the parent is missing, or
+        exists already) changes nothing, and a cancel there raises
+        ``Cancelled``; once one has made a directory, the call finishes
+        shielded (bounded: a few mkdirat), so that it never raises
+        ``Cancelled`` after making only some of them."""
         try:
             await _trio.mkdir(self, mode)
         except FileNotFoundError:
             if not parents or self.parent == self:
                 raise
-            await self.parent.mkdir(parents=True, exist_ok=True)
-            await self.mkdir(mode, parents=False, exist_ok=exist_ok)
+            with trio.CancelScope() as effect:
+                await self.parent._mkdir(0o777, True, True, effect)
+                await self._mkdir(mode, False, exist_ok, effect)
+        except OSError:
+            # As pathlib: not only EEXIST, since the kernel may report another
+            # error first (EACCES, EROFS) for a directory that exists.
+            if not exist_ok or not await self._is_dir():
+                raise
+
+    async def _mkdir(
+        self, mode: int, parents: bool, exist_ok: bool, effect: trio.CancelScope
+    ) -> None:
+        """``mkdir`` below a missing parent: ``effect`` is shielded by the
+        first mkdirat that makes a directory."""
+        try:
+            await _trio.mkdir(self, mode)
+            effect.shield = True  # made: the rest of the call finishes
+        except FileNotFoundError:
+            if not parents or self.parent == self:
+                raise
+            await self.parent._mkdir(0o777, True, True, effect)
+            await self._mkdir(mode, False, exist_ok, effect)
         except OSError:
             # As pathlib: not only EEXIST, since the kernel may report another
             # error first (EACCES, EROFS) for a directory that exists.
@@ -299,13 +374,17 @@ class Path(trio.Path, pathlib.PurePosixPath):
         """Like :meth:`pathlib.Path.read_bytes`: openat, statx, reads until
         EOF at explicit offsets, close; no worker thread."""
         filename = os.fspath(self)
-        return await _with_fd(self, _READ_FLAGS, lambda fd: _read_to_end(fd, filename, _nothing))
+
+        def body(fd: int, effect: trio.CancelScope) -> Awaitable[bytes]:
+            return _read_to_end(fd, filename, _nothing, effect)
+
+        return await _with_fd(self, _READ_FLAGS, body)
 
     async def write_bytes(self, data: ReadableBuffer) -> int:
         """Like :meth:`pathlib.Path.write_bytes`: openat (create, truncate),
         writes at explicit offsets until all is written, close."""
         view = memoryview(data)  # type-check for the buffer interface before truncating
-        return await _with_fd(self, _WRITE_FLAGS, lambda fd: _write_all(fd, view))
+        return await _with_fd(self, _WRITE_FLAGS, lambda fd, _: _write_all(fd, view))
 
     async def _read_text(self, encoding: Any, errors: Any, newline: Any) -> str:
         _check_text_args(encoding, errors, newline)
@@ -314,7 +393,10 @@ class Path(trio.Path, pathlib.PurePosixPath):
         def check() -> None:  # where io.open builds its TextIOWrapper
             _text_wrapper(io.BytesIO(), encoding, errors, newline).detach()
 
-        data = await _with_fd(self, _READ_FLAGS, lambda fd: _read_to_end(fd, filename, check))
+        def body(fd: int, effect: trio.CancelScope) -> Awaitable[bytes]:
+            return _read_to_end(fd, filename, check, effect)
+
+        data = await _with_fd(self, _READ_FLAGS, body)
         return _text_wrapper(io.BytesIO(data), encoding, errors, newline).read()
 
     if sys.version_info >= (3, 13):
@@ -351,7 +433,7 @@ class Path(trio.Path, pathlib.PurePosixPath):
         encoding = io.text_encoding(encoding)
         _check_text_args(encoding, errors, newline)
 
-        async def body(fd: int) -> int:
+        async def body(fd: int, effect: trio.CancelScope) -> int:
             buffer = io.BytesIO()
             text = _text_wrapper(buffer, encoding, errors, newline)
             count = text.write(data)
