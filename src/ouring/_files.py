@@ -682,6 +682,37 @@ class _BufferedFile:
             raise
         return written
 
+    async def readinto1(self, b: Any) -> int:
+        # The builtin's argument conversion (a writable buffer) comes first;
+        # BufferedWriter inherits BufferedIOBase.readinto1, which calls read1.
+        with _lent_view(b) as dst:
+            if dst.readonly:
+                raise TypeError(
+                    "readinto1() argument must be read-write bytes-like object, "
+                    f"not {type(b).__name__}"
+                )
+            self._check_readable("read1")
+            self._check_closed("readinto of closed file")
+            return await self._readinto(dst, True)
+
+    async def peek(self, size: Any = 0) -> bytes:
+        """bufferedio.c's peek: the buffered bytes without moving the position;
+        with none buffered, one raw read fills the buffer (which keeps them for
+        the next read). ``size`` is checked and ignored, as there."""
+        operator.index(size)
+        self._check_closed("peek of closed file")
+        if self.writable:
+            await self._flush_and_rewind()
+        have = self._readahead()
+        if have > 0:
+            return bytes(self.buffer[self.pos : self.pos + have])
+        # Nothing is buffered here, so nothing is lost if this read is
+        # cancelled: the operation did not happen and the state is as on entry.
+        self._reset_read_buf()
+        n = await self._fill_buffer()
+        self.pos = 0
+        return bytes(self.buffer[:n]) if n > 0 else b""
+
     async def readline(self, size: Any = -1) -> bytes:
         limit = _optional_size(size)
         if not self.readable and limit == 0:
@@ -1500,6 +1531,27 @@ class AsyncFile(Generic[AnyStr]):
     async def readinto(self, buffer: Any) -> int:
         async with self._lock:
             return int(await self._layer.readinto(buffer))
+
+    async def readinto1(self, buffer: Any, /) -> int:
+        """Buffered binary files only: ``readinto`` with at most one read from
+        the kernel."""
+        async with self._lock:
+            return int(await self._layer.readinto1(buffer))
+
+    async def peek(self, size: int = 0, /) -> bytes:
+        """Readable buffered binary files only: the buffered bytes, without
+        moving the position; if none, one read from the kernel fills the
+        buffer first. ``size`` is ignored, as by the builtin."""
+        async with self._lock:
+            return bytes(await self._layer.peek(size))
+
+    async def readall(self) -> bytes:
+        """Unbuffered binary files only: read to the end of the file."""
+        async with self._lock:
+            # FileIO.readall checks only that the file is open: on a write-only
+            # file the kernel's read fails (EBADF), as the builtin's does.
+            self._raw.check_closed()
+            return bytes(await self._layer.readall())
 
     async def readline(self, size: int | None = -1) -> AnyStr:
         async with self._lock:
