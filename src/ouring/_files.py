@@ -52,7 +52,7 @@ import stat as stat_module
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, AnyStr, Generic, Self, overload
+from typing import TYPE_CHECKING, Any, AnyStr, ClassVar, Generic, Self, cast, overload
 
 import trio
 
@@ -1438,6 +1438,69 @@ class _TextFile:
 _Layer = _RawFile | _BufferedFile | _TextFile
 
 
+class _Detached:
+    """What an :class:`AsyncFile` holds in place of its layers after
+    ``detach()``: every use raises the builtin's ``ValueError``, except the
+    attributes a detached ``TextIOWrapper`` still answers (``kept``) and the
+    methods a detached ``BufferedReader``/``BufferedWriter`` still refuses
+    without looking at its stream (``unsupported``: method -> message)."""
+
+    def __init__(self, message: str, kept: dict[str, Any], unsupported: dict[str, str]) -> None:
+        self.message = message
+        self.kept = kept
+        self.unsupported = unsupported
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self.kept:
+            return self.kept[name]
+        if name in self.unsupported:
+            return self._refuse(self.unsupported[name])
+        raise ValueError(self.message)
+
+    @staticmethod
+    def _refuse(message: str) -> Callable[..., Any]:
+        async def method(*args: Any) -> Any:
+            raise _UnsupportedOperation(message)
+
+        return method
+
+
+# What the builtin's BufferedIOBase methods raise on a BufferedWriter (reads)
+# or BufferedReader (writes), detached or not.
+_REFUSED = {
+    "BufferedWriter": {
+        "read": "read",
+        "readinto": "read",
+        "readline": "read",
+        "next_line": "read",
+        "read1": "read1",
+        "readinto1": "read1",
+    },
+    "BufferedReader": {"write": "write"},
+}
+
+
+class _Absent:
+    """A member that the builtin file object of this kind does not have
+    (``encoding`` on a binary file, ``read1`` on a text file...): reading it
+    raises ``AttributeError`` as on the builtin, so ``hasattr`` is False."""
+
+    def __init__(self, builtin: str) -> None:
+        self.builtin = builtin
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: object, objtype: type | None = None) -> Any:
+        raise AttributeError(
+            f"'AsyncFile' object has no attribute '{self.name}' "
+            f"(the builtin {self.builtin} has none)",
+            name=self.name,
+            obj=obj,
+        )
+
+
 class AsyncFile(Generic[AnyStr]):
     """A file opened by :func:`open_file`: the methods of Python's file objects,
     awaited, plus owned-buffer methods (:meth:`read_into`, :meth:`write_from`,
@@ -1447,7 +1510,30 @@ class AsyncFile(Generic[AnyStr]):
     call happen whole, in arrival order. ``read_at``/``write_at`` take no lock:
     like ``os.pread``/``os.pwrite`` they neither use nor move the position, and
     bypass the file's buffers (``flush()`` first to see buffered writes).
+
+    The members are those of the object the builtin ``open`` returns for the
+    same arguments (``FileIO``, ``BufferedReader``, ``BufferedWriter``,
+    ``BufferedRandom`` or ``TextIOWrapper``), as ``trio.open_file`` forwards
+    them: a member that object lacks is absent here too (``AttributeError``);
+    one it has but that the mode forbids raises ``io.UnsupportedOperation``.
+    ``raw``, ``buffer`` and ``detach()`` give the layer below as an
+    ``AsyncFile`` sharing this one's state and lock. There is no ``wrapped``:
+    no synchronous file object exists underneath. docs/files.md has the table.
     """
+
+    # Which builtin class this file mirrors, and the members it lacks: set on
+    # the per-kind subclasses that __new__ picks (see _SURFACES below).
+    _builtin: ClassVar[str] = ""
+    _absent: ClassVar[frozenset[str]] = frozenset()
+    # The layer below as an AsyncFile (raw, buffer, detach()), made once.
+    _lower_file: AsyncFile[bytes] | None = None
+
+    def __new__(cls, layer: _Layer, raw: _RawFile) -> Self:
+        # A subclass per kind of builtin object, whose absent members are
+        # _Absent descriptors: the members that exist stay plain class
+        # attributes, with no per-access check on the hot paths.
+        target = _SURFACES[_builtin_kind(layer)] if cls is AsyncFile else cls
+        return cast(Self, object.__new__(target))
 
     def __init__(self, layer: _Layer, raw: _RawFile) -> None:
         # Any: the layers share their method names, and the AnyStr of this file
@@ -1456,7 +1542,13 @@ class AsyncFile(Generic[AnyStr]):
         self._raw = raw
         self._lock = trio.StrictFIFOLock()
 
+    def __dir__(self) -> Iterable[str]:
+        absent = self._absent
+        return [name for name in super().__dir__() if name not in absent]
+
     def __repr__(self) -> str:
+        if isinstance(self._layer, _Detached):
+            return "<ouring.AsyncFile detached>"
         state = "closed" if self.closed else f"fd={self._raw.fd}"
         return f"<ouring.AsyncFile name={self.name!r} mode={self.mode!r} {state}>"
 
@@ -1479,23 +1571,59 @@ class AsyncFile(Generic[AnyStr]):
 
     @property
     def closefd(self) -> bool:
+        """Unbuffered binary files only (``FileIO``)."""
         return self._raw.closefd
 
     @property
-    def encoding(self) -> str | None:
-        return self._layer.encoding if isinstance(self._layer, _TextFile) else None
+    def encoding(self) -> str:
+        """Text files only."""
+        return str(self._layer.encoding)
 
     @property
-    def errors(self) -> str | None:
-        return self._layer.errors if isinstance(self._layer, _TextFile) else None
+    def errors(self) -> str:
+        """Text files only."""
+        return str(self._layer.errors)
 
     @property
     def newlines(self) -> Any:
-        return self._layer.newlines if isinstance(self._layer, _TextFile) else None
+        """Text files only."""
+        return self._layer.newlines
 
     @property
     def line_buffering(self) -> bool:
-        return isinstance(self._layer, _TextFile) and self._layer.line_buffering
+        """Text files only."""
+        return bool(self._layer.line_buffering)
+
+    @property
+    def raw(self) -> AsyncFile[bytes]:
+        """Buffered binary files only: the unbuffered file (``FileIO``) below,
+        as an ``AsyncFile`` sharing this file's position, buffers and lock
+        (reading it skips what this one has buffered, as on the builtin).
+        ``None`` after ``detach()``, as on the builtin."""
+        if isinstance(self._layer, _Detached):
+            return cast("AsyncFile[bytes]", None)  # the builtin's answer
+        return self._lower()
+
+    @property
+    def buffer(self) -> AsyncFile[bytes]:
+        """Text files only: the buffered binary file below, as an ``AsyncFile``
+        sharing this file's state and lock (bytes this one decoded ahead are
+        no longer in it, as on the builtin). ``None`` after ``detach()``."""
+        if isinstance(self._layer, _Detached):
+            return cast("AsyncFile[bytes]", None)  # the builtin's answer
+        return self._lower()
+
+    def _lower(self) -> AsyncFile[bytes]:
+        lower = self._lower_file
+        if lower is None:
+            layer = self._layer
+            below = layer.buffer if isinstance(layer, _TextFile) else layer.raw
+            lower = AsyncFile(below, self._raw)
+            # One lock for the layers of one file: a call on either runs whole
+            # before the next, so no call sees another's half-updated state.
+            lower._lock = self._lock
+            self._lower_file = lower
+        return lower
 
     def fileno(self) -> int:
         self._raw.check_closed()
@@ -1506,15 +1634,27 @@ class AsyncFile(Generic[AnyStr]):
         return os.isatty(self._raw.fd)
 
     def readable(self) -> bool:
+        # The builtin's BufferedWriter (and a TextIOWrapper on one) says False
+        # without asking its raw file, so even when closed or detached.
+        if self._builtin == "BufferedWriter" or (
+            self._builtin == "TextIOWrapper" and not self._layer.buffer.readable
+        ):
+            return False
         self._raw.check_closed()
         return self._raw.readable
 
     def writable(self) -> bool:
+        # Likewise BufferedReader (and a TextIOWrapper on one).
+        if self._builtin == "BufferedReader" or (
+            self._builtin == "TextIOWrapper" and not self._layer.buffer.writable
+        ):
+            return False
         self._raw.check_closed()
         return self._raw.writable
 
     def seekable(self) -> bool:
-        return bool(self._layer.seekable())
+        # Every builtin layer asks FileIO (its closed message has no period).
+        return self._raw.seekable()
 
     # -- reading
 
@@ -1601,6 +1741,30 @@ class AsyncFile(Generic[AnyStr]):
         """Write Python's buffers to the kernel (like the builtin: no fsync)."""
         async with self._lock:
             await self._layer.flush()
+
+    async def detach(self) -> AsyncFile[bytes]:
+        """Buffered and text files: flush, then hand over the layer below (the
+        same object as ``raw``/``buffer``); this file is unusable afterwards
+        (``ValueError``), as the builtin is after its ``detach()``."""
+        async with self._lock:
+            await self._layer.flush()
+            lower = self._lower()
+            layer = self._layer
+            kept: dict[str, Any] = {}
+            if isinstance(layer, _TextFile):
+                message = "underlying buffer has been detached"
+                kept = {
+                    "mode": layer.mode,
+                    "encoding": layer.encoding,
+                    "errors": layer.errors,
+                    "line_buffering": layer.line_buffering,
+                }
+            else:
+                message = "raw stream has been detached"
+            refused = _REFUSED.get(self._builtin, {})
+            # No checkpoint since the flush: detaching is part of this call.
+            self._layer = self._raw = cast(_RawFile, _Detached(message, kept, refused))
+            return lower
 
     # -- positioning
 
@@ -1715,6 +1879,53 @@ class AsyncFile(Generic[AnyStr]):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+_BUFFERED = frozenset({"BufferedReader", "BufferedWriter", "BufferedRandom"})
+# The AsyncFile members that only some of the builtin's classes have, and which
+# classes those are (tests/test_files_surface.py checks this against the
+# builtin objects and trio.open_file's wrappers, on every Python it runs on).
+_ONLY_ON: dict[str, frozenset[str]] = {
+    "closefd": frozenset({"FileIO"}),
+    "readall": frozenset({"FileIO"}),
+    "readinto": _BUFFERED | {"FileIO"},
+    "read1": _BUFFERED,
+    "readinto1": _BUFFERED,
+    "raw": _BUFFERED,
+    "peek": frozenset({"BufferedReader", "BufferedRandom"}),
+    "detach": _BUFFERED | {"TextIOWrapper"},
+    "buffer": frozenset({"TextIOWrapper"}),
+    "encoding": frozenset({"TextIOWrapper"}),
+    "errors": frozenset({"TextIOWrapper"}),
+    "newlines": frozenset({"TextIOWrapper"}),
+    "line_buffering": frozenset({"TextIOWrapper"}),
+    # trio's AsyncIOWrapper.wrapped is the synchronous file object: there is
+    # none here (the layers are private and bypass the lock), so it is absent.
+    "wrapped": frozenset(),
+}
+
+
+def _builtin_kind(layer: _Layer) -> str:
+    """The class of the object the builtin ``open`` returns for this layer."""
+    if isinstance(layer, _TextFile):
+        return "TextIOWrapper"
+    if isinstance(layer, _RawFile):
+        return "FileIO"
+    if layer.readable and layer.writable:
+        return "BufferedRandom"
+    return "BufferedReader" if layer.readable else "BufferedWriter"
+
+
+def _surface(kind: str) -> type[AsyncFile[Any]]:
+    absent = frozenset(name for name, kinds in _ONLY_ON.items() if kind not in kinds)
+    namespace: dict[str, Any] = {name: _Absent(kind) for name in absent}
+    namespace.update(
+        __module__=AsyncFile.__module__, __qualname__="AsyncFile", _builtin=kind, _absent=absent
+    )
+    return cast("type[AsyncFile[Any]]", type("AsyncFile", (AsyncFile,), namespace))
+
+
+_SURFACES = {kind: _surface(kind) for kind in _BUFFERED | {"FileIO", "TextIOWrapper"}}
 
 
 # -- open_file ------------------------------------------------------------------------------
