@@ -107,6 +107,14 @@ def _optional_size(size: Any) -> int:
     return value
 
 
+def _c_int(value: Any) -> int:
+    """``value`` as an argument-clinic ``int`` parameter reads it."""
+    n: int = operator.index(value)
+    if not -(1 << 31) <= n < 1 << 31:
+        raise OverflowError("Python int too large to convert to C int")
+    return n
+
+
 def _einval() -> OSError:
     return OSError(errno.EINVAL, os.strerror(errno.EINVAL))
 
@@ -516,8 +524,12 @@ class _BufferedFile:
 
     # -- reading
 
-    def _check_readable(self, name: str = "read") -> None:
+    def _check_readable(self, name: str = "read", size: Any = -1) -> None:
         if not self.readable:
+            if sys.version_info >= (3, 12):
+                # A BufferedWriter's read/read1 are BufferedIOBase's, which
+                # convert the size to a C int before refusing since 3.12.
+                _c_int(size)
             raise _UnsupportedOperation(name)
 
     def _read_fast(self, n: int) -> bytes | None:
@@ -528,7 +540,7 @@ class _BufferedFile:
         return None
 
     async def read(self, size: Any = -1) -> bytes:
-        self._check_readable()
+        self._check_readable("read", size)
         n = _optional_size(size)
         if n < -1:
             raise ValueError("read length must be non-negative or -1")
@@ -609,7 +621,7 @@ class _BufferedFile:
         return bytes(out)
 
     async def read1(self, size: Any = -1) -> bytes:
-        self._check_readable("read1")
+        self._check_readable("read1", size)
         n = operator.index(size)
         if n < 0:
             n = self.buffer_size
