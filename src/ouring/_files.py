@@ -1540,10 +1540,11 @@ class AsyncFile(Generic[AnyStr]):
     # The layer below as an AsyncFile (raw, buffer, detach()), made once.
     _lower_file: AsyncFile[bytes] | None = None
 
-    def __new__(cls, layer: _Layer, raw: _RawFile) -> Self:
+    def __new__(cls, layer: _Layer, *args: Any, **kwargs: Any) -> Self:
         # A subclass per kind of builtin object, whose absent members are
         # _Absent descriptors: the members that exist stay plain class
-        # attributes, with no per-access check on the hot paths.
+        # attributes, with no per-access check on the hot paths. (The other
+        # arguments are __init__'s.)
         target = _SURFACES[_builtin_kind(layer)] if cls is AsyncFile else cls
         return cast(Self, object.__new__(target))
 
