@@ -268,10 +268,16 @@ def run_builtin(path: Path, mode: str, kwargs: dict[str, Any], steps: list[Step]
     return outcomes
 
 
-async def run_ouring(path: Path, mode: str, kwargs: dict[str, Any], steps: list[Step]) -> list[Any]:
+async def run_ouring(
+    path: Path,
+    mode: str,
+    kwargs: dict[str, Any],
+    steps: list[Step],
+    open_file: Callable[..., Any] = ouring.open_file,
+) -> list[Any]:
     objs: dict[str, Any] = {}
     outcomes: list[Any] = []
-    objs["f"] = await ouring.open_file(path, mode, **kwargs)
+    objs["f"] = await open_file(path, mode, **kwargs)
     keep = [objs["f"]]
     for target, name, args in steps:
         obj = objs.get(target)
@@ -392,6 +398,35 @@ def after_detach(names: list[str], binary: bool) -> list[Step]:
     for name in names:
         steps += [("f", name, args) for args in calls_for(name, binary)[:1]]
     return steps
+
+
+async def test_trio_open_file_gives_the_builtins_results(tmp_path: Path) -> None:
+    """The reference above is the builtin object: trio.open_file's wrapper
+    returns exactly its results (it runs its methods in a thread), so
+    comparing with one compares with the other."""
+    path = tmp_path / "f"
+    for mode, kwargs in CASES:
+        binary = "b" in mode
+        data: Any = b"Zy\n" if binary else "Zy\n"
+        steps: list[Step] = [
+            ("f", "read", (2,)), ("f", "tell", ()), ("f", "seek", (0,)), ("f", "write", (data,)),
+            ("f", "readline", ()), ("f", "seek", (0, 2)), ("f", "writelines", ([data],)),
+            ("f", "flush", ()), ("f", "truncate", (3,)), ("f", "seek", (0,)),
+            ("f", "readlines", ()), ("f", "mode", None), ("f", "closed", None),
+            ("f", "readable", ()), ("f", "writable", ()),
+        ]  # fmt: skip
+        if binary and kwargs["buffering"] == 0:
+            steps += [("f", "seek", (1,)), ("f", "readall", ())]
+        elif binary:
+            steps += [("f", "seek", (1,)), ("f", "read1", (3,)), ("f", "readinto1", (Buf(3),))]
+            steps += [("f", "peek", ())] if "w" not in mode and "a" not in mode else []
+        else:
+            steps += [("f", "encoding", None), ("f", "errors", None), ("f", "newlines", None)]
+        prepare(path, mode, kwargs)
+        expected = run_builtin(path, mode, kwargs, steps)
+        prepare(path, mode, kwargs)
+        got = await run_ouring(path, mode, kwargs, steps, open_file=trio.open_file)
+        assert got == expected, f"{mode} {kwargs}"
 
 
 async def test_closed_files_answer_as_the_builtins(tmp_path: Path) -> None:
