@@ -1537,8 +1537,10 @@ class AsyncFile(Generic[AnyStr]):
     # the per-kind subclasses that __new__ picks (see _SURFACES below).
     _builtin: ClassVar[str] = ""
     _absent: ClassVar[frozenset[str]] = frozenset()
-    # The layer below as an AsyncFile (raw, buffer, detach()), made once.
+    # The layer below as an AsyncFile (raw, buffer, detach()), made once; and
+    # on that one, the file above it.
     _lower_file: AsyncFile[bytes] | None = None
+    _upper_file: AsyncFile[Any] | None = None
 
     def __new__(cls, layer: _Layer, *args: Any, **kwargs: Any) -> Self:
         # A subclass per kind of builtin object, whose absent members are
@@ -1560,7 +1562,7 @@ class AsyncFile(Generic[AnyStr]):
         return [name for name in super().__dir__() if name not in absent]
 
     def __repr__(self) -> str:
-        if isinstance(self._layer, _Detached):
+        if isinstance(self._layer, _Detached) or isinstance(self._raw, _Detached):
             return "<ouring.AsyncFile detached>"
         state = "closed" if self.closed else f"fd={self._raw.fd}"
         return f"<ouring.AsyncFile name={self.name!r} mode={self.mode!r} {state}>"
@@ -1635,6 +1637,7 @@ class AsyncFile(Generic[AnyStr]):
             # One lock for the layers of one file: a call on either runs whole
             # before the next, so no call sees another's half-updated state.
             lower._lock = self._lock
+            lower._upper_file = self
             self._lower_file = lower
         return lower
 
@@ -1774,9 +1777,15 @@ class AsyncFile(Generic[AnyStr]):
                 }
             else:
                 message = "raw stream has been detached"
-            refused = _REFUSED.get(self._builtin, {})
+            detached = _Detached(message, kept, _REFUSED.get(self._builtin, {}))
             # No checkpoint since the flush: detaching is part of this call.
-            self._layer = self._raw = cast(_RawFile, _Detached(message, kept, refused))
+            self._layer = self._raw = cast(_RawFile, detached)
+            upper = self._upper_file
+            if upper is not None and isinstance(upper._layer, _TextFile):
+                # f.buffer.detach(): the builtin text file above now uses a
+                # detached buffer, and every use of it raises; so does ours.
+                upper._layer.buffer = cast(_BufferedFile, detached)
+                upper._raw = cast(_RawFile, detached)
             return lower
 
     # -- positioning
