@@ -52,7 +52,7 @@ import stat as stat_module
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, AnyStr, Generic, Self, overload
+from typing import TYPE_CHECKING, Any, AnyStr, ClassVar, Generic, Self, cast, overload
 
 import trio
 
@@ -105,6 +105,14 @@ def _optional_size(size: Any) -> int:
         ) from None
     value: int = index()
     return value
+
+
+def _c_int(value: Any) -> int:
+    """``value`` as an argument-clinic ``int`` parameter reads it."""
+    n: int = operator.index(value)
+    if not -(1 << 31) <= n < 1 << 31:
+        raise OverflowError("Python int too large to convert to C int")
+    return n
 
 
 def _einval() -> OSError:
@@ -516,8 +524,12 @@ class _BufferedFile:
 
     # -- reading
 
-    def _check_readable(self, name: str = "read") -> None:
+    def _check_readable(self, name: str = "read", size: Any = -1) -> None:
         if not self.readable:
+            if sys.version_info >= (3, 12):
+                # A BufferedWriter's read/read1 are BufferedIOBase's, which
+                # convert the size to a C int before refusing since 3.12.
+                _c_int(size)
             raise _UnsupportedOperation(name)
 
     def _read_fast(self, n: int) -> bytes | None:
@@ -528,7 +540,7 @@ class _BufferedFile:
         return None
 
     async def read(self, size: Any = -1) -> bytes:
-        self._check_readable()
+        self._check_readable("read", size)
         n = _optional_size(size)
         if n < -1:
             raise ValueError("read length must be non-negative or -1")
@@ -609,7 +621,7 @@ class _BufferedFile:
         return bytes(out)
 
     async def read1(self, size: Any = -1) -> bytes:
-        self._check_readable("read1")
+        self._check_readable("read1", size)
         n = operator.index(size)
         if n < 0:
             n = self.buffer_size
@@ -681,6 +693,37 @@ class _BufferedFile:
             self._give_back(bytes(buf[:written]), saved_pos, start)
             raise
         return written
+
+    async def readinto1(self, b: Any) -> int:
+        # The builtin's argument conversion (a writable buffer) comes first;
+        # BufferedWriter inherits BufferedIOBase.readinto1, which calls read1.
+        with _lent_view(b) as dst:
+            if dst.readonly:
+                raise TypeError(
+                    "readinto1() argument must be read-write bytes-like object, "
+                    f"not {type(b).__name__}"
+                )
+            self._check_readable("read1")
+            self._check_closed("readinto of closed file")
+            return await self._readinto(dst, True)
+
+    async def peek(self, size: Any = 0) -> bytes:
+        """bufferedio.c's peek: the buffered bytes without moving the position;
+        with none buffered, one raw read fills the buffer (which keeps them for
+        the next read). ``size`` is checked and ignored, as there."""
+        operator.index(size)
+        self._check_closed("peek of closed file")
+        if self.writable:
+            await self._flush_and_rewind()
+        have = self._readahead()
+        if have > 0:
+            return bytes(self.buffer[self.pos : self.pos + have])
+        # Nothing is buffered here, so nothing is lost if this read is
+        # cancelled: the operation did not happen and the state is as on entry.
+        self._reset_read_buf()
+        n = await self._fill_buffer()
+        self.pos = 0
+        return bytes(self.buffer[:n]) if n > 0 else b""
 
     async def readline(self, size: Any = -1) -> bytes:
         limit = _optional_size(size)
@@ -1407,6 +1450,69 @@ class _TextFile:
 _Layer = _RawFile | _BufferedFile | _TextFile
 
 
+class _Detached:
+    """What an :class:`AsyncFile` holds in place of its layers after
+    ``detach()``: every use raises the builtin's ``ValueError``, except the
+    attributes a detached ``TextIOWrapper`` still answers (``kept``) and the
+    methods a detached ``BufferedReader``/``BufferedWriter`` still refuses
+    without looking at its stream (``unsupported``: method -> message)."""
+
+    def __init__(self, message: str, kept: dict[str, Any], unsupported: dict[str, str]) -> None:
+        self.message = message
+        self.kept = kept
+        self.unsupported = unsupported
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self.kept:
+            return self.kept[name]
+        if name in self.unsupported:
+            return self._refuse(self.unsupported[name])
+        raise ValueError(self.message)
+
+    @staticmethod
+    def _refuse(message: str) -> Callable[..., Any]:
+        async def method(*args: Any) -> Any:
+            raise _UnsupportedOperation(message)
+
+        return method
+
+
+# What the builtin's BufferedIOBase methods raise on a BufferedWriter (reads)
+# or BufferedReader (writes), detached or not.
+_REFUSED = {
+    "BufferedWriter": {
+        "read": "read",
+        "readinto": "read",
+        "readline": "read",
+        "next_line": "read",
+        "read1": "read1",
+        "readinto1": "read1",
+    },
+    "BufferedReader": {"write": "write"},
+}
+
+
+class _Absent:
+    """A member that the builtin file object of this kind does not have
+    (``encoding`` on a binary file, ``read1`` on a text file...): reading it
+    raises ``AttributeError`` as on the builtin, so ``hasattr`` is False."""
+
+    def __init__(self, builtin: str) -> None:
+        self.builtin = builtin
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: object, objtype: type | None = None) -> Any:
+        raise AttributeError(
+            f"'AsyncFile' object has no attribute '{self.name}' "
+            f"(the builtin {self.builtin} has none)",
+            name=self.name,
+            obj=obj,
+        )
+
+
 class AsyncFile(Generic[AnyStr]):
     """A file opened by :func:`open_file`: the methods of Python's file objects,
     awaited, plus owned-buffer methods (:meth:`read_into`, :meth:`write_from`,
@@ -1416,7 +1522,33 @@ class AsyncFile(Generic[AnyStr]):
     call happen whole, in arrival order. ``read_at``/``write_at`` take no lock:
     like ``os.pread``/``os.pwrite`` they neither use nor move the position, and
     bypass the file's buffers (``flush()`` first to see buffered writes).
+
+    The members are those of the object the builtin ``open`` returns for the
+    same arguments (``FileIO``, ``BufferedReader``, ``BufferedWriter``,
+    ``BufferedRandom`` or ``TextIOWrapper``), as ``trio.open_file`` forwards
+    them: a member that object lacks is absent here too (``AttributeError``);
+    one it has but that the mode forbids raises ``io.UnsupportedOperation``.
+    ``raw``, ``buffer`` and ``detach()`` give the layer below as an
+    ``AsyncFile`` sharing this one's state and lock. There is no ``wrapped``:
+    no synchronous file object exists underneath. docs/files.md has the table.
     """
+
+    # Which builtin class this file mirrors, and the members it lacks: set on
+    # the per-kind subclasses that __new__ picks (see _SURFACES below).
+    _builtin: ClassVar[str] = ""
+    _absent: ClassVar[frozenset[str]] = frozenset()
+    # The layer below as an AsyncFile (raw, buffer, detach()), made once; and
+    # on that one, the file above it.
+    _lower_file: AsyncFile[bytes] | None = None
+    _upper_file: AsyncFile[Any] | None = None
+
+    def __new__(cls, layer: _Layer, *args: Any, **kwargs: Any) -> Self:
+        # A subclass per kind of builtin object, whose absent members are
+        # _Absent descriptors: the members that exist stay plain class
+        # attributes, with no per-access check on the hot paths. (The other
+        # arguments are __init__'s.)
+        target = _SURFACES[_builtin_kind(layer)] if cls is AsyncFile else cls
+        return cast(Self, object.__new__(target))
 
     def __init__(self, layer: _Layer, raw: _RawFile) -> None:
         # Any: the layers share their method names, and the AnyStr of this file
@@ -1425,7 +1557,13 @@ class AsyncFile(Generic[AnyStr]):
         self._raw = raw
         self._lock = trio.StrictFIFOLock()
 
+    def __dir__(self) -> Iterable[str]:
+        absent = self._absent
+        return [name for name in super().__dir__() if name not in absent]
+
     def __repr__(self) -> str:
+        if isinstance(self._layer, _Detached) or isinstance(self._raw, _Detached):
+            return "<ouring.AsyncFile detached>"
         state = "closed" if self.closed else f"fd={self._raw.fd}"
         return f"<ouring.AsyncFile name={self.name!r} mode={self.mode!r} {state}>"
 
@@ -1448,23 +1586,60 @@ class AsyncFile(Generic[AnyStr]):
 
     @property
     def closefd(self) -> bool:
+        """Unbuffered binary files only (``FileIO``)."""
         return self._raw.closefd
 
     @property
-    def encoding(self) -> str | None:
-        return self._layer.encoding if isinstance(self._layer, _TextFile) else None
+    def encoding(self) -> str:
+        """Text files only."""
+        return str(self._layer.encoding)
 
     @property
-    def errors(self) -> str | None:
-        return self._layer.errors if isinstance(self._layer, _TextFile) else None
+    def errors(self) -> str:
+        """Text files only."""
+        return str(self._layer.errors)
 
     @property
     def newlines(self) -> Any:
-        return self._layer.newlines if isinstance(self._layer, _TextFile) else None
+        """Text files only."""
+        return self._layer.newlines
 
     @property
     def line_buffering(self) -> bool:
-        return isinstance(self._layer, _TextFile) and self._layer.line_buffering
+        """Text files only."""
+        return bool(self._layer.line_buffering)
+
+    @property
+    def raw(self) -> AsyncFile[bytes]:
+        """Buffered binary files only: the unbuffered file (``FileIO``) below,
+        as an ``AsyncFile`` sharing this file's position, buffers and lock
+        (reading it skips what this one has buffered, as on the builtin).
+        ``None`` after ``detach()``, as on the builtin."""
+        if isinstance(self._layer, _Detached):
+            return cast("AsyncFile[bytes]", None)  # the builtin's answer
+        return self._lower()
+
+    @property
+    def buffer(self) -> AsyncFile[bytes]:
+        """Text files only: the buffered binary file below, as an ``AsyncFile``
+        sharing this file's state and lock (bytes this one decoded ahead are
+        no longer in it, as on the builtin). ``None`` after ``detach()``."""
+        if isinstance(self._layer, _Detached):
+            return cast("AsyncFile[bytes]", None)  # the builtin's answer
+        return self._lower()
+
+    def _lower(self) -> AsyncFile[bytes]:
+        lower = self._lower_file
+        if lower is None:
+            layer = self._layer
+            below = layer.buffer if isinstance(layer, _TextFile) else layer.raw
+            lower = AsyncFile(below, self._raw)
+            # One lock for the layers of one file: a call on either runs whole
+            # before the next, so no call sees another's half-updated state.
+            lower._lock = self._lock
+            lower._upper_file = self
+            self._lower_file = lower
+        return lower
 
     def fileno(self) -> int:
         self._raw.check_closed()
@@ -1475,15 +1650,27 @@ class AsyncFile(Generic[AnyStr]):
         return os.isatty(self._raw.fd)
 
     def readable(self) -> bool:
+        # The builtin's BufferedWriter (and a TextIOWrapper on one) says False
+        # without asking its raw file, so even when closed or detached.
+        if self._builtin == "BufferedWriter" or (
+            self._builtin == "TextIOWrapper" and not self._layer.buffer.readable
+        ):
+            return False
         self._raw.check_closed()
         return self._raw.readable
 
     def writable(self) -> bool:
+        # Likewise BufferedReader (and a TextIOWrapper on one).
+        if self._builtin == "BufferedReader" or (
+            self._builtin == "TextIOWrapper" and not self._layer.buffer.writable
+        ):
+            return False
         self._raw.check_closed()
         return self._raw.writable
 
     def seekable(self) -> bool:
-        return bool(self._layer.seekable())
+        # Every builtin layer asks FileIO (its closed message has no period).
+        return self._raw.seekable()
 
     # -- reading
 
@@ -1500,6 +1687,27 @@ class AsyncFile(Generic[AnyStr]):
     async def readinto(self, buffer: Any) -> int:
         async with self._lock:
             return int(await self._layer.readinto(buffer))
+
+    async def readinto1(self, buffer: Any, /) -> int:
+        """Buffered binary files only: ``readinto`` with at most one read from
+        the kernel."""
+        async with self._lock:
+            return int(await self._layer.readinto1(buffer))
+
+    async def peek(self, size: int = 0, /) -> bytes:
+        """Readable buffered binary files only: the buffered bytes, without
+        moving the position; if none, one read from the kernel fills the
+        buffer first. ``size`` is ignored, as by the builtin."""
+        async with self._lock:
+            return bytes(await self._layer.peek(size))
+
+    async def readall(self) -> bytes:
+        """Unbuffered binary files only: read to the end of the file."""
+        async with self._lock:
+            # FileIO.readall checks only that the file is open: on a write-only
+            # file the kernel's read fails (EBADF), as the builtin's does.
+            self._raw.check_closed()
+            return bytes(await self._layer.readall())
 
     async def readline(self, size: int | None = -1) -> AnyStr:
         async with self._lock:
@@ -1549,6 +1757,36 @@ class AsyncFile(Generic[AnyStr]):
         """Write Python's buffers to the kernel (like the builtin: no fsync)."""
         async with self._lock:
             await self._layer.flush()
+
+    async def detach(self) -> AsyncFile[bytes]:
+        """Buffered and text files: flush, then hand over the layer below (the
+        same object as ``raw``/``buffer``); this file is unusable afterwards
+        (``ValueError``), as the builtin is after its ``detach()``."""
+        async with self._lock:
+            await self._layer.flush()
+            lower = self._lower()
+            layer = self._layer
+            kept: dict[str, Any] = {}
+            if isinstance(layer, _TextFile):
+                message = "underlying buffer has been detached"
+                kept = {
+                    "mode": layer.mode,
+                    "encoding": layer.encoding,
+                    "errors": layer.errors,
+                    "line_buffering": layer.line_buffering,
+                }
+            else:
+                message = "raw stream has been detached"
+            detached = _Detached(message, kept, _REFUSED.get(self._builtin, {}))
+            # No checkpoint since the flush: detaching is part of this call.
+            self._layer = self._raw = cast(_RawFile, detached)
+            upper = self._upper_file
+            if upper is not None and isinstance(upper._layer, _TextFile):
+                # f.buffer.detach(): the builtin text file above now uses a
+                # detached buffer, and every use of it raises; so does ours.
+                upper._layer.buffer = cast(_BufferedFile, detached)
+                upper._raw = cast(_RawFile, detached)
+            return lower
 
     # -- positioning
 
@@ -1663,6 +1901,53 @@ class AsyncFile(Generic[AnyStr]):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+_BUFFERED = frozenset({"BufferedReader", "BufferedWriter", "BufferedRandom"})
+# The AsyncFile members that only some of the builtin's classes have, and which
+# classes those are (tests/test_files_surface.py checks this against the
+# builtin objects and trio.open_file's wrappers, on every Python it runs on).
+_ONLY_ON: dict[str, frozenset[str]] = {
+    "closefd": frozenset({"FileIO"}),
+    "readall": frozenset({"FileIO"}),
+    "readinto": _BUFFERED | {"FileIO"},
+    "read1": _BUFFERED,
+    "readinto1": _BUFFERED,
+    "raw": _BUFFERED,
+    "peek": frozenset({"BufferedReader", "BufferedRandom"}),
+    "detach": _BUFFERED | {"TextIOWrapper"},
+    "buffer": frozenset({"TextIOWrapper"}),
+    "encoding": frozenset({"TextIOWrapper"}),
+    "errors": frozenset({"TextIOWrapper"}),
+    "newlines": frozenset({"TextIOWrapper"}),
+    "line_buffering": frozenset({"TextIOWrapper"}),
+    # trio's AsyncIOWrapper.wrapped is the synchronous file object: there is
+    # none here (the layers are private and bypass the lock), so it is absent.
+    "wrapped": frozenset(),
+}
+
+
+def _builtin_kind(layer: _Layer) -> str:
+    """The class of the object the builtin ``open`` returns for this layer."""
+    if isinstance(layer, _TextFile):
+        return "TextIOWrapper"
+    if isinstance(layer, _RawFile):
+        return "FileIO"
+    if layer.readable and layer.writable:
+        return "BufferedRandom"
+    return "BufferedReader" if layer.readable else "BufferedWriter"
+
+
+def _surface(kind: str) -> type[AsyncFile[Any]]:
+    absent = frozenset(name for name, kinds in _ONLY_ON.items() if kind not in kinds)
+    namespace: dict[str, Any] = {name: _Absent(kind) for name in absent}
+    namespace.update(
+        __module__=AsyncFile.__module__, __qualname__="AsyncFile", _builtin=kind, _absent=absent
+    )
+    return cast("type[AsyncFile[Any]]", type("AsyncFile", (AsyncFile,), namespace))
+
+
+_SURFACES = {kind: _surface(kind) for kind in _BUFFERED | {"FileIO", "TextIOWrapper"}}
 
 
 # -- open_file ------------------------------------------------------------------------------

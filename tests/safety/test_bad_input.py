@@ -210,6 +210,14 @@ async def _on_file(e: Env, call: Callable[[Any], Any], mode: str = "rb+", **kw: 
         return await call(f)
 
 
+async def _read_detached(f: Any) -> Any:
+    raw = await f.detach()
+    try:
+        return await f.read()
+    finally:
+        await raw.aclose()  # the fd is the raw file's now (f's aclose raises, as the builtin's)
+
+
 async def _on_stream(e: Env, call: Callable[[Any], Any]) -> Any:
     a, b = socket.socketpair()
     with b:
@@ -275,6 +283,22 @@ OBJECT_ROWS: list[Row] = [
         io.UnsupportedOperation, id="write-read-only-file"),
     bad("AsyncFile", lambda e: _on_file(e, lambda f: f.read_into(e.buf), "r"),
         io.UnsupportedOperation, id="read_into-text-file"),
+    bad("AsyncFile", lambda e: _on_file(e, lambda f: f.peek("x")), TypeError, id="peek-str"),
+    bad("AsyncFile", lambda e: _on_file(e, lambda f: f.peek(), "wb"), AttributeError,
+        id="peek-write-only"),
+    bad("AsyncFile", lambda e: _on_file(e, lambda f: f.readinto1(e.ro)), TypeError,
+        id="readinto1-read-only"),
+    bad("AsyncFile", lambda e: _on_file(e, lambda f: f.readinto1(e.buf), "wb"),
+        io.UnsupportedOperation, id="readinto1-write-only"),
+    bad("AsyncFile", lambda e: _on_file(e, lambda f: f.readall(), "wb", buffering=0),
+        OSError, errno.EBADF, id="readall-write-only"),
+    bad("AsyncFile", lambda e: _on_file(e, lambda f: f.read1(), "r"), AttributeError,
+        id="read1-text-file"),
+    bad("AsyncFile", lambda e: _on_file(e, lambda f: f.encoding), AttributeError,
+        id="encoding-binary-file"),
+    bad("AsyncFile", lambda e: _on_file(e, lambda f: f.detach(), buffering=0),
+        AttributeError, id="detach-unbuffered"),
+    bad("AsyncFile", lambda e: _on_file(e, _read_detached), ValueError, id="read-detached"),
     bad("Path", lambda e: M.Path(e.dir / "missing").read_bytes(), FileNotFoundError,
         errno.ENOENT, id="read_bytes-missing"),
     bad("Path", lambda e: M.Path(e.dir).read_bytes(), IsADirectoryError, errno.EISDIR,
