@@ -54,6 +54,7 @@ import trio
 
 from . import _trio
 from ._errors import RingClosedError
+from ._ops import fs_path
 
 if TYPE_CHECKING:
     from _typeshed import (
@@ -116,6 +117,7 @@ async def _close(fd: int) -> None:
 async def _with_fd(
     path: Path, flags: int, body: Callable[[int], Awaitable[T]], mode: int = 0o666
 ) -> T:
+    fs_path(path, None)  # pathlib opens with io.open, whose message differs from os.open's
     fd = await _trio.open(path, flags, mode)
     try:
         return await body(fd)
@@ -276,6 +278,8 @@ class Path(trio.Path, pathlib.PurePosixPath):
     async def replace(self, target: StrPath) -> Self:
         """Like :meth:`pathlib.Path.replace`, through renameat (``os.replace``
         and ``os.rename`` are the same call on Linux). Returns the new path."""
+        fs_path(self, "replace", "src")  # a NUL gets os.replace's message, not os.rename's
+        fs_path(target, "replace", "dst")
         await _trio.rename(self, target)
         return type(self)(target)
 
