@@ -8,10 +8,29 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_GET := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
 
-.PHONY: test test-all test-debug bench bench-check bench-deps lint deps clean
+.PHONY: test test-all test-debug test-matrix bench bench-check bench-deps lint deps clean
 
 test: deps lint
 	$(BIN)/pytest -m "not slow"
+
+# The suite on every CPython 3.11+ on the machine that .ci/pythons finds
+# (pyenv's, python3.1x on PATH; one per minor version), each in its own
+# .venv-X.Y made by `make deps` with that VENV and PYTHON: the package
+# installed editable and its extensions built by that interpreter. Lint runs
+# once; mypy once more per version, for the branches on sys.version_info.
+test-matrix: SHELL := /bin/bash
+test-matrix: lint
+	@pythons=$$(.ci/pythons); \
+	if [ -z "$$pythons" ]; then echo "test-matrix: no CPython 3.11+ found" >&2; exit 1; fi; \
+	failed=(); \
+	while read -r version python <&3; do \
+		echo "== Python $$version: $$python"; \
+		{ $(MAKE) --no-print-directory deps VENV=.venv-$$version PYTHON="$$python" && \
+		  $(BIN)/mypy --python-version "$$version" && \
+		  .venv-$$version/bin/pytest -m "not slow"; } || failed+=("$$version"); \
+	done 3<<< "$$pythons"; \
+	if [ $${#failed[@]} -gt 0 ]; then echo "test-matrix: FAILED on $${failed[*]}" >&2; exit 1; fi; \
+	echo "test-matrix: passed on" $$(cut -d' ' -f1 <<< "$$pythons")
 
 # The suite again with CPython's debug allocator (catches writes past or into
 # freed Python memory) and development mode (asyncio/resource warnings, faulthandler).
@@ -73,4 +92,4 @@ $(STAMP): /usr/include/liburing.h pyproject.toml setup.py native/build.py native
 	touch $@
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info src/ouring/_native* src/ouring/_hot*.so
+	rm -rf $(VENV) .venv-3.* build src/*.egg-info src/ouring/_native* src/ouring/_hot*.so
