@@ -96,7 +96,7 @@ class BuildExt(build_ext):
                 return os.path.normpath(candidate)
         try:
             found = subprocess.run(
-                [self.compiler.compiler_so[0], "-print-file-name=liburing.a"],
+                [*self.compiler.compiler_so, "-print-file-name=liburing.a"],
                 capture_output=True,
                 text=True,
                 check=False,

@@ -56,7 +56,7 @@ def defined_dynamic_symbols(path: str) -> set[str]:
 def compiler_finds(name: str) -> bool:
     # gcc and clang print the bare name back when the file is not on their path.
     found = subprocess.run(
-        [compiler()[0], f"-print-file-name={name}"], capture_output=True, text=True, check=True
+        [*compiler(), f"-print-file-name={name}"], capture_output=True, text=True, check=True
     ).stdout.strip()
     return os.path.isabs(found) and os.path.isfile(found)
 
