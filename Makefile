@@ -8,10 +8,67 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_GET := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
 
-.PHONY: test test-all test-debug bench bench-check bench-deps lint deps clean
+.PHONY: test test-all test-debug test-matrix wheel test-wheel bench bench-check bench-deps lint deps clean
 
 test: deps lint
 	$(BIN)/pytest -m "not slow"
+
+# The suite on every CPython 3.11+ on the machine that .ci/pythons finds
+# (pyenv's, python3.1x on PATH; one per minor version), each in its own
+# .venv-X.Y made by `make deps` with that VENV and PYTHON: the package
+# installed editable and its extensions built by that interpreter. Lint runs
+# once; mypy once more per version, for the branches on sys.version_info.
+test-matrix: SHELL := /bin/bash
+test-matrix: lint
+	@pythons=$$(.ci/pythons); \
+	if [ -z "$$pythons" ]; then echo "test-matrix: no CPython 3.11+ found" >&2; exit 1; fi; \
+	failed=(); \
+	while read -r version python <&3; do \
+		echo "== Python $$version: $$python"; \
+		{ $(MAKE) --no-print-directory deps VENV=.venv-$$version PYTHON="$$python" && \
+		  $(BIN)/mypy --python-version "$$version" && \
+		  .venv-$$version/bin/pytest -m "not slow"; } || failed+=("$$version"); \
+	done 3<<< "$$pythons"; \
+	if [ $${#failed[@]} -gt 0 ]; then echo "test-matrix: FAILED on $${failed[*]}" >&2; exit 1; fi; \
+	echo "test-matrix: passed on" $$(cut -d' ' -f1 <<< "$$pythons")
+
+# A wheel for .venv's Python that needs no liburing on the user's machine:
+# the sdist first, then the wheel from it (which proves the sdist builds),
+# with liburing.a linked into both extensions (OURING_LIBURING=static: an
+# error if the compiler finds no liburing.a); auditwheel repair gives it its
+# manylinux tag; .ci/check_wheel.py checks that nothing in it needs liburing.so.
+# LDSHARED without the interpreter's own link flags: a pyenv Python's carry
+# an rpath to its lib directory, which the extensions (linking no libpython)
+# do not need and a wheel must not ship.
+# `make wheel VENV=.venv-3.13` (after test-matrix) builds the one for 3.13.
+WHEEL_TAG = $(shell $(BIN)/python -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
+WHEEL = dist/ouring-*-$(WHEEL_TAG)-$(WHEEL_TAG)-manylinux*.whl
+WHEEL_CC = $(shell $(BIN)/python -c 'import sysconfig; print(sysconfig.get_config_var("CC"))')
+
+wheel: deps
+	rm -rf dist/build dist/ouring-*-$(WHEEL_TAG)-$(WHEEL_TAG)-*.whl
+	OURING_LIBURING=static LDSHARED="$(WHEEL_CC) -shared" $(BIN)/python -m build --outdir dist/build .
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/auditwheel repair --wheel-dir dist dist/build/*-$(WHEEL_TAG)-*.whl
+	$(BIN)/auditwheel show $(WHEEL)
+	$(BIN)/python .ci/check_wheel.py $(WHEEL)
+
+# The suite against the installed wheel, never the source tree: a fresh venv
+# with the wheel and its test extras, and a copy of what the tests read
+# (tests/, examples/, README.md, pyproject.toml for pytest's settings) in a
+# directory where `import ouring` can only find site-packages. The build
+# tests in tests/test_packaging.py still build from this tree.
+WHEEL_TEST := build/test-wheel
+
+test-wheel: wheel
+	rm -rf $(WHEEL_TEST)
+	mkdir -p $(WHEEL_TEST)
+	$(BIN)/python -m venv $(WHEEL_TEST)/venv
+	$(WHEEL_TEST)/venv/bin/python -m pip install -q --upgrade pip
+	$(WHEEL_TEST)/venv/bin/python -m pip install -q "$$(echo $(WHEEL))[test,build]"
+	cp -r tests examples README.md pyproject.toml $(WHEEL_TEST)/
+	cd $(WHEEL_TEST) && venv/bin/python -c 'import ouring; \
+		assert "/site-packages/" in ouring.__file__, ouring.__file__; print("testing", ouring.__file__)'
+	cd $(WHEEL_TEST) && OURING_SOURCE_TREE=$(CURDIR) venv/bin/python -m pytest -m "not slow"
 
 # The suite again with CPython's debug allocator (catches writes past or into
 # freed Python memory) and development mode (asyncio/resource warnings, faulthandler).
@@ -69,8 +126,8 @@ deps: $(STAMP)
 $(STAMP): /usr/include/liburing.h pyproject.toml setup.py native/build.py native/shim.h native/shim.c native/hot.c native/ouring_cdef.h
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,build]'
 	touch $@
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info src/ouring/_native* src/ouring/_hot*.so
+	rm -rf $(VENV) .venv-3.* build dist src/*.egg-info src/ouring/_native* src/ouring/_hot*.so

@@ -1737,3 +1737,42 @@ async def test_bad_path_space_and_socket_input_raises_and_leaves_nothing_behind(
     # The same checks as the table above: the exception, no operation in
     # flight, no fd, no lease left behind.
     await test_bad_input_raises_and_leaves_nothing_behind(env, call, raises, code, carries_buffer)
+
+
+# Each path function beside the os function it mirrors, with the argument that
+# gets the NUL. os converts paths before any syscall, so the os side only raises.
+NUL_IN_PATH: dict[str, tuple[Callable[[Any], Awaitable[object]], Callable[[Any], object]]] = {
+    "open": (lambda p: api.open(p), lambda p: os.open(p, os.O_RDONLY)),
+    "stat": (lambda p: api.stat(p), lambda p: os.stat(p)),
+    "stat-nofollow": (
+        lambda p: api.stat(p, follow_symlinks=False),
+        lambda p: os.stat(p, follow_symlinks=False),
+    ),
+    "unlink": (lambda p: api.unlink(p), lambda p: os.unlink(p)),
+    "rmdir": (lambda p: api.rmdir(p), lambda p: os.rmdir(p)),
+    "mkdir": (lambda p: api.mkdir(p), lambda p: os.mkdir(p)),
+    "rename-src": (lambda p: api.rename(p, "x"), lambda p: os.rename(p, "x")),
+    "rename-dst": (lambda p: api.rename("x", p), lambda p: os.rename("x", p)),
+    "rename-both": (lambda p: api.rename(p, p), lambda p: os.rename(p, p)),
+    "symlink-src": (lambda p: api.symlink(p, "x"), lambda p: os.symlink(p, "x")),
+    "symlink-dst": (lambda p: api.symlink("x", p), lambda p: os.symlink("x", p)),
+    "link-src": (lambda p: api.link(p, "x"), lambda p: os.link(p, "x")),
+    "link-dst": (lambda p: api.link("x", p), lambda p: os.link("x", p)),
+}
+
+
+@pytest.mark.parametrize("kind", [str, bytes])
+@pytest.mark.parametrize(("call", "os_call"), NUL_IN_PATH.values(), ids=NUL_IN_PATH.keys())
+async def test_a_nul_in_a_path_raises_what_os_raises_on_this_python(
+    call: Callable[[Any], Awaitable[object]],
+    os_call: Callable[[Any], object],
+    kind: type[str] | type[bytes],
+) -> None:
+    # The message depends on the interpreter (3.13 names the function and the
+    # argument for str paths too): compare with this one's os, not with a text.
+    path: str | bytes = NUL_PATH if kind is str else NUL_PATH.encode()
+    with pytest.raises(ValueError, match="embedded null") as expected:
+        os_call(path)
+    with pytest.raises(ValueError, match="embedded null") as got:
+        await call(path)
+    assert got.value.args == expected.value.args

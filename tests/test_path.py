@@ -144,6 +144,7 @@ STAT_CASES: dict[str, Case] = {
     "stat-through-file": lambda at: at("file/x").stat(),
     "stat-loop": lambda at: at("loop").stat(),
     "stat-nul": lambda at: at(NUL).stat(),
+    "lstat-nul": lambda at: at(NUL).lstat(),
     "lstat-link": lambda at: at("link").lstat(),
     "lstat-dangling": lambda at: at("dangling").lstat(),
     "lstat-file": lambda at: at("file").lstat(),
@@ -210,6 +211,7 @@ REMOVE_CASES: dict[str, Case] = {
     "rmdir-file": lambda at: at("file").rmdir(),
     "rmdir-dirlink": lambda at: at("dirlink").rmdir(),
     "rmdir-missing": lambda at: at("missing").rmdir(),
+    "rmdir-nul": lambda at: at(NUL).rmdir(),
 }
 
 NAME_CASES: dict[str, Case] = {
@@ -224,10 +226,13 @@ NAME_CASES: dict[str, Case] = {
     "rename-into-missing-dir": lambda at: at("file").rename(at("nodir/new")),
     "rename-link": lambda at: at("link").rename(at("new")),
     "rename-nul-target": lambda at: at("file").rename(NUL),
+    "rename-nul-source": lambda at: at(NUL).rename(at("new")),
     "replace-new": lambda at: at("file").replace(at("new")),
     "replace-over-file": lambda at: at("file").replace(at("empty")),
     "replace-file-over-dir": lambda at: at("file").replace(at("dir")),
     "replace-missing": lambda at: at("missing").replace(at("new")),
+    "replace-nul-target": lambda at: at("file").replace(NUL),
+    "replace-nul-source": lambda at: at(NUL).replace(at("new")),
     "symlink-to-file": lambda at: at("new").symlink_to("file"),
     "symlink-to-path": lambda at: at("new").symlink_to(pathlib.PurePosixPath("dir", "inner")),
     "symlink-to-missing": lambda at: at("new").symlink_to("nowhere"),
@@ -237,12 +242,15 @@ NAME_CASES: dict[str, Case] = {
     "symlink-in-missing-dir": lambda at: at("nodir/new").symlink_to("file"),
     "symlink-empty-target": lambda at: at("new").symlink_to(""),
     "symlink-nul-target": lambda at: at("new").symlink_to(NUL),
+    "symlink-nul-name": lambda at: at(NUL).symlink_to("file"),
     "hardlink-to-file": lambda at: at("new").hardlink_to(at("file")),
     "hardlink-to-link-follows": lambda at: at("new").hardlink_to(at("link")),
     "hardlink-exists": lambda at: at("empty").hardlink_to(at("file")),
     "hardlink-to-missing": lambda at: at("new").hardlink_to(at("missing")),
     "hardlink-to-dir": lambda at: at("new").hardlink_to(at("dir")),
     "hardlink-to-dangling": lambda at: at("new").hardlink_to(at("dangling")),
+    "hardlink-nul-target": lambda at: at("new").hardlink_to(NUL),
+    "hardlink-nul-name": lambda at: at(NUL).hardlink_to(at("file")),
 }
 
 strided = memoryview(bytearray(b"abcdefgh"))[::2]
@@ -275,6 +283,8 @@ CONTENT_CASES: dict[str, Case] = {
     "write-dir": lambda at: at("dir").write_bytes(b"x"),
     "write-missing-dir": lambda at: at("nodir/x").write_bytes(b"x"),
     "write-nul": lambda at: at(NUL).write_bytes(b"x"),
+    "read-text-nul": lambda at: at(NUL).read_text(),
+    "write-text-nul": lambda at: at(NUL).write_text("x"),
     "read-text-missing": lambda at: at("missing").read_text(),
     "read-text-dir": lambda at: at("dir").read_text(encoding="no-such-codec"),
     "read-text-unknown-codec": lambda at: at("file").read_text(encoding="no-such-codec"),

@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any, AnyStr, ClassVar, Generic, Self, cast, ov
 import trio
 
 from . import _trio
+from ._ops import fs_path
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -2098,6 +2099,7 @@ async def _open_raw(
             raise ValueError("negative file descriptor")
         fd = file
     else:
+        fs_path(file, None)  # FileIO checks the name (io.open's message) before any opener
         fd = -1
     readable = reading or updating
     writable = creating or writing or appending or updating

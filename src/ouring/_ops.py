@@ -20,6 +20,7 @@ import errno
 import operator
 import os
 import socket
+import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -337,7 +338,7 @@ class OpenAt(Operation[int]):
     opcode = lib.IORING_OP_OPENAT
 
     def __init__(self, path: Any, flags: int, mode: int, dir_fd: Any) -> None:
-        raw = fs_path(path)
+        raw = fs_path(path, "open")
         flags = u32(flags, "flags") | os.O_CLOEXEC
         mode = u32(mode, "mode")
         dfd = dir_fd_of(dir_fd)
@@ -400,7 +401,7 @@ class Statx(Operation[os.stat_result]):
             dfd, raw = fileno(path), b""
             flags |= lib.AT_EMPTY_PATH
         else:
-            raw = fs_path(path)
+            raw = fs_path(path, "stat")
             dfd = dir_fd_of(dir_fd)
         if not follow_symlinks:
             flags |= lib.AT_SYMLINK_NOFOLLOW
@@ -503,8 +504,11 @@ class _PathOperation(Operation[None]):
 
     __slots__ = ("filename", "filename2", "path", "path2")
 
-    def __init__(self, dir_fd: Any, path: Any, length: int, path2: Any, op_flags: int) -> None:
-        raw = fs_path(path)
+    def __init__(
+        self, function: str, dir_fd: Any, path: Any, length: int, path2: Any, op_flags: int
+    ) -> None:
+        first, second_name = ("path", "") if path2 is _NO_PATH else ("src", "dst")
+        raw = fs_path(path, function, first)
         self.filename = os.fspath(path)  # as os reports it: bytes stay bytes
         self.path = ffi.new("char[]", raw)
         if path2 is _NO_PATH:  # not None: a None path is a TypeError, as in os
@@ -512,7 +516,7 @@ class _PathOperation(Operation[None]):
             self.path2 = _NULL
             second = 0
         else:
-            raw2 = fs_path(path2)
+            raw2 = fs_path(path2, function, second_name)
             self.filename2 = os.fspath(path2)
             self.path2 = ffi.new("char[]", raw2)
             second = address_of(self.path2)
@@ -530,7 +534,8 @@ class UnlinkAt(_PathOperation):
     opcode = lib.IORING_OP_UNLINKAT
 
     def __init__(self, path: Any, dir_fd: Any = None, rmdir: bool = False) -> None:
-        super().__init__(dir_fd, path, 0, _NO_PATH, lib.AT_REMOVEDIR if rmdir else 0)
+        function, flags = ("rmdir", lib.AT_REMOVEDIR) if rmdir else ("unlink", 0)
+        super().__init__(function, dir_fd, path, 0, _NO_PATH, flags)
 
 
 class MkdirAt(_PathOperation):
@@ -540,7 +545,7 @@ class MkdirAt(_PathOperation):
     opcode = lib.IORING_OP_MKDIRAT
 
     def __init__(self, path: Any, mode: int = 0o777, dir_fd: Any = None) -> None:
-        super().__init__(dir_fd, path, u32(mode, "mode"), _NO_PATH, 0)
+        super().__init__("mkdir", dir_fd, path, u32(mode, "mode"), _NO_PATH, 0)
 
 
 class RenameAt(_PathOperation):
@@ -551,7 +556,7 @@ class RenameAt(_PathOperation):
     opcode = lib.IORING_OP_RENAMEAT
 
     def __init__(self, src: Any, dst: Any, src_dir_fd: Any = None, dst_dir_fd: Any = None) -> None:
-        super().__init__(src_dir_fd, src, dir_fd_of(dst_dir_fd) & 0xFFFFFFFF, dst, 0)
+        super().__init__("rename", src_dir_fd, src, dir_fd_of(dst_dir_fd) & 0xFFFFFFFF, dst, 0)
 
 
 class LinkAt(_PathOperation):
@@ -569,7 +574,8 @@ class LinkAt(_PathOperation):
         follow_symlinks: bool = True,
     ) -> None:
         flags = lib.AT_SYMLINK_FOLLOW if follow_symlinks else 0
-        super().__init__(src_dir_fd, src, dir_fd_of(dst_dir_fd) & 0xFFFFFFFF, dst, flags)
+        dst_dfd = dir_fd_of(dst_dir_fd) & 0xFFFFFFFF
+        super().__init__("link", src_dir_fd, src, dst_dfd, dst, flags)
 
 
 class SymlinkAt(_PathOperation):
@@ -580,7 +586,7 @@ class SymlinkAt(_PathOperation):
     opcode = lib.IORING_OP_SYMLINKAT
 
     def __init__(self, src: Any, dst: Any, dir_fd: Any = None) -> None:
-        super().__init__(dir_fd, src, 0, dst, 0)
+        super().__init__("symlink", dir_fd, src, 0, dst, 0)
 
 
 def read_requests(requests: Iterable[tuple[Any, B, int]]) -> list[Read[B]]:
@@ -673,13 +679,27 @@ def u32(value: Any, name: str) -> int:
     return number
 
 
-def fs_path(path: Any) -> bytes:
+def fs_path(path: Any, function: str | None, argument: str = "path") -> bytes:
+    """``path`` as the bytes the kernel reads up to their NUL terminator, refused
+    (ValueError) when it holds a NUL, which would cut it short: with the message
+    that ``os.<function>`` gives for its ``argument`` on the running Python, or
+    ``io.open``'s when ``function`` is None."""
     raw: str | bytes = os.fspath(path)
-    if isinstance(raw, str):
-        raw = os.fsencode(raw)
-    if b"\0" in raw:
-        raise ValueError("embedded null byte")
-    return raw
+    encoded = os.fsencode(raw) if isinstance(raw, str) else raw
+    if b"\0" in encoded:
+        raise ValueError(_nul_message(raw, function, argument))
+    return encoded
+
+
+def _nul_message(path: str | bytes, function: str | None, argument: str) -> str:
+    # CPython's own messages (seen on 3.11.7, 3.12.1, 3.13.0). io.open converts the
+    # name with PyUnicode_FSConverter: "embedded null byte" for str and bytes alike.
+    # os functions convert in posixmodule.c's path_converter, which names the
+    # function and the argument ("stat: embedded null character in path"); before
+    # 3.13 it handed a str path to PyUnicode_FSConverter, hence the short message.
+    if function is None or (isinstance(path, str) and sys.version_info < (3, 13)):
+        return "embedded null byte"
+    return f"{function}: embedded null character in {argument}"
 
 
 def socket_family(sock: Any, fd: int) -> int:

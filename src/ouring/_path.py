@@ -68,6 +68,7 @@ import trio
 
 from . import _trio
 from ._errors import RingClosedError
+from ._ops import fs_path
 
 if TYPE_CHECKING:
     from _typeshed import (
@@ -139,6 +140,7 @@ async def _with_fd(
     bounded work and returns, and trio raises ``Cancelled`` at the caller's
     next checkpoint. ``body`` shields it too once it makes an effect of its
     own (bytes consumed from a FIFO)."""
+    fs_path(path, None)  # pathlib opens with io.open, whose message differs from os.open's
     fd = await _trio.open(path, flags, 0o666)
     # No checkpoint between the openat's return and the shield.
     with trio.CancelScope(shield=bool(flags & (os.O_CREAT | os.O_TRUNC))) as effect:
@@ -351,6 +353,8 @@ class Path(trio.Path, pathlib.PurePosixPath):
     async def replace(self, target: StrPath) -> Self:
         """Like :meth:`pathlib.Path.replace`, through renameat (``os.replace``
         and ``os.rename`` are the same call on Linux). Returns the new path."""
+        fs_path(self, "replace", "src")  # a NUL gets os.replace's message, not os.rename's
+        fs_path(target, "replace", "dst")
         await _trio.rename(self, target)
         return type(self)(target)
 
