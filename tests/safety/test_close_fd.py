@@ -245,8 +245,11 @@ async def test_a_queued_recv_of_another_ring_is_withdrawn_before_the_close() -> 
         await _reused_fd_number_gets_only_new_data(fd, b)
 
 
+@pytest.mark.parametrize("closer", RING_KINDS)
 @pytest.mark.parametrize("kind", RING_KINDS)
-async def test_close_ends_a_recv_parked_in_a_trio_run_of_another_thread(kind: str) -> None:
+async def test_close_ends_a_recv_parked_in_a_trio_run_of_another_thread(
+    kind: str, closer: str
+) -> None:
     """Another thread runs its own trio.run with its own ring, where a recv
     is parked. ``ouring.close`` here asks that ring (through its own thread:
     no ring is touched from a foreign thread) and returns once it has
@@ -277,7 +280,8 @@ async def test_close_ends_a_recv_parked_in_a_trio_run_of_another_thread(kind: st
     try:
         with b, trio.fail_after(10):
             await trio.to_thread.run_sync(parked.wait)
-            await ouring.close(fd)
+            async with ouring.open_ring(fallback=RING_KINDS[closer]):
+                await ouring.close(fd)
             await _reused_fd_number_gets_only_new_data(fd, b)
     finally:
         await trio.to_thread.run_sync(thread.join)
