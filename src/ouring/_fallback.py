@@ -50,8 +50,9 @@ lent to a pending recv cannot be resized) is held by the ring until the
 syscall has finished, whatever happens to the caller; a closed coroutine whose
 thread is still running leaves the operation to the ring, which releases it and
 undoes a result nobody receives (closes an accepted or opened fd) when the
-thread ends. ``cancel_fd`` (and so ``close``) ends operations waiting on the
-fd with ``trio.ClosedResourceError``; ``close()`` of the ring ends waiting
+thread ends. ``cancel_fd`` (and so ``close``, on any ring of the process:
+see ``_ring.py``) ends operations waiting on the fd with
+``trio.ClosedResourceError``; ``close()`` of the ring ends waiting
 ones with ``RingClosedError``, waits ``teardown_timeout`` for running threads
 and keeps forever (leaks, counted) what has not finished by then.
 """
@@ -74,7 +75,6 @@ from typing import Any, Final, NoReturn, TypeVar
 import outcome
 import trio
 
-from . import _sockaddr
 from ._errors import FdClosedError, RingClosedError, UnsupportedError
 from ._native import ffi, lib
 from ._ops import (
@@ -101,8 +101,10 @@ from ._ops import (
     ReadV,
     Recv,
     RecvBytes,
+    RecvMsg,
     RenameAt,
     Send,
+    SendMsg,
     Shutdown,
     Statx,
     SymlinkAt,
@@ -110,12 +112,18 @@ from ._ops import (
     Write,
     WriteV,
     address_of,
-    fileno,
-    socket_family,
 )
-from ._ring import Ring, RingStatistics
+from ._ring import FdRequest, Ring, RingStatistics, _registry_lock
 
-__all__ = ["FALLBACK_ENV", "FALLBACK_MODES", "ThreadDriver", "ThreadRing", "make_ring"]
+__all__ = [
+    "FALLBACK_ENV",
+    "FALLBACK_MODES",
+    "ThreadDriver",
+    "ThreadRing",
+    "make_ring",
+    "wait_answered",
+    "wakeup_in_run",
+]
 
 T = TypeVar("T")
 
@@ -205,6 +213,8 @@ _pwritev = _c("pwritev64", _ssize, _int, _ptr, _int, _off)
 _pwritev2 = _c("pwritev64v2", _ssize, _int, _ptr, _int, _off, _int)
 _recv = _c("recv", _ssize, _int, _ptr, _size, _int)
 _send = _c("send", _ssize, _int, _ptr, _size, _int)
+_recvmsg = _c("recvmsg", _ssize, _int, _ptr, _int)
+_sendmsg = _c("sendmsg", _ssize, _int, _ptr, _int)
 _accept4 = _c("accept4", _int, _int, _ptr, _ptr, _int)
 _connect = _c("connect", _int, _int, _ptr, _uint)
 _getsockopt = _c("getsockopt", _int, _int, _int, _int, _ptr, _ptr)
@@ -371,6 +381,48 @@ def _socket_error(fd: int) -> int:
     return -value.value
 
 
+# -- closing an fd across threads (see _ring.py): trio's side -------------------------------
+
+
+def wakeup_in_run(ring: Ring) -> Callable[[], bool]:
+    """``ring._wakeup`` for a ring driven by the current trio run: any thread
+    may call it; the run's own thread then answers the ring's requests.
+    ``TrioToken.run_sync_soon`` is thread-safe and wakes trio's I/O wait."""
+    token = trio.lowlevel.current_trio_token()
+
+    def wakeup() -> bool:
+        try:
+            token.run_sync_soon(ring._answer_fd_requests)
+        except trio.RunFinishedError:
+            return False  # the run is over: nothing drives the ring any more
+        return True
+
+    return wakeup
+
+
+async def wait_answered(requests: Sequence[FdRequest]) -> None:
+    """Park until other threads' rings have answered every request. Their
+    answers arrive in their threads and reach this run through
+    ``run_sync_soon``."""
+    token = trio.lowlevel.current_trio_token()
+    event = trio.Event()
+    left = len(requests)
+
+    def one_answered() -> None:  # in this run's thread
+        nonlocal left
+        left -= 1
+        if left == 0:
+            event.set()
+
+    def answered() -> None:  # in the answering ring's thread (or this one)
+        with contextlib.suppress(trio.RunFinishedError):  # this close was cancelled, run over
+            token.run_sync_soon(one_answered)
+
+    for request in requests:
+        request.when_answered(answered)
+    await event.wait()
+
+
 # -- the ring ------------------------------------------------------------------------------
 
 
@@ -438,12 +490,16 @@ class ThreadRing(Ring):
         self._completed = 0
         self._cancelled = 0
         self._leaked = 0
+        # Other threads' requests held until no worker thread runs on the fd.
+        self._answer_when_quiet: dict[int, list[FdRequest]] = {}
+        self._register()
 
     def _attach(self) -> None:
         """Bind to the current trio run (by its driver)."""
         self._token = trio.lowlevel.current_trio_token()
         self._thread = threading.get_ident()
         self._limiter = trio.CapacityLimiter(self._threads)
+        self._wakeup = wakeup_in_run(self)
 
     # -- the executor ---------------------------------------------------------------
 
@@ -474,9 +530,9 @@ class ThreadRing(Ring):
             op.release()  # never started: the caller keeps everything
             raise
         kind = type(op)
-        if kind in (Recv, RecvBytes, Accept):
+        if kind in (Recv, RecvBytes, RecvMsg, Accept):
             return await self._when_ready(op, out=False)
-        if kind is Send:
+        if kind in (Send, SendMsg):
             return await self._when_ready(op, out=True)
         if kind is Connect:
             return await self._connect(op)
@@ -560,6 +616,12 @@ class ThreadRing(Ring):
             give_up = bool(op.op_flags & socket.MSG_DONTWAIT)
         elif isinstance(op, Send):
             attempt = partial(_send_nowait, op.op_flags)
+            give_up = bool(op.op_flags & socket.MSG_DONTWAIT)
+        elif isinstance(op, RecvMsg):
+            attempt = partial(_recvmsg_nowait, op.op_flags)
+            give_up = bool(op.op_flags & socket.MSG_DONTWAIT)
+        elif isinstance(op, SendMsg):
+            attempt = partial(_sendmsg_nowait, op.op_flags)
             give_up = bool(op.op_flags & socket.MSG_DONTWAIT)
         elif isinstance(op, Accept):
             attempt, give_up = _accept_nowait, False
@@ -737,9 +799,17 @@ class ThreadRing(Ring):
         if op.abandoned and res >= 0:
             op.discard()
         quiet = self._quiet.get(op.fd)
-        if quiet is not None and not any(other.fd == op.fd for other in self._entries):
-            del self._quiet[op.fd]
-            quiet.set()
+        held = self._answer_when_quiet.get(op.fd)
+        if (quiet is not None or held is not None) and not any(
+            other.fd == op.fd for other in self._entries
+        ):
+            if quiet is not None:
+                del self._quiet[op.fd]
+                quiet.set()
+            if held is not None:
+                del self._answer_when_quiet[op.fd]
+                for request in held:
+                    request.answer()
         if self._idle_callbacks and not self._entries:
             callbacks, self._idle_callbacks = self._idle_callbacks, []
             for callback in callbacks:
@@ -756,20 +826,44 @@ class ThreadRing(Ring):
 
     # -- the Ring API ------------------------------------------------------------------
 
-    def cancel_fd(self, fd: Any) -> int:
+    def _cancel_fd_here(self, fd: int) -> int:
         """End the operations waiting on ``fd`` because it is being closed:
         those that did not happen raise ``trio.ClosedResourceError``. One whose
         syscall runs in a worker thread completes and returns its result (an
         io_uring cancel that finds a running request does the same)."""
-        fd = fileno(fd)
         targets = [op for op in self._entries if op.fd == fd]
         for op in targets:
             self.cancel(op, CLOSED)
         if targets and self._token is not None:
             # trio's rule for an fd it may be waiting on; our own waiters are
             # already aborted by their scopes.
-            trio.lowlevel.notify_closing(fd)
+            with contextlib.suppress(RuntimeError):  # not inside this ring's run
+                trio.lowlevel.notify_closing(fd)
         return len(targets)
+
+    def _answer_fd_requests(self) -> None:
+        """In this ring's run: end what waits on each requested fd; answer once
+        no operation is left on it. A waiting task ends at its next step; a
+        syscall already running in a worker thread finishes first, so that no
+        thread reaches the fd number after the other thread's close(2)."""
+        if not self._fd_requests:
+            return
+        with _registry_lock:
+            requests, self._fd_requests = self._fd_requests, []
+        for request in requests:
+            try:
+                if not self._closed:
+                    self._cancel_fd_here(request.fd)
+            except Exception:  # noqa: BLE001 - never raise in a run_sync_soon callback
+                pass
+            if not self._closed and any(op.fd == request.fd for op in self._entries):
+                self._answer_when_quiet.setdefault(request.fd, []).append(request)
+            else:
+                request.answer()
+
+    async def _wait_answered(self, requests: Sequence[FdRequest]) -> None:
+        self._check_usable()
+        await wait_answered(requests)
 
     def call_when_idle(self, callback: Callable[[], object]) -> None:
         if self._entries:
@@ -797,6 +891,7 @@ class ThreadRing(Ring):
             else:
                 # The waiting task raises at its next checkpoint and settles.
                 self.cancel(op, RING)
+        self._answer_closed()
         if not running:
             return
         deadline = time.monotonic() + self.teardown_timeout
@@ -845,8 +940,20 @@ class ThreadRing(Ring):
         if interrupted is not None:
             raise interrupted
 
+    def _answer_closed(self) -> None:
+        """Closed: nothing more starts here; answer every request (waiting
+        tasks end with RingClosedError at their next step)."""
+        self._unregister()
+        held, self._answer_when_quiet = self._answer_when_quiet, {}
+        for requests in held.values():
+            for request in requests:
+                request.answer()
+
     def __del__(self) -> None:
-        pass  # nothing native to free; running threads hold their operations
+        # Nothing native to free; running threads hold their operations.
+        if getattr(self, "_registered", False):
+            self._closed = True
+            self._forget()
 
     @property
     def closed(self) -> bool:
@@ -880,13 +987,11 @@ class ThreadRing(Ring):
         state = "closed" if self._closed else f"threads={self._threads}"
         return f"<ouring.ThreadRing {state}>"
 
-    async def connect(self, sock: Any, address: Any) -> None:
-        family = socket_family(sock, fileno(sock))
-        if not _sockaddr.is_numeric(family, address):
-            host, port, *rest = address
-            infos = await trio.socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
-            address = (infos[0][4][0], port, *rest)
-        await self._perform(Connect(sock, address))
+    async def _resolve(self, family: int, address: Any) -> Any:
+        # No executor here: trio's resolver, as the io_uring driver's resolve.
+        host, port, *rest = address
+        infos = await trio.socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
+        return (infos[0][4][0], port, *rest)
 
     # The io_uring driver interface has no meaning here.
 
@@ -937,11 +1042,24 @@ def _send_nowait(flags: int, op: Operation[Any]) -> int:
     return _sys(_send, op.fd, op.addr, op.length, flags)
 
 
+def _recvmsg_nowait(flags: int, op: Operation[Any]) -> int:
+    # op.addr is the operation's msghdr, as in its SQE; the kernel writes the
+    # name and control lengths and msg_flags back into it, as io_uring does.
+    return _sys(_recvmsg, op.fd, op.addr, flags | socket.MSG_DONTWAIT)
+
+
+def _sendmsg_nowait(flags: int, op: Operation[Any]) -> int:
+    flags |= socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
+    return _sys(_sendmsg, op.fd, op.addr, flags)
+
+
 _INLINE_OR_READY: tuple[type[Operation[Any]], ...] = (
     Nop,
     Recv,
     RecvBytes,
+    RecvMsg,
     Send,
+    SendMsg,
     Accept,
     Connect,
     Shutdown,
