@@ -383,9 +383,11 @@ class UringSocket(trio.socket.SocketType):
             # The stdlib's own exception for these arguments on a closed socket.
             return await _sync_call(self._sock.recv, buflen, flags)
         buflen = operator.index(buflen)
-        flags = operator.index(flags)
+        flags = operator.index(flags)  # an IntFlag becomes a plain int
         if buflen < 0:
             raise ValueError("negative buffersize in recv")
+        if buflen:
+            return await self.recv(buflen, flags)
         await _checkpoint()
         return b""  # recv(0): nothing to wait for, as recv(2) with length 0
 
