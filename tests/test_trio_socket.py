@@ -5,6 +5,7 @@ compared call for call with trio's own socket on real sockets (socketpairs,
 from __future__ import annotations
 
 import array
+import contextlib
 import errno
 import functools
 import inspect
@@ -366,7 +367,7 @@ async def s_reset(wrap: Wrap) -> Any:
 
 async def s_concurrent_receives(wrap: Wrap) -> Any:
     a, b = await connected(wrap)
-    with a, b:
+    with a, b, trio.fail_after(10):  # two receives in flight would hang here
         async with trio.open_nursery() as nursery:
             nursery.start_soon(b.recv, 1)
             await trio.testing.wait_all_tasks_blocked()
@@ -627,37 +628,55 @@ async def test_pre_cancelled_accept_and_connect() -> None:
 
 
 @pytest.mark.io_uring_only  # the fallback's cancel lands before its syscall: never a race
-async def test_a_recv_that_completed_despite_its_cancel_is_returned() -> None:
-    """The receive is in the kernel; data arrives and the cancel is asked in
-    the same scheduler step: the kernel completes the receive first, and the
-    bytes are returned (trio raises Cancelled at the next checkpoint)."""
+@pytest.mark.parametrize("what", ["recv", "accept"])
+async def test_a_call_that_completed_despite_its_cancel_is_returned(what: str) -> None:
+    """The receive (accept) is in the kernel; data (a connection) arrives and
+    the cancel is asked in the same scheduler step: the kernel completes it
+    first, and the result is returned (trio raises Cancelled at the next
+    checkpoint). When the cancel wins instead, nothing was consumed."""
     returned = 0
     for _ in range(20):
-        a, b = socket.socketpair()
-        with a, UringSocket(b) as sock:
-            got: list[bytes] = []
+        if what == "recv":
+            a, b = socket.socketpair()
+            sock = UringSocket(b)
+        else:
+            a = socket.socket()
+            sock = UringSocket(socket.socket())
+            await sock.bind(("127.0.0.1", 0))
+            sock.listen()
+        got: list[Any] = []
 
-            async def receiver(
-                scope: trio.CancelScope, sock: UringSocket = sock, got: list[bytes] = got
-            ) -> None:
-                with scope:
-                    got.append(await sock.recv(10))
-                    await trio.lowlevel.checkpoint()
-                    raise AssertionError("the next checkpoint raises Cancelled")
+        async def call(
+            scope: trio.CancelScope, sock: UringSocket = sock, got: list[Any] = got
+        ) -> None:
+            with scope:
+                got.append(await (sock.recv(10) if what == "recv" else sock.accept()))
+                await trio.lowlevel.checkpoint()
+                raise AssertionError("the next checkpoint raises Cancelled")
 
+        with a, sock, trio.fail_after(10):
             scope = trio.CancelScope()
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(receiver, scope)
+                nursery.start_soon(call, scope)
                 await trio.testing.wait_all_tasks_blocked()
-                a.send(b"payload")
+                if what == "recv":
+                    a.send(b"payload")
+                else:
+                    a.setblocking(False)
+                    with contextlib.suppress(BlockingIOError):
+                        a.connect(sock.getsockname())
                 scope.cancel()
-            if got:
-                assert got == [b"payload"]
-                returned += 1
+            if not got:  # the cancel won: still there to be received
+                got.append(await (sock.recv(10) if what == "recv" else sock.accept()))
             else:
-                assert sock.is_readable()
-                assert await sock.recv(10) == b"payload"  # never lost
-    assert returned, "no receive completed despite its cancel"
+                returned += 1
+            if what == "recv":
+                assert got == [b"payload"]
+            else:
+                conn, address = got[0]
+                conn.close()
+                assert address == a.getsockname()
+    assert returned, "nothing completed despite its cancel"
 
 
 async def test_cancelled_receives_never_lose_bytes() -> None:
@@ -719,7 +738,8 @@ async def test_cancelled_accepts_lose_no_connection_and_leak_no_fd() -> None:
                     conn.close()
                     accepted += 1
             while accepted < len(clients):  # whatever was not accepted is still pending
-                conn, _ = await listener.accept()
+                with trio.fail_after(10):  # a lost connection would leave this waiting
+                    conn, _ = await listener.accept()
                 conn.close()
                 accepted += 1
             assert accepted == len(clients)
@@ -740,7 +760,7 @@ async def test_close_wakes_ring_operations_with_closed_resource_error() -> None:
     listener = UringSocket(socket.socket())
     await listener.bind(("127.0.0.1", 0))
     listener.listen()
-    with b:
+    with b, trio.fail_after(10):  # a receive left running would hang here
         async with trio.open_nursery() as nursery:
 
             async def expect_closed(call: Callable[[], Awaitable[Any]]) -> None:
@@ -763,7 +783,7 @@ async def test_close_wakes_ring_operations_with_closed_resource_error() -> None:
 
 async def test_concurrent_use_of_one_direction_is_busy_and_the_other_is_free() -> None:
     a, b = socket.socketpair()
-    with UringSocket(a) as left, UringSocket(b) as right:
+    with UringSocket(a) as left, UringSocket(b) as right, trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(right.recv, 10)
             await trio.testing.wait_all_tasks_blocked()
