@@ -829,6 +829,28 @@ def test_a_socket_outlives_its_run_and_closes_outside_any_run() -> None:
         assert a.fileno() == -1
 
 
+@pytest.mark.parametrize("method", ["recv_into", "recvfrom_into"])
+async def test_a_part_of_a_bytearray_is_given_back_whatever_happens(method: str) -> None:
+    """recv_into(buf, n) lends a slice of buf: after a receive, a pre-cancelled
+    call, or a refused one, buf can be resized at once."""
+    a, b = socket.socketpair()
+    with UringSocket(a) as left, UringSocket(b) as right:
+        buf = bytearray(8)
+        await left.send(b"abc")
+        result = await getattr(right, method)(buf, 2)
+        assert (result if method == "recv_into" else result[0]) == 2
+        buf.extend(b"!")
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            with pytest.raises(trio.Cancelled):
+                await getattr(right, method)(buf, 2)
+        buf.extend(b"!")
+        with pytest.raises(TypeError):
+            await getattr(right, method)(buf, 2, "flags")
+        buf.extend(b"!")
+        assert len(buf) == 11
+
+
 # -- receive sizes --------------------------------------------------------------------
 
 

@@ -443,8 +443,13 @@ class UringSocket(trio.socket.SocketType):
         if not size:
             await _checkpoint()
             return 0
-        ring = current_ring()
-        op = Recv(self._fileno(), target, flags)
+        try:
+            ring = current_ring()
+            op = Recv(self._fileno(), target, flags)
+        except BaseException:
+            if target is not buffer:
+                target.release()
+            raise
         self._read_op = op
         self._read_ring = ring
         try:
@@ -453,8 +458,10 @@ class UringSocket(trio.socket.SocketType):
         finally:
             if self._read_op is op:
                 self._read_op = None  # holds the caller's buffer
-            if target is not buffer and op.state == DONE:
-                target.release()  # the caller's bytearray can be resized again
+            if target is not buffer and not _busy(op):
+                # The ring gave it back (or never took it: pre-cancelled):
+                # the caller's bytearray can be resized again.
+                target.release()
 
     async def accept(self) -> tuple[UringSocket, Any]:
         """Like :meth:`socket.socket.accept`, but async: an io_uring accept.
@@ -607,11 +614,15 @@ class UringSocket(trio.socket.SocketType):
                 raise ValueError("nbytes is greater than the length of the buffer")
             # Released below once the ring gave it back (see recv_into).
             target = whole.cast("B")[:nbytes] if nbytes else whole.cast("B")
-        op = RecvMsg(self._sock, (target,), 0, flags)
+        try:
+            op = RecvMsg(self._sock, (target,), 0, flags)
+        except BaseException:
+            target.release()
+            raise
         try:
             _, n, _, _, address = await self._perform_tracked(op, False)
         finally:
-            if op.state == DONE:
+            if not _busy(op):  # given back, or never taken (see recv_into)
                 target.release()
         return n, address
 
