@@ -162,6 +162,24 @@ async def s_recv_flags(wrap: Wrap) -> Any:
         return await b.recv(10, socket.MSG_PEEK), await b.recv(10)
 
 
+async def s_dontwait_waits_as_in_trio(wrap: Wrap) -> Any:
+    a, b = await connected(wrap)
+    with a, b, trio.fail_after(10):
+        got: list[Any] = []
+        sent: list[int] = []
+        async with trio.open_nursery() as nursery:
+
+            async def receive() -> None:
+                got.append(await b.recv(10, socket.MSG_DONTWAIT))
+                got.append(await b.recvmsg(10, 0, socket.MSG_DONTWAIT))
+
+            nursery.start_soon(receive)
+            for message in (b"first", b"second"):
+                await trio.testing.wait_all_tasks_blocked()
+                sent.append(await a.send(message, socket.MSG_DONTWAIT))
+        return got, sent
+
+
 async def s_recv_negative(wrap: Wrap) -> Any:
     a, b = await connected(wrap)
     with a, b:
@@ -385,6 +403,7 @@ SCENARIOS = [
     s_send_recv,
     s_recv_into,
     s_recv_flags,
+    s_dontwait_waits_as_in_trio,
     s_recv_negative,
     s_recv_into_too_many,
     s_recv_into_read_only,

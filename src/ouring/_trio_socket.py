@@ -100,6 +100,10 @@ _AF_INET = _stdlib_socket.AF_INET
 _AF_INET6 = _stdlib_socket.AF_INET6
 _AF_UNIX = _stdlib_socket.AF_UNIX
 _MSG_NOSIGNAL = int(_stdlib_socket.MSG_NOSIGNAL)  # an int: IntFlag | int is slow
+# trio's socket meets EAGAIN (BlockingIOError) by waiting for readiness and
+# trying again, so MSG_DONTWAIT never reaches its caller; io_uring would hand
+# -EAGAIN back. The flag is dropped: the operation waits, as trio's does.
+_WAIT = ~int(_stdlib_socket.MSG_DONTWAIT)
 _BUSY = "another task is already reading / writing this fd"  # trio's words
 _checkpoint = trio.lowlevel.checkpoint
 _checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
@@ -116,6 +120,11 @@ def _cancel_for_close(op: Operation[Any] | None, ring: Ring | None) -> None:
     cancelled and its task gets ``ClosedResourceError``."""
     if op is not None and ring is not None and op.state in (PENDING, SUBMITTED) and not ring.closed:
         ring.cancel(op, CLOSED)
+
+
+def _waiting(flags: Any) -> int:
+    """``flags`` without ``MSG_DONTWAIT`` (see ``_WAIT``)."""
+    return operator.index(flags) & _WAIT
 
 
 async def _raise_busy() -> Any:
@@ -376,7 +385,7 @@ class UringSocket(trio.socket.SocketType):
         if size > MAX_RW:
             size = MAX_RW  # one receive moves at most that much anyway
         ring = current_ring()
-        op = RecvBytes(fd, size, flags)
+        op = RecvBytes(fd, size, flags & _WAIT if flags else 0)
         self._read_op = op
         self._read_ring = ring
         return ring._perform(op)
@@ -445,7 +454,7 @@ class UringSocket(trio.socket.SocketType):
             return 0
         try:
             ring = current_ring()
-            op = Recv(self._fileno(), target, flags)
+            op = Recv(self._fileno(), target, flags & _WAIT)
         except BaseException:
             if target is not buffer:
                 target.release()
@@ -495,7 +504,7 @@ class UringSocket(trio.socket.SocketType):
         if fd < 0 or type(flags) is not int:
             return await self._send_slow(data, flags)
         ring = current_ring()
-        op = _Send(fd, data, flags | _MSG_NOSIGNAL)
+        op = _Send(fd, data, (flags & _WAIT) | _MSG_NOSIGNAL)
         if not op.length:
             op.release()
             await _checkpoint()
@@ -569,7 +578,7 @@ class UringSocket(trio.socket.SocketType):
             return await _sync_call(self._sock.recvmsg_into, buffers, ancbufsize, flags)
         if _busy(self._read_op):
             return await _raise_busy()  # type: ignore[no-any-return]
-        op = RecvMsg(self._sock, buffers, ancbufsize, flags)
+        op = RecvMsg(self._sock, buffers, ancbufsize, _waiting(flags))
         _, n, ancdata, msg_flags, address = await self._perform_tracked(op, False)
         return n, ancdata, msg_flags, address
 
@@ -584,7 +593,7 @@ class UringSocket(trio.socket.SocketType):
         if _busy(self._read_op):
             return await _raise_busy()  # type: ignore[no-any-return]
         buf = bytearray(min(bufsize, MAX_RW))
-        op = RecvMsg(self._sock, (buf,), ancbufsize, flags)
+        op = RecvMsg(self._sock, (buf,), ancbufsize, _waiting(flags))
         _, n, ancdata, msg_flags, address = await self._perform_tracked(op, False)
         del buf[n:]
         return bytes(buf), ancdata, msg_flags, address
@@ -615,7 +624,7 @@ class UringSocket(trio.socket.SocketType):
             # Released below once the ring gave it back (see recv_into).
             target = whole.cast("B")[:nbytes] if nbytes else whole.cast("B")
         try:
-            op = RecvMsg(self._sock, (target,), 0, flags)
+            op = RecvMsg(self._sock, (target,), 0, _waiting(flags))
         except BaseException:
             target.release()
             raise
@@ -663,7 +672,7 @@ class UringSocket(trio.socket.SocketType):
     async def _sendmsg(self, buffers: Any, ancdata: Any, flags: Any, address: Any) -> int:
         if _busy(self._write_op):
             return await _raise_busy()  # type: ignore[no-any-return]
-        op = SendMsg(self._sock, buffers, ancdata, operator.index(flags) | _MSG_NOSIGNAL, address)
+        op = SendMsg(self._sock, buffers, ancdata, _waiting(flags) | _MSG_NOSIGNAL, address)
         _, n = await self._perform_tracked(op, True)
         return n
 
