@@ -228,6 +228,26 @@ async def s_bad_address6(wrap: Wrap) -> Any:
         return await sock.connect(("::1", 1, 2, 3, 4))
 
 
+class NoNames(trio.abc.HostnameResolver):
+    """A resolver that knows no name (no network needed, no waiting)."""
+
+    async def getaddrinfo(self, host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        await trio.lowlevel.checkpoint()
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    async def getnameinfo(self, sockaddr: Any, flags: int) -> Any:
+        raise NotImplementedError
+
+
+async def s_unknown_host(wrap: Wrap) -> Any:
+    previous = trio.socket.set_custom_hostname_resolver(NoNames())
+    try:
+        with wrap(socket.socket()) as sock:
+            return await sock.connect(("no-such-host.invalid", 80))
+    finally:
+        trio.socket.set_custom_hostname_resolver(previous)
+
+
 async def s_missing_unix_path(wrap: Wrap) -> Any:
     with wrap(socket.socket(socket.AF_UNIX)) as sock:
         return await sock.connect("/nonexistent/ouring-test-socket")
@@ -421,6 +441,7 @@ SCENARIOS = [
     s_refused,
     s_bad_address,
     s_bad_address6,
+    s_unknown_host,
     s_missing_unix_path,
     s_accept_and_talk,
     s_accept_not_listening,
