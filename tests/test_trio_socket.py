@@ -395,6 +395,19 @@ async def s_broken_pipe(wrap: Wrap) -> Any:
         return await a.send(b"x")
 
 
+async def s_after_shutdown(wrap: Wrap) -> Any:
+    a, b = await connected(wrap, "tcp")
+    with a, b:
+        a.shutdown(socket.SHUT_RD)
+        b.shutdown(socket.SHUT_WR)
+        result: list[Any] = [await a.recv(10), a.did_shutdown_SHUT_WR, b.did_shutdown_SHUT_WR]
+        try:
+            await b.send(b"x")
+        except OSError as exc:
+            result.append(exc.errno)
+        return result
+
+
 async def s_reset(wrap: Wrap) -> Any:
     a, b = await connected(wrap, "tcp")
     with a:
@@ -455,6 +468,7 @@ SCENARIOS = [
     s_detach,
     s_shutdown_closed,
     s_broken_pipe,
+    s_after_shutdown,
     s_reset,
     s_concurrent_receives,
 ]
