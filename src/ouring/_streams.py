@@ -58,7 +58,12 @@ from ._ops import (
 )
 from ._ring import Ring
 from ._trio import current_ring
-from ._trio_socket import UringSocket, custom_socket_factory
+from ._trio_socket import (
+    INITIAL_RECEIVE_SIZE,
+    MIN_RECEIVE_SIZE,
+    UringSocket,
+    custom_socket_factory,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -75,9 +80,8 @@ __all__ = [
 
 #: What ``receive_some()`` asks for without ``max_bytes`` (trio's value).
 DEFAULT_RECEIVE_SIZE = 65536
-# receive_some's adaptive buffer: where it starts and how small it gets.
-INITIAL_RECEIVE_SIZE = 16384
-MIN_RECEIVE_SIZE = 4096
+# receive_some's adaptive buffer (INITIAL_RECEIVE_SIZE, MIN_RECEIVE_SIZE) is
+# UringSocket.recv's: one policy for both.
 #: trio's first-attempt head start in ``open_tcp_stream`` (RFC 6555 says 150-250 ms).
 DEFAULT_DELAY = 0.250
 
