@@ -209,7 +209,7 @@ async def test_receive_some_sizes() -> None:
 async def test_receive_some_adapts_its_buffer_to_what_arrives() -> None:
     """An idle receive holds a small buffer; a bulk transfer grows it to
     max_bytes within a few receives; never more than max_bytes."""
-    from ouring._streams import INITIAL_RECEIVE_SIZE, MIN_RECEIVE_SIZE
+    from ouring._trio_socket import INITIAL_RECEIVE_SIZE, MIN_RECEIVE_SIZE
 
     a, b = socket.socketpair()
     a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
