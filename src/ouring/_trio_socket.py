@@ -26,12 +26,14 @@ Facts this module relies on:
   slots' operations (``Ring.cancel(op, CLOSED)``): their tasks get
   ``trio.ClosedResourceError``, as trio's ``notify_closing`` gives tasks
   waiting in ``wait_readable``; then it calls ``notify_closing`` for the
-  epoll waiters (``wait_writable``, the readiness paths) and closes.
-- A completed operation stays in its slot until the next call in its
-  direction (or ``close``): the slot is how the next ``recv`` learns how much
-  the last one received (the adaptive size below) without a wrapper
-  coroutine around each receive. It holds the caller's object, never a
-  buffer export: the ring released the lease at the CQE.
+  epoll waiters (``wait_writable``) and closes.
+- ``recv``, ``receive_into`` and ``accept`` leave their completed operation
+  in the slot until the next call in that direction (or ``close``); the
+  others empty it when they return. The slot is how the next ``recv`` learns
+  how much the last one received (the adaptive size below) without a wrapper
+  coroutine around each receive. A completed operation holds the caller's
+  object (``receive_into``'s buffer), never a buffer export: the ring
+  released the lease at the CQE.
 - trio calls ``socket.recv(65536)`` for every ``receive_some``. The kernel
   writes into a new bytes object that is allocated when the receive is
   submitted and parked with it, so a stream socket asks for what recently
