@@ -1,10 +1,14 @@
 """trio's socket streams, with their I/O going through io_uring.
 
-``SocketStream`` is a ``trio.abc.HalfCloseableStream`` whose ``receive_some``,
-``send_all`` and ``send_eof`` are ring operations (recv, send, shutdown), and
-``SocketListener`` a ``trio.abc.Listener`` whose ``accept`` is one. The
-functions that make them (``open_tcp_stream``, ``open_tcp_listeners``,
-``serve_tcp``, ``open_unix_socket``) mirror trio's, argument for argument.
+``open_tcp_stream``, ``open_tcp_listeners``, ``serve_tcp`` and
+``open_unix_socket`` mirror trio's, argument for argument, and return trio's
+own ``trio.SocketStream``/``trio.SocketListener`` over ``UringSocket``
+(``_trio_socket.py``); with another socket factory installed they are trio's.
+
+``SocketStream`` (ouring's own) is a ``trio.abc.HalfCloseableStream`` over a
+stdlib socket whose ``receive_some``, ``send_all`` and ``send_eof`` are ring
+operations (recv, send, shutdown), and ``SocketListener`` a
+``trio.abc.Listener`` whose ``accept`` is one, for code that builds them.
 
 Facts this module relies on:
 
