@@ -484,6 +484,43 @@ async def test_same_results_and_exceptions_as_trios_socket(
     assert inflight() == 0
 
 
+async def test_the_io_calls_are_ring_operations() -> None:
+    """One ring operation per I/O call: recv, recv_into, receive_into,
+    recvfrom(_into), recvmsg(_into), send, sendto, sendmsg, accept, connect."""
+    ring = ouring.current_ring()
+
+    async def completed(call: Callable[[], Awaitable[Any]]) -> int:
+        before = ring.statistics().completed
+        await call()
+        return ring.statistics().completed - before
+
+    with UringSocket(socket.socket()) as listener:
+        await listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        with UringSocket(socket.socket()) as client:
+            assert await completed(lambda: client.connect(listener.getsockname())) == 1
+            conn: list[Any] = []
+
+            async def accept() -> None:
+                conn.extend(await listener.accept())
+
+            assert await completed(accept) == 1
+            with conn[0] as server:
+                peer = client.getpeername()
+                pairs: list[tuple[Callable[[], Awaitable[Any]], Callable[[], Awaitable[Any]]]] = [
+                    (lambda: client.send(b"a"), lambda: server.recv(10)),
+                    (lambda: client.sendmsg([b"b"]), lambda: server.recv_into(bytearray(10))),
+                    (lambda: client.sendto(b"c", peer), lambda: server.receive_into(bytearray(4))),
+                    (lambda: client.send(b"d"), lambda: server.recvfrom(10)),
+                    (lambda: client.send(b"e"), lambda: server.recvfrom_into(bytearray(10))),
+                    (lambda: client.send(b"f"), lambda: server.recvmsg(10)),
+                    (lambda: client.send(b"g"), lambda: server.recvmsg_into([bytearray(10)])),
+                ]
+                for send, receive in pairs:
+                    assert await completed(send) == 1
+                    assert await completed(receive) == 1
+
+
 def test_accept_past_the_fd_limit_raises_emfile_like_trio(tmp_path: Path) -> None:
     """EMFILE on accept, in a child whose RLIMIT_NOFILE leaves no fd for the
     new connection; the pending connection is still there afterwards."""
