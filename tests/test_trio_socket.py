@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -432,6 +433,22 @@ async def s_concurrent_receives(wrap: Wrap) -> Any:
     return busy
 
 
+async def s_concurrent_sends_that_do_not_wait(wrap: Wrap) -> Any:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with wrap(a) as left, wrap(b) as right, trio.fail_after(10):
+        sent: list[int] = []
+
+        async def send(message: bytes) -> None:
+            sent.append(await left.send(message))
+
+        for _ in range(3):  # the first round may run as a lone task; the others batch
+            async with trio.open_nursery() as nursery:
+                for message in (b"one", b"two", b"three"):
+                    nursery.start_soon(send, message)
+        received = sorted([await right.recv(10) for _ in range(9)])
+        return sorted(sent), received
+
+
 SCENARIOS = [
     s_send_recv,
     s_recv_into,
@@ -471,6 +488,7 @@ SCENARIOS = [
     s_after_shutdown,
     s_reset,
     s_concurrent_receives,
+    s_concurrent_sends_that_do_not_wait,
 ]
 
 
@@ -940,6 +958,45 @@ async def test_a_part_of_a_bytearray_is_given_back_whatever_happens(method: str)
             await getattr(right, method)(buf, 2, "flags")
         buf.extend(b"!")
         assert len(buf) == 11
+
+
+@pytest.mark.io_uring_only  # the batching of one pass is the ring's
+async def test_sends_queued_together_are_busy_once_they_wait_and_close_wakes_them_all() -> None:
+    """Two sends started in one busy pass go to the kernel together (neither
+    had waited yet, so trio would let both through); once they wait for
+    room, a third is busy, and close() ends both with ClosedResourceError."""
+    a, b = socket.socketpair()
+    for s in (a, b):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUFFER)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)
+    a.setblocking(False)
+    with suppress(BlockingIOError):
+        while True:
+            a.send(b"x" * 1000)  # full: the next send waits for room
+    sock = UringSocket(a)
+    closed: list[str] = []
+
+    async def send(name: str) -> None:
+        # A busy pass (not a lone task's, which is submitted at once): both
+        # sends are PENDING together until the pass's submit.
+        driver = ouring.current_ring().executor
+        driver._alone = False  # type: ignore[union-attr]
+        try:
+            await sock.send(b"y" * 100)
+        except trio.ClosedResourceError:
+            closed.append(name)
+
+    with b, trio.fail_after(10):  # a send left in the kernel would hang here
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send, "first")
+            nursery.start_soon(send, "second")
+            await trio.testing.wait_all_tasks_blocked()
+            assert inflight() == 2
+            with pytest.raises(trio.BusyResourceError):
+                await sock.send(b"z")
+            sock.close()
+    assert sorted(closed) == ["first", "second"]
+    assert inflight() == 0
 
 
 # -- receive sizes --------------------------------------------------------------------

@@ -20,7 +20,9 @@ Facts this module relies on:
   for it on ``receive_some``). Here the read direction (recv*, accept) and the
   write direction (send*, connect) each keep their operation in flight in a
   slot; a call that finds its direction's operation still in the ring gets
-  ``BusyResourceError`` too.
+  ``BusyResourceError`` too, except a send behind a send the kernel has not
+  seen yet (it cannot have waited): that one is queued beside it, as trio
+  lets a send through when the first did not wait.
 - ``close(2)`` does not stop operations in flight on an fd (each holds its
   own reference to the file), so ``close()`` first asks the ring to cancel the
   slots' operations (``Ring.cancel(op, CLOSED)``): their tasks get
@@ -162,6 +164,7 @@ class UringSocket(trio.socket.SocketType):
     __slots__ = (
         "_did_shutdown_SHUT_WR",
         "_fileno",
+        "_queued_sends",
         "_read_op",
         "_read_ring",
         "_recv_size",
@@ -188,6 +191,9 @@ class UringSocket(trio.socket.SocketType):
         self._read_ring: Ring | None = None
         self._write_op: Operation[Any] | None = None
         self._write_ring: Ring | None = None
+        # Sends queued while the slot's send was still PENDING (below), and
+        # their rings: close() cancels them too.
+        self._queued_sends: dict[Operation[Any], Ring] | None = None
 
     # -- forwarded members (plain syscalls, as in trio) ----------------------------------
 
@@ -288,6 +294,9 @@ class UringSocket(trio.socket.SocketType):
         _cancel_for_close(self._read_op, self._read_ring)
         _cancel_for_close(self._write_op, self._write_ring)
         self._read_op = self._write_op = None
+        if self._queued_sends:
+            for queued, ring in list(self._queued_sends.items()):
+                _cancel_for_close(queued, ring)
         # Outside a run nobody can wait on trio's epoll, and notify_closing
         # would raise and leave the fd open (trio's own socket does that).
         if trio.lowlevel.in_trio_run():
@@ -501,7 +510,8 @@ class UringSocket(trio.socket.SocketType):
         """Like :meth:`socket.socket.send`, but async: an io_uring send."""
         fd = self._fileno()
         op = self._write_op
-        if op is not None and PENDING <= op.state <= CANCELLING:
+        queue = op is not None and PENDING <= op.state <= CANCELLING
+        if queue and op.state != PENDING:  # type: ignore[union-attr]
             return await _raise_busy()  # type: ignore[no-any-return]
         if fd < 0 or type(flags) is not int:
             return await self._send_slow(data, flags)
@@ -511,6 +521,8 @@ class UringSocket(trio.socket.SocketType):
             op.release()
             await _checkpoint()
             return 0  # send(b"") sends nothing and returns at once, as send(2)
+        if queue:
+            return (await self._perform_queued(op, ring))[1]
         self._write_op = op
         self._write_ring = ring
         try:
@@ -672,11 +684,31 @@ class UringSocket(trio.socket.SocketType):
         return await self._sendmsg(buffers, ancdata, flags, address)
 
     async def _sendmsg(self, buffers: Any, ancdata: Any, flags: Any, address: Any) -> int:
-        if _busy(self._write_op):
+        slot = self._write_op
+        queue = slot is not None and PENDING <= slot.state <= CANCELLING
+        if queue and slot.state != PENDING:  # type: ignore[union-attr]
             return await _raise_busy()  # type: ignore[no-any-return]
         op = SendMsg(self._sock, buffers, ancdata, _waiting(flags) | _MSG_NOSIGNAL, address)
-        _, n = await self._perform_tracked(op, True)
+        if queue:
+            _, n = await self._perform_queued(op, current_ring())
+        else:
+            _, n = await self._perform_tracked(op, True)
         return n
+
+    async def _perform_queued(self, op: Operation[T], ring: Ring) -> T:
+        """A send while the slot's send is still PENDING (the kernel has not
+        seen it): trio's socket lets a second send through unless the first
+        had to wait, and neither has waited yet. This one goes to the kernel
+        right after the first, in the same batch. Busy is only for a send the
+        kernel holds (it did not complete at once: it waits for room)."""
+        queued = self._queued_sends
+        if queued is None:
+            queued = self._queued_sends = {}
+        queued[op] = ring
+        try:
+            return await ring._perform(op)
+        finally:
+            del queued[op]
 
 
 # -- the factory -------------------------------------------------------------------------
