@@ -899,6 +899,20 @@ async def test_recvmsg_with_room_for_one_fd_of_two_says_msg_ctrunc() -> None:
     assert fd_count() == before
 
 
+@pytest.mark.parametrize("name", ["recvmsg", "sendmsg"])
+async def test_more_buffers_than_iov_max_is_emsgsize_with_the_buffers(
+    name: str, socketpair: tuple[socket.socket, socket.socket]
+) -> None:
+    """What socket.recvmsg_into and socket.sendmsg raise, at the call; like
+    every error of a buffer-carrying operation it hands the buffers back."""
+    bufs = [bytearray(1) for _ in range(1025)]
+    with pytest.raises(OSError, match="IOV_MAX") as info:
+        await getattr(ouring, name)(socketpair[0], bufs)
+    assert info.value.errno == errno.EMSGSIZE
+    assert info.value.buffer is bufs  # type: ignore[attr-defined]
+    assert_idle()
+
+
 async def test_sendmsg_resolves_a_host_name() -> None:
     with udp_pair(socket.AF_INET) as (rx, tx):
         _, n = await ouring.sendmsg(tx, [b"named"], (), 0, ("localhost", rx.getsockname()[1]))

@@ -50,8 +50,9 @@ lent to a pending recv cannot be resized) is held by the ring until the
 syscall has finished, whatever happens to the caller; a closed coroutine whose
 thread is still running leaves the operation to the ring, which releases it and
 undoes a result nobody receives (closes an accepted or opened fd) when the
-thread ends. ``cancel_fd`` (and so ``close``) ends operations waiting on the
-fd with ``trio.ClosedResourceError``; ``close()`` of the ring ends waiting
+thread ends. ``cancel_fd`` (and so ``close``, on any ring of the process:
+see ``_ring.py``) ends operations waiting on the fd with
+``trio.ClosedResourceError``; ``close()`` of the ring ends waiting
 ones with ``RingClosedError``, waits ``teardown_timeout`` for running threads
 and keeps forever (leaks, counted) what has not finished by then.
 """
@@ -111,11 +112,18 @@ from ._ops import (
     Write,
     WriteV,
     address_of,
-    fileno,
 )
-from ._ring import Ring, RingStatistics
+from ._ring import FdRequest, Ring, RingStatistics, _registry_lock
 
-__all__ = ["FALLBACK_ENV", "FALLBACK_MODES", "ThreadDriver", "ThreadRing", "make_ring"]
+__all__ = [
+    "FALLBACK_ENV",
+    "FALLBACK_MODES",
+    "ThreadDriver",
+    "ThreadRing",
+    "make_ring",
+    "wait_answered",
+    "wakeup_in_run",
+]
 
 T = TypeVar("T")
 
@@ -373,6 +381,48 @@ def _socket_error(fd: int) -> int:
     return -value.value
 
 
+# -- closing an fd across threads (see _ring.py): trio's side -------------------------------
+
+
+def wakeup_in_run(ring: Ring) -> Callable[[], bool]:
+    """``ring._wakeup`` for a ring driven by the current trio run: any thread
+    may call it; the run's own thread then answers the ring's requests.
+    ``TrioToken.run_sync_soon`` is thread-safe and wakes trio's I/O wait."""
+    token = trio.lowlevel.current_trio_token()
+
+    def wakeup() -> bool:
+        try:
+            token.run_sync_soon(ring._answer_fd_requests)
+        except trio.RunFinishedError:
+            return False  # the run is over: nothing drives the ring any more
+        return True
+
+    return wakeup
+
+
+async def wait_answered(requests: Sequence[FdRequest]) -> None:
+    """Park until other threads' rings have answered every request. Their
+    answers arrive in their threads and reach this run through
+    ``run_sync_soon``."""
+    token = trio.lowlevel.current_trio_token()
+    event = trio.Event()
+    left = len(requests)
+
+    def one_answered() -> None:  # in this run's thread
+        nonlocal left
+        left -= 1
+        if left == 0:
+            event.set()
+
+    def answered() -> None:  # in the answering ring's thread (or this one)
+        with contextlib.suppress(trio.RunFinishedError):  # this close was cancelled, run over
+            token.run_sync_soon(one_answered)
+
+    for request in requests:
+        request.when_answered(answered)
+    await event.wait()
+
+
 # -- the ring ------------------------------------------------------------------------------
 
 
@@ -440,12 +490,16 @@ class ThreadRing(Ring):
         self._completed = 0
         self._cancelled = 0
         self._leaked = 0
+        # Other threads' requests held until no worker thread runs on the fd.
+        self._answer_when_quiet: dict[int, list[FdRequest]] = {}
+        self._register()
 
     def _attach(self) -> None:
         """Bind to the current trio run (by its driver)."""
         self._token = trio.lowlevel.current_trio_token()
         self._thread = threading.get_ident()
         self._limiter = trio.CapacityLimiter(self._threads)
+        self._wakeup = wakeup_in_run(self)
 
     # -- the executor ---------------------------------------------------------------
 
@@ -745,9 +799,17 @@ class ThreadRing(Ring):
         if op.abandoned and res >= 0:
             op.discard()
         quiet = self._quiet.get(op.fd)
-        if quiet is not None and not any(other.fd == op.fd for other in self._entries):
-            del self._quiet[op.fd]
-            quiet.set()
+        held = self._answer_when_quiet.get(op.fd)
+        if (quiet is not None or held is not None) and not any(
+            other.fd == op.fd for other in self._entries
+        ):
+            if quiet is not None:
+                del self._quiet[op.fd]
+                quiet.set()
+            if held is not None:
+                del self._answer_when_quiet[op.fd]
+                for request in held:
+                    request.answer()
         if self._idle_callbacks and not self._entries:
             callbacks, self._idle_callbacks = self._idle_callbacks, []
             for callback in callbacks:
@@ -764,20 +826,44 @@ class ThreadRing(Ring):
 
     # -- the Ring API ------------------------------------------------------------------
 
-    def cancel_fd(self, fd: Any) -> int:
+    def _cancel_fd_here(self, fd: int) -> int:
         """End the operations waiting on ``fd`` because it is being closed:
         those that did not happen raise ``trio.ClosedResourceError``. One whose
         syscall runs in a worker thread completes and returns its result (an
         io_uring cancel that finds a running request does the same)."""
-        fd = fileno(fd)
         targets = [op for op in self._entries if op.fd == fd]
         for op in targets:
             self.cancel(op, CLOSED)
         if targets and self._token is not None:
             # trio's rule for an fd it may be waiting on; our own waiters are
             # already aborted by their scopes.
-            trio.lowlevel.notify_closing(fd)
+            with contextlib.suppress(RuntimeError):  # not inside this ring's run
+                trio.lowlevel.notify_closing(fd)
         return len(targets)
+
+    def _answer_fd_requests(self) -> None:
+        """In this ring's run: end what waits on each requested fd; answer once
+        no operation is left on it. A waiting task ends at its next step; a
+        syscall already running in a worker thread finishes first, so that no
+        thread reaches the fd number after the other thread's close(2)."""
+        if not self._fd_requests:
+            return
+        with _registry_lock:
+            requests, self._fd_requests = self._fd_requests, []
+        for request in requests:
+            try:
+                if not self._closed:
+                    self._cancel_fd_here(request.fd)
+            except Exception:  # noqa: BLE001 - never raise in a run_sync_soon callback
+                pass
+            if not self._closed and any(op.fd == request.fd for op in self._entries):
+                self._answer_when_quiet.setdefault(request.fd, []).append(request)
+            else:
+                request.answer()
+
+    async def _wait_answered(self, requests: Sequence[FdRequest]) -> None:
+        self._check_usable()
+        await wait_answered(requests)
 
     def call_when_idle(self, callback: Callable[[], object]) -> None:
         if self._entries:
@@ -805,6 +891,7 @@ class ThreadRing(Ring):
             else:
                 # The waiting task raises at its next checkpoint and settles.
                 self.cancel(op, RING)
+        self._answer_closed()
         if not running:
             return
         deadline = time.monotonic() + self.teardown_timeout
@@ -853,8 +940,20 @@ class ThreadRing(Ring):
         if interrupted is not None:
             raise interrupted
 
+    def _answer_closed(self) -> None:
+        """Closed: nothing more starts here; answer every request (waiting
+        tasks end with RingClosedError at their next step)."""
+        self._unregister()
+        held, self._answer_when_quiet = self._answer_when_quiet, {}
+        for requests in held.values():
+            for request in requests:
+                request.answer()
+
     def __del__(self) -> None:
-        pass  # nothing native to free; running threads hold their operations
+        # Nothing native to free; running threads hold their operations.
+        if getattr(self, "_registered", False):
+            self._closed = True
+            self._forget()
 
     @property
     def closed(self) -> bool:

@@ -421,7 +421,10 @@ class _MsgOperation(Operation[T]):
             ) from None
         if len(items) > _IOV_MAX:
             # What socket.sendmsg/recvmsg_into report: the kernel's EMSGSIZE.
-            raise OSError(errno.EMSGSIZE, f"at most {_IOV_MAX} buffers (IOV_MAX), got {len(items)}")
+            message = f"at most {_IOV_MAX} buffers (IOV_MAX), not {len(items)}"
+            error = OSError(errno.EMSGSIZE, message)
+            error.buffer = bufs  # type: ignore[attr-defined]
+            raise error
         return fd, items, flags
 
     def _lend(self, bufs: Any, items: list[Any], name: Any, control: Any, size: int) -> None:

@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from threading import get_ident
@@ -78,7 +80,7 @@ from ._ops import (
     socket_family,
 )
 
-__all__ = ["DEFAULT_SETUP_FLAGS", "Executor", "Ring", "RingStatistics"]
+__all__ = ["DEFAULT_SETUP_FLAGS", "Executor", "FdRequest", "Ring", "RingStatistics"]
 
 T = TypeVar("T")
 B = TypeVar("B")
@@ -107,6 +109,71 @@ os.register_at_fork(after_in_child=_hot_after_fork_in_child)
 _leaked_forever: list[Operation[Any]] = []
 
 
+# -- closing an fd across rings ------------------------------------------------------
+#
+# close(2) does not stop the io_uring operations on an fd (each holds its own
+# reference to the file), and an operation still queued in Python names the fd
+# by number until the kernel consumes its SQE, when the number may already name
+# another file. So closing an fd through ouring first asks every live ring of
+# the process to withdraw or cancel its operations on that fd, whichever ring
+# runs the close. A ring is only ever touched by its own thread (its core
+# checks the thread; the operation table and the SQ have no lock): the rings
+# of the closing thread are asked directly (Ring.cancel_fd); a ring of another
+# thread gets an FdRequest in its queue, answered by its own thread when its
+# event loop runs the wakeup the executor installed (trio: TrioToken.
+# run_sync_soon, thread-safe, wakes the I/O wait) or, for a ring driven by
+# hand, at its next flush() or wait(). Ring.close_fd waits for the answers of
+# the rings that have a wakeup before it submits the close.
+
+_registry_lock = threading.Lock()  # guards _live_rings and every ring's request queue
+_live_rings: dict[int, weakref.ref[Ring]] = {}
+
+
+class FdRequest:
+    """A request, posted by a close in another thread, to withdraw or cancel a
+    ring's operations on ``fd``. Answered once, by the ring's own thread."""
+
+    __slots__ = ("_callbacks", "answered", "fd")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.answered = False
+        self._callbacks: list[Callable[[], object]] = []
+
+    def when_answered(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` (in the answering thread, or now) once answered."""
+        with _registry_lock:
+            if not self.answered:
+                self._callbacks.append(callback)
+                return
+        callback()
+
+    def answer(self) -> None:
+        with _registry_lock:
+            if self.answered:
+                return
+            self.answered = True
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
+
+
+def _live_rings_but(ring: Ring) -> list[Ring]:
+    with _registry_lock:
+        refs = list(_live_rings.values())
+    pid = os.getpid()
+    found = (ref() for ref in refs)
+    return [
+        other
+        for other in found
+        if other is not None
+        and other is not ring
+        and other._registered
+        and not other._closed
+        and other._pid == pid
+    ]
+
+
 class Executor(Protocol):
     """What an event-loop adapter provides to drive a ring."""
 
@@ -128,6 +195,10 @@ class Executor(Protocol):
 
     async def resolve(self, family: int, address: Any) -> Any:
         """A numeric form of ``address``, resolved without blocking the loop."""
+        ...
+
+    async def wait_answered(self, requests: Sequence[FdRequest]) -> None:
+        """Park until every request is answered (by other threads' rings)."""
         ...
 
 
@@ -213,6 +284,73 @@ class Ring(RingCore):
         supported = ffi.new("unsigned char[]", lib.OURING_PROBE_OPS)
         lib.ouring_probe(self._ptr, supported, lib.OURING_PROBE_OPS)
         self._supported = bytes(ffi.buffer(supported))
+        self._register()
+
+    # -- the registry of live rings (closing an fd across rings) ----------------------
+
+    def _register(self) -> None:
+        #: Called by any thread to have this ring's thread answer its requests
+        #: soon; False if it cannot (its event loop has ended). Set by the
+        #: executor that drives the ring; None when it is driven by hand.
+        self._wakeup: Callable[[], bool] | None = None
+        self._fd_requests: list[FdRequest] = []
+        with _registry_lock:
+            # Entries of rings collected without close() (see _forget).
+            for key in [key for key, ref in _live_rings.items() if ref() is None]:
+                del _live_rings[key]
+            self._registered = True
+            _live_rings[id(self)] = weakref.ref(self)
+
+    def _forget(self) -> None:
+        """Leave the registry from ``__del__``: no lock (the garbage collector
+        may run inside a section that holds it, in this very thread). Nothing
+        else references a ring being finalized, so no close can be posting to
+        it; a close waiting for its answer holds it alive. Its entry, a dead
+        weak reference, is dropped by the next ``_register``."""
+        self._registered = False
+
+    def _unregister(self) -> None:
+        """Leave the registry; answer what was asked (a closing ring ends all
+        its operations anyway). Idempotent."""
+        with _registry_lock:
+            if not getattr(self, "_registered", False):
+                return
+            self._registered = False
+            ref = _live_rings.get(id(self))
+            if ref is not None and ref() in (self, None):
+                del _live_rings[id(self)]
+            requests, self._fd_requests = self._fd_requests, []
+        for request in requests:
+            request.answer()
+
+    def _post_fd_request(self, fd: int) -> FdRequest | None:
+        """From another thread: ask this ring to end its operations on ``fd``.
+        The request, if this ring's event loop will answer it soon; None if it
+        is closed, or driven by hand (it answers at its next flush or wait),
+        or its event loop has ended."""
+        request = FdRequest(fd)
+        with _registry_lock:
+            if not self._registered:
+                return None  # closed meanwhile: nothing of it is left on the fd
+            self._fd_requests.append(request)
+            wakeup = self._wakeup
+        return request if wakeup is not None and wakeup() else None
+
+    def _answer_fd_requests(self) -> None:
+        """In this ring's thread: end the operations other threads asked about.
+        Never raises: it runs as an event-loop callback."""
+        if not self._fd_requests:
+            return
+        with _registry_lock:
+            requests, self._fd_requests = self._fd_requests, []
+        for request in requests:
+            try:
+                if not self._closed:
+                    self._cancel_fd_here(request.fd)
+            except Exception:  # noqa: BLE001 - a failing ring is closed by its driver
+                pass
+            finally:
+                request.answer()
 
     # -- the driver interface, used by executors -------------------------------------
 
@@ -232,6 +370,8 @@ class Ring(RingCore):
         one io_uring_enter, as far as SQ and CQ capacity allow. With ``reap``,
         the same io_uring_enter also settles the operations whose CQEs are
         ready (a page-cache read completes during its own submission)."""
+        if self._fd_requests:
+            self._answer_fd_requests()  # before any SQE: a queued op must not go in
         if not (self._pending or self._cancels) or self._closed:
             return
         # _prepare and _enter check the thread and the process themselves.
@@ -250,6 +390,7 @@ class Ring(RingCore):
         """Submit, block until at least one CQE or ``timeout``, then reap.
         For driving a ring without an event loop; returns the CQEs reaped."""
         self._check_open()  # a closed ring raises here, not only when busy
+        self._answer_fd_requests()  # a ring driven by hand answers other threads here
         self._prepare()
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         while True:
@@ -267,12 +408,24 @@ class Ring(RingCore):
 
     def cancel_fd(self, fd: Any) -> int:
         """Ask for every operation on ``fd`` to be cancelled because the fd is
-        being closed: the ones that do not happen end with ``FdClosedError``
-        (trio: ``ClosedResourceError``). Closing an fd does not stop the kernel's
-        operations on it (each holds its own reference to the file), so a new
-        file reusing the fd number could otherwise see an old operation's data.
-        Returns how many operations were asked. O(operations in flight)."""
+        being closed, on this ring and on every other live ring of this thread
+        (rings of other threads: see :meth:`close_fd`). The ones that do not
+        happen end with ``FdClosedError`` (trio: ``ClosedResourceError``);
+        queued ones are withdrawn at once, those in the kernel get a cancel
+        request. Closing an fd does not stop the kernel's operations on it (each
+        holds its own reference to the file), so a new file reusing the fd
+        number could otherwise see an old operation's data. Returns how many
+        operations were asked. O(operations in flight)."""
         fd = fileno(fd)
+        count = self._cancel_fd_here(fd)
+        here = get_ident()
+        for ring in _live_rings_but(self):
+            if ring._thread == here:
+                count += ring._cancel_fd_here(fd)
+        return count
+
+    def _cancel_fd_here(self, fd: int) -> int:
+        """``cancel_fd`` on this ring only (its own thread)."""
         targets = [op for op in self._pending if op.fd == fd]
         targets += [op for op in self._inflight.values() if op.fd == fd]
         for op in targets:
@@ -310,6 +463,9 @@ class Ring(RingCore):
         self._withdraw_pending(RING)
         for op in list(self._inflight.values()):
             self.cancel(op, RING)
+        # Nothing of this ring will reach the kernel any more: other threads'
+        # closes may go on.
+        self._unregister()
         deadline = time.monotonic() + self.teardown_timeout
         interrupted: BaseException | None = None
         while self._inflight or self._cancels:
@@ -353,6 +509,7 @@ class Ring(RingCore):
             return
         name = repr(self)
         self._closed = True
+        self._forget()
         if os.getpid() == self._pid:
             self._leak_inflight()
         warnings.warn(
@@ -504,8 +661,38 @@ class Ring(RingCore):
 
     async def close_fd(self, fd: Any) -> None:
         """Close ``fd`` (an int or a ``socket.socket``) after cancelling every
-        operation on it (see :meth:`cancel_fd`)."""
-        await self._perform(Close(fd))
+        operation on it, on every live ring of the process.
+
+        Rings of other threads are asked through their own thread, and the
+        close waits for the answer of each that an event loop drives: by the
+        time ``close(2)`` runs, every ring has withdrawn its queued operations
+        on the fd (they raise ``ClosedResourceError`` and never reach the
+        kernel) and asked the kernel to cancel the others (those hold the old
+        file, never a new one reusing the number; they end with
+        ``ClosedResourceError`` unless they completed first). A ring of
+        another thread driven by hand answers at its next ``flush``/``wait``
+        and is not waited for. Rings of this thread are asked at once
+        (:meth:`cancel_fd`). Cancelled while waiting for another thread's
+        answer, the fd stays open; operations already ended stay ended."""
+        op = Close(fd)
+        here = get_ident()
+        # The rings stay referenced until answered: one collected meanwhile
+        # would never answer.
+        rings = [ring for ring in _live_rings_but(self) if ring._thread != here]
+        # A ring driven by hand may never flush again: not waited for (its
+        # queued operations go in only at its next flush, which answers first).
+        waited = [request for ring in rings if (request := ring._post_fd_request(op.fd))]
+        if waited:
+            try:
+                await self._wait_answered(waited)
+            except BaseException:
+                op.release()
+                raise
+        del rings
+        await self._perform(op)
+
+    async def _wait_answered(self, requests: Sequence[FdRequest]) -> None:
+        await self._driver_of(()).wait_answered(requests)
 
     async def fsync(self, fd: Any, *, datasync: bool = False) -> None:
         await self._perform(Fsync(fd, datasync))

@@ -50,7 +50,7 @@ from typing import Any, TypeVar
 import trio
 
 from ._errors import FdClosedError
-from ._fallback import ThreadDriver, ThreadRing, make_ring
+from ._fallback import ThreadDriver, ThreadRing, make_ring, wait_answered, wakeup_in_run
 from ._hot import Group
 from ._ops import (
     DONE,
@@ -101,6 +101,7 @@ class _Driver(trio.abc.Instrument):
         self._submitted_this_pass = 0
         self._alone = True
         ring.executor = self
+        ring._wakeup = wakeup_in_run(ring)  # other threads' closes reach the ring through it
         trio.lowlevel.add_instrument(self)
         trio.lowlevel.spawn_system_task(self._reap, name=f"ouring reaper (ring fd {ring.fd})")
 
@@ -243,6 +244,7 @@ class _Driver(trio.abc.Instrument):
 
     # The ring calls this with op.waiter, the task parked in perform().
     wake = staticmethod(trio.lowlevel.reschedule)
+    wait_answered = staticmethod(wait_answered)
 
     async def resolve(self, family: int, address: Any) -> Any:
         host, port, *rest = address

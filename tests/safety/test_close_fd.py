@@ -6,13 +6,18 @@ result; a new file that reuses the fd number never sees the old ops' data."""
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Awaitable, Callable
 
+import pytest
 import trio
 import trio.testing
 
 import ouring
 
-from ._helpers import is_lent, wait_cqe_ready
+from ._helpers import fd_count, is_lent, wait_cqe_ready
 
 
 async def test_ops_in_flight_end_with_closed_resource_error() -> None:
@@ -129,3 +134,246 @@ async def test_closing_a_socket_object_detaches_it_and_fails_its_ops() -> None:
             await ouring.close(a)
     assert len(errors) == 1
     assert a.fileno() == -1
+
+
+# -- across rings: ouring.close cancels the fd's operations on every ring ------------------
+#
+# A recv parked on one ring, the close run on another: inside open_ring() (the
+# same thread and run), through the thread fallback's ring, and from a trio run
+# in another thread. Each recv ends with ClosedResourceError, and a new socket
+# that reuses the fd number gets its own data, which no old recv eats.
+
+# open_ring(fallback=...) for the ring each test parks on or closes through.
+RING_KINDS: dict[str, str | None] = {"io_uring": None, "threads": "always-threads"}
+
+
+async def _close_while_parked_elsewhere(
+    park: Callable[[int], Awaitable[object]], close: Callable[[int], Awaitable[None]]
+) -> None:
+    ouring.current_ring()  # the run's ring exists before the fds are counted
+    before = fd_count()
+    a, b = socket.socketpair()
+    fd = a.detach()
+    errors: list[BaseException] = []
+
+    async def receiver() -> None:
+        try:
+            await park(fd)
+        except trio.ClosedResourceError as exc:
+            errors.append(exc)
+
+    with b, trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receiver)
+            await trio.testing.wait_all_tasks_blocked()
+            await close(fd)
+        assert len(errors) == 1
+        await _reused_fd_number_gets_only_new_data(fd, b)
+    assert fd_count() == before
+
+
+async def _reused_fd_number_gets_only_new_data(fd: int, old_peer: socket.socket) -> None:
+    # The old socket is really closed once no operation holds it any more:
+    # its peer sees EOF (a recv left armed would keep it open, and eat data).
+    old_peer.setblocking(False)
+    await trio.lowlevel.wait_readable(old_peer)
+    assert old_peer.recv(4) == b""
+    c, d = socket.socketpair()
+    with c, d:
+        reused, other = (c, d) if c.fileno() == fd else (d, c)
+        assert reused.fileno() == fd
+        other.send(b"new")
+        buf, n = await ouring.recv(reused, bytearray(16))
+        assert buf[:n] == b"new"
+
+
+@pytest.mark.parametrize("kind", RING_KINDS)
+async def test_close_inside_open_ring_ends_a_recv_parked_on_the_run_s_ring(kind: str) -> None:
+    async def close(fd: int) -> None:
+        async with ouring.open_ring(fallback=RING_KINDS[kind]):
+            await ouring.close(fd)
+
+    await _close_while_parked_elsewhere(lambda fd: ouring.recv(fd, bytearray(4)), close)
+
+
+@pytest.mark.parametrize("kind", RING_KINDS)
+async def test_close_on_the_run_s_ring_ends_a_recv_parked_inside_open_ring(kind: str) -> None:
+    async def park(fd: int) -> None:
+        async with ouring.open_ring(fallback=RING_KINDS[kind]):
+            await ouring.recv(fd, bytearray(4))
+
+    await _close_while_parked_elsewhere(park, ouring.close)
+
+
+async def test_a_queued_recv_of_another_ring_is_withdrawn_before_the_close() -> None:
+    """The recv is still queued in Python on a full ring (its one kernel slot
+    holds an idle recv): the close, run on the run's ring, withdraws it at
+    once; it never reaches the kernel, where the fd number could by then name
+    another file."""
+    run_ring = ouring.current_ring()
+    idle_a, idle_b = socket.socketpair()
+    a, b = socket.socketpair()
+    fd = a.detach()
+    errors: list[BaseException] = []
+    with idle_a, idle_b, b, trio.fail_after(5):
+        async with ouring.open_ring(1, cq_entries=2) as ring:
+            idle_scope = trio.CancelScope()
+
+            async def idle_recv() -> None:
+                with idle_scope:
+                    await ring.recv(idle_a, bytearray(1))
+
+            async def receiver() -> None:
+                try:
+                    await ring.recv(fd, bytearray(4))
+                except trio.ClosedResourceError as exc:
+                    errors.append(exc)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(idle_recv)
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.start_soon(receiver)
+                await trio.testing.wait_all_tasks_blocked()
+                assert ring.statistics().pending == 1
+                submitted = ring.statistics().submitted
+                await run_ring.close_fd(fd)
+                assert ring.statistics().pending == 0  # withdrawn before close(2)
+                await trio.testing.wait_all_tasks_blocked()
+                assert len(errors) == 1
+                idle_scope.cancel()
+            assert ring.statistics().submitted == submitted  # the recv never went in
+        await _reused_fd_number_gets_only_new_data(fd, b)
+
+
+@pytest.mark.parametrize("closer", RING_KINDS)
+@pytest.mark.parametrize("kind", RING_KINDS)
+async def test_close_ends_a_recv_parked_in_a_trio_run_of_another_thread(
+    kind: str, closer: str
+) -> None:
+    """Another thread runs its own trio.run with its own ring, where a recv
+    is parked. ``ouring.close`` here asks that ring (through its own thread:
+    no ring is touched from a foreign thread) and returns once it has
+    withdrawn or asked the kernel to cancel its operations on the fd; the
+    recv then ends with ClosedResourceError."""
+    ouring.current_ring()  # the run's ring exists before the fds are counted
+    before = fd_count()
+    a, b = socket.socketpair()
+    fd = a.detach()
+    parked = threading.Event()
+    outcome: list[BaseException | object] = []
+
+    async def other_run() -> None:
+        async def receiver() -> None:
+            try:
+                outcome.append(await ouring.recv(fd, bytearray(4)))
+            except trio.ClosedResourceError as exc:
+                outcome.append(exc)
+
+        with trio.fail_after(10):
+            async with ouring.open_ring(fallback=RING_KINDS[kind]), trio.open_nursery() as nursery:
+                nursery.start_soon(receiver)
+                await trio.testing.wait_all_tasks_blocked()
+                parked.set()
+
+    thread = threading.Thread(target=trio.run, args=(other_run,))
+    thread.start()
+    try:
+        with b, trio.fail_after(10):
+            await trio.to_thread.run_sync(parked.wait)
+            async with ouring.open_ring(fallback=RING_KINDS[closer]):
+                await ouring.close(fd)
+            await _reused_fd_number_gets_only_new_data(fd, b)
+    finally:
+        await trio.to_thread.run_sync(thread.join)
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], trio.ClosedResourceError)
+    assert fd_count() == before
+
+
+async def test_close_returns_once_another_thread_s_ring_withdrew_its_queued_op() -> None:
+    """The other thread's ring is full (its one kernel slot holds an idle
+    recv), so its recv on the fd is still queued in Python, named by fd
+    number. ``ouring.close`` returns only after that ring's own thread has
+    withdrawn it: it never reaches the kernel, where the number could by then
+    name another file."""
+    idle_a, idle_b = socket.socketpair()
+    a, b = socket.socketpair()
+    fd = a.detach()
+    parked = threading.Event()
+    finish = threading.Event()
+    rings: list[ouring.Ring] = []
+    outcome: list[BaseException | object] = []
+
+    async def other_run() -> None:
+        async def receiver(ring: ouring.Ring) -> None:
+            try:
+                outcome.append(await ring.recv(fd, bytearray(4)))
+            except trio.ClosedResourceError as exc:
+                outcome.append(exc)
+
+        with trio.fail_after(10):
+            async with ouring.open_ring(1, cq_entries=2) as ring, trio.open_nursery() as nursery:
+                rings.append(ring)
+                idle_scope = trio.CancelScope()
+
+                async def idle_recv() -> None:
+                    with idle_scope:
+                        await ring.recv(idle_a, bytearray(1))
+
+                nursery.start_soon(idle_recv)
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.start_soon(receiver, ring)
+                await trio.testing.wait_all_tasks_blocked()
+                parked.set()
+                await trio.to_thread.run_sync(finish.wait)
+                idle_scope.cancel()
+
+    thread = threading.Thread(target=trio.run, args=(other_run,))
+    thread.start()
+    try:
+        with idle_a, idle_b, b, trio.fail_after(10):
+            await trio.to_thread.run_sync(parked.wait)
+            [ring] = rings
+            assert ring.statistics().pending == 1
+            submitted = ring.statistics().submitted
+            await ouring.close(fd)
+            # Read from this thread while that ring waits: counters only.
+            assert ring.statistics().pending == 0
+            finish.set()
+            await trio.to_thread.run_sync(thread.join)
+            assert ring.statistics().submitted == submitted  # the queued recv never went in
+            await _reused_fd_number_gets_only_new_data(fd, b)
+    finally:
+        finish.set()
+        await trio.to_thread.run_sync(thread.join)
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], trio.ClosedResourceError)
+
+
+FINALIZED_IN_THE_REGISTRY_S_LOCK = """
+import gc, warnings
+import ouring, ouring._ring
+from ouring._fallback import ThreadRing
+warnings.simplefilter("ignore", ResourceWarning)
+for make in (lambda: ouring.Ring(4), ThreadRing):
+    ring = make()
+    ring.cycle = ring  # only the cycle collector frees it, and never closed
+    del ring
+    with ouring._ring._registry_lock:  # a close in this thread lists the live rings...
+        gc.collect()  # ...and an allocation there runs the collector: __del__
+print("no deadlock")
+"""
+
+
+def test_a_ring_finalized_while_the_registry_is_locked_does_not_deadlock() -> None:
+    """The garbage collector may finalize an unclosed ring inside any
+    allocation, including one made while this thread holds the registry's
+    lock: ``__del__`` must not take it."""
+    done = subprocess.run(
+        [sys.executable, "-c", FINALIZED_IN_THE_REGISTRY_S_LOCK],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stdout) == (0, "no deadlock\n"), done.stderr
