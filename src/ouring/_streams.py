@@ -1,10 +1,14 @@
 """trio's socket streams, with their I/O going through io_uring.
 
-``SocketStream`` is a ``trio.abc.HalfCloseableStream`` whose ``receive_some``,
-``send_all`` and ``send_eof`` are ring operations (recv, send, shutdown), and
-``SocketListener`` a ``trio.abc.Listener`` whose ``accept`` is one. The
-functions that make them (``open_tcp_stream``, ``open_tcp_listeners``,
-``serve_tcp``, ``open_unix_socket``) mirror trio's, argument for argument.
+``open_tcp_stream``, ``open_tcp_listeners``, ``serve_tcp`` and
+``open_unix_socket`` mirror trio's, argument for argument, and return trio's
+own ``trio.SocketStream``/``trio.SocketListener`` over ``UringSocket``
+(``_trio_socket.py``); with another socket factory installed they are trio's.
+
+``SocketStream`` (ouring's own) is a ``trio.abc.HalfCloseableStream`` over a
+stdlib socket whose ``receive_some``, ``send_all`` and ``send_eof`` are ring
+operations (recv, send, shutdown), and ``SocketListener`` a
+``trio.abc.Listener`` whose ``accept`` is one, for code that builds them.
 
 Facts this module relies on:
 
@@ -39,12 +43,13 @@ import os
 import socket as _stdlib_socket
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
 
 import trio
 
 from ._buffers import MAX_RW
 from ._ops import (
+    CANCELLING,
     CLOSED,
     PENDING,
     SUBMITTED,
@@ -57,6 +62,12 @@ from ._ops import (
 )
 from ._ring import Ring
 from ._trio import current_ring
+from ._trio_socket import (
+    INITIAL_RECEIVE_SIZE,
+    MIN_RECEIVE_SIZE,
+    UringSocket,
+    custom_socket_factory,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -73,9 +84,8 @@ __all__ = [
 
 #: What ``receive_some()`` asks for without ``max_bytes`` (trio's value).
 DEFAULT_RECEIVE_SIZE = 65536
-# receive_some's adaptive buffer: where it starts and how small it gets.
-INITIAL_RECEIVE_SIZE = 16384
-MIN_RECEIVE_SIZE = 4096
+# receive_some's adaptive buffer (INITIAL_RECEIVE_SIZE, MIN_RECEIVE_SIZE) is
+# UringSocket.recv's: one policy for both.
 #: trio's first-attempt head start in ``open_tcp_stream`` (RFC 6555 says 150-250 ms).
 DEFAULT_DELAY = 0.250
 
@@ -128,6 +138,12 @@ def _stream_error(exc: OSError) -> trio.ClosedResourceError | trio.BrokenResourc
     if exc.errno == errno.EBADF:
         return trio.ClosedResourceError("this socket was already closed")
     return trio.BrokenResourceError(f"socket connection broken: {exc}")
+
+
+async def _raise_closed(message: str = "this socket was already closed") -> NoReturn:
+    """trio's order on a closed resource: a checkpoint, then the error."""
+    await trio.lowlevel.checkpoint()
+    raise trio.ClosedResourceError(message)
 
 
 def _check_socket(sock: object, what: str) -> None:
@@ -226,7 +242,7 @@ class SocketStream(trio.abc.HalfCloseableStream):
         try:
             fd = self._fileno()
             if self._closed or fd < 0:
-                raise trio.ClosedResourceError("this socket was already closed")
+                await _raise_closed("this socket was already closed")
             ring = current_ring()
             op = Send(fd, data, _SEND_FLAGS)
             length = op.length
@@ -258,13 +274,22 @@ class SocketStream(trio.abc.HalfCloseableStream):
                 ring = current_ring()
                 # No `with` for the slice: if this coroutine is closed while
                 # the send is in flight, the ring still holds an export of it.
-                op = Send(fd, octets[sent:], _SEND_FLAGS)
+                rest = octets[sent:]
+                op = Send(fd, rest, _SEND_FLAGS)
                 self._send_op = op
                 self._send_ring = ring
                 try:
                     _, n = await ring._perform(op)
                 except OSError as exc:
                     raise _stream_error(exc) from exc
+                finally:
+                    # Once the ring gave the slice back (the usual case, a
+                    # Cancelled included), drop its export of the caller's
+                    # buffer now: the traceback of an exception keeps this
+                    # frame, and so the slice, alive until trio's next step,
+                    # and a bytearray with an export cannot be resized.
+                    if not PENDING <= op.state <= CANCELLING:
+                        rest.release()
                 sent += n
 
     async def wait_send_all_might_not_block(self) -> None:
@@ -275,7 +300,7 @@ class SocketStream(trio.abc.HalfCloseableStream):
         try:
             fd = self._fileno()
             if self._closed or fd < 0:
-                raise trio.ClosedResourceError
+                await _raise_closed()
             try:
                 await trio.lowlevel.wait_writable(fd)
             except OSError as exc:
@@ -325,7 +350,7 @@ class SocketStream(trio.abc.HalfCloseableStream):
             limit = _receive_size(max_bytes)
         fd = self._fileno()
         if self._closed or fd < 0:
-            raise trio.ClosedResourceError("this socket was already closed")
+            await _raise_closed("this socket was already closed")
         ring = current_ring()
         # The kernel writes into a new bytes object that becomes the result
         # (as socket.recv does): no copy out of a reused buffer, and no
@@ -365,7 +390,7 @@ class SocketStream(trio.abc.HalfCloseableStream):
             raise trio.BusyResourceError(_RECEIVE_BUSY)
         fd = self._fileno()
         if self._closed or fd < 0:
-            raise trio.ClosedResourceError("this socket was already closed")
+            await _raise_closed("this socket was already closed")
         ring = current_ring()
         op = Recv(fd, buf)
         if not op.length:
@@ -479,7 +504,7 @@ class SocketListener(trio.abc.Listener[SocketStream]):
             while True:
                 fd = self.socket.fileno()
                 if self._closed or fd < 0:
-                    raise trio.ClosedResourceError("this listener was already closed")
+                    await _raise_closed("this listener was already closed")
                 ring = current_ring()
                 op = Accept(fd)
                 self._accept_op = op
@@ -548,9 +573,13 @@ async def open_tcp_stream(
     *,
     happy_eyeballs_delay: float | None = DEFAULT_DELAY,
     local_address: str | None = None,
-) -> SocketStream:
+) -> trio.SocketStream:
     """Connect to ``host``:``port`` over TCP: ``trio.open_tcp_stream`` with
-    the connects going through io_uring.
+    the connects going through io_uring. Returns trio's own
+    ``trio.SocketStream`` over a :class:`~ouring.trio.UringSocket`.
+    When a socket factory other than ouring's is installed in this run
+    (``trio.socket.set_custom_socket_factory``, a test's fake network), this
+    is ``trio.open_tcp_stream`` itself, which uses that factory.
 
     The addresses ``host`` resolves to (trio's resolver, so
     ``trio.socket.set_custom_hostname_resolver`` applies) are tried in order,
@@ -568,6 +597,10 @@ async def open_tcp_stream(
         raise ValueError(f"host must be str or bytes, not {host!r}")
     if not isinstance(port, int):
         raise TypeError(f"port must be int, not {port!r}")
+    if custom_socket_factory() is not None:
+        return await trio.open_tcp_stream(
+            host, port, happy_eyeballs_delay=happy_eyeballs_delay, local_address=local_address
+        )
     if happy_eyeballs_delay is None:
         happy_eyeballs_delay = DEFAULT_DELAY
 
@@ -625,7 +658,7 @@ async def open_tcp_stream(
         if winner is None:
             msg = f"all attempts to connect to {_format_host_port(host, port)} failed"
             raise OSError(msg) from ExceptionGroup(msg, oserrors)
-        stream = SocketStream(winner)
+        stream = trio.SocketStream(UringSocket(winner))
         open_sockets.remove(winner)
         return stream
     finally:
@@ -645,18 +678,22 @@ def _compute_backlog(backlog: int | None) -> int:
 
 async def open_tcp_listeners(
     port: int, *, host: str | bytes | None = None, backlog: int | None = None
-) -> list[SocketListener]:
-    """``trio.open_tcp_listeners`` with ouring listeners: one listening socket
-    per address ``host`` resolves to (``None``: the IPv4 and IPv6 wildcards),
+) -> list[trio.SocketListener]:
+    """``trio.open_tcp_listeners`` with ouring sockets: one
+    ``trio.SocketListener`` over a :class:`~ouring.trio.UringSocket` per
+    address ``host`` resolves to (``None``: the IPv4 and IPv6 wildcards),
     with ``SO_REUSEADDR``, and ``IPV6_V6ONLY`` on IPv6 sockets. Port 0 lets
-    the kernel pick a port (per listener)."""
+    the kernel pick a port (per listener). With another socket factory
+    installed, ``trio.open_tcp_listeners`` itself."""
     if not isinstance(port, int):
         raise TypeError(f"port must be an int not {port!r}")
+    if custom_socket_factory() is not None:
+        return await trio.open_tcp_listeners(port, host=host, backlog=backlog)
     computed_backlog = _compute_backlog(backlog)
     addresses = await trio.socket.getaddrinfo(
         host, port, type=_stdlib_socket.SOCK_STREAM, flags=_stdlib_socket.AI_PASSIVE
     )
-    listeners: list[SocketListener] = []
+    listeners: list[trio.SocketListener] = []
     unsupported_address_families: list[OSError] = []
     try:
         for family, type_, proto, _, sockaddr in addresses:
@@ -674,7 +711,7 @@ async def open_tcp_listeners(
                     sock.setsockopt(_stdlib_socket.IPPROTO_IPV6, _stdlib_socket.IPV6_V6ONLY, 1)
                 sock.bind(sockaddr)  # numeric: getaddrinfo resolved it
                 sock.listen(computed_backlog)
-                listeners.append(SocketListener(sock))
+                listeners.append(trio.SocketListener(UringSocket(sock)))
             except BaseException:
                 sock.close()
                 raise
@@ -691,19 +728,20 @@ async def open_tcp_listeners(
 
 
 async def serve_tcp(
-    handler: Callable[[SocketStream], Awaitable[object]],
+    handler: Callable[[trio.SocketStream], Awaitable[object]],
     port: int,
     *,
     host: str | bytes | None = None,
     backlog: int | None = None,
     handler_nursery: trio.Nursery | None = None,
-    task_status: trio.TaskStatus[list[SocketListener]] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """``trio.serve_tcp`` with ouring streams: listen with
-    :func:`open_tcp_listeners` and run ``handler(stream)`` in a new task for
-    each connection (``trio.serve_listeners``, which closes each stream after
-    its handler). With ``nursery.start``, returns the listeners. Returns only
-    when cancelled."""
+    """``trio.serve_tcp`` over ouring sockets: listen with
+    :func:`open_tcp_listeners` and run ``handler(stream)`` (a
+    ``trio.SocketStream``) in a new task for each connection
+    (``trio.serve_listeners``, which closes each stream after its handler).
+    With ``nursery.start``, returns the listeners. Returns only when
+    cancelled."""
     listeners = await open_tcp_listeners(port, host=host, backlog=backlog)
     await trio.serve_listeners(
         handler, listeners, handler_nursery=handler_nursery, task_status=task_status
@@ -712,8 +750,12 @@ async def serve_tcp(
 
 async def open_unix_socket(
     filename: str | bytes | os.PathLike[str] | os.PathLike[bytes],
-) -> SocketStream:
-    """Connect to the unix-domain socket at ``filename`` (io_uring connect)."""
+) -> trio.SocketStream:
+    """Connect to the unix-domain socket at ``filename`` (io_uring connect):
+    a ``trio.SocketStream`` over a :class:`~ouring.trio.UringSocket`. With
+    another socket factory installed, ``trio.open_unix_socket`` itself."""
+    if custom_socket_factory() is not None:
+        return await trio.open_unix_socket(filename)
     sock = _stdlib_socket.socket(_stdlib_socket.AF_UNIX, _stdlib_socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
@@ -721,4 +763,4 @@ async def open_unix_socket(
     except BaseException:
         sock.close()
         raise
-    return SocketStream(sock)
+    return trio.SocketStream(UringSocket(sock))

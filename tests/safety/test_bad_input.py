@@ -273,6 +273,12 @@ async def _on_stream(e: Env, call: Callable[[Any], Any]) -> Any:
             return await call(stream)
 
 
+async def _on_socket(e: Env, call: Callable[[Any], Any]) -> Any:
+    a, b = socket.socketpair()
+    with b, MT.UringSocket(a) as sock:
+        return await call(sock)
+
+
 async def _on_listener(call: Callable[[Any], Any]) -> Any:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -373,6 +379,26 @@ OBJECT_ROWS: list[Row] = [
     bad("SocketStream", lambda e: _on_stream(e, lambda s: s.send_all(None)), TypeError,
         id="send_all-none"),
     bad("SocketListener", lambda e: MT.SocketListener(e.sock), ValueError, id="not-listening"),
+    bad("UringSocket", lambda e: MT.UringSocket(None), TypeError, id="none"),
+    bad("UringSocket", lambda e: MT.UringSocket(e.r), TypeError, id="an-int-fd"),
+    bad("UringSocket", lambda e: _on_socket(e, lambda s: s.recv(-1)), ValueError,
+        id="recv-negative"),
+    bad("UringSocket", lambda e: _on_socket(e, lambda s: s.recv("x")), TypeError,
+        id="recv-str"),
+    bad("UringSocket", lambda e: _on_socket(e, lambda s: s.recv_into(e.ro)), TypeError,
+        id="recv_into-read-only"),
+    bad("UringSocket", lambda e: _on_socket(e, lambda s: s.recv_into(e.buf, len(e.buf) + 1)),
+        ValueError, id="recv_into-too-many"),
+    bad("UringSocket", lambda e: _on_socket(e, lambda s: s.receive_into(e.ro)), TypeError,
+        id="receive_into-read-only"),
+    bad("UringSocket", lambda e: _on_socket(e, lambda s: _receive_into_empty(s, e)),
+        ValueError, id="receive_into-empty"),
+    bad("UringSocket", lambda e: _on_socket(e, lambda s: s.send(None)), TypeError,
+        id="send-none"),
+    bad("UringSocket", lambda e: _on_socket(e, lambda s: s.connect(("::1", 1))),
+        TypeError, id="connect-unix-to-a-tuple"),
+    bad("SocketFactory", lambda e: MT.SocketFactory().socket(12345), OSError,
+        errno.EAFNOSUPPORT, id="bad-family"),
     bad("SocketListener", lambda e: MT.SocketListener(None), TypeError, id="none"),
     bad("open_tcp_stream", lambda e: MT.open_tcp_stream("127.0.0.1", "80"),
         TypeError, id="str-port"),
@@ -395,6 +421,7 @@ NO_ROWS = {
     "BufferInUseError": "an exception class",
     "RingClosedError": "an exception class",
     "UnsupportedError": "an exception class",
+    "install": "takes no arguments (tests/test_trio_socket.py tests it)",
 }
 
 # Module functions whose Ring method has another name.
