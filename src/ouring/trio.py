@@ -31,11 +31,15 @@ from ._streams import (
     open_unix_socket,
     serve_tcp,
 )
+from ._trio_socket import SocketFactory, UringSocket, install
 
 __all__ = [
     "DEFAULT_RECEIVE_SIZE",
+    "SocketFactory",
     "SocketListener",
     "SocketStream",
+    "UringSocket",
+    "install",
     "open_tcp_listeners",
     "open_tcp_stream",
     "open_unix_socket",

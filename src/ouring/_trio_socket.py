@@ -1,0 +1,632 @@
+"""ouring's trio socket: a ``trio.socket.SocketType`` whose I/O is io_uring's.
+
+``UringSocket`` wraps a stdlib socket, as trio's own socket class does, and
+has every member of trio's socket with trio's semantics (same values, same
+exceptions, a checkpoint per I/O call, ``Cancelled`` meaning it did not
+happen). Because it is a ``trio.socket.SocketType``, trio's final classes
+``trio.SocketStream`` and ``trio.SocketListener`` accept it, and
+``trio.socket.set_custom_socket_factory`` (:func:`install`) makes
+``trio.socket.socket()`` and so ``trio.open_tcp_stream``, ``trio.serve_tcp``,
+``trio.open_tcp_listeners`` and every library built on them return it.
+
+Facts this module relies on:
+
+- trio's socket makes one direction wait at a time: a second task that has
+  to wait for readability (or writability) of an fd another task already
+  waits on gets ``BusyResourceError`` (``trio.testing``'s stream checks ask
+  for it on ``receive_some``). Here the read direction (recv*, accept) and the
+  write direction (send*, connect) each keep their operation in flight in a
+  slot; a call that finds its direction's operation still in the ring gets
+  ``BusyResourceError`` too.
+- ``close(2)`` does not stop operations in flight on an fd (each holds its
+  own reference to the file), so ``close()`` first asks the ring to cancel the
+  slots' operations (``Ring.cancel(op, CLOSED)``): their tasks get
+  ``trio.ClosedResourceError``, as trio's ``notify_closing`` gives tasks
+  waiting in ``wait_readable``; then it calls ``notify_closing`` for the
+  epoll waiters (``wait_writable``, the readiness paths) and closes.
+- A completed operation stays in its slot until the next call in its
+  direction (or ``close``): the slot is how the next ``recv`` learns how much
+  the last one received (the adaptive size below) without a wrapper
+  coroutine around each receive. It holds the caller's object, never a
+  buffer export: the ring released the lease at the CQE.
+- trio calls ``socket.recv(65536)`` for every ``receive_some``. The kernel
+  writes into a new bytes object that is allocated when the receive is
+  submitted and parked with it, so a stream socket asks for what recently
+  arrived instead (from 16 KiB, doubled after a full receive, halved after
+  one under a quarter full, never above what the caller allows): a stream
+  socket may return fewer bytes than asked. Datagram sockets and explicit
+  ``flags`` always ask for the full size (a datagram is cut to the buffer).
+- ``send`` passes ``MSG_NOSIGNAL``: a peer that went away is ``EPIPE``, not
+  ``SIGPIPE``, whatever the program did with that signal.
+- ``shutdown`` is synchronous in trio's interface (``SocketStream.send_eof``
+  calls it without awaiting), so it is the ``shutdown(2)`` syscall here too;
+  ``bind``, ``listen``, the options and addresses are plain syscalls, as in
+  trio. ``is_readable`` and ``wait_writable`` are readiness questions that no
+  ring operation answers: ``poll(2)`` and trio's epoll, as in trio.
+"""
+
+from __future__ import annotations
+
+import errno
+import operator
+import os
+import select
+import socket as _stdlib_socket
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+import trio
+
+from ._buffers import MAX_RW
+from ._ops import CANCELLING, CLOSED, DONE, PENDING, SUBMITTED, Accept, Connect, Recv, RecvBytes
+from ._ops import Send as _Send
+from ._ring import Ring
+from ._trio import current_ring
+
+if TYPE_CHECKING:
+    from types import TracebackType
+    from typing import Self
+
+    from typing_extensions import Buffer
+
+    from ._ops import Operation
+
+__all__ = ["SocketFactory", "UringSocket", "custom_socket_factory", "install"]
+
+B = TypeVar("B")
+T = TypeVar("T")
+
+# recv's adaptive size (see the module docstring): where it starts, how small it gets.
+INITIAL_RECEIVE_SIZE = 16384
+MIN_RECEIVE_SIZE = 4096
+
+_SOCK_STREAM = _stdlib_socket.SOCK_STREAM
+_AF_INET = _stdlib_socket.AF_INET
+_AF_INET6 = _stdlib_socket.AF_INET6
+_AF_UNIX = _stdlib_socket.AF_UNIX
+_MSG_NOSIGNAL = _stdlib_socket.MSG_NOSIGNAL
+_BUSY = "another task is already reading / writing this fd"  # trio's words
+_checkpoint = trio.lowlevel.checkpoint
+_checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
+_cancel_shielded_checkpoint = trio.lowlevel.cancel_shielded_checkpoint
+
+
+def _busy(op: Operation[Any] | None) -> bool:
+    """The ring (or the kernel) still has ``op``: its direction is taken."""
+    return op is not None and PENDING <= op.state <= CANCELLING
+
+
+def _cancel_for_close(op: Operation[Any] | None, ring: Ring | None) -> None:
+    """``op``'s fd is being closed: if the kernel may still run it, it is
+    cancelled and its task gets ``ClosedResourceError``."""
+    if op is not None and ring is not None and op.state in (PENDING, SUBMITTED) and not ring.closed:
+        ring.cancel(op, CLOSED)
+
+
+async def _raise_busy() -> Any:
+    await _checkpoint_if_cancelled()
+    raise trio.BusyResourceError(_BUSY)
+
+
+async def _sync_call(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` between a cancel point and a schedule point, exceptions
+    included: what trio's socket calls do around a syscall that does not
+    block (here: one that raises at once, like any call on a closed socket)."""
+    await _checkpoint_if_cancelled()
+    try:
+        return fn(*args)
+    finally:
+        await _cancel_shielded_checkpoint()
+
+
+class UringSocket(trio.socket.SocketType):
+    """A trio socket (``trio.socket.SocketType``) over a stdlib socket, whose
+    ``recv``, ``recv_into``, ``send``, ``accept`` and ``connect`` are io_uring
+    operations. Everything else behaves as trio's own socket.
+
+    Besides trio's interface: ``receive_into(buf) -> (buf, n)``, the
+    owned-buffer receive (the kernel has ``buf`` until the receive completes,
+    whatever happens to the caller; cancelled, ``buf`` is untouched).
+
+    ``close()`` wakes the tasks blocked on the socket with
+    ``trio.ClosedResourceError``; a receive or accept that completed despite
+    a cancel is returned (trio raises ``Cancelled`` at the next checkpoint).
+    """
+
+    __slots__ = (
+        "_did_shutdown_SHUT_WR",
+        "_fileno",
+        "_read_op",
+        "_read_ring",
+        "_recv_size",
+        "_sock",
+        "_stream",
+        "_write_op",
+        "_write_ring",
+    )
+
+    def __init__(self, sock: _stdlib_socket.socket) -> None:
+        if type(sock) is not _stdlib_socket.socket:
+            # A subclass (ssl.SSLSocket) has its own I/O: never wrap one blindly.
+            raise TypeError(f"expected object of type 'socket.socket', not '{type(sock).__name__}'")
+        super().__init__()
+        self._sock = sock
+        sock.setblocking(False)  # trio's sockets are non-blocking (readiness paths)
+        self._fileno: Callable[[], int] = sock.fileno
+        self._did_shutdown_SHUT_WR = False
+        self._stream = sock.type == _SOCK_STREAM
+        self._recv_size = INITIAL_RECEIVE_SIZE
+        # The last operation of each direction and its ring: close() cancels
+        # them, and a call finding one still in flight is refused (busy).
+        self._read_op: Operation[Any] | None = None
+        self._read_ring: Ring | None = None
+        self._write_op: Operation[Any] | None = None
+        self._write_ring: Ring | None = None
+
+    # -- forwarded members (plain syscalls, as in trio) ----------------------------------
+
+    def detach(self) -> int:
+        return self._sock.detach()
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def getpeername(self) -> Any:
+        return self._sock.getpeername()
+
+    def getsockname(self) -> Any:
+        return self._sock.getsockname()
+
+    @overload
+    def getsockopt(self, level: int, optname: int) -> int: ...
+
+    @overload
+    def getsockopt(self, level: int, optname: int, buflen: int) -> bytes: ...
+
+    def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> int | bytes:
+        if buflen is None:
+            return self._sock.getsockopt(level, optname)
+        return self._sock.getsockopt(level, optname, buflen)
+
+    @overload
+    def setsockopt(self, level: int, optname: int, value: int | Buffer) -> None: ...
+
+    @overload
+    def setsockopt(self, level: int, optname: int, value: None, optlen: int) -> None: ...
+
+    def setsockopt(
+        self, level: int, optname: int, value: int | Buffer | None, optlen: int | None = None
+    ) -> None:
+        if optlen is None:
+            if value is None:
+                raise TypeError(
+                    "invalid value for argument 'value', must not be None when specifying optlen"
+                )
+            return self._sock.setsockopt(level, optname, value)
+        if value is not None:
+            raise TypeError(
+                f"invalid value for argument 'value': {value!r}, "
+                "must be None when specifying optlen"
+            )
+        return self._sock.setsockopt(level, optname, value, optlen)
+
+    def listen(self, backlog: int = min(_stdlib_socket.SOMAXCONN, 128)) -> None:
+        return self._sock.listen(backlog)
+
+    def get_inheritable(self) -> bool:
+        return self._sock.get_inheritable()
+
+    def set_inheritable(self, inheritable: bool) -> None:
+        return self._sock.set_inheritable(inheritable)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def family(self) -> _stdlib_socket.AddressFamily:
+        return self._sock.family
+
+    @property
+    def type(self) -> _stdlib_socket.SocketKind:
+        return self._sock.type
+
+    @property
+    def proto(self) -> int:
+        return self._sock.proto
+
+    @property
+    def did_shutdown_SHUT_WR(self) -> bool:
+        return self._did_shutdown_SHUT_WR
+
+    def __repr__(self) -> str:
+        return repr(self._sock).replace("socket.socket", "ouring.trio.UringSocket", 1)
+
+    def dup(self) -> UringSocket:
+        """Same as :meth:`socket.socket.dup`."""
+        return UringSocket(self._sock.dup())
+
+    def close(self) -> None:
+        """Close the socket. Tasks blocked on it get ``ClosedResourceError``:
+        ring operations are cancelled first (``close(2)`` alone would leave
+        them running against the file), epoll waiters get ``notify_closing``."""
+        if self._sock.fileno() == -1:
+            return
+        _cancel_for_close(self._read_op, self._read_ring)
+        _cancel_for_close(self._write_op, self._write_ring)
+        self._read_op = self._write_op = None
+        trio.lowlevel.notify_closing(self._sock)
+        self._sock.close()
+
+    def shutdown(self, flag: int) -> None:
+        self._sock.shutdown(flag)
+        if flag in (_stdlib_socket.SHUT_WR, _stdlib_socket.SHUT_RDWR):
+            self._did_shutdown_SHUT_WR = True
+
+    def is_readable(self) -> bool:
+        poller = select.poll()
+        poller.register(self._sock, select.POLLIN)
+        return bool(poller.poll(0))
+
+    async def wait_writable(self) -> None:
+        await trio.lowlevel.wait_writable(self._sock)
+
+    # -- addresses -----------------------------------------------------------------------
+
+    async def _resolve(self, address: Any, *, local: bool) -> Any:
+        """``address`` with its host and port numeric, as trio resolves it
+        (with trio's resolver, so ``set_custom_hostname_resolver`` applies).
+        Returns without a checkpoint when there is nothing to resolve."""
+        family = self._sock.family
+        if family == _AF_INET:
+            if not isinstance(address, tuple) or len(address) != 2:
+                raise ValueError("address should be a (host, port) tuple")
+        elif family == _AF_INET6:
+            if not isinstance(address, tuple) or not 2 <= len(address) <= 4:
+                raise ValueError("address should be a (host, port, [flowinfo, [scopeid]]) tuple")
+        elif family == _AF_UNIX:
+            if not isinstance(address, str | bytes | os.PathLike):
+                raise TypeError(
+                    f"an AF_UNIX address is a str, bytes or path, not {type(address).__name__}"
+                )
+            return os.fspath(address)
+        else:
+            return address
+        host, port = address[0], address[1]
+        if isinstance(port, int) and host is not None:
+            try:
+                _stdlib_socket.inet_pton(family, host)
+            except (OSError, TypeError):
+                pass
+            else:
+                return address  # numeric already: the common case, no checkpoint
+        if host == "":
+            host = None  # the stdlib's spelling of the wildcard
+        elif host == "<broadcast>":
+            host = "255.255.255.255"
+        flags = _stdlib_socket.AI_PASSIVE if local else 0
+        if family == _AF_INET6 and not self._sock.getsockopt(
+            _stdlib_socket.IPPROTO_IPV6, _stdlib_socket.IPV6_V6ONLY
+        ):
+            flags |= _stdlib_socket.AI_V4MAPPED
+        infos = await trio.socket.getaddrinfo(
+            host, port, family, self._sock.type, self._sock.proto, flags
+        )
+        resolved = infos[0][4]
+        if family == _AF_INET6:
+            # getaddrinfo knows nothing of the caller's flowinfo and scope id.
+            return (*resolved[:2], *address[2:], *resolved[len(address) :])
+        return resolved
+
+    async def bind(self, address: Any) -> None:
+        address = await self._resolve(address, local=True)
+        if self._sock.family == _AF_UNIX and address and address[:1] not in ("\0", b"\0"):
+            # A filesystem path: bind(2) walks directories, which may block.
+            return await trio.to_thread.run_sync(self._sock.bind, address)
+        await _checkpoint()
+        return self._sock.bind(address)
+
+    # -- receiving (the read direction) ---------------------------------------------------
+
+    def recv(self, buflen: int, flags: int = 0, /) -> Awaitable[bytes]:
+        """Like :meth:`socket.socket.recv`, but async: an io_uring recv."""
+        fd = self._fileno()
+        op = self._read_op
+        if op is not None and PENDING <= op.state <= CANCELLING:
+            return _raise_busy()
+        if fd < 0 or type(buflen) is not int or buflen < 1 or type(flags) is not int:
+            return self._recv_slow(buflen, flags)
+        size = buflen
+        if self._stream and not flags:
+            if op is not None and op.state == DONE and type(op) is RecvBytes:
+                # The last receive says what arrives: adapt (module docstring).
+                asked = op.length
+                got = op.res
+                if got >= asked:
+                    self._recv_size = min(asked * 2, max(buflen, MIN_RECEIVE_SIZE))
+                elif got < asked >> 2 and asked > MIN_RECEIVE_SIZE:
+                    self._recv_size = asked >> 1
+            if self._recv_size < size:
+                size = self._recv_size
+        if size > MAX_RW:
+            size = MAX_RW  # one receive moves at most that much anyway
+        ring = current_ring()
+        op = RecvBytes(fd, size, flags)
+        self._read_op = op
+        self._read_ring = ring
+        return ring._perform(op)
+
+    async def _recv_slow(self, buflen: Any, flags: Any) -> bytes:
+        if self._fileno() < 0:
+            # The stdlib's own exception for these arguments on a closed socket.
+            return await _sync_call(self._sock.recv, buflen, flags)
+        buflen = operator.index(buflen)
+        flags = operator.index(flags)
+        if buflen < 0:
+            raise ValueError("negative buffersize in recv")
+        await _checkpoint()
+        return b""  # recv(0): nothing to wait for, as recv(2) with length 0
+
+    def receive_into(self, buf: B) -> Coroutine[Any, Any, tuple[B, int]]:
+        """Receive into ``buf`` (a writable buffer of at least one byte):
+        ``(buf, n)``, the same buffer and the count, 0 at the end of the
+        stream. The kernel writes into ``buf`` until the receive completes,
+        whatever happens to the caller; if it raises ``Cancelled``, ``buf`` is
+        untouched. A closed socket raises ``OSError(EBADF)``, as ``recv``."""
+        fd = self._fileno()
+        op = self._read_op
+        if _busy(op):
+            return _raise_busy()
+        if fd < 0:
+            return self._closed_error()
+        ring = current_ring()
+        new: Recv[B] = Recv(fd, buf)
+        if not new.length:
+            new.release()
+            raise ValueError("receive_into needs a buffer of at least one byte")
+        self._read_op = new
+        self._read_ring = ring
+        return ring._perform(new)
+
+    async def _closed_error(self) -> Any:
+        await _checkpoint()
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+    async def recv_into(self, buffer: Buffer, nbytes: int = 0, flags: int = 0) -> int:
+        """Like :meth:`socket.socket.recv_into`, but async: an io_uring recv."""
+        if self._fileno() < 0:
+            return await _sync_call(self._sock.recv_into, buffer, nbytes, flags)
+        if _busy(self._read_op):
+            return await _raise_busy()  # type: ignore[no-any-return]
+        nbytes = operator.index(nbytes)
+        flags = operator.index(flags)
+        if nbytes < 0:
+            raise ValueError("negative buffersize in recv_into")
+        with memoryview(buffer) as whole:
+            size = whole.nbytes
+            if nbytes > size:
+                raise ValueError("buffer too small for requested bytes")
+            if not nbytes or nbytes == size:
+                target: Any = buffer
+            else:
+                # Released below once the ring gave it back; never with
+                # `with`: if this coroutine is closed while the receive is in
+                # flight, the ring still holds an export of the slice.
+                target = whole.cast("B")[:nbytes]
+        if not size:
+            await _checkpoint()
+            return 0
+        ring = current_ring()
+        op = Recv(self._fileno(), target, flags)
+        self._read_op = op
+        self._read_ring = ring
+        try:
+            _, n = await ring._perform(op)
+            return n
+        finally:
+            if self._read_op is op:
+                self._read_op = None  # holds the caller's buffer
+            if target is not buffer and op.state == DONE:
+                target.release()  # the caller's bytearray can be resized again
+
+    async def accept(self) -> tuple[UringSocket, Any]:
+        """Like :meth:`socket.socket.accept`, but async: an io_uring accept.
+        A connection accepted despite a cancel is returned."""
+        fd = self._fileno()
+        if fd < 0:
+            return await _sync_call(self._sock.accept)  # type: ignore[arg-type]
+        if _busy(self._read_op):
+            return await _raise_busy()  # type: ignore[no-any-return]
+        ring = current_ring()
+        op = Accept(fd)
+        self._read_op = op
+        self._read_ring = ring
+        conn, address = await ring._perform(op)
+        # Nothing between the ring's answer and the return may raise but the
+        # wrapping itself, which then closes the new fd.
+        try:
+            return UringSocket(conn), address
+        except BaseException:
+            conn.close()
+            raise
+
+    # -- sending (the write direction) ----------------------------------------------------
+
+    async def send(self, data: Buffer, flags: int = 0, /) -> int:
+        """Like :meth:`socket.socket.send`, but async: an io_uring send."""
+        fd = self._fileno()
+        op = self._write_op
+        if op is not None and PENDING <= op.state <= CANCELLING:
+            return await _raise_busy()  # type: ignore[no-any-return]
+        if fd < 0 or type(flags) is not int:
+            return await self._send_slow(data, flags)
+        ring = current_ring()
+        op = _Send(fd, data, flags | _MSG_NOSIGNAL)
+        if not op.length:
+            op.release()
+            await _checkpoint()
+            return 0  # send(b"") sends nothing and returns at once, as send(2)
+        self._write_op = op
+        self._write_ring = ring
+        try:
+            return (await ring._perform(op))[1]
+        finally:
+            if self._write_op is op:
+                self._write_op = None  # holds the caller's buffer
+
+    async def _send_slow(self, data: Any, flags: Any) -> int:
+        if self._fileno() < 0:
+            return await _sync_call(self._sock.send, data, flags)
+        operator.index(flags)  # TypeError, as socket.send
+        return await self.send(data, int(flags))
+
+    async def connect(self, address: Any) -> None:
+        """Like :meth:`socket.socket.connect`, but async: an io_uring connect.
+        As in trio, a cancelled connect closes the socket (the connection may
+        have been half made); a failed one raises ``OSError``."""
+        try:
+            address = await self._resolve(address, local=False)
+            fd = self._fileno()
+            if fd < 0:
+                return await _sync_call(self._sock.connect, address)
+            if _busy(self._write_op):
+                return await _raise_busy()  # type: ignore[no-any-return]
+            ring = current_ring()
+            op = Connect(fd, address)
+            self._write_op = op
+            self._write_ring = ring
+            try:
+                await ring._perform(op)
+            except OSError as exc:
+                if exc.errno is None or isinstance(exc, trio.ClosedResourceError):
+                    raise
+                raise OSError(
+                    exc.errno, f"Error connecting to {address!r}: {os.strerror(exc.errno)}"
+                ) from None
+        except trio.Cancelled:
+            self.close()
+            raise
+
+    # -- messages with addresses and ancillary data (trio's readiness path) --------------
+    #
+    # IORING_OP_RECVMSG/SENDMSG need msghdr operations the core does not have
+    # yet; until then these do what trio's socket does: a non-blocking call,
+    # and trio's epoll between attempts.
+
+    async def _when_ready(
+        self, wait: Callable[[Any], Awaitable[None]], fn: Callable[..., T], *args: Any
+    ) -> T:
+        await _checkpoint_if_cancelled()
+        try:
+            result = fn(*args)
+        except BlockingIOError:
+            pass
+        else:
+            await _cancel_shielded_checkpoint()
+            return result
+        while True:
+            await wait(self._sock)
+            try:
+                return fn(*args)
+            except BlockingIOError:
+                pass
+
+    def recvfrom(self, bufsize: int, flags: int = 0, /) -> Awaitable[tuple[bytes, Any]]:
+        return self._when_ready(trio.lowlevel.wait_readable, self._sock.recvfrom, bufsize, flags)
+
+    def recvfrom_into(
+        self, buffer: Buffer, nbytes: int = 0, flags: int = 0
+    ) -> Awaitable[tuple[int, Any]]:
+        return self._when_ready(
+            trio.lowlevel.wait_readable, self._sock.recvfrom_into, buffer, nbytes, flags
+        )
+
+    def recvmsg(
+        self, bufsize: int, ancbufsize: int = 0, flags: int = 0, /
+    ) -> Awaitable[tuple[bytes, list[tuple[int, int, bytes]], int, Any]]:
+        return self._when_ready(
+            trio.lowlevel.wait_readable, self._sock.recvmsg, bufsize, ancbufsize, flags
+        )
+
+    def recvmsg_into(
+        self, buffers: Iterable[Buffer], ancbufsize: int = 0, flags: int = 0, /
+    ) -> Awaitable[tuple[int, list[tuple[int, int, bytes]], int, Any]]:
+        return self._when_ready(
+            trio.lowlevel.wait_readable, self._sock.recvmsg_into, buffers, ancbufsize, flags
+        )
+
+    @overload
+    async def sendto(self, data: Buffer, address: tuple[object, ...] | str | Buffer, /) -> int: ...
+
+    @overload
+    async def sendto(
+        self, data: Buffer, flags: int, address: tuple[object, ...] | str | Buffer, /
+    ) -> int: ...
+
+    async def sendto(self, *args: Any) -> int:
+        """Like :meth:`socket.socket.sendto` (``data[, flags], address``), but async."""
+        if not 2 <= len(args) <= 3:
+            raise TypeError(f"sendto() takes 2 or 3 arguments ({len(args)} given)")
+        address = await self._resolve(args[-1], local=False)
+        return await self._when_ready(
+            trio.lowlevel.wait_writable, self._sock.sendto, *args[:-1], address
+        )
+
+    async def sendmsg(
+        self,
+        buffers: Iterable[Buffer],
+        ancdata: Iterable[tuple[int, int, Buffer]] = (),
+        flags: int = 0,
+        address: Any = None,
+        /,
+    ) -> int:
+        """Like :meth:`socket.socket.sendmsg`, but async."""
+        if address is not None:
+            address = await self._resolve(address, local=False)
+        return await self._when_ready(
+            trio.lowlevel.wait_writable, self._sock.sendmsg, buffers, ancdata, flags, address
+        )
+
+
+# -- the factory -------------------------------------------------------------------------
+
+
+class SocketFactory(trio.abc.SocketFactory):
+    """Makes :class:`UringSocket` objects: what :func:`install` gives
+    ``trio.socket.set_custom_socket_factory``."""
+
+    __slots__ = ()
+
+    def socket(
+        self,
+        family: _stdlib_socket.AddressFamily | int = _stdlib_socket.AF_INET,
+        type: _stdlib_socket.SocketKind | int = _stdlib_socket.SOCK_STREAM,  # noqa: A002
+        proto: int = 0,
+    ) -> UringSocket:
+        return UringSocket(_stdlib_socket.socket(family, type, proto))
+
+
+def install() -> trio.abc.SocketFactory | None:
+    """Make ``trio.socket.socket()`` return ouring sockets for the rest of
+    the current ``trio.run`` (``trio.socket.set_custom_socket_factory``), so
+    ``trio.open_tcp_stream``, ``trio.serve_tcp``, ``trio.open_tcp_listeners``,
+    ``trio.open_unix_socket`` and the libraries built on them do their socket
+    I/O through io_uring. Returns the factory it replaced (``None``: trio's
+    own), which ``trio.socket.set_custom_socket_factory`` puts back."""
+    return trio.socket.set_custom_socket_factory(SocketFactory())
+
+
+def custom_socket_factory() -> trio.abc.SocketFactory | None:
+    """The socket factory installed in this run that is not ouring's (a test's
+    fake network, say), or ``None``. trio only reads it by replacing it, so
+    it is put back at once (no checkpoint in between)."""
+    current = trio.socket.set_custom_socket_factory(None)
+    trio.socket.set_custom_socket_factory(current)
+    return None if isinstance(current, SocketFactory) else current
