@@ -92,7 +92,8 @@ def is_ouring_socket(sock: object) -> bool:
 
 @dataclass
 class HttpServer:
-    """Serves ``/blob`` (BLOB), ``/hello/N`` (a short body), and ``/slow`` (reads the
+    """Serves ``/blob`` (BLOB), ``/hello/N`` (a short body; ``/hello/close`` closes
+    the connection after it, without telling the client), and ``/slow`` (reads the
     request, never answers, waits for the client to close). Records what it saw."""
 
     connections: int = 0
@@ -141,7 +142,7 @@ class HttpServer:
             for start in range(0, len(body), CHUNK):
                 await stream.send_all(conn.send(h11.Data(data=body[start : start + CHUNK])))
             await stream.send_all(conn.send(h11.EndOfMessage()))
-            if conn.our_state is h11.MUST_CLOSE:
+            if conn.our_state is h11.MUST_CLOSE or request.target == b"/hello/close":
                 return
             conn.start_next_cycle()
 
@@ -257,16 +258,44 @@ async def test_httpx_keeps_one_connection_alive_for_several_requests(mode: str) 
 
 
 @pytest.mark.parametrize("mode", MODES)
+async def test_httpx_sees_that_the_server_closed_an_idle_connection(mode: str) -> None:
+    """Before reusing a pooled connection httpcore asks ``stream.socket.is_readable()``:
+    an idle connection the peer closed is readable (EOF), so httpcore opens a new
+    one. A socket that answered False would get the request sent into a closed
+    connection and fail with "Server disconnected"."""
+    server = HttpServer()
+    with trio.fail_after(BOUND):
+        async with serving(mode, server.handle) as url, http_client(mode) as client:
+            first = await client.get(f"{url}/hello/close")
+            assert first.content == b"/hello/close ok"
+            await server.wait_closed(1)
+            # Wait for the kernel's answer: the server's FIN has reached the client. If it
+            # came before the response was closed, httpcore already asked is_readable()
+            # when it put the connection back in the pool, and closed it (fileno -1).
+            sock = client_socket(first)
+            assert isinstance(sock, trio.socket.SocketType)
+            if sock.fileno() != -1:
+                await trio.lowlevel.wait_readable(sock.fileno())
+            second = await client.get(f"{url}/hello/1")
+            assert second.content == b"/hello/1 ok"
+            assert client_socket(second) is not sock
+    assert server.connections == 2
+    assert server.targets == [b"/hello/close", b"/hello/1"]
+
+
+@pytest.mark.parametrize("mode", MODES)
 async def test_httpx_read_timeout_closes_the_connection(mode: str) -> None:
     server = HttpServer()
     with trio.fail_after(BOUND):
         async with serving(mode, server.handle) as url:
-            async with http_client(mode, timeout=httpx.Timeout(0.3)) as client:
+            # Only the read has a short timeout: a loaded machine must not turn the
+            # connect or the request into the timeout the test expects from the read.
+            async with http_client(mode, timeout=httpx.Timeout(BOUND, read=0.3)) as client:
                 with pytest.raises(httpx.ReadTimeout):
                     await client.get(f"{url}/slow")
                 # httpcore dropped the connection that timed out: the server sees it close.
                 await server.wait_closed(1)
-                response = await client.get(f"{url}/hello/again")  # a new connection works
+                response = await client.get(f"{url}/hello/again", timeout=BOUND)
                 assert response.content == b"/hello/again ok"
             await server.wait_closed(2)
     assert server.targets == [b"/slow", b"/hello/again"]
