@@ -135,9 +135,11 @@ def serve_trio(impl: str, stats: Stats, port: int) -> None:
     async def echo_into(stream: Any) -> None:
         stats.connections += 1
         buf = bytearray(RECEIVE_SIZE)
+        # ouring's own stream has it, trio's SocketStream over ouring's socket on .socket
+        receive_into = getattr(stream, "receive_into", None) or stream.socket.receive_into
         try:
             while True:
-                buf, n = await stream.receive_into(buf)
+                buf, n = await receive_into(buf)
                 if not n:
                     break
                 await stream.send_all(memoryview(buf)[:n])

@@ -7,8 +7,9 @@ It prints ``listening on HOST:PORT`` once it accepts connections, then echoes
 every byte each client sends until the client closes its side, and exits
 cleanly (status 0) on SIGINT or SIGTERM.
 
-Each connection runs ``echo`` in its own task. The handler receives with
-``receive_into``, the owned-buffer receive: one 64 KiB bytearray per
+Each connection runs ``echo`` in its own task, with trio's own
+``trio.SocketStream`` over an ``ouring.trio.UringSocket``. The handler
+receives with the socket's ``receive_into``, the owned-buffer receive: one 64 KiB bytearray per
 connection is lent to the kernel for each receive and comes back with the
 byte count, so nothing is allocated per message. ``send_all`` sends that
 prefix of it back; the buffer is lent again only after the send completed.
@@ -23,28 +24,30 @@ import sys
 
 import trio
 
-from ouring.trio import SocketListener, SocketStream, serve_tcp
+from ouring.trio import UringSocket, serve_tcp
 
 CHUNK = 64 * 1024
 
 
-async def echo(stream: SocketStream) -> None:
+async def echo(stream: trio.SocketStream) -> None:
+    sock = stream.socket
+    assert isinstance(sock, UringSocket)
     buf = bytearray(CHUNK)
     try:
         while True:
-            buf, n = await stream.receive_into(buf)
+            buf, n = await sock.receive_into(buf)
             if not n:  # the client sent EOF
                 return
             with memoryview(buf) as view:
                 await stream.send_all(view[:n])
-    except trio.BrokenResourceError:
+    except (trio.BrokenResourceError, ConnectionError):
         pass  # the client went away without closing cleanly (e.g. a reset)
 
 
 async def main(host: str, port: int) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            listeners: list[SocketListener] = await nursery.start(
+            listeners: list[trio.SocketListener] = await nursery.start(
                 functools.partial(serve_tcp, echo, port, host=host)
             )
             for listener in listeners:

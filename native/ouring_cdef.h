@@ -5,6 +5,8 @@ static const int IORING_OP_NOP;
 static const int IORING_OP_READV;
 static const int IORING_OP_WRITEV;
 static const int IORING_OP_FSYNC;
+static const int IORING_OP_SENDMSG;
+static const int IORING_OP_RECVMSG;
 static const int IORING_OP_ACCEPT;
 static const int IORING_OP_ASYNC_CANCEL;
 static const int IORING_OP_CONNECT;
@@ -51,6 +53,22 @@ static const int IORING_OP_LINKAT;
 struct iovec {
     void *iov_base;
     size_t iov_len;
+};
+
+typedef int... socklen_t;
+
+/* The kernel reads it (and the iovecs, name and control buffers it points at)
+ * when RECVMSG/SENDMSG are issued, and RECVMSG writes back msg_namelen,
+ * msg_controllen and msg_flags at completion. */
+struct msghdr {
+    void *msg_name;
+    socklen_t msg_namelen;
+    struct iovec *msg_iov;
+    size_t msg_iovlen;
+    void *msg_control;
+    size_t msg_controllen;
+    int msg_flags;
+    ...;
 };
 
 struct statx_timestamp {

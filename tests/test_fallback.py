@@ -174,6 +174,18 @@ async def main(tmp):
         await ouring.shutdown(b, socket.SHUT_WR)
         out["eof"] = (await ouring.recv(a, bytearray(4)))[1]
 
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with rx, tx:
+        rx.bind(("127.0.0.1", 0))
+        rx.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTOS, 1)
+        _, sent = await ouring.sendmsg(tx, [b"data", b"gram"], (), 0, rx.getsockname())
+        bufs, got, ancdata, msg_flags, address = await ouring.recvmsg(
+            rx, [bytearray(3), bytearray(3)], socket.CMSG_SPACE(1)
+        )
+        out["msg"] = [sent, got, [b.decode() for b in bufs], [list(a[:2]) + [a[2].hex()]
+                      for a in ancdata], msg_flags, address == tx.getsockname()]
+
     async def echo(stream):
         async for chunk in stream:
             await stream.send_all(chunk)

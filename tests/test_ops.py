@@ -711,7 +711,9 @@ async def test_trio_sockets_and_non_blocking_fds_park_instead_of_failing() -> No
             assert received == [b"trio"]
 
 
-@pytest.mark.parametrize("name", ["read", "write", "readv", "writev", "recv", "send"])
+@pytest.mark.parametrize(
+    "name", ["read", "write", "readv", "writev", "recv", "send", "recvmsg", "sendmsg"]
+)
 async def test_a_closed_socket_object_fails_with_the_buffer(name: str) -> None:
     """A closed socket.socket has fileno() == -1: the EBADF is raised at the
     call, and like every error of a buffer-carrying operation it should hand
@@ -719,7 +721,7 @@ async def test_a_closed_socket_object_fails_with_the_buffer(name: str) -> None:
     dead = socket.socket()
     dead.close()
     buf = bytearray(4)
-    arg: Any = [buf] if name in ("readv", "writev") else buf
+    arg: Any = [buf] if name in ("readv", "writev", "recvmsg", "sendmsg") else buf
     with pytest.raises(OSError, match="Bad file descriptor") as info:
         await getattr(ouring, name)(dead, arg)
     assert info.value.errno == errno.EBADF
@@ -731,6 +733,222 @@ async def test_nop_on_a_ring_of_its_own() -> None:
         await ring.nop()
         stats = ring.statistics()
         assert (stats.completed, stats.inflight) == (1, 0)
+
+
+# -- recvmsg and sendmsg -----------------------------------------------------------------
+#
+# Each result is compared with what the socket module returns for the same
+# datagram: the stdlib receives one copy, ouring an identical one.
+
+Ancillary = list[tuple[int, int, bytes]]
+
+
+@contextmanager
+def udp_pair(family: int) -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A bound receiver and a bound sender on the loopback of ``family``."""
+    with (
+        socket.socket(family, socket.SOCK_DGRAM) as rx,
+        socket.socket(family, socket.SOCK_DGRAM) as tx,
+    ):
+        rx.bind((LOOPBACK[family], 0))
+        tx.bind((LOOPBACK[family], 0))
+        yield rx, tx
+
+
+def received_fds(ancdata: Ancillary) -> list[int]:
+    fds = array.array("i")
+    for level, kind, data in ancdata:
+        if (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS):
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    return list(fds)
+
+
+UDP_FAMILIES = [socket.AF_INET, pytest.param(socket.AF_INET6, marks=needs_ipv6)]
+
+
+@pytest.mark.parametrize("family", UDP_FAMILIES)
+async def test_udp_sendmsg_to_an_address_and_recvmsg_as_the_socket_module(family: int) -> None:
+    with udp_pair(family) as (rx, tx):
+        for _ in range(2):
+            _, n = await ouring.sendmsg(tx, [b"da", memoryview(b"tagram")], (), 0, rx.getsockname())
+            assert n == 8
+        expected = rx.recvmsg_into([bytearray(3), bytearray(10)])
+        scatter = [bytearray(3), bytearray(10)]
+        got_bufs, *rest = await ouring.recvmsg(rx, scatter)
+        assert got_bufs is scatter
+        assert tuple(rest) == expected
+        assert rest[3] == tx.getsockname()
+        assert (bytes(scatter[0]), bytes(scatter[1][:5])) == (b"dat", b"agram")
+        assert_idle()
+
+
+@pytest.mark.parametrize("family", UDP_FAMILIES)
+async def test_udp_recvmsg_of_a_longer_datagram_says_msg_trunc(family: int) -> None:
+    with udp_pair(family) as (rx, tx):
+        for _ in range(2):
+            tx.sendto(b"0123456789", rx.getsockname())
+        expected = rx.recvmsg_into([bytearray(4)])
+        buf = bytearray(4)
+        _, *rest = await ouring.recvmsg(rx, [buf])
+        assert tuple(rest) == expected
+        n, ancdata, msg_flags, _ = rest
+        assert (n, bytes(buf), ancdata) == (4, b"0123", [])
+        assert msg_flags & socket.MSG_TRUNC
+        # MSG_TRUNC in flags: the datagram's real length, as recvmsg_into says
+        for _ in range(2):
+            tx.sendto(b"0123456789", rx.getsockname())
+        expected = rx.recvmsg_into([bytearray(4)], 0, socket.MSG_TRUNC)
+        _, *rest = await ouring.recvmsg(rx, [bytearray(4)], 0, socket.MSG_TRUNC)
+        assert tuple(rest) == expected
+        assert rest[0] == 10
+
+
+async def test_recvmsg_parses_several_control_messages_as_the_socket_module() -> None:
+    """Two control messages (TTL, then TOS) back to back, CMSG-aligned; then a
+    control buffer with room for only the first: MSG_CTRUNC."""
+    ip_recvttl, ip_ttl = 12, 2  # linux/in.h; the socket module does not export them
+    with udp_pair(socket.AF_INET) as (rx, tx):
+        rx.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTOS, 1)
+        rx.setsockopt(socket.IPPROTO_IP, ip_recvttl, 1)
+        tx.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0x10)
+        tx.setsockopt(socket.IPPROTO_IP, ip_ttl, 33)
+        ttl = (socket.IPPROTO_IP, ip_ttl, struct.pack("@i", 33))
+        tos = (socket.IPPROTO_IP, socket.IP_TOS, b"\x10")
+        rounds = [
+            (socket.CMSG_SPACE(4) + socket.CMSG_SPACE(1), [ttl, tos], 0),
+            (socket.CMSG_SPACE(4), [ttl], socket.MSG_CTRUNC),
+        ]
+        for ancbufsize, ancdata, msg_flags in rounds:
+            for _ in range(2):
+                tx.sendto(b"ttl and tos", rx.getsockname())
+            expected = rx.recvmsg_into([bytearray(16)], ancbufsize)
+            _, *rest = await ouring.recvmsg(rx, [bytearray(16)], ancbufsize)
+            assert tuple(rest) == expected
+            assert (rest[1], rest[2]) == (ancdata, msg_flags)
+
+
+async def test_recvmsg_on_a_stream_has_no_address_and_honours_msg_peek(
+    stream: tuple[socket.socket, socket.socket],
+) -> None:
+    a, b = stream
+    b.sendall(b"peeked")
+    buf = bytearray(16)
+    _, n, ancdata, msg_flags, address = await ouring.recvmsg(a, [buf], 0, socket.MSG_PEEK)
+    assert (bytes(buf[:n]), ancdata, msg_flags) == (b"peeked", [], 0)
+    assert address == a.recvmsg(16, 0, socket.MSG_PEEK)[3]  # None or '', as socket says
+    _, n, *_ = await ouring.recvmsg(a, [bytearray(16)])
+    assert n == 6
+    _, n = await ouring.sendmsg(a, [b"x", b"", b"yz"])
+    assert n == 3
+    assert b.recv(16) == b"xyz"
+
+
+@pytest.mark.parametrize("kind", [socket.SOCK_DGRAM, socket.SOCK_STREAM])
+async def test_sendmsg_and_recvmsg_pass_fds_with_scm_rights(kind: int) -> None:
+    ouring.current_ring()  # the run's ring exists before the fds are counted
+    before = fd_count()
+    r, w = os.pipe()
+    a, b = socket.socketpair(socket.AF_UNIX, kind)
+    with a, b:
+        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [r, w]))]
+        _, n = await ouring.sendmsg(a, [b"fds"], rights)
+        assert n == 3
+        a.sendmsg([b"fds"], rights)  # the same again for the socket module
+        os.close(r)
+        os.close(w)
+        buf = bytearray(3)
+        _, n, ancdata, msg_flags, address = await ouring.recvmsg(b, [buf], socket.CMSG_SPACE(8))
+        expected = b.recvmsg_into([bytearray(3)], socket.CMSG_SPACE(8))
+        try:
+            assert (bytes(buf), n, msg_flags, address) == (b"fds", *expected[:1], *expected[2:])
+            assert [(level, kind, len(data)) for level, kind, data in ancdata] == [
+                (level, kind, len(data)) for level, kind, data in expected[1]
+            ]
+            got_r, got_w = received_fds(ancdata)
+            assert [os.get_inheritable(fd) for fd in (got_r, got_w)] == [
+                os.get_inheritable(fd) for fd in received_fds(expected[1])
+            ]
+            os.write(got_w, b"through a passed fd")
+            assert os.read(got_r, 64) == b"through a passed fd"
+        finally:
+            for fd in received_fds(ancdata) + received_fds(expected[1]):
+                os.close(fd)
+    assert fd_count() == before
+
+
+async def test_recvmsg_with_room_for_one_fd_of_two_says_msg_ctrunc() -> None:
+    ouring.current_ring()  # the run's ring exists before the fds are counted
+    before = fd_count()
+    r, w = os.pipe()
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with a, b:
+        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [r, w]))]
+        a.sendmsg([b"1"], rights)
+        a.sendmsg([b"2"], rights)
+        os.close(r)
+        os.close(w)
+        _, _, ancdata, msg_flags, _ = await ouring.recvmsg(b, [bytearray(1)], socket.CMSG_LEN(4))
+        expected = b.recvmsg_into([bytearray(1)], socket.CMSG_LEN(4))
+        try:
+            assert msg_flags == expected[2]
+            assert msg_flags & socket.MSG_CTRUNC
+            assert len(received_fds(ancdata)) == len(received_fds(expected[1])) == 1
+        finally:
+            for fd in received_fds(ancdata) + received_fds(expected[1]):
+                os.close(fd)
+    assert fd_count() == before
+
+
+async def test_sendmsg_resolves_a_host_name() -> None:
+    with udp_pair(socket.AF_INET) as (rx, tx):
+        _, n = await ouring.sendmsg(tx, [b"named"], (), 0, ("localhost", rx.getsockname()[1]))
+        assert n == 5
+        assert rx.recvfrom(16) == (b"named", tx.getsockname())
+
+
+async def test_a_cancelled_parked_recvmsg_consumes_nothing() -> None:
+    with udp_pair(socket.AF_INET) as (rx, tx):
+        buf = bytearray(b"untouched")
+        with trio.CancelScope() as scope:
+
+            async def cancel_when_parked() -> None:
+                await trio.testing.wait_all_tasks_blocked()
+                assert ouring.current_ring().statistics().inflight == 1
+                scope.cancel()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(cancel_when_parked)
+                await ouring.recvmsg(rx, [buf], 64)
+                raise AssertionError("the cancelled recvmsg returned")
+        assert scope.cancelled_caught
+        assert_idle()
+        assert buf == b"untouched"
+        buf.extend(b"!")  # no export left: the buffer is the caller's again
+        tx.sendto(b"after", rx.getsockname())
+        assert rx.recvfrom(16) == (b"after", tx.getsockname())  # nothing was eaten
+
+
+@pytest.mark.io_uring_only  # steps the ring by hand (flush); the fallback has its own
+async def test_a_recvmsg_nobody_receives_closes_the_fds_it_got() -> None:
+    ring = ouring.current_ring()
+    before = fd_count()
+    r, w = os.pipe()
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with a, b:
+        first = ring.nop()
+        first.send(None)  # a lone task's first op goes at once: this one
+        coro = ouring.recvmsg(b, [bytearray(4)], socket.CMSG_SPACE(8))
+        coro.send(None)  # parked: queued behind the nop
+        ring.flush()  # the kernel has the recvmsg
+        a.sendmsg([b"fds"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [r, w]))])
+        os.close(r)
+        os.close(w)
+        readable, _, _ = select.select([ring.wait_fd], [], [], 5)
+        assert readable  # the recvmsg completed with two new fds...
+        coro.close()  # ...that nobody will receive
+        first.close()
+        await ouring.wait_all_ops_completed()
+    assert fd_count() == before  # discard() closed them
 
 
 # -- errors carry the buffer --------------------------------------------------------------
@@ -749,8 +967,19 @@ def two_buffers(size: int) -> list[bytearray]:
         (lambda p, buf: ouring.writev(p[0], buf), lambda n: [bytes(n), b"x"], errno.EBADF),
         (lambda p, buf: ouring.recv(p[0], buf), bytearray, errno.ENOTSOCK),
         (lambda p, buf: ouring.send(p[1], buf), bytes, errno.ENOTSOCK),
+        (lambda p, buf: ouring.recvmsg(p[0], buf), two_buffers, errno.ENOTSOCK),
+        (lambda p, buf: ouring.sendmsg(p[1], buf), lambda n: [bytes(n)], errno.ENOTSOCK),
     ],
-    ids=["read-write-end", "write-read-end", "readv", "writev", "recv-pipe", "send-pipe"],
+    ids=[
+        "read-write-end",
+        "write-read-end",
+        "readv",
+        "writev",
+        "recv-pipe",
+        "send-pipe",
+        "recvmsg-pipe",
+        "sendmsg-pipe",
+    ],
 )
 async def test_error_completions_carry_the_buffer(
     pipe: tuple[int, int],

@@ -19,6 +19,7 @@ import trio
 import trio.testing
 
 import ouring
+import ouring.trio
 from ouring.trio import (
     SocketListener,
     SocketStream,
@@ -496,7 +497,7 @@ def refused_port() -> Iterator[int]:
 
 
 @asynccontextmanager
-async def listening() -> AsyncIterator[SocketListener]:
+async def listening() -> AsyncIterator[trio.SocketListener]:
     (listener,) = await open_tcp_listeners(0, host="127.0.0.1")
     async with listener:
         yield listener
@@ -613,15 +614,18 @@ async def test_wildcard_listeners_cover_both_families() -> None:
 
 
 async def test_serve_tcp_echoes_and_hands_out_its_listeners() -> None:
-    async def echo(stream: SocketStream) -> None:
+    async def echo(stream: trio.SocketStream) -> None:
+        assert isinstance(stream.socket, ouring.trio.UringSocket)
         while data := await stream.receive_some():
             await stream.send_all(data)
 
     async with trio.open_nursery() as nursery:
-        listeners: list[SocketListener] = await nursery.start(
+        listeners: list[trio.SocketListener] = await nursery.start(
             functools.partial(serve_tcp, echo, 0, host="127.0.0.1")
         )
-        assert all(isinstance(listener, SocketListener) for listener in listeners)
+        # trio's own final classes, over ouring sockets
+        assert all(isinstance(listener, trio.SocketListener) for listener in listeners)
+        assert all(isinstance(listener.socket, ouring.trio.UringSocket) for listener in listeners)
         port = listeners[0].socket.getsockname()[1]
 
         async def client(i: int) -> None:

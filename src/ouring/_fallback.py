@@ -74,7 +74,6 @@ from typing import Any, Final, NoReturn, TypeVar
 import outcome
 import trio
 
-from . import _sockaddr
 from ._errors import FdClosedError, RingClosedError, UnsupportedError
 from ._native import ffi, lib
 from ._ops import (
@@ -101,8 +100,10 @@ from ._ops import (
     ReadV,
     Recv,
     RecvBytes,
+    RecvMsg,
     RenameAt,
     Send,
+    SendMsg,
     Shutdown,
     Statx,
     SymlinkAt,
@@ -111,7 +112,6 @@ from ._ops import (
     WriteV,
     address_of,
     fileno,
-    socket_family,
 )
 from ._ring import Ring, RingStatistics
 
@@ -205,6 +205,8 @@ _pwritev = _c("pwritev64", _ssize, _int, _ptr, _int, _off)
 _pwritev2 = _c("pwritev64v2", _ssize, _int, _ptr, _int, _off, _int)
 _recv = _c("recv", _ssize, _int, _ptr, _size, _int)
 _send = _c("send", _ssize, _int, _ptr, _size, _int)
+_recvmsg = _c("recvmsg", _ssize, _int, _ptr, _int)
+_sendmsg = _c("sendmsg", _ssize, _int, _ptr, _int)
 _accept4 = _c("accept4", _int, _int, _ptr, _ptr, _int)
 _connect = _c("connect", _int, _int, _ptr, _uint)
 _getsockopt = _c("getsockopt", _int, _int, _int, _int, _ptr, _ptr)
@@ -474,9 +476,9 @@ class ThreadRing(Ring):
             op.release()  # never started: the caller keeps everything
             raise
         kind = type(op)
-        if kind in (Recv, RecvBytes, Accept):
+        if kind in (Recv, RecvBytes, RecvMsg, Accept):
             return await self._when_ready(op, out=False)
-        if kind is Send:
+        if kind in (Send, SendMsg):
             return await self._when_ready(op, out=True)
         if kind is Connect:
             return await self._connect(op)
@@ -560,6 +562,12 @@ class ThreadRing(Ring):
             give_up = bool(op.op_flags & socket.MSG_DONTWAIT)
         elif isinstance(op, Send):
             attempt = partial(_send_nowait, op.op_flags)
+            give_up = bool(op.op_flags & socket.MSG_DONTWAIT)
+        elif isinstance(op, RecvMsg):
+            attempt = partial(_recvmsg_nowait, op.op_flags)
+            give_up = bool(op.op_flags & socket.MSG_DONTWAIT)
+        elif isinstance(op, SendMsg):
+            attempt = partial(_sendmsg_nowait, op.op_flags)
             give_up = bool(op.op_flags & socket.MSG_DONTWAIT)
         elif isinstance(op, Accept):
             attempt, give_up = _accept_nowait, False
@@ -880,13 +888,11 @@ class ThreadRing(Ring):
         state = "closed" if self._closed else f"threads={self._threads}"
         return f"<ouring.ThreadRing {state}>"
 
-    async def connect(self, sock: Any, address: Any) -> None:
-        family = socket_family(sock, fileno(sock))
-        if not _sockaddr.is_numeric(family, address):
-            host, port, *rest = address
-            infos = await trio.socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
-            address = (infos[0][4][0], port, *rest)
-        await self._perform(Connect(sock, address))
+    async def _resolve(self, family: int, address: Any) -> Any:
+        # No executor here: trio's resolver, as the io_uring driver's resolve.
+        host, port, *rest = address
+        infos = await trio.socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
+        return (infos[0][4][0], port, *rest)
 
     # The io_uring driver interface has no meaning here.
 
@@ -937,11 +943,24 @@ def _send_nowait(flags: int, op: Operation[Any]) -> int:
     return _sys(_send, op.fd, op.addr, op.length, flags)
 
 
+def _recvmsg_nowait(flags: int, op: Operation[Any]) -> int:
+    # op.addr is the operation's msghdr, as in its SQE; the kernel writes the
+    # name and control lengths and msg_flags back into it, as io_uring does.
+    return _sys(_recvmsg, op.fd, op.addr, flags | socket.MSG_DONTWAIT)
+
+
+def _sendmsg_nowait(flags: int, op: Operation[Any]) -> int:
+    flags |= socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
+    return _sys(_sendmsg, op.fd, op.addr, flags)
+
+
 _INLINE_OR_READY: tuple[type[Operation[Any]], ...] = (
     Nop,
     Recv,
     RecvBytes,
+    RecvMsg,
     Send,
+    SendMsg,
     Accept,
     Connect,
     Shutdown,

@@ -16,10 +16,13 @@ lives there.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import operator
 import os
 import socket
+import struct
+import warnings
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -55,8 +58,10 @@ __all__ = [
     "ReadV",
     "Recv",
     "RecvBytes",
+    "RecvMsg",
     "RenameAt",
     "Send",
+    "SendMsg",
     "Shutdown",
     "Statx",
     "SymlinkAt",
@@ -289,6 +294,247 @@ class WriteV(_VectorOperation[S]):
     opcode = lib.IORING_OP_WRITEV
     writes_buffer = False
     completes_inline = True
+
+
+# struct cmsghdr is (size_t cmsg_len, int cmsg_level, int cmsg_type); CMSG_ALIGN
+# rounds to sizeof(size_t). CMSG_LEN(0) is the aligned header size.
+_CMSG = struct.Struct("@Nii")
+_CMSG_HEADER = socket.CMSG_LEN(0)
+_CMSG_ALIGN = struct.calcsize("@N")
+_SOCKLEN_MAX = 0x7FFFFFFF  # socklen_t lengths, as the socket module bounds them
+
+
+def _cmsg_align(length: int) -> int:
+    return (length + _CMSG_ALIGN - 1) & ~(_CMSG_ALIGN - 1)
+
+
+def parse_ancillary(control: bytes, warn: bool = True) -> list[tuple[int, int, bytes]]:
+    """``[(level, type, data), ...]`` from the control buffer the kernel filled
+    (``msg_controllen`` bytes), walked as CPython's ``socket.recvmsg`` walks
+    it with glibc's CMSG_FIRSTHDR/CMSG_NXTHDR: a header that does not fit ends
+    the walk, a data part cut short by the buffer's end is returned cut, and
+    either is reported with the same ``RuntimeWarning``."""
+    items: list[tuple[int, int, bytes]] = []
+    end = len(control)
+    pos = 0
+    while pos + _CMSG_HEADER <= end:
+        length, level, kind = _CMSG.unpack_from(control, pos)
+        if length < _CMSG_HEADER:
+            _malformed(warn)
+            break
+        size = length - _CMSG_HEADER
+        room = end - pos - _CMSG_HEADER
+        if size > room:
+            _malformed(warn)
+            size = room
+        items.append((level, kind, control[pos + _CMSG_HEADER : pos + _CMSG_HEADER + size]))
+        # CMSG_NXTHDR: the next header must fit, and its aligned length too.
+        pos += _cmsg_align(length)
+        if pos + _CMSG_HEADER > end:
+            break
+        (following,) = struct.unpack_from("@N", control, pos)
+        if pos + _cmsg_align(following) > end:
+            break
+    return items
+
+
+def _malformed(warn: bool) -> None:
+    if warn:
+        warnings.warn(
+            "received malformed or improperly-truncated ancillary data",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+
+def build_ancillary(ancdata: Any) -> bytes:
+    """The control buffer for ``sendmsg``'s ``[(level, type, data), ...]``:
+    each message CMSG_SPACE long, as ``socket.sendmsg`` lays them out."""
+    try:
+        items = list(ancdata)
+    except TypeError:
+        raise TypeError(
+            f"ancdata must be an iterable of (level, type, data), not {type(ancdata).__name__}"
+        ) from None
+    parts: list[bytes] = []
+    for item in items:
+        try:
+            level, kind, data = item
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"ancillary data items are (level, type, data) sequences, not {item!r}"
+            ) from None
+        level, kind = _c_int(level, "level"), _c_int(kind, "type")
+        try:
+            with memoryview(data) as view:
+                payload = view.tobytes()
+        except TypeError:
+            raise TypeError(
+                f"ancillary data must be a bytes-like object, not {type(data).__name__}"
+            ) from None
+        length = _CMSG_HEADER + len(payload)
+        parts.append(_CMSG.pack(length, level, kind).ljust(_CMSG_HEADER, b"\0"))
+        parts.append(payload.ljust(_cmsg_align(length) - _CMSG_HEADER, b"\0"))
+    control = b"".join(parts)
+    if len(control) > _SOCKLEN_MAX:
+        raise OSError(errno.ENOBUFS, "too much ancillary data")
+    return control
+
+
+def _c_int(value: Any, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"ancillary {name} must be an int, not {type(value).__name__}")
+    if not -0x80000000 <= value <= 0x7FFFFFFF:
+        raise OverflowError(f"ancillary {name} {value} does not fit in a C int")
+    return value
+
+
+def _received_fds(control: bytes) -> list[int]:
+    """The fds an SCM_RIGHTS message installed in this process."""
+    fds: list[int] = []
+    for level, kind, data in parse_ancillary(control, warn=False):
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(data) - len(data) % 4
+            fds.extend(struct.unpack(f"@{usable // 4}i", data[:usable]))
+    return fds
+
+
+class _MsgOperation(Operation[T]):
+    """recvmsg/sendmsg: a ``struct msghdr`` that points at the iovecs of the
+    caller's buffers (leased like readv/writev's), a name buffer (the peer's
+    address, written or read by the kernel) and a control buffer (ancillary
+    data). All of it is owned by the operation until its final CQE."""
+
+    __slots__ = ("buffers", "control", "iovecs", "leases", "msghdr", "name")
+    writes_buffer: ClassVar[bool]
+
+    def _build(self, sock: Any, bufs: Any, flags: Any) -> tuple[int, list[Any], int]:
+        """Check the socket, the flags and the buffer sequence (before anything
+        is acquired)."""
+        fd = fileno_for(sock, bufs)
+        flags = u32(flags, "flags")
+        try:
+            items = list(bufs)
+        except TypeError:
+            raise TypeError(
+                f"a sequence of buffers is required, not {type(bufs).__name__}"
+            ) from None
+        if len(items) > _IOV_MAX:
+            # What socket.sendmsg/recvmsg_into report: the kernel's EMSGSIZE.
+            raise OSError(errno.EMSGSIZE, f"at most {_IOV_MAX} buffers (IOV_MAX), got {len(items)}")
+        return fd, items, flags
+
+    def _lend(self, bufs: Any, items: list[Any], name: Any, control: Any, size: int) -> None:
+        """Lease the buffers and point a msghdr at everything (the last step
+        of a constructor: nothing fails after it)."""
+        leases: list[Lease] = []
+        try:
+            for item in items:
+                leases.append(Lease(item, self.writes_buffer))
+        except BaseException:
+            for lease in leases:
+                lease.release()
+            raise
+        iovecs = ffi.new("struct iovec[]", len(leases))
+        for iov, lease in zip(iovecs, leases, strict=True):
+            iov.iov_base = ffi.cast("void *", lease.ptr)
+            iov.iov_len = lease.length
+        msg = ffi.new("struct msghdr *")
+        msg.msg_name = name
+        msg.msg_namelen = 0 if name == _NULL else len(name)
+        msg.msg_iov = iovecs if leases else _NULL
+        msg.msg_iovlen = len(leases)
+        msg.msg_control = control
+        msg.msg_controllen = size
+        self.buffers = bufs
+        self.leases = leases
+        self.iovecs = iovecs
+        self.name = name
+        self.control = control
+        self.msghdr = msg
+
+    def release(self) -> None:
+        for lease in self.leases:
+            lease.release()
+
+
+class RecvMsg(_MsgOperation[tuple[S, int, list[tuple[int, int, bytes]], int, Any]]):
+    """IORING_OP_RECVMSG into a sequence of writable buffers:
+    ``socket.recvmsg_into``. Up to ``ancbufsize`` bytes of ancillary data are
+    received; the result is ``(bufs, nbytes, ancdata, msg_flags, address)``
+    with ``ancdata``, ``msg_flags`` (``MSG_TRUNC``, ``MSG_CTRUNC``...) and
+    ``address`` as the socket module returns them. Like ``socket.recvmsg``,
+    received fds (SCM_RIGHTS) are inheritable unless ``flags`` has
+    ``MSG_CMSG_CLOEXEC``; if nobody receives the result they are closed."""
+
+    __slots__ = ()
+    opcode = lib.IORING_OP_RECVMSG
+    writes_buffer = True
+
+    def __init__(self, sock: Any, bufs: S, ancbufsize: int = 0, flags: int = 0) -> None:
+        fd, items, flags = self._build(sock, bufs, flags)
+        size: int = operator.index(ancbufsize)
+        if not 0 <= size <= _SOCKLEN_MAX:
+            raise ValueError(f"ancbufsize must be in 0..{_SOCKLEN_MAX}, not {size}")
+        # Written by the kernel at completion, with their lengths in the msghdr.
+        name = ffi.new("char[]", _sockaddr.MAX_SOCKADDR)
+        control = ffi.new("char[]", size) if size else _NULL
+        self._lend(bufs, items, name, control, size)
+        # liburing's io_uring_prep_recvmsg: addr is the msghdr, len 1.
+        super().__init__(fd, address_of(self.msghdr), 1, 0, flags)
+
+    def _control(self) -> bytes:
+        if self.control == _NULL:
+            return b""
+        used = min(self.msghdr.msg_controllen, len(self.control))
+        return bytes(ffi.buffer(self.control, used))
+
+    def result(self) -> tuple[S, int, list[tuple[int, int, bytes]], int, Any]:
+        if self.res < 0:
+            raise os_error(self.res, buffer=self.buffers)
+        msg = self.msghdr
+        namelen = min(msg.msg_namelen, _sockaddr.MAX_SOCKADDR)
+        # No address (a connected stream socket, an unbound peer): None, as
+        # the socket module says.
+        address = _sockaddr.decode(ffi.buffer(self.name, namelen)[:]) if namelen else None
+        ancdata = parse_ancillary(self._control())
+        return self.buffers, self.res, ancdata, msg.msg_flags, address
+
+    def discard(self) -> None:
+        if self.res >= 0:
+            for fd in _received_fds(self._control()):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+
+class SendMsg(_MsgOperation[tuple[S, int]]):
+    """IORING_OP_SENDMSG from a sequence of buffers with ancillary data
+    ``[(level, type, data), ...]`` (copied into a control buffer at the call)
+    to ``address`` (None: the connected peer): ``socket.sendmsg``. The result
+    is ``(bufs, nbytes)``; a stream socket may send less than all."""
+
+    __slots__ = ()
+    opcode = lib.IORING_OP_SENDMSG
+    writes_buffer = False
+    completes_inline = True  # with room in the socket buffer, like send
+
+    def __init__(
+        self, sock: Any, bufs: S, ancdata: Any = (), flags: int = 0, address: Any = None
+    ) -> None:
+        fd, items, flags = self._build(sock, bufs, flags)
+        data = build_ancillary(ancdata)
+        if address is None:
+            name = _NULL
+        else:
+            name = ffi.new("char[]", _sockaddr.encode(socket_family(sock, fd), address))
+        control = ffi.new("char[]", data) if data else _NULL
+        self._lend(bufs, items, name, control, len(data))
+        super().__init__(fd, address_of(self.msghdr), 1, 0, flags)
+
+    def result(self) -> tuple[S, int]:
+        if self.res < 0:
+            raise os_error(self.res, buffer=self.buffers)
+        return self.buffers, self.res
 
 
 class Accept(Operation[tuple[socket.socket, Any]]):

@@ -63,8 +63,10 @@ from ._ops import (
     Read,
     ReadV,
     Recv,
+    RecvMsg,
     RenameAt,
     Send,
+    SendMsg,
     Shutdown,
     Statx,
     SymlinkAt,
@@ -463,16 +465,37 @@ class Ring(RingCore):
     async def send(self, sock: Any, buf: B, flags: int = 0) -> tuple[B, int]:
         return await self._perform(Send(sock, buf, flags))
 
+    async def recvmsg(
+        self, sock: Any, bufs: S, ancbufsize: int = 0, flags: int = 0
+    ) -> tuple[S, int, list[tuple[int, int, bytes]], int, Any]:
+        return await self._perform(RecvMsg(sock, bufs, ancbufsize, flags))
+
+    async def sendmsg(
+        self, sock: Any, bufs: S, ancdata: Any = (), flags: int = 0, address: Any = None
+    ) -> tuple[S, int]:
+        if address is not None:
+            address = await self._numeric_address(sock, address)
+        return await self._perform(SendMsg(sock, bufs, ancdata, flags, address))
+
     async def accept(self, sock: Any) -> tuple[Any, Any]:
         return await self._perform(Accept(sock))
 
     async def connect(self, sock: Any, address: Any) -> None:
-        family = socket_family(sock, fileno(sock))
-        if not _sockaddr.is_numeric(family, address):
-            if self.executor is None:
-                raise RuntimeError("resolving a host name needs an event loop")
-            address = await self.executor.resolve(family, address)
+        address = await self._numeric_address(sock, address)
         await self._perform(Connect(sock, address))
+
+    async def _numeric_address(self, sock: Any, address: Any) -> Any:
+        """``address`` with its host name resolved (by the event loop: it may
+        block), for the operations that carry a sockaddr."""
+        family = socket_family(sock, fileno(sock))
+        if _sockaddr.is_numeric(family, address):
+            return address
+        return await self._resolve(family, address)
+
+    async def _resolve(self, family: int, address: Any) -> Any:
+        if self.executor is None:
+            raise RuntimeError("resolving a host name needs an event loop")
+        return await self.executor.resolve(family, address)
 
     async def open(
         self, path: Any, flags: int = os.O_RDONLY, mode: int = 0o666, *, dir_fd: Any = None

@@ -57,6 +57,7 @@ from ._ops import (
 )
 from ._ring import Ring
 from ._trio import current_ring
+from ._trio_socket import UringSocket, custom_socket_factory
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -548,9 +549,13 @@ async def open_tcp_stream(
     *,
     happy_eyeballs_delay: float | None = DEFAULT_DELAY,
     local_address: str | None = None,
-) -> SocketStream:
+) -> trio.SocketStream:
     """Connect to ``host``:``port`` over TCP: ``trio.open_tcp_stream`` with
-    the connects going through io_uring.
+    the connects going through io_uring. Returns trio's own
+    ``trio.SocketStream`` over a :class:`~ouring.trio.UringSocket`.
+    When a socket factory other than ouring's is installed in this run
+    (``trio.socket.set_custom_socket_factory``, a test's fake network), this
+    is ``trio.open_tcp_stream`` itself, which uses that factory.
 
     The addresses ``host`` resolves to (trio's resolver, so
     ``trio.socket.set_custom_hostname_resolver`` applies) are tried in order,
@@ -568,6 +573,10 @@ async def open_tcp_stream(
         raise ValueError(f"host must be str or bytes, not {host!r}")
     if not isinstance(port, int):
         raise TypeError(f"port must be int, not {port!r}")
+    if custom_socket_factory() is not None:
+        return await trio.open_tcp_stream(
+            host, port, happy_eyeballs_delay=happy_eyeballs_delay, local_address=local_address
+        )
     if happy_eyeballs_delay is None:
         happy_eyeballs_delay = DEFAULT_DELAY
 
@@ -625,7 +634,7 @@ async def open_tcp_stream(
         if winner is None:
             msg = f"all attempts to connect to {_format_host_port(host, port)} failed"
             raise OSError(msg) from ExceptionGroup(msg, oserrors)
-        stream = SocketStream(winner)
+        stream = trio.SocketStream(UringSocket(winner))
         open_sockets.remove(winner)
         return stream
     finally:
@@ -645,18 +654,22 @@ def _compute_backlog(backlog: int | None) -> int:
 
 async def open_tcp_listeners(
     port: int, *, host: str | bytes | None = None, backlog: int | None = None
-) -> list[SocketListener]:
-    """``trio.open_tcp_listeners`` with ouring listeners: one listening socket
-    per address ``host`` resolves to (``None``: the IPv4 and IPv6 wildcards),
+) -> list[trio.SocketListener]:
+    """``trio.open_tcp_listeners`` with ouring sockets: one
+    ``trio.SocketListener`` over a :class:`~ouring.trio.UringSocket` per
+    address ``host`` resolves to (``None``: the IPv4 and IPv6 wildcards),
     with ``SO_REUSEADDR``, and ``IPV6_V6ONLY`` on IPv6 sockets. Port 0 lets
-    the kernel pick a port (per listener)."""
+    the kernel pick a port (per listener). With another socket factory
+    installed, ``trio.open_tcp_listeners`` itself."""
     if not isinstance(port, int):
         raise TypeError(f"port must be an int not {port!r}")
+    if custom_socket_factory() is not None:
+        return await trio.open_tcp_listeners(port, host=host, backlog=backlog)
     computed_backlog = _compute_backlog(backlog)
     addresses = await trio.socket.getaddrinfo(
         host, port, type=_stdlib_socket.SOCK_STREAM, flags=_stdlib_socket.AI_PASSIVE
     )
-    listeners: list[SocketListener] = []
+    listeners: list[trio.SocketListener] = []
     unsupported_address_families: list[OSError] = []
     try:
         for family, type_, proto, _, sockaddr in addresses:
@@ -674,7 +687,7 @@ async def open_tcp_listeners(
                     sock.setsockopt(_stdlib_socket.IPPROTO_IPV6, _stdlib_socket.IPV6_V6ONLY, 1)
                 sock.bind(sockaddr)  # numeric: getaddrinfo resolved it
                 sock.listen(computed_backlog)
-                listeners.append(SocketListener(sock))
+                listeners.append(trio.SocketListener(UringSocket(sock)))
             except BaseException:
                 sock.close()
                 raise
@@ -691,19 +704,20 @@ async def open_tcp_listeners(
 
 
 async def serve_tcp(
-    handler: Callable[[SocketStream], Awaitable[object]],
+    handler: Callable[[trio.SocketStream], Awaitable[object]],
     port: int,
     *,
     host: str | bytes | None = None,
     backlog: int | None = None,
     handler_nursery: trio.Nursery | None = None,
-    task_status: trio.TaskStatus[list[SocketListener]] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """``trio.serve_tcp`` with ouring streams: listen with
-    :func:`open_tcp_listeners` and run ``handler(stream)`` in a new task for
-    each connection (``trio.serve_listeners``, which closes each stream after
-    its handler). With ``nursery.start``, returns the listeners. Returns only
-    when cancelled."""
+    """``trio.serve_tcp`` over ouring sockets: listen with
+    :func:`open_tcp_listeners` and run ``handler(stream)`` (a
+    ``trio.SocketStream``) in a new task for each connection
+    (``trio.serve_listeners``, which closes each stream after its handler).
+    With ``nursery.start``, returns the listeners. Returns only when
+    cancelled."""
     listeners = await open_tcp_listeners(port, host=host, backlog=backlog)
     await trio.serve_listeners(
         handler, listeners, handler_nursery=handler_nursery, task_status=task_status
@@ -712,8 +726,12 @@ async def serve_tcp(
 
 async def open_unix_socket(
     filename: str | bytes | os.PathLike[str] | os.PathLike[bytes],
-) -> SocketStream:
-    """Connect to the unix-domain socket at ``filename`` (io_uring connect)."""
+) -> trio.SocketStream:
+    """Connect to the unix-domain socket at ``filename`` (io_uring connect):
+    a ``trio.SocketStream`` over a :class:`~ouring.trio.UringSocket`. With
+    another socket factory installed, ``trio.open_unix_socket`` itself."""
+    if custom_socket_factory() is not None:
+        return await trio.open_unix_socket(filename)
     sock = _stdlib_socket.socket(_stdlib_socket.AF_UNIX, _stdlib_socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
@@ -721,4 +739,4 @@ async def open_unix_socket(
     except BaseException:
         sock.close()
         raise
-    return SocketStream(sock)
+    return trio.SocketStream(UringSocket(sock))

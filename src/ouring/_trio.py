@@ -52,8 +52,23 @@ import trio
 from ._errors import FdClosedError
 from ._fallback import ThreadDriver, ThreadRing, make_ring
 from ._hot import Group
-from ._ops import DONE, Operation, Read, ReadV, Recv, Send, Write, WriteV, read_requests
+from ._ops import (
+    DONE,
+    Operation,
+    Read,
+    ReadV,
+    Recv,
+    RecvMsg,
+    Send,
+    SendMsg,
+    Write,
+    WriteV,
+    fileno,
+    read_requests,
+    socket_family,
+)
 from ._ring import Ring
+from ._sockaddr import is_numeric
 
 T = TypeVar("T")
 B = TypeVar("B")
@@ -434,6 +449,32 @@ def send(sock: Any, buf: B, flags: int = 0) -> Coroutine[Any, Any, tuple[B, int]
     """Send from ``buf``; may send less than all of it."""
     ring = current_ring()
     return ring._perform(Send(sock, buf, flags))
+
+
+def recvmsg(
+    sock: Any, bufs: S, ancbufsize: int = 0, flags: int = 0
+) -> Coroutine[Any, Any, tuple[S, int, list[tuple[int, int, bytes]], int, Any]]:
+    """``socket.recvmsg_into`` with owned buffers: receive into a sequence of
+    writable buffers and up to ``ancbufsize`` bytes of ancillary data. Returns
+    ``(bufs, nbytes, ancdata, msg_flags, address)``: the same sequence, then
+    what ``recvmsg_into`` returns (``ancdata`` as ``[(level, type, data)]``,
+    ``msg_flags`` with ``MSG_TRUNC``/``MSG_CTRUNC``, the sender's address or
+    None)."""
+    ring = current_ring()
+    return ring._perform(RecvMsg(sock, bufs, ancbufsize, flags))
+
+
+def sendmsg(
+    sock: Any, bufs: S, ancdata: Any = (), flags: int = 0, address: Any = None
+) -> Coroutine[Any, Any, tuple[S, int]]:
+    """``socket.sendmsg`` with owned buffers: send from a sequence of buffers
+    with ancillary data ``[(level, type, data)]``, to ``address`` (None: the
+    connected peer; a host name is resolved with trio's resolver). Returns
+    ``(bufs, nbytes)``."""
+    ring = current_ring()
+    if address is not None and not is_numeric(socket_family(sock, fileno(sock)), address):
+        return ring.sendmsg(sock, bufs, ancdata, flags, address)
+    return ring._perform(SendMsg(sock, bufs, ancdata, flags, address))
 
 
 async def accept(sock: Any) -> tuple[socket.socket, Any]:

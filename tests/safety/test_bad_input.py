@@ -102,6 +102,54 @@ ROWS: list[Row] = [
     bad("send", lambda e: e.api.send(e.w, e.buf), OSError, errno.ENOTSOCK, id="pipe"),
     bad("send", lambda e: e.api.send(e.sock, None), TypeError, id="none-buffer"),
     bad("send", lambda e: e.api.send(e.sock, e.buf, -1), ValueError, id="negative-flags"),
+    bad("recvmsg", lambda e: e.api.recvmsg(e.sock, [e.buf, e.ro]), TypeError,
+        id="read-only-buffer"),
+    bad("recvmsg", lambda e: e.api.recvmsg(e.sock, None), TypeError, id="none"),
+    bad("recvmsg", lambda e: e.api.recvmsg(e.sock, e.buf), TypeError, id="bare-bytearray"),
+    bad("recvmsg", lambda e: e.api.recvmsg(e.sock, [e.buf, e.buf]), ouring.BufferInUseError,
+        id="same-buffer-twice"),
+    bad("recvmsg", lambda e: e.api.recvmsg(e.sock, [bytearray(1)] * 1025), OSError,
+        errno.EMSGSIZE, id="1025-buffers"),
+    bad("recvmsg", lambda e: e.api.recvmsg(e.sock, [e.buf], -1), ValueError,
+        id="negative-ancbufsize"),
+    bad("recvmsg", lambda e: e.api.recvmsg(e.sock, [e.buf], HUGE), ValueError,
+        id="huge-ancbufsize"),
+    bad("recvmsg", lambda e: e.api.recvmsg(e.sock, [e.buf], 1.0), TypeError,
+        id="float-ancbufsize"),
+    bad("recvmsg", lambda e: e.api.recvmsg(e.sock, [e.buf], 0, -1), ValueError,
+        id="negative-flags"),
+    bad("recvmsg", lambda e: e.api.recvmsg(e.r, [e.buf]), OSError, errno.ENOTSOCK, id="pipe"),
+    bad("recvmsg", lambda e: e.api.recvmsg(e.dead, [e.buf]), OSError, errno.EBADF,
+        id="closed-socket"),
+    bad("recvmsg", lambda e: e.api.recvmsg(e.closed, [e.buf]), OSError, errno.EBADF,
+        id="closed-fd"),
+    bad("recvmsg", lambda e: e.api.recvmsg(e.tcp, [e.buf]), OSError, errno.ENOTCONN,
+        id="unconnected"),
+    bad("sendmsg", lambda e: e.api.sendmsg(e.sock, None), TypeError, id="none"),
+    bad("sendmsg", lambda e: e.api.sendmsg(e.sock, [e.buf, None]), TypeError,
+        id="none-buffer"),
+    bad("sendmsg", lambda e: e.api.sendmsg(e.sock, [e.buf] * 1025), OSError, errno.EMSGSIZE,
+        id="1025-buffers"),
+    bad("sendmsg", lambda e: e.api.sendmsg(e.sock, [e.buf], 5), TypeError, id="int-ancdata"),
+    bad("sendmsg", lambda e: e.api.sendmsg(e.sock, [e.buf], [(1, 2)]), TypeError,
+        id="ancdata-pair"),
+    bad("sendmsg", lambda e: e.api.sendmsg(e.sock, [e.buf], [(1, 2, 3)]), TypeError,
+        id="ancdata-int-data"),
+    bad("sendmsg", lambda e: e.api.sendmsg(e.sock, [e.buf], [("1", 2, b"")]), TypeError,
+        id="ancdata-str-level"),
+    bad("sendmsg", lambda e: e.api.sendmsg(e.sock, [e.buf], [(HUGE, 2, b"")]), OverflowError,
+        id="ancdata-huge-level"),
+    bad("sendmsg", lambda e: e.api.sendmsg(e.sock, [e.buf], (), 1 << 32), ValueError,
+        id="huge-flags"),
+    bad("sendmsg", lambda e: e.api.sendmsg(e.tcp, [e.buf], (), 0, "127.0.0.1:80"), TypeError,
+        id="str-address"),
+    bad("sendmsg", lambda e: e.api.sendmsg(e.tcp, [e.buf], (), 0, ("127.0.0.1", HUGE)),
+        OverflowError, id="huge-port"),
+    bad("sendmsg", lambda e: e.api.sendmsg(e.w, [e.buf]), OSError, errno.ENOTSOCK, id="pipe"),
+    bad("sendmsg", lambda e: e.api.sendmsg(e.dead, [e.buf]), OSError, errno.EBADF,
+        id="closed-socket"),
+    bad("sendmsg", lambda e: e.api.sendmsg(e.tcp, [e.buf]), BrokenPipeError, errno.EPIPE,
+        id="unconnected"),
     # sockets
     bad("accept", lambda e: e.api.accept(e.r), OSError, errno.ENOTSOCK, id="pipe"),
     bad("accept", lambda e: e.api.accept(None), TypeError, id="none"),
@@ -217,6 +265,12 @@ async def _on_stream(e: Env, call: Callable[[Any], Any]) -> Any:
             return await call(stream)
 
 
+async def _on_socket(e: Env, call: Callable[[Any], Any]) -> Any:
+    a, b = socket.socketpair()
+    with b, MT.UringSocket(a) as sock:
+        return await call(sock)
+
+
 async def _on_listener(call: Callable[[Any], Any]) -> Any:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -301,6 +355,26 @@ OBJECT_ROWS: list[Row] = [
     bad("SocketStream", lambda e: _on_stream(e, lambda s: s.send_all(None)), TypeError,
         id="send_all-none"),
     bad("SocketListener", lambda e: MT.SocketListener(e.sock), ValueError, id="not-listening"),
+    bad("UringSocket", lambda e: MT.UringSocket(None), TypeError, id="none"),
+    bad("UringSocket", lambda e: MT.UringSocket(e.r), TypeError, id="an-int-fd"),
+    bad("UringSocket", lambda e: _on_socket(e, lambda s: s.recv(-1)), ValueError,
+        id="recv-negative"),
+    bad("UringSocket", lambda e: _on_socket(e, lambda s: s.recv("x")), TypeError,
+        id="recv-str"),
+    bad("UringSocket", lambda e: _on_socket(e, lambda s: s.recv_into(e.ro)), TypeError,
+        id="recv_into-read-only"),
+    bad("UringSocket", lambda e: _on_socket(e, lambda s: s.recv_into(e.buf, len(e.buf) + 1)),
+        ValueError, id="recv_into-too-many"),
+    bad("UringSocket", lambda e: _on_socket(e, lambda s: s.receive_into(e.ro)), TypeError,
+        id="receive_into-read-only"),
+    bad("UringSocket", lambda e: _on_socket(e, lambda s: _receive_into_empty(s, e)),
+        ValueError, id="receive_into-empty"),
+    bad("UringSocket", lambda e: _on_socket(e, lambda s: s.send(None)), TypeError,
+        id="send-none"),
+    bad("UringSocket", lambda e: _on_socket(e, lambda s: s.connect(("::1", 1))),
+        TypeError, id="connect-unix-to-a-tuple"),
+    bad("SocketFactory", lambda e: MT.SocketFactory().socket(12345), OSError,
+        errno.EAFNOSUPPORT, id="bad-family"),
     bad("SocketListener", lambda e: MT.SocketListener(None), TypeError, id="none"),
     bad("open_tcp_stream", lambda e: MT.open_tcp_stream("127.0.0.1", "80"),
         TypeError, id="str-port"),
@@ -323,6 +397,7 @@ NO_ROWS = {
     "BufferInUseError": "an exception class",
     "RingClosedError": "an exception class",
     "UnsupportedError": "an exception class",
+    "install": "takes no arguments (tests/test_trio_socket.py tests it)",
 }
 
 # Module functions whose Ring method has another name.
