@@ -92,9 +92,11 @@ def is_ouring_socket(sock: object) -> bool:
 
 @dataclass
 class HttpServer:
-    """Serves ``/blob`` (BLOB), ``/hello/N`` (a short body; ``/hello/close`` closes
-    the connection after it, without telling the client), and ``/slow`` (reads the
-    request, never answers, waits for the client to close). Records what it saw."""
+    """Serves ``/blob`` and ``/blob?anything`` (BLOB), ``/hello/N`` (a short body;
+    ``/hello/close`` closes the connection after it, without telling the client),
+    ``/slow`` (reads the request, never answers, waits for the client to close),
+    ``/stall`` (sends half of BLOB, then waits for the client to close). Records what
+    it saw."""
 
     connections: int = 0
     closed: int = 0
@@ -132,11 +134,17 @@ class HttpServer:
                 pass
             self.targets.append(request.target)
             self._note_change()
-            if request.target == b"/slow":
+            if request.target in (b"/slow", b"/stall"):
+                if request.target == b"/stall":  # half of BLOB's announced length
+                    headers = [("content-length", str(len(BLOB)))]
+                    data = h11.Data(data=BLOB[: len(BLOB) // 2])
+                    response = h11.Response(status_code=200, headers=headers)
+                    await stream.send_all(conn.send(response) + conn.send(data))
                 while await stream.receive_some(CHUNK):  # until the client closes
                     pass
                 return
-            body = BLOB if request.target == b"/blob" else request.target + b" ok"
+            blob = request.target.partition(b"?")[0] == b"/blob"
+            body = BLOB if blob else request.target + b" ok"
             headers = [("content-length", str(len(body)))]
             await stream.send_all(conn.send(h11.Response(status_code=200, headers=headers)))
             for start in range(0, len(body), CHUNK):
@@ -303,6 +311,71 @@ async def test_httpx_read_timeout_closes_the_connection(mode: str) -> None:
 
 
 @pytest.mark.parametrize("mode", MODES)
+async def test_httpx_concurrent_requests_on_several_connections(mode: str) -> None:
+    server = HttpServer()
+    paths = ["/blob?1", "/blob?2", *(f"/hello/{i}" for i in range(8))]
+    bodies: dict[str, bytes] = {}
+    sockets: list[object] = []  # kept alive, so that their ids stay distinct
+
+    async def fetch(client: httpx.AsyncClient, url: str, path: str) -> None:
+        response = await client.get(f"{url}{path}")
+        bodies[path] = response.content
+        sockets.append(client_socket(response))
+
+    # Every task starts (and parks in its connect) before any request ends, so
+    # httpcore opens a connection for each: one ring-driven socket per task.
+    with trio.fail_after(BOUND):
+        async with (
+            serving(mode, server.handle) as url,
+            http_client(mode) as client,
+            trio.open_nursery() as nursery,
+        ):
+            for path in paths:
+                nursery.start_soon(fetch, client, url, path)
+    expected = {path: f"{path} ok".encode() for path in paths}
+    expected.update({"/blob?1": BLOB, "/blob?2": BLOB})
+    assert bodies == expected
+    assert all(is_ouring_socket(sock) for sock in sockets)
+    assert len({id(sock) for sock in sockets}) == server.connections == len(paths)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_httpx_download_cancelled_while_its_recv_waits(mode: str) -> None:
+    """The server sends half of the body and stalls; the download reads that half and
+    parks in its next recv (in the ring); then its scope is cancelled. The recv ends
+    with Cancelled, httpcore closes the connection, the server sees the close, no fd
+    stays open, and the next request works."""
+    server = HttpServer()
+    received = 0
+    got_half = trio.Event()
+
+    async def download(client: httpx.AsyncClient, url: str, scope: trio.CancelScope) -> None:
+        nonlocal received
+        with scope:
+            async with client.stream("GET", f"{url}/stall") as response:
+                async for chunk in response.aiter_raw():
+                    received += len(chunk)
+                    if received == len(BLOB) // 2:
+                        got_half.set()
+
+    with trio.fail_after(BOUND):
+        async with serving(mode, server.handle) as url, http_client(mode) as client:
+            scope = trio.CancelScope()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(download, client, url, scope)
+                await got_half.wait()
+                await trio.testing.wait_all_tasks_blocked()  # parked in the next recv
+                scope.cancel()
+            assert scope.cancelled_caught
+            assert received == len(BLOB) // 2
+            await server.wait_closed(1)
+            response = await client.get(f"{url}/blob")
+            assert response.content == BLOB
+    assert server.connections == 2
+    assert server.targets == [b"/stall", b"/blob"]
+
+
+@pytest.mark.parametrize("mode", MODES)
 async def test_httpx_refused_connection_raises_connect_error(mode: str) -> None:
     # A bound socket that does not listen: the kernel answers SYN with RST
     # (ECONNREFUSED), and nobody else can take the port meanwhile.
@@ -345,10 +418,15 @@ async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def test_hypercorn_serves_httpx_on_ouring_sockets_under_the_installed_factory() -> None:
+@pytest.mark.parametrize("mode", MODES)
+async def test_hypercorn_serves_httpx_on_ouring_sockets(mode: str) -> None:
     """hypercorn's HTTP server (its TCPServer: h11/h2 protocol, ASGI) run by plain
-    ``trio.serve_tcp`` after ``ouring.trio.install()``, fetched with plain httpx."""
-    ouring.trio.install()
+    ``trio.serve_tcp`` after ``ouring.trio.install()`` (or by ``ouring.trio.serve_tcp``),
+    fetched with httpx: a download and an upload, both checked byte for byte.
+
+    Not ``hypercorn.trio.serve()`` itself: it binds stdlib sockets and wraps them with
+    ``trio.socket.from_stdlib_socket``, which trio does not route through the socket
+    factory, so under ``install()`` it still serves on trio's own sockets."""
     config = HypercornConfig()
     framework: Any = asgi_app  # hypercorn's ASGIFramework: typed dicts of every message
     app = wrap_app(framework, config.wsgi_max_body_size, "asgi")
@@ -361,27 +439,20 @@ async def test_hypercorn_serves_httpx_on_ouring_sockets_under_the_installed_fact
         await HypercornTCPServer(app, config, context, {}, plain).run()
 
     upload = random.Random(5).randbytes(3 * 1024 * 1024 + 7)
-    ring = ouring.current_ring()
     with trio.fail_after(BOUND):
-        async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(
-                functools.partial(trio.serve_tcp, handler, 0, host=HOST)
-            )
-            port = listeners[0].socket.getsockname()[1]
-            submitted = ring.statistics().submitted
-            async with httpx.AsyncClient() as client:
-                got = await client.get(f"http://{HOST}:{port}/")
-                assert got.content == BLOB
-                posted = await client.post(f"http://{HOST}:{port}/", content=upload)
-                assert posted.text == f"{hashlib.sha256(upload).hexdigest()} {len(upload)}"
-                assert is_ouring_socket(client_socket(got))
-            nursery.cancel_scope.cancel()
+        async with serving(mode, handler) as url, http_client(mode) as client:
+            statistics = ouring.current_ring().statistics
+            submitted = statistics().submitted
+            got = await client.get(f"{url}/")
+            assert got.content == BLOB
+            posted = await client.post(f"{url}/", content=upload)
+            assert posted.text == f"{hashlib.sha256(upload).hexdigest()} {len(upload)}"
+            assert is_ouring_socket(client_socket(got))
+            # The bytes went through the ring: httpcore and hypercorn receive at most
+            # 64 KiB a call, so each direction took at least one ring operation per 64 KiB.
+            assert statistics().submitted - submitted >= (len(BLOB) + len(upload)) // CHUNK
     assert len(server_sockets) == 1
     assert is_ouring_socket(server_sockets[0])
-    assert all(is_ouring_socket(listener.socket) for listener in listeners)
-    # The bytes went through the ring: httpcore and hypercorn receive at most 64 KiB a
-    # call, so each direction took at least one ring operation per 64 KiB.
-    assert ring.statistics().submitted - submitted >= (len(BLOB) + len(upload)) // CHUNK
 
 
 # -- a user's fake network -------------------------------------------------------------------
