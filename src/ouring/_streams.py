@@ -39,12 +39,13 @@ import os
 import socket as _stdlib_socket
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
 
 import trio
 
 from ._buffers import MAX_RW
 from ._ops import (
+    CANCELLING,
     CLOSED,
     PENDING,
     SUBMITTED,
@@ -129,6 +130,12 @@ def _stream_error(exc: OSError) -> trio.ClosedResourceError | trio.BrokenResourc
     if exc.errno == errno.EBADF:
         return trio.ClosedResourceError("this socket was already closed")
     return trio.BrokenResourceError(f"socket connection broken: {exc}")
+
+
+async def _raise_closed(message: str = "this socket was already closed") -> NoReturn:
+    """trio's order on a closed resource: a checkpoint, then the error."""
+    await trio.lowlevel.checkpoint()
+    raise trio.ClosedResourceError(message)
 
 
 def _check_socket(sock: object, what: str) -> None:
@@ -227,7 +234,7 @@ class SocketStream(trio.abc.HalfCloseableStream):
         try:
             fd = self._fileno()
             if self._closed or fd < 0:
-                raise trio.ClosedResourceError("this socket was already closed")
+                await _raise_closed("this socket was already closed")
             ring = current_ring()
             op = Send(fd, data, _SEND_FLAGS)
             length = op.length
@@ -259,13 +266,22 @@ class SocketStream(trio.abc.HalfCloseableStream):
                 ring = current_ring()
                 # No `with` for the slice: if this coroutine is closed while
                 # the send is in flight, the ring still holds an export of it.
-                op = Send(fd, octets[sent:], _SEND_FLAGS)
+                rest = octets[sent:]
+                op = Send(fd, rest, _SEND_FLAGS)
                 self._send_op = op
                 self._send_ring = ring
                 try:
                     _, n = await ring._perform(op)
                 except OSError as exc:
                     raise _stream_error(exc) from exc
+                finally:
+                    # Once the ring gave the slice back (the usual case, a
+                    # Cancelled included), drop its export of the caller's
+                    # buffer now: the traceback of an exception keeps this
+                    # frame, and so the slice, alive until trio's next step,
+                    # and a bytearray with an export cannot be resized.
+                    if not PENDING <= op.state <= CANCELLING:
+                        rest.release()
                 sent += n
 
     async def wait_send_all_might_not_block(self) -> None:
@@ -276,7 +292,7 @@ class SocketStream(trio.abc.HalfCloseableStream):
         try:
             fd = self._fileno()
             if self._closed or fd < 0:
-                raise trio.ClosedResourceError
+                await _raise_closed()
             try:
                 await trio.lowlevel.wait_writable(fd)
             except OSError as exc:
@@ -326,7 +342,7 @@ class SocketStream(trio.abc.HalfCloseableStream):
             limit = _receive_size(max_bytes)
         fd = self._fileno()
         if self._closed or fd < 0:
-            raise trio.ClosedResourceError("this socket was already closed")
+            await _raise_closed("this socket was already closed")
         ring = current_ring()
         # The kernel writes into a new bytes object that becomes the result
         # (as socket.recv does): no copy out of a reused buffer, and no
@@ -366,7 +382,7 @@ class SocketStream(trio.abc.HalfCloseableStream):
             raise trio.BusyResourceError(_RECEIVE_BUSY)
         fd = self._fileno()
         if self._closed or fd < 0:
-            raise trio.ClosedResourceError("this socket was already closed")
+            await _raise_closed("this socket was already closed")
         ring = current_ring()
         op = Recv(fd, buf)
         if not op.length:
@@ -480,7 +496,7 @@ class SocketListener(trio.abc.Listener[SocketStream]):
             while True:
                 fd = self.socket.fileno()
                 if self._closed or fd < 0:
-                    raise trio.ClosedResourceError("this listener was already closed")
+                    await _raise_closed("this listener was already closed")
                 ring = current_ring()
                 op = Accept(fd)
                 self._accept_op = op

@@ -3,7 +3,10 @@
 ``UringSocket`` wraps a stdlib socket, as trio's own socket class does, and
 has every member of trio's socket with trio's semantics (same values, same
 exceptions, a checkpoint per I/O call, ``Cancelled`` meaning it did not
-happen). Because it is a ``trio.socket.SocketType``, trio's final classes
+happen). ``recv``, ``recv_into``, ``send``, ``accept`` and ``connect`` are
+io_uring recv, send, accept and connect; ``recvfrom``, ``recvfrom_into``,
+``recvmsg``, ``recvmsg_into``, ``sendto`` and ``sendmsg`` are recvmsg and
+sendmsg. Because it is a ``trio.socket.SocketType``, trio's final classes
 ``trio.SocketStream`` and ``trio.SocketListener`` accept it, and
 ``trio.socket.set_custom_socket_factory`` (:func:`install`) makes
 ``trio.socket.socket()`` and so ``trio.open_tcp_stream``, ``trio.serve_tcp``,
@@ -58,7 +61,19 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import trio
 
 from ._buffers import MAX_RW
-from ._ops import CANCELLING, CLOSED, DONE, PENDING, SUBMITTED, Accept, Connect, Recv, RecvBytes
+from ._ops import (
+    CANCELLING,
+    CLOSED,
+    DONE,
+    PENDING,
+    SUBMITTED,
+    Accept,
+    Connect,
+    Recv,
+    RecvBytes,
+    RecvMsg,
+    SendMsg,
+)
 from ._ops import Send as _Send
 from ._ring import Ring
 from ._trio import current_ring
@@ -121,8 +136,8 @@ async def _sync_call(fn: Callable[..., T], *args: Any) -> T:
 
 class UringSocket(trio.socket.SocketType):
     """A trio socket (``trio.socket.SocketType``) over a stdlib socket, whose
-    ``recv``, ``recv_into``, ``send``, ``accept`` and ``connect`` are io_uring
-    operations. Everything else behaves as trio's own socket.
+    ``recv*``, ``send*``, ``accept`` and ``connect`` are io_uring operations.
+    Everything else behaves as trio's own socket.
 
     Besides trio's interface: ``receive_into(buf) -> (buf, n)``, the
     owned-buffer receive (the kernel has ``buf`` until the receive completes,
@@ -368,9 +383,11 @@ class UringSocket(trio.socket.SocketType):
             # The stdlib's own exception for these arguments on a closed socket.
             return await _sync_call(self._sock.recv, buflen, flags)
         buflen = operator.index(buflen)
-        flags = operator.index(flags)
+        flags = operator.index(flags)  # an IntFlag becomes a plain int
         if buflen < 0:
             raise ValueError("negative buffersize in recv")
+        if buflen:
+            return await self.recv(buflen, flags)
         await _checkpoint()
         return b""  # recv(0): nothing to wait for, as recv(2) with length 0
 
@@ -514,53 +531,86 @@ class UringSocket(trio.socket.SocketType):
             self.close()
             raise
 
-    # -- messages with addresses and ancillary data (trio's readiness path) --------------
-    #
-    # IORING_OP_RECVMSG/SENDMSG need msghdr operations the core does not have
-    # yet; until then these do what trio's socket does: a non-blocking call,
-    # and trio's epoll between attempts.
+    # -- messages with addresses and ancillary data -------------------------------------
 
-    async def _when_ready(
-        self, wait: Callable[[Any], Awaitable[None]], fn: Callable[..., T], *args: Any
-    ) -> T:
-        await _checkpoint_if_cancelled()
-        try:
-            result = fn(*args)
-        except BlockingIOError:
-            pass
+    async def _perform_tracked(self, op: Operation[T], write: bool) -> T:
+        """Perform ``op`` in its direction's slot, emptied afterwards (the
+        op holds the caller's buffers)."""
+        ring = current_ring()
+        if write:
+            self._write_op = op
+            self._write_ring = ring
         else:
-            await _cancel_shielded_checkpoint()
-            return result
-        while True:
-            await wait(self._sock)
-            try:
-                return fn(*args)
-            except BlockingIOError:
-                pass
+            self._read_op = op
+            self._read_ring = ring
+        try:
+            return await ring._perform(op)
+        finally:
+            if self._write_op is op:
+                self._write_op = None
+            elif self._read_op is op:
+                self._read_op = None
 
-    def recvfrom(self, bufsize: int, flags: int = 0, /) -> Awaitable[tuple[bytes, Any]]:
-        return self._when_ready(trio.lowlevel.wait_readable, self._sock.recvfrom, bufsize, flags)
-
-    def recvfrom_into(
-        self, buffer: Buffer, nbytes: int = 0, flags: int = 0
-    ) -> Awaitable[tuple[int, Any]]:
-        return self._when_ready(
-            trio.lowlevel.wait_readable, self._sock.recvfrom_into, buffer, nbytes, flags
-        )
-
-    def recvmsg(
-        self, bufsize: int, ancbufsize: int = 0, flags: int = 0, /
-    ) -> Awaitable[tuple[bytes, list[tuple[int, int, bytes]], int, Any]]:
-        return self._when_ready(
-            trio.lowlevel.wait_readable, self._sock.recvmsg, bufsize, ancbufsize, flags
-        )
-
-    def recvmsg_into(
+    async def recvmsg_into(
         self, buffers: Iterable[Buffer], ancbufsize: int = 0, flags: int = 0, /
-    ) -> Awaitable[tuple[int, list[tuple[int, int, bytes]], int, Any]]:
-        return self._when_ready(
-            trio.lowlevel.wait_readable, self._sock.recvmsg_into, buffers, ancbufsize, flags
-        )
+    ) -> tuple[int, list[tuple[int, int, bytes]], int, Any]:
+        """Like :meth:`socket.socket.recvmsg_into`, but async: an io_uring recvmsg."""
+        if self._fileno() < 0:
+            return await _sync_call(self._sock.recvmsg_into, buffers, ancbufsize, flags)
+        if _busy(self._read_op):
+            return await _raise_busy()  # type: ignore[no-any-return]
+        op = RecvMsg(self._sock, buffers, ancbufsize, flags)
+        _, n, ancdata, msg_flags, address = await self._perform_tracked(op, False)
+        return n, ancdata, msg_flags, address
+
+    async def recvmsg(
+        self, bufsize: int, ancbufsize: int = 0, flags: int = 0, /
+    ) -> tuple[bytes, list[tuple[int, int, bytes]], int, Any]:
+        """Like :meth:`socket.socket.recvmsg`, but async: an io_uring recvmsg."""
+        if self._fileno() < 0:
+            return await _sync_call(self._sock.recvmsg, bufsize, ancbufsize, flags)
+        if operator.index(bufsize) < 0:
+            raise ValueError("negative buffer size in recvmsg()")
+        if _busy(self._read_op):
+            return await _raise_busy()  # type: ignore[no-any-return]
+        buf = bytearray(min(bufsize, MAX_RW))
+        op = RecvMsg(self._sock, (buf,), ancbufsize, flags)
+        _, n, ancdata, msg_flags, address = await self._perform_tracked(op, False)
+        del buf[n:]
+        return bytes(buf), ancdata, msg_flags, address
+
+    async def recvfrom(self, bufsize: int, flags: int = 0, /) -> tuple[bytes, Any]:
+        """Like :meth:`socket.socket.recvfrom`, but async: an io_uring recvmsg."""
+        if self._fileno() < 0:
+            return await _sync_call(self._sock.recvfrom, bufsize, flags)
+        if operator.index(bufsize) < 0:
+            raise ValueError("negative buffersize in recvfrom")
+        data, _, _, address = await self.recvmsg(bufsize, 0, flags)
+        return data, address
+
+    async def recvfrom_into(
+        self, buffer: Buffer, nbytes: int = 0, flags: int = 0
+    ) -> tuple[int, Any]:
+        """Like :meth:`socket.socket.recvfrom_into`, but async: an io_uring recvmsg."""
+        if self._fileno() < 0:
+            return await _sync_call(self._sock.recvfrom_into, buffer, nbytes, flags)
+        nbytes = operator.index(nbytes)
+        if nbytes < 0:
+            raise ValueError("negative buffersize in recvfrom_into")
+        if _busy(self._read_op):
+            return await _raise_busy()  # type: ignore[no-any-return]
+        with memoryview(buffer) as whole:
+            if nbytes > whole.nbytes:
+                raise ValueError("nbytes is greater than the length of the buffer")
+            # Released below once the ring gave it back (see recv_into).
+            target = whole.cast("B")[:nbytes] if nbytes else whole.cast("B")
+        op = RecvMsg(self._sock, (target,), 0, flags)
+        try:
+            _, n, _, _, address = await self._perform_tracked(op, False)
+        finally:
+            if op.state == DONE:
+                target.release()
+        return n, address
 
     @overload
     async def sendto(self, data: Buffer, address: tuple[object, ...] | str | Buffer, /) -> int: ...
@@ -571,13 +621,15 @@ class UringSocket(trio.socket.SocketType):
     ) -> int: ...
 
     async def sendto(self, *args: Any) -> int:
-        """Like :meth:`socket.socket.sendto` (``data[, flags], address``), but async."""
+        """Like :meth:`socket.socket.sendto` (``data[, flags], address``), but
+        async: an io_uring sendmsg."""
         if not 2 <= len(args) <= 3:
             raise TypeError(f"sendto() takes 2 or 3 arguments ({len(args)} given)")
+        data, flags = args[0], (args[1] if len(args) == 3 else 0)
         address = await self._resolve(args[-1], local=False)
-        return await self._when_ready(
-            trio.lowlevel.wait_writable, self._sock.sendto, *args[:-1], address
-        )
+        if self._fileno() < 0:
+            return await _sync_call(self._sock.sendto, data, flags, address)
+        return await self._sendmsg((data,), (), flags, address)
 
     async def sendmsg(
         self,
@@ -587,12 +639,19 @@ class UringSocket(trio.socket.SocketType):
         address: Any = None,
         /,
     ) -> int:
-        """Like :meth:`socket.socket.sendmsg`, but async."""
+        """Like :meth:`socket.socket.sendmsg`, but async: an io_uring sendmsg."""
         if address is not None:
             address = await self._resolve(address, local=False)
-        return await self._when_ready(
-            trio.lowlevel.wait_writable, self._sock.sendmsg, buffers, ancdata, flags, address
-        )
+        if self._fileno() < 0:
+            return await _sync_call(self._sock.sendmsg, buffers, ancdata, flags, address)
+        return await self._sendmsg(buffers, ancdata, flags, address)
+
+    async def _sendmsg(self, buffers: Any, ancdata: Any, flags: Any, address: Any) -> int:
+        if _busy(self._write_op):
+            return await _raise_busy()  # type: ignore[no-any-return]
+        op = SendMsg(self._sock, buffers, ancdata, operator.index(flags) | _MSG_NOSIGNAL, address)
+        _, n = await self._perform_tracked(op, True)
+        return n
 
 
 # -- the factory -------------------------------------------------------------------------

@@ -1,23 +1,28 @@
-"""trio's high-level networking, with the I/O going through io_uring.
+"""trio's networking, with the socket I/O going through io_uring.
 
-The names mirror trio's, with the same signatures and keyword arguments, so
-switching is an import::
-
-    from ouring.trio import serve_tcp  # instead of trio.serve_tcp
-
-- :class:`SocketStream`: a ``trio.abc.HalfCloseableStream`` whose
-  ``send_all``, ``receive_some`` and ``send_eof`` are io_uring send, recv and
-  shutdown; plus ``receive_into(buf) -> (buf, n)``, the owned-buffer receive,
-  and ``setsockopt`` / ``getsockopt``.
-- :class:`SocketListener`: a ``trio.abc.Listener`` whose ``accept`` is an
-  io_uring accept.
+- :class:`UringSocket`: a ``trio.socket.SocketType`` (trio's base class for
+  custom sockets) whose ``recv``, ``recv_into``, ``recvfrom(_into)``,
+  ``recvmsg(_into)``, ``send``, ``sendto``, ``sendmsg``, ``accept`` and
+  ``connect`` are io_uring operations; every other member is trio's socket's,
+  with the same results and exceptions. Plus ``receive_into(buf) -> (buf,
+  n)``, the owned-buffer receive. trio's own ``trio.SocketStream`` and
+  ``trio.SocketListener`` accept it.
+- :func:`install`: make ``trio.socket.socket()`` return ouring sockets for
+  the current run (``trio.socket.set_custom_socket_factory`` with a
+  :class:`SocketFactory`), so ``trio.open_tcp_stream``, ``trio.serve_tcp``,
+  ``trio.open_tcp_listeners``, ``trio.open_unix_socket`` and the libraries
+  built on them (httpx, hypercorn...) use the ring with no other change.
 - :func:`open_tcp_stream` (ordered attempts with happy eyeballs),
-  :func:`open_tcp_listeners`, :func:`serve_tcp`, :func:`open_unix_socket`.
+  :func:`open_tcp_listeners`, :func:`serve_tcp`, :func:`open_unix_socket`:
+  trio's functions, argument for argument, returning trio's
+  ``SocketStream``/``SocketListener`` over ouring sockets without installing
+  anything. When another socket factory is installed (a test's fake
+  network), they are trio's functions and use it.
+- :class:`SocketStream`, :class:`SocketListener`: ouring's own
+  ``trio.abc.HalfCloseableStream``/``Listener`` over a stdlib socket, with
+  ``receive_into`` on the stream, for code that constructs them.
 
 Everything here runs under ``trio.run`` on :func:`ouring.current_ring`.
-The objects are trio's stream and listener interfaces, so they work with
-``trio.serve_listeners``, ``trio.SSLStream``, ``trio.StapledStream`` and
-``trio.testing.check_half_closeable_stream``.
 """
 
 from __future__ import annotations
