@@ -796,6 +796,39 @@ async def test_concurrent_use_of_one_direction_is_busy_and_the_other_is_free() -
             await left.send(b"x")
 
 
+def test_a_socket_outlives_its_run_and_closes_outside_any_run() -> None:
+    """Made in one run, used in the next (on that run's ring), closed after
+    both: a UringSocket belongs to no ring. Outside a run, I/O is refused
+    before anything is lent, and close() closes (trio's own socket raises
+    RuntimeError there and stays open)."""
+    a, b = socket.socketpair()
+    socks: list[UringSocket] = []
+
+    async def first() -> None:
+        socks.append(UringSocket(a))
+        b.send(b"1")
+        assert await socks[0].recv(10) == b"1"
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(socks[0].recv, 10)  # left in flight when the run ends
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+
+    async def second() -> None:
+        b.send(b"2")
+        with trio.fail_after(5):
+            assert await socks[0].recv(10) == b"2"
+
+    with b:
+        trio.run(first)
+        trio.run(second)
+        buf = bytearray(4)
+        with pytest.raises(RuntimeError, match=r"trio\.run"):
+            socks[0].receive_into(buf)  # type: ignore[unused-coroutine]
+        buf.extend(b"not lent")
+        socks[0].close()
+        assert a.fileno() == -1
+
+
 # -- receive sizes --------------------------------------------------------------------
 
 

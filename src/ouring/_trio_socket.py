@@ -277,7 +277,10 @@ class UringSocket(trio.socket.SocketType):
         _cancel_for_close(self._read_op, self._read_ring)
         _cancel_for_close(self._write_op, self._write_ring)
         self._read_op = self._write_op = None
-        trio.lowlevel.notify_closing(self._sock)
+        # Outside a run nobody can wait on trio's epoll, and notify_closing
+        # would raise and leave the fd open (trio's own socket does that).
+        if trio.lowlevel.in_trio_run():
+            trio.lowlevel.notify_closing(self._sock)
         self._sock.close()
 
     def shutdown(self, flag: int) -> None:
