@@ -8,6 +8,10 @@ and send the next, for a few seconds. The servers:
   ``receive_into(buf) -> (buf, n)``, the owned-buffer receive. Both rows say
   "unavailable" while ``ouring.trio`` or those names do not exist;
 - ``trio.serve_tcp`` with trio's socket streams;
+- the same plain ``trio.serve_tcp`` program with ``ouring.trio.install()`` at
+  the start of its run: trio's own ``SocketListener``/``SocketStream`` over
+  ouring's ``trio.socket.SocketType``, so a user's unchanged trio code runs on
+  io_uring (says "unavailable" while ``ouring.trio.install`` does not exist);
 - asyncio streams (``asyncio.start_server``), on the default loop and on uvloop.
 
 Why it is fair: every server is the same few lines of a user's echo handler in
@@ -58,6 +62,7 @@ SIZES = {"echo64": 64, "echo16k": 16 * 1024}
 SERVERS = {
     "ouring": "ouring.trio.serve_tcp",
     "ouring-into": "ouring.trio.serve_tcp, receive_into",
+    "ouring-factory": "trio.serve_tcp, ouring factory",
     "trio": "trio.serve_tcp",
     "asyncio": "asyncio streams",
     "uvloop": "asyncio streams on uvloop",
@@ -99,9 +104,15 @@ def unavailable(reason: str) -> None:
 
 
 def serve_trio(impl: str, stats: Stats, port: int) -> None:
-    """trio.serve_tcp, or ouring.trio.serve_tcp with the same handler."""
+    """trio.serve_tcp (alone, or on ouring's socket factory), or
+    ouring.trio.serve_tcp, with the same handler."""
     serve_tcp: Any = trio.serve_tcp
-    if impl.startswith("ouring"):
+    install: Any = None
+    if impl == "ouring-factory":
+        install = getattr(optional_module("ouring.trio"), "install", None)
+        if install is None:
+            return unavailable("ouring.trio has no install() yet")
+    elif impl.startswith("ouring"):
         module: Any = optional_module("ouring.trio")
         serve_tcp = getattr(module, "serve_tcp", None)
         if module is None:
@@ -139,6 +150,10 @@ def serve_trio(impl: str, stats: Stats, port: int) -> None:
     handler = echo_into if impl == "ouring-into" else echo_some
 
     async def main() -> None:
+        if install is not None:
+            # From here on trio.socket.socket(), and so trio.serve_tcp's
+            # listeners and the connections they accept, are ouring's sockets.
+            install()
         async with trio.open_nursery() as nursery:
             await nursery.start(functools.partial(serve_tcp, handler, port, host=HOST))
             ready(port)
