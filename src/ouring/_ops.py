@@ -239,6 +239,25 @@ class Send(_MessageOperation[B]):
     completes_inline = True
 
 
+def _lease_iovecs(items: list[Any], writes: bool) -> tuple[list[Lease], Any]:
+    """Lease every buffer of ``items`` (all or none: a failing one releases the
+    others) and an iovec array pointing at them, for readv/writev and
+    recvmsg/sendmsg. The caller keeps both referenced until the final CQE."""
+    leases: list[Lease] = []
+    try:
+        for item in items:
+            leases.append(Lease(item, writes))
+    except BaseException:
+        for lease in leases:
+            lease.release()
+        raise
+    iovecs = ffi.new("struct iovec[]", len(leases))
+    for iov, lease in zip(iovecs, leases, strict=True):
+        iov.iov_base = ffi.cast("void *", lease.ptr)
+        iov.iov_len = lease.length
+    return leases, iovecs
+
+
 class _VectorOperation(Operation[tuple[S, int]]):
     """readv/writev: the sequence of buffers comes back as the same object."""
 
@@ -256,18 +275,7 @@ class _VectorOperation(Operation[tuple[S, int]]):
             ) from None
         if len(items) > _IOV_MAX:
             raise ValueError(f"at most {_IOV_MAX} buffers (IOV_MAX), got {len(items)}")
-        leases: list[Lease] = []
-        try:
-            for item in items:
-                leases.append(Lease(item, self.writes_buffer))
-        except BaseException:
-            for lease in leases:
-                lease.release()
-            raise
-        iovecs = ffi.new("struct iovec[]", len(leases))
-        for iov, lease in zip(iovecs, leases, strict=True):
-            iov.iov_base = ffi.cast("void *", lease.ptr)
-            iov.iov_len = lease.length
+        leases, iovecs = _lease_iovecs(items, self.writes_buffer)
         super().__init__(fd, address_of(iovecs), len(leases), offset, 0)
         self.buffers = bufs
         self.leases = leases
@@ -431,18 +439,7 @@ class _MsgOperation(Operation[T]):
     def _lend(self, bufs: Any, items: list[Any], name: Any, control: Any, size: int) -> None:
         """Lease the buffers and point a msghdr at everything (the last step
         of a constructor: nothing fails after it)."""
-        leases: list[Lease] = []
-        try:
-            for item in items:
-                leases.append(Lease(item, self.writes_buffer))
-        except BaseException:
-            for lease in leases:
-                lease.release()
-            raise
-        iovecs = ffi.new("struct iovec[]", len(leases))
-        for iov, lease in zip(iovecs, leases, strict=True):
-            iov.iov_base = ffi.cast("void *", lease.ptr)
-            iov.iov_len = lease.length
+        leases, iovecs = _lease_iovecs(items, self.writes_buffer)
         msg = ffi.new("struct msghdr *")
         msg.msg_name = name
         msg.msg_namelen = 0 if name == _NULL else len(name)
