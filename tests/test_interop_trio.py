@@ -31,6 +31,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, overload
 
+import anyio
+import anyio.abc
 import h11
 import httpcore
 import httpx
@@ -520,6 +522,40 @@ async def test_hypercorn_trio_serve_under_install_serves_from_the_ring() -> None
     # hypercorn receives at most 64 KiB a call: the upload alone took one ring
     # operation per 64 KiB on the server's connection (plus the accept and the sends).
     assert statistics().submitted - submitted >= len(upload) // CHUNK + 3
+
+
+async def test_anyio_on_trio_under_install_talks_through_the_ring() -> None:
+    """anyio's trio backend wraps the stdlib sockets it binds and connects with
+    ``trio.socket.from_stdlib_socket``: under ``install()`` its listener and its
+    streams sit on ouring sockets, and its ``raw_socket`` attribute (which anyio reads
+    from the trio socket's ``_sock``) is still the stdlib socket."""
+    ouring.trio.install()
+    statistics = ouring.current_ring().statistics
+    received: list[bytes] = []
+
+    async def shout(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            received.append(await stream.receive())
+            await stream.send(received[-1].upper())
+
+    with trio.fail_after(BOUND):
+        listener = await anyio.create_tcp_listener(local_host=HOST)
+        async with listener, trio.open_nursery() as nursery:
+            nursery.start_soon(listener.serve, shout)
+            submitted = statistics().submitted
+            port = listener.extra(anyio.abc.SocketAttribute.local_port)
+            async with await anyio.connect_tcp(HOST, port) as client:
+                raw = client.extra(anyio.abc.SocketAttribute.raw_socket)
+                assert type(raw) is stdlib_socket.socket
+                assert raw.getpeername() == (HOST, port)
+                await client.send(b"hello")
+                assert await client.receive() == b"HELLO"
+            # the accept, the client's send and receive, the server's receive and send
+            assert statistics().submitted - submitted >= 5
+            nursery.cancel_scope.cancel()
+    assert received == [b"hello"]
+    trio_sockets = [listener.listeners[0], client]  # anyio keeps trio's socket here
+    assert all(is_ouring_socket(getattr(x, "_trio_socket", None)) for x in trio_sockets)
 
 
 # -- a user's fake network -------------------------------------------------------------------
