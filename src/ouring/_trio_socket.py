@@ -10,7 +10,9 @@ sendmsg. Because it is a ``trio.socket.SocketType``, trio's final classes
 ``trio.SocketStream`` and ``trio.SocketListener`` accept it, and
 ``trio.socket.set_custom_socket_factory`` (:func:`install`) makes
 ``trio.socket.socket()`` and so ``trio.open_tcp_stream``, ``trio.serve_tcp``,
-``trio.open_tcp_listeners`` and every library built on them return it.
+``trio.open_tcp_listeners`` and every library built on them return it;
+:func:`install` also wraps trio's constructors that ignore the factory
+(``from_stdlib_socket``, ``fromfd``, ``socketpair``, ``socket(fileno=)``).
 
 Facts this module relies on:
 
