@@ -1363,3 +1363,30 @@ def test_the_wrappers_keep_trios_signatures_and_docs_and_are_put_in_once() -> No
         assert wrapper.__name__ == original.__name__
         assert wrapper.__doc__ == original.__doc__
         assert inspect.signature(wrapper) == inspect.signature(original)
+
+
+def test_install_outside_a_run_raises_and_patches_nothing() -> None:
+    """In a fresh interpreter (this one's trio.socket may already carry the
+    wrappers): install() with no run raises trio's RuntimeError and leaves
+    trio.socket as it was."""
+    script = textwrap.dedent(
+        """
+        import json, trio, ouring.trio
+        names = ("from_stdlib_socket", "fromfd", "socketpair", "socket")
+        before = {name: getattr(trio.socket, name) for name in names}
+        try:
+            ouring.trio.install()
+            error = None
+        except RuntimeError as exc:
+            error = str(exc)
+        same = all(getattr(trio.socket, name) is before[name] for name in names)
+        print(json.dumps({"error": error, "same": same}))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)
+    assert results["error"] is not None
+    assert results["same"] is True

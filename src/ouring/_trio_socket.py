@@ -754,8 +754,10 @@ def install() -> trio.abc.SocketFactory | None:
 
     Returns the factory it replaced (``None``: trio's own), which
     ``trio.socket.set_custom_socket_factory`` puts back."""
+    # The factory first: outside a run trio raises there and nothing is patched.
+    previous = trio.socket.set_custom_socket_factory(SocketFactory())
     _wrap_trio_constructors()
-    return trio.socket.set_custom_socket_factory(SocketFactory())
+    return previous
 
 
 def _current_factory() -> trio.abc.SocketFactory | None:
