@@ -797,14 +797,20 @@ def _ours_in_this_run() -> bool:
 def _from_trio(made: trio.socket.SocketType) -> UringSocket:
     """The ouring socket on the fd of ``made``, a trio socket trio's
     constructor has just made and nobody else has seen. The fd changes owner:
-    ``made`` is detached (it holds nothing afterwards); if wrapping fails,
-    the fd is closed."""
+    ``made`` is detached (it holds nothing afterwards), then whatever holds
+    the fd closes it if the next step fails (never twice: a stdlib socket
+    closes its fd when it is collected)."""
     family, kind, proto = made.family, made.type, made.proto
     fd = made.detach()
     try:
-        return UringSocket(_stdlib_socket.socket(family, kind, proto, fd))
+        sock = _stdlib_socket.socket(family, kind, proto, fd)
     except BaseException:
         os.close(fd)
+        raise
+    try:
+        return UringSocket(sock)
+    except BaseException:
+        sock.close()
         raise
 
 
