@@ -31,6 +31,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, overload
 
+import anyio
+import anyio.abc
 import h11
 import httpcore
 import httpx
@@ -39,6 +41,7 @@ import trio
 import trio.testing
 from httpcore._backends.trio import TrioStream  # httpcore's own trio stream wrapper
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
 from hypercorn.trio.tcp_server import TCPServer as HypercornTCPServer
 from hypercorn.trio.worker_context import WorkerContext as HypercornWorkerContext
 from hypercorn.utils import wrap_app
@@ -423,10 +426,7 @@ async def test_hypercorn_serves_httpx_on_ouring_sockets(mode: str) -> None:
     """hypercorn's HTTP server (its TCPServer: h11/h2 protocol, ASGI) run by plain
     ``trio.serve_tcp`` after ``ouring.trio.install()`` (or by ``ouring.trio.serve_tcp``),
     fetched with httpx: a download and an upload, both checked byte for byte.
-
-    Not ``hypercorn.trio.serve()`` itself: it binds stdlib sockets and wraps them with
-    ``trio.socket.from_stdlib_socket``, which trio does not route through the socket
-    factory, so under ``install()`` it still serves on trio's own sockets."""
+    ``hypercorn.trio.serve()`` itself is the next test."""
     config = HypercornConfig()
     framework: Any = asgi_app  # hypercorn's ASGIFramework: typed dicts of every message
     app = wrap_app(framework, config.wsgi_max_body_size, "asgi")
@@ -453,6 +453,109 @@ async def test_hypercorn_serves_httpx_on_ouring_sockets(mode: str) -> None:
             assert statistics().submitted - submitted >= (len(BLOB) + len(upload)) // CHUNK
     assert len(server_sockets) == 1
     assert is_ouring_socket(server_sockets[0])
+
+
+async def lifespan_asgi_app(
+    scope: dict[str, Any], receive: Any, send: Any, clients: list[object]
+) -> None:
+    """``asgi_app`` with the lifespan protocol answered; records each request's client
+    address (one address for several requests: one kept-alive connection)."""
+    if scope["type"] != "lifespan":
+        clients.append(tuple(scope["client"]))
+        await asgi_app(scope, receive, send)
+        return
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def fetch_in_a_run_of_its_own(url: str, upload: bytes) -> tuple[list[bytes], list[str], int]:
+    """Two downloads and an upload on one kept-alive httpx connection, from a trio run
+    of this thread with no factory installed (trio's own sockets, no ring): the ring of
+    the server's run counts the server's operations only. Returns the bodies, the
+    modules of the client's socket classes and how many connections carried them."""
+
+    async def fetch() -> tuple[list[bytes], list[str], int]:
+        async with httpx.AsyncClient(timeout=BOUND) as client:
+            responses = [await client.get(url), await client.get(url)]
+            responses.append(await client.post(url, content=upload))
+            sockets = [client_socket(response) for response in responses]
+        bodies = [response.content for response in responses]
+        return bodies, [type(sock).__module__ for sock in sockets], len({id(s) for s in sockets})
+
+    return trio.run(fetch)
+
+
+async def test_hypercorn_trio_serve_under_install_serves_from_the_ring() -> None:
+    """``hypercorn.trio.serve()``, untouched: it binds stdlib sockets
+    (``config.create_sockets()``) and wraps them with ``trio.socket.from_stdlib_socket``,
+    which trio does not route through the socket factory; ``install()`` covers it. The
+    client runs in a trio run of another thread (without ``install()``: it keeps trio's
+    sockets), so every operation on this run's ring is the server's."""
+    ouring.trio.install()
+    config = HypercornConfig()
+    config.bind = [f"{HOST}:0"]
+    clients: list[object] = []
+    app: Any = functools.partial(lifespan_asgi_app, clients=clients)
+    upload = random.Random(6).randbytes(3 * 1024 * 1024 + 11)
+    statistics = ouring.current_ring().statistics
+    submitted = statistics().submitted
+    shutdown = trio.Event()
+    with trio.fail_after(BOUND):
+        async with trio.open_nursery() as nursery:
+            serve = functools.partial(hypercorn_serve, app, config, shutdown_trigger=shutdown.wait)
+            (url,) = await nursery.start(serve)
+            bodies, client_classes, connections = await trio.to_thread.run_sync(
+                fetch_in_a_run_of_its_own, url, upload
+            )
+            shutdown.set()
+    assert bodies[:2] == [BLOB, BLOB]
+    assert bodies[2] == f"{hashlib.sha256(upload).hexdigest()} {len(upload)}".encode()
+    assert client_classes == ["trio._socket"] * 3  # the other run kept trio's sockets
+    assert connections == 1
+    assert len(clients) == 3
+    assert len(set(clients)) == 1  # the server saw one kept-alive connection
+    # hypercorn receives at most 64 KiB a call: the upload alone took one ring
+    # operation per 64 KiB on the server's connection (plus the accept and the sends).
+    assert statistics().submitted - submitted >= len(upload) // CHUNK + 3
+
+
+async def test_anyio_on_trio_under_install_talks_through_the_ring() -> None:
+    """anyio's trio backend wraps the stdlib sockets it binds and connects with
+    ``trio.socket.from_stdlib_socket``: under ``install()`` its listener and its
+    streams sit on ouring sockets, and its ``raw_socket`` attribute (which anyio reads
+    from the trio socket's ``_sock``) is still the stdlib socket."""
+    ouring.trio.install()
+    statistics = ouring.current_ring().statistics
+    received: list[bytes] = []
+
+    async def shout(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            received.append(await stream.receive())
+            await stream.send(received[-1].upper())
+
+    with trio.fail_after(BOUND):
+        listener = await anyio.create_tcp_listener(local_host=HOST)
+        async with listener, trio.open_nursery() as nursery:
+            nursery.start_soon(listener.serve, shout)
+            submitted = statistics().submitted
+            port = listener.extra(anyio.abc.SocketAttribute.local_port)
+            async with await anyio.connect_tcp(HOST, port) as client:
+                raw = client.extra(anyio.abc.SocketAttribute.raw_socket)
+                assert type(raw) is stdlib_socket.socket
+                assert raw.getpeername() == (HOST, port)
+                await client.send(b"hello")
+                assert await client.receive() == b"HELLO"
+            # the accept, the client's send and receive, the server's receive and send
+            assert statistics().submitted - submitted >= 5
+            nursery.cancel_scope.cancel()
+    assert received == [b"hello"]
+    trio_sockets = [listener.listeners[0], client]  # anyio keeps trio's socket here
+    assert all(is_ouring_socket(getattr(x, "_trio_socket", None)) for x in trio_sockets)
 
 
 # -- a user's fake network -------------------------------------------------------------------

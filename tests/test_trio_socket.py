@@ -13,6 +13,7 @@ import json
 import os
 import random
 import socket
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -1178,3 +1179,214 @@ async def test_ourings_functions_use_uring_sockets_by_default(tmp_path: Path) ->
                 assert isinstance(client.socket, UringSocket)
                 buf2, n = await client.socket.receive_into(bytearray(5))
                 assert (bytes(buf2), n) == (b"owned", 5)
+
+
+# -- trio's other constructors under install() -------------------------------------------
+
+# trio's functions as trio defines them, taken before any test ran install().
+TRIO_CONSTRUCTORS = {
+    name: getattr(trio.socket, name)
+    for name in ("from_stdlib_socket", "fromfd", "socketpair", "socket")
+}
+CONSTRUCTOR_ROWS = ["from_stdlib_socket", "fromfd", "socketpair", "socket(fileno=)"]
+
+
+def construct(row: str) -> list[trio.socket.SocketType]:
+    """Sockets made by ``trio.socket``'s constructor of ``row``, as the module
+    has it now, on fresh real sockets. ``fromfd`` is told the wrong family and
+    type (trio reads the right ones from the kernel)."""
+    if row == "from_stdlib_socket":
+        return [trio.socket.from_stdlib_socket(socket.socket(socket.AF_INET6))]
+    if row == "fromfd":
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as original:
+            return [trio.socket.fromfd(original.fileno(), socket.AF_INET, socket.SOCK_STREAM)]
+    if row == "socketpair":
+        return list(trio.socket.socketpair())
+    return [trio.socket.socket(fileno=socket.socket(socket.AF_INET, socket.SOCK_DGRAM).detach())]
+
+
+def kinds(socks: list[trio.socket.SocketType]) -> list[tuple[str, int, int, int]]:
+    """Which class (trio's own or ouring's) and which family, type, protocol."""
+    return [
+        ("ouring" if isinstance(s, UringSocket) else type(s).__module__, s.family, s.type, s.proto)
+        for s in socks
+    ]
+
+
+def dispose(socks: list[trio.socket.SocketType]) -> None:
+    """Close the fds: trio's ``close()`` needs a run (``notify_closing``) and
+    some of these sockets were made outside one."""
+    for sock in socks:
+        os.close(sock.detach())
+
+
+def made_and_closed(row: str) -> list[tuple[str, int, int, int]]:
+    socks = construct(row)
+    made = kinds(socks)
+    dispose(socks)
+    return made
+
+
+@pytest.mark.parametrize("row", CONSTRUCTOR_ROWS)
+def test_trios_other_constructors_are_ourings_only_in_a_run_that_installed_it(row: str) -> None:
+    """``from_stdlib_socket``, ``fromfd``, ``socketpair`` and ``socket(fileno=)``
+    make ouring sockets in a run where ouring's factory is installed, and trio's
+    own everywhere else: outside any run, in a later run, in a run with another
+    factory, in a worker thread of the installed run, after the run put trio's
+    factory back. The class changes, nothing else (family, type, protocol)."""
+    fds = open_fds()
+
+    async def installed() -> list[tuple[str, int, int, int]]:
+        ouring.trio.install()
+        made = made_and_closed(row)
+        in_thread = await trio.to_thread.run_sync(made_and_closed, row)
+        assert in_thread == [("trio._socket", *kind[1:]) for kind in made]
+        return made
+
+    async def plain() -> list[tuple[str, int, int, int]]:
+        return made_and_closed(row)
+
+    async def foreign_factory() -> list[tuple[str, int, int, int]]:
+        factory = RecordingFactory()
+        trio.socket.set_custom_socket_factory(factory)
+        made = made_and_closed(row)
+        assert trio.socket.set_custom_socket_factory(None) is factory  # left in place
+        return made
+
+    async def uninstalled() -> list[tuple[str, int, int, int]]:
+        previous = ouring.trio.install()
+        trio.socket.set_custom_socket_factory(previous)
+        return made_and_closed(row)
+
+    ours = trio.run(installed)
+    assert [kind[0] for kind in ours] == ["ouring"] * len(ours)
+    trios = [("trio._socket", *kind[1:]) for kind in ours]
+    assert made_and_closed(row) == trios  # no run
+    assert trio.run(plain) == trios
+    assert trio.run(foreign_factory) == trios
+    assert trio.run(uninstalled) == trios
+    assert open_fds() == fds
+
+
+@pytest.mark.parametrize("row", CONSTRUCTOR_ROWS)
+async def test_ouring_sockets_from_trios_other_constructors_do_io_on_the_ring(row: str) -> None:
+    statistics = ouring.current_ring().statistics  # the run's ring, opened before counting
+    fds = open_fds()
+    ouring.trio.install()
+    made = construct(row)
+    try:
+        assert all(isinstance(sock, UringSocket) for sock in made)
+        if row == "fromfd":  # the kernel's family and type, not the ones passed
+            assert kinds(made) == [("ouring", socket.AF_UNIX, socket.SOCK_DGRAM, 0)]
+        if row != "socketpair":  # a pair for the rest
+            for sock in made:
+                sock.close()
+            made = construct("socketpair")
+        left, right = made
+        submitted = statistics().submitted
+        assert await left.send(b"through the ring") == 16
+        assert await right.recv(100) == b"through the ring"
+        assert statistics().submitted - submitted >= 2
+    finally:
+        for sock in made:
+            sock.close()
+    assert open_fds() == fds
+
+
+def outcome(fn: Callable[[], Any]) -> Any:
+    """What ``fn()`` returned (its sockets' kinds, closed) or raised."""
+    try:
+        made = fn()
+    except Exception as exc:  # noqa: BLE001 - the outcome is what is compared
+        return type(exc), exc.args
+    socks = list(made) if isinstance(made, tuple) else [made]
+    result = [kind[1:] for kind in kinds(socks)]
+    dispose(socks)
+    return result
+
+
+def from_ssl_socket(wrap: Callable[[socket.socket], Any]) -> Any:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    with context.wrap_socket(socket.socket(), do_handshake_on_connect=False) as sock:
+        return wrap(sock)
+
+
+async def test_trios_other_constructors_keep_trios_errors_under_install(tmp_path: Path) -> None:
+    """Under install() the wrappers give trio's results and exceptions for
+    bad input, and leave no fd behind when they raise."""
+    ouring.trio.install()
+    read_end, write_end = os.pipe()
+    bad_fd = os.dup(write_end)
+    os.close(bad_fd)  # a closed fd number
+    fds = open_fds()
+
+    def cases(module: Any) -> dict[str, Callable[[], Any]]:
+        return {
+            "from a non-socket": lambda: module["from_stdlib_socket"](object()),
+            "from an ssl socket": lambda: from_ssl_socket(module["from_stdlib_socket"]),
+            "fromfd of a pipe": lambda: module["fromfd"](read_end, socket.AF_UNIX, 1),
+            "fromfd of a closed fd": lambda: module["fromfd"](bad_fd, socket.AF_UNIX, 1),
+            "fromfd of a string": lambda: module["fromfd"]("3", socket.AF_UNIX, 1),
+            "socketpair of inet": lambda: module["socketpair"](socket.AF_INET),
+            "socketpair of a bad type": lambda: module["socketpair"](socket.AF_UNIX, 12345),
+            "socketpair of unix datagrams": lambda: module["socketpair"](
+                socket.AF_UNIX, socket.SOCK_DGRAM
+            ),
+            "socket of a closed fd": lambda: module["socket"](fileno=bad_fd),
+            "socket of a pipe": lambda: module["socket"](fileno=read_end),
+        }
+
+    try:
+        installed = {name: getattr(trio.socket, name) for name in TRIO_CONSTRUCTORS}
+        ours = {name: outcome(case) for name, case in cases(installed).items()}
+        trios = {name: outcome(case) for name, case in cases(TRIO_CONSTRUCTORS).items()}
+        assert ours == trios
+        assert open_fds() == fds
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_the_wrappers_keep_trios_signatures_and_docs_and_are_put_in_once() -> None:
+    async def install_twice() -> None:
+        ouring.trio.install()
+        first = {name: getattr(trio.socket, name) for name in TRIO_CONSTRUCTORS}
+        ouring.trio.install()
+        assert {name: getattr(trio.socket, name) for name in TRIO_CONSTRUCTORS} == first
+
+    trio.run(install_twice)
+    for name, original in TRIO_CONSTRUCTORS.items():
+        wrapper = getattr(trio.socket, name)
+        assert wrapper is not original, name
+        assert wrapper.__wrapped__ is original, name  # one layer, however many installs
+        assert wrapper.__name__ == original.__name__
+        assert wrapper.__doc__ == original.__doc__
+        assert inspect.signature(wrapper) == inspect.signature(original)
+
+
+def test_install_outside_a_run_raises_and_patches_nothing() -> None:
+    """In a fresh interpreter (this one's trio.socket may already carry the
+    wrappers): install() with no run raises trio's RuntimeError and leaves
+    trio.socket as it was."""
+    script = textwrap.dedent(
+        """
+        import json, trio, ouring.trio
+        names = ("from_stdlib_socket", "fromfd", "socketpair", "socket")
+        before = {name: getattr(trio.socket, name) for name in names}
+        try:
+            ouring.trio.install()
+            error = None
+        except RuntimeError as exc:
+            error = str(exc)
+        same = all(getattr(trio.socket, name) is before[name] for name in names)
+        print(json.dumps({"error": error, "same": same}))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)
+    assert results["error"] is not None
+    assert results["same"] is True

@@ -10,7 +10,9 @@ sendmsg. Because it is a ``trio.socket.SocketType``, trio's final classes
 ``trio.SocketStream`` and ``trio.SocketListener`` accept it, and
 ``trio.socket.set_custom_socket_factory`` (:func:`install`) makes
 ``trio.socket.socket()`` and so ``trio.open_tcp_stream``, ``trio.serve_tcp``,
-``trio.open_tcp_listeners`` and every library built on them return it.
+``trio.open_tcp_listeners`` and every library built on them return it;
+:func:`install` also wraps trio's constructors that ignore the factory
+(``from_stdlib_socket``, ``fromfd``, ``socketpair``, ``socket(fileno=)``).
 
 Facts this module relies on:
 
@@ -55,12 +57,14 @@ Facts this module relies on:
 from __future__ import annotations
 
 import errno
+import functools
 import operator
 import os
 import select
 import socket as _stdlib_socket
+import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 import trio
 
@@ -93,6 +97,7 @@ if TYPE_CHECKING:
 __all__ = ["SocketFactory", "UringSocket", "custom_socket_factory", "install"]
 
 B = TypeVar("B")
+P = ParamSpec("P")
 T = TypeVar("T")
 
 # recv's adaptive size (see the module docstring): where it starts, how small it gets.
@@ -730,19 +735,173 @@ class SocketFactory(trio.abc.SocketFactory):
 
 
 def install() -> trio.abc.SocketFactory | None:
-    """Make ``trio.socket.socket()`` return ouring sockets for the rest of
-    the current ``trio.run`` (``trio.socket.set_custom_socket_factory``), so
-    ``trio.open_tcp_stream``, ``trio.serve_tcp``, ``trio.open_tcp_listeners``,
-    ``trio.open_unix_socket`` and the libraries built on them do their socket
-    I/O through io_uring. Returns the factory it replaced (``None``: trio's
-    own), which ``trio.socket.set_custom_socket_factory`` puts back."""
-    return trio.socket.set_custom_socket_factory(SocketFactory())
+    """Make trio's sockets ouring's for the rest of the current ``trio.run``.
+
+    ``trio.socket.socket()`` returns ouring sockets
+    (``trio.socket.set_custom_socket_factory`` with a :class:`SocketFactory`),
+    so ``trio.open_tcp_stream``, ``trio.serve_tcp``,
+    ``trio.open_tcp_listeners``, ``trio.open_unix_socket`` and the libraries
+    built on them do their socket I/O through io_uring. trio does not route
+    its other constructors through the factory, so the first call also puts
+    thin wrappers in the ``trio.socket`` module (once, for the process) as
+    ``from_stdlib_socket``, ``fromfd``, ``socketpair`` and ``socket`` (for its
+    ``fileno=`` form): in a run where ouring's factory is installed they
+    return ouring sockets, anywhere else they are trio's functions unchanged.
+    That covers the servers that bind stdlib sockets and wrap them
+    (``hypercorn.trio.serve``, anyio's trio backend). Code that took one of
+    these functions by name (``from trio.socket import from_stdlib_socket``)
+    before the first ``install()``, as trio's own modules do, keeps trio's.
+
+    Returns the factory it replaced (``None``: trio's own), which
+    ``trio.socket.set_custom_socket_factory`` puts back."""
+    # The factory first: outside a run trio raises there and nothing is patched.
+    previous = trio.socket.set_custom_socket_factory(SocketFactory())
+    _wrap_trio_constructors()
+    return previous
+
+
+def _current_factory() -> trio.abc.SocketFactory | None:
+    """The socket factory installed in the current run. trio only reads it by
+    replacing it, so it is put back at once (no checkpoint in between: no
+    other task can see the swap)."""
+    current = trio.socket.set_custom_socket_factory(None)
+    trio.socket.set_custom_socket_factory(current)
+    return current
 
 
 def custom_socket_factory() -> trio.abc.SocketFactory | None:
     """The socket factory installed in this run that is not ouring's (a test's
-    fake network, say), or ``None``. trio only reads it by replacing it, so
-    it is put back at once (no checkpoint in between)."""
-    current = trio.socket.set_custom_socket_factory(None)
-    trio.socket.set_custom_socket_factory(current)
+    fake network, say), or ``None``."""
+    current = _current_factory()
     return None if isinstance(current, SocketFactory) else current
+
+
+def _ours_in_this_run() -> bool:
+    """ouring's factory is the one installed in the current run. Outside a
+    run (a worker thread of one included) there is no factory: trio's."""
+    return trio.lowlevel.in_trio_run() and isinstance(_current_factory(), SocketFactory)
+
+
+# -- trio's other socket constructors ----------------------------------------------------
+#
+# trio.socket.socket() is the only constructor that asks the run's factory;
+# from_stdlib_socket, fromfd, socketpair and socket(fileno=...) always build
+# trio's own class, and trio has no hook for them. install() replaces these
+# attributes of the trio.socket module with the wrappers below: in a run that
+# installed ouring's factory they return UringSocket, otherwise they call the
+# function they replaced, so a run that did not opt in (or another factory,
+# such as a test's fake network) sees trio's behaviour. trio's own modules call
+# the names of trio._socket or took them at import, and are unaffected.
+
+
+def _from_trio(made: trio.socket.SocketType) -> UringSocket:
+    """The ouring socket on the fd of ``made``, a trio socket trio's
+    constructor has just made and nobody else has seen. The fd changes owner:
+    ``made`` is detached (it holds nothing afterwards), then whatever holds
+    the fd closes it if the next step fails (never twice: a stdlib socket
+    closes its fd when it is collected)."""
+    family, kind, proto = made.family, made.type, made.proto
+    fd = made.detach()
+    try:
+        sock = _stdlib_socket.socket(family, kind, proto, fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
+        return UringSocket(sock)
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _wrap_from_stdlib_socket(
+    original: Callable[[_stdlib_socket.socket], trio.socket.SocketType],
+) -> Callable[[_stdlib_socket.socket], trio.socket.SocketType]:
+    @functools.wraps(original)
+    def from_stdlib_socket(sock: _stdlib_socket.socket) -> trio.socket.SocketType:
+        if _ours_in_this_run():
+            return UringSocket(sock)  # the same TypeError as trio's for a non-socket
+        return original(sock)
+
+    return from_stdlib_socket
+
+
+def _wrap_fromfd(
+    original: Callable[P, trio.socket.SocketType],
+) -> Callable[P, trio.socket.SocketType]:
+    @functools.wraps(original)
+    def fromfd(*args: P.args, **kwargs: P.kwargs) -> trio.socket.SocketType:
+        # trio's own call first: it dups the fd and reads the family, type
+        # and protocol from the kernel (SO_DOMAIN...), with trio's errors.
+        made = original(*args, **kwargs)
+        return _from_trio(made) if _ours_in_this_run() else made
+
+    return fromfd
+
+
+_Pair = tuple[trio.socket.SocketType, trio.socket.SocketType]
+
+
+def _wrap_socketpair(original: Callable[P, _Pair]) -> Callable[P, _Pair]:
+    @functools.wraps(original)
+    def socketpair(*args: P.args, **kwargs: P.kwargs) -> _Pair:
+        left, right = original(*args, **kwargs)
+        if not _ours_in_this_run():
+            return left, right
+        try:
+            ours = _from_trio(left)
+        except BaseException:
+            right.close()
+            raise
+        try:
+            return ours, _from_trio(right)
+        except BaseException:
+            ours.close()
+            raise
+
+    return socketpair
+
+
+_Socket = Callable[
+    [_stdlib_socket.AddressFamily | int, _stdlib_socket.SocketKind | int, int, int | None],
+    trio.socket.SocketType,
+]
+
+
+def _wrap_socket(original: _Socket) -> _Socket:
+    @functools.wraps(original)
+    def socket(
+        family: _stdlib_socket.AddressFamily | int = _stdlib_socket.AF_INET,
+        type: _stdlib_socket.SocketKind | int = _stdlib_socket.SOCK_STREAM,  # noqa: A002
+        proto: int = 0,
+        fileno: int | None = None,
+    ) -> trio.socket.SocketType:
+        made = original(family, type, proto, fileno)
+        # Without fileno trio asked the run's factory: ``made`` is already the
+        # factory's. With it, trio built its own class around the fd.
+        if fileno is None or not _ours_in_this_run():
+            return made
+        return _from_trio(made)
+
+    return socket
+
+
+_WRAPS: dict[str, Callable[[Any], Callable[..., Any]]] = {
+    "from_stdlib_socket": _wrap_from_stdlib_socket,
+    "fromfd": _wrap_fromfd,
+    "socketpair": _wrap_socketpair,
+    "socket": _wrap_socket,
+}
+_wrappers: dict[str, Callable[..., Any]] = {}  # name -> the wrapper put in trio.socket
+_wrap_lock = threading.Lock()  # install() may run in several threads' trio runs at once
+
+
+def _wrap_trio_constructors() -> None:
+    """Put the wrappers in ``trio.socket`` (each once: an attribute that is
+    already ours is left alone, so calling install() again changes nothing)."""
+    with _wrap_lock:
+        for name, wrap in _WRAPS.items():
+            current = getattr(trio.socket, name)
+            if _wrappers.get(name) is not current:
+                _wrappers[name] = wrapper = wrap(current)
+                setattr(trio.socket, name, wrapper)

@@ -11,7 +11,14 @@
   the current run (``trio.socket.set_custom_socket_factory`` with a
   :class:`SocketFactory`), so ``trio.open_tcp_stream``, ``trio.serve_tcp``,
   ``trio.open_tcp_listeners``, ``trio.open_unix_socket`` and the libraries
-  built on them (httpx, hypercorn...) use the ring with no other change.
+  built on them (httpx...) use the ring with no other change. It also
+  replaces ``trio.socket.from_stdlib_socket``, ``fromfd``, ``socketpair``
+  and ``socket(fileno=...)`` (which trio never routes through the factory)
+  with wrappers returning ouring sockets in the runs that installed
+  ouring's factory, trio's everywhere else: ``hypercorn.trio.serve()`` and
+  anyio's trio backend, which wrap stdlib sockets, use the ring too. Code
+  that took one of these functions by name before the first ``install()``
+  (``from trio.socket import fromfd``) keeps trio's.
 - :func:`open_tcp_stream` (ordered attempts with happy eyeballs),
   :func:`open_tcp_listeners`, :func:`serve_tcp`, :func:`open_unix_socket`:
   trio's functions, argument for argument, returning trio's
