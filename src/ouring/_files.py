@@ -51,8 +51,8 @@ import os
 import stat as stat_module
 import sys
 import warnings
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, AnyStr, Generic, Self, overload
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, AnyStr, Generic, Self, TypeVar, overload
 
 import trio
 
@@ -64,6 +64,8 @@ if TYPE_CHECKING:
     from _typeshed import OpenBinaryMode, OpenTextMode, StrOrBytesPath
 
 __all__ = ["AsyncFile", "open_file"]
+
+_T = TypeVar("_T")
 
 DEFAULT_BUFFER_SIZE = io.DEFAULT_BUFFER_SIZE
 _CLOSED = "I/O operation on closed file."
@@ -105,6 +107,21 @@ def _optional_size(size: Any) -> int:
         ) from None
     value: int = index()
     return value
+
+
+async def _collect_lines(layer: Any, hint: int, lines: list[Any]) -> None:
+    """IOBase.readlines: lines until EOF, or until their total length passes
+    ``hint`` (when > 0), appended to ``lines`` (the caller's, so that it can
+    give them back if a later line raises)."""
+    total = 0
+    while True:
+        line = await layer.next_line()
+        if not line:
+            return
+        lines.append(line)
+        total += len(line)
+        if 0 < hint < total:
+            return
 
 
 def _einval() -> OSError:
@@ -268,20 +285,39 @@ class _RawFile:
         raise AttributeError("'_io.FileIO' object has no attribute 'read1'")
 
     async def readline(self, size: Any = -1) -> bytes:
-        # IOBase.readline: FileIO has no peek, so one byte per read.
+        # IOBase.readline: FileIO has no peek, so one byte per read. Each byte
+        # is one operation; a cancel between two of them gives back what the
+        # line took so far (push-back on a pipe, the position on a file).
         limit = _optional_size(size)
+        start = self.pos
         res = bytearray()
-        while limit < 0 or len(res) < limit:
-            b = await self.read(1)
-            if not b:
-                break
-            res += b
-            if res.endswith(b"\n"):
-                break
+        try:
+            while limit < 0 or len(res) < limit:
+                b = await self.read(1)
+                if not b:
+                    break
+                res += b
+                if res.endswith(b"\n"):
+                    break
+        except BaseException:
+            self.unread(bytes(res), start)
+            raise
         return bytes(res)
 
     async def next_line(self) -> bytes:
         return await self.readline()
+
+    async def readlines(self, hint: Any = None) -> list[bytes]:
+        n = _optional_size(hint)
+        self.check_closed(_CLOSED)
+        start = self.pos
+        lines: list[bytes] = []
+        try:
+            await _collect_lines(self, n, lines)
+        except BaseException:
+            self.unread(b"".join(lines), start)  # not one line was taken
+            raise
+        return lines
 
     async def write(self, b: Any) -> int:
         if isinstance(b, str):
@@ -739,6 +775,18 @@ class _BufferedFile:
     async def next_line(self) -> bytes:
         return await self.readline()
 
+    async def readlines(self, hint: Any = None) -> list[bytes]:
+        n = _optional_size(hint)
+        self.raw.check_closed(_CLOSED)
+        lines: list[bytes] = []
+        try:
+            await _collect_lines(self, n, lines)
+        except BaseException:
+            # The failed readline gave back its own bytes; these go before them.
+            self.unread(b"".join(lines))
+            raise
+        return lines
+
     # -- writing
 
     async def write(self, b: Any) -> int:
@@ -959,9 +1007,11 @@ class _TextFile:
         if not self._pending:
             return
         data = b"".join(self._pending)
+        # The buffered write takes all of ``data`` or nothing: the text stays
+        # pending until it returns, so a cancelled or failed flush loses none.
+        await self.buffer.write(data)
         self._pending = []
         self._pending_count = 0
-        await self.buffer.write(data)
 
     async def write(self, s: Any) -> int:
         if not isinstance(s, str):
@@ -985,6 +1035,9 @@ class _TextFile:
         # From here the text is accepted: it reaches the buffer, whatever happens.
         self._pending.append(b)
         self._pending_count += len(b)
+        # As the builtin: the decoded read-ahead is dropped (the write lands
+        # after the bytes it came from, and reading resumes after the write).
+        self._set_decoded_chars("")
         self._snapshot = None
         if self._decoder:
             self._decoder.reset()
@@ -1063,6 +1116,10 @@ class _TextFile:
         """Run a read; if it is cancelled (or fails in the kernel), give back
         every chunk it took from the buffer and restore the decoder, as if it
         never ran."""
+        if self._consumed is not None:
+            # Inside an enclosing rollback (readlines): that one records and
+            # gives back everything.
+            return await coro
         saved = self._save()
         self._consumed = []
         try:
@@ -1202,6 +1259,15 @@ class _TextFile:
             self._snapshot = None
             self._telling = self._seekable
         return line
+
+    async def readlines(self, hint: Any = None) -> list[str]:
+        n = _optional_size(hint)
+        self._check_closed()
+        lines: list[str] = []
+        # One rollback around every line: if a later line is cancelled, the
+        # lines already taken are given back too (bytes and decoder state).
+        await self._rollback_on_error(_collect_lines(self, n, lines))
+        return lines
 
     async def read1(self, size: Any = -1) -> str:
         raise _UnsupportedOperation("read1() needs a binary file")
@@ -1424,6 +1490,10 @@ class AsyncFile(Generic[AnyStr]):
         self._layer: Any = layer
         self._raw = raw
         self._lock = trio.StrictFIFOLock()
+        # The scopes of the calls in progress or queued on a pipe-like file
+        # (see _call), which aclose cancels.
+        self._calls: set[trio.CancelScope] = set()
+        self._closing = False
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"fd={self._raw.fd}"
@@ -1485,50 +1555,73 @@ class AsyncFile(Generic[AnyStr]):
     def seekable(self) -> bool:
         return bool(self._layer.seekable())
 
+    # -- the entry path of every stateful call
+
+    async def _call(self, method: Callable[..., Awaitable[_T]], *args: Any) -> _T:
+        """Run ``method(*args)`` (a layer's method) as one public call, atomic
+        with respect to cancellation. EVERY stateful ``AsyncFile`` method enters
+        its layer through here (new ones too): that is what makes the rule hold.
+
+        The only cancel point is the entry: taking the FIFO lock (cancellable
+        while queued) and ``checkpoint_if_cancelled`` once it is ours. From
+        there on:
+
+        - a seekable file (regular file, block device): the work is bounded, so
+          the whole call runs shielded and completes, as ``trio.open_file``'s
+          thread does; trio raises ``Cancelled`` at the caller's next checkpoint.
+        - a pipe, FIFO, tty or socket may wait forever, so the call stays
+          cancellable, and each layer keeps what a cancelled call consumed
+          (push-back, pending text, the write buffer). Its scope is registered
+          so that ``aclose`` can end it: the call then raises
+          ``trio.ClosedResourceError``.
+        """
+        if self._raw.positional:
+            await self._lock.acquire()
+            try:
+                await trio.lowlevel.checkpoint_if_cancelled()
+                with trio.CancelScope(shield=True):
+                    return await method(*args)
+            finally:
+                self._lock.release()
+        scope = trio.CancelScope()
+        self._calls.add(scope)
+        try:
+            with scope:
+                async with self._lock:
+                    await trio.lowlevel.checkpoint_if_cancelled()
+                    return await method(*args)
+        finally:
+            self._calls.discard(scope)
+        # Only aclose cancels this scope: the call was ended by the close.
+        raise trio.ClosedResourceError("the file was closed during the call")
+
     # -- reading
 
     async def read(self, size: int | None = -1) -> AnyStr:
-        async with self._lock:
-            data: AnyStr = await self._layer.read(size)
-            return data
+        data: AnyStr = await self._call(self._layer.read, size)
+        return data
 
     async def read1(self, size: int = -1) -> bytes:
         """At most one read from the kernel (binary files only)."""
-        async with self._lock:
-            return bytes(await self._layer.read1(size))
+        return bytes(await self._call(self._layer.read1, size))
 
     async def readinto(self, buffer: Any) -> int:
-        async with self._lock:
-            return int(await self._layer.readinto(buffer))
+        return int(await self._call(self._layer.readinto, buffer))
 
     async def readline(self, size: int | None = -1) -> AnyStr:
-        async with self._lock:
-            if size is None and isinstance(self._layer, _TextFile):
-                raise TypeError("'NoneType' object cannot be interpreted as an integer")
-            line: AnyStr = await self._layer.readline(size)
-            return line
+        line: AnyStr = await self._call(self._layer.readline, size)
+        return line
 
     async def readlines(self, hint: int | None = None) -> list[AnyStr]:
-        async with self._lock:
-            self._raw.check_closed(_CLOSED)
-            lines: list[AnyStr] = []
-            total = 0
-            while True:
-                line: AnyStr = await self._layer.next_line()
-                if not line:
-                    return lines
-                lines.append(line)
-                total += len(line)
-                if hint is not None and 0 < hint < total:
-                    return lines
+        lines: list[AnyStr] = await self._call(self._layer.readlines, hint)
+        return lines
 
     def __aiter__(self) -> Self:
         self._raw.check_closed(_CLOSED)
         return self
 
     async def __anext__(self) -> AnyStr:
-        async with self._lock:
-            line: AnyStr = await self._layer.next_line()
+        line: AnyStr = await self._call(self._layer.next_line)
         if not line:
             raise StopAsyncIteration
         return line
@@ -1536,33 +1629,30 @@ class AsyncFile(Generic[AnyStr]):
     # -- writing
 
     async def write(self, data: AnyStr | bytearray | memoryview) -> int:
-        async with self._lock:
-            return int(await self._layer.write(data))
+        return int(await self._call(self._layer.write, data))
 
     async def writelines(self, lines: Iterable[AnyStr | bytearray | memoryview]) -> None:
-        async with self._lock:
-            self._raw.check_closed(_CLOSED)
-            for line in lines:
-                await self._layer.write(line)
+        await self._call(self._writelines, lines)
+
+    async def _writelines(self, lines: Iterable[Any]) -> None:
+        self._raw.check_closed(_CLOSED)
+        for line in lines:
+            await self._layer.write(line)
 
     async def flush(self) -> None:
         """Write Python's buffers to the kernel (like the builtin: no fsync)."""
-        async with self._lock:
-            await self._layer.flush()
+        await self._call(self._layer.flush)
 
     # -- positioning
 
     async def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        async with self._lock:
-            return int(await self._layer.seek(offset, whence))
+        return int(await self._call(self._layer.seek, offset, whence))
 
     async def tell(self) -> int:
-        async with self._lock:
-            return int(await self._layer.tell())
+        return int(await self._call(self._layer.tell))
 
     async def truncate(self, size: int | None = None) -> int:
-        async with self._lock:
-            return int(await self._layer.truncate(size))
+        return int(await self._call(self._layer.truncate, size))
 
     # -- owned buffers
 
@@ -1570,25 +1660,29 @@ class AsyncFile(Generic[AnyStr]):
         """``buf, n = await f.read_into(buf)``: read at the position, straight
         into ``buf`` when nothing is buffered, with at most one kernel read
         (binary files). ``n == 0`` means end of file."""
-        async with self._lock:
-            layer = self._binary_layer()
-            if isinstance(layer, _RawFile):
-                layer.check_closed()
-                layer.check_readable()
-                return await layer.read_op(buf)
-            return await layer.read_into(buf)
+        return await self._call(self._read_into, buf)
+
+    async def _read_into(self, buf: Any) -> tuple[Any, int]:
+        layer = self._binary_layer()
+        if isinstance(layer, _RawFile):
+            layer.check_closed()
+            layer.check_readable()
+            return await layer.read_op(buf)
+        return await layer.read_into(buf)
 
     async def write_from(self, buf: Any) -> tuple[Any, int]:
         """``buf, n = await f.write_from(buf)``: one kernel write from ``buf``
         at the position, after the buffered data (binary files). Like
         ``os.write``, ``n`` may be less than ``len(buf)``."""
-        async with self._lock:
-            layer = self._binary_layer()
-            if isinstance(layer, _RawFile):
-                layer.check_closed()
-                layer.check_writable()
-                return await layer.write_op(buf)
-            return await layer.write_from(buf)
+        return await self._call(self._write_from, buf)
+
+    async def _write_from(self, buf: Any) -> tuple[Any, int]:
+        layer = self._binary_layer()
+        if isinstance(layer, _RawFile):
+            layer.check_closed()
+            layer.check_writable()
+            return await layer.write_op(buf)
+        return await layer.write_from(buf)
 
     def _binary_layer(self) -> _RawFile | _BufferedFile:
         layer = self._layer
@@ -1627,17 +1721,22 @@ class AsyncFile(Generic[AnyStr]):
         dropped and the fd is closed anyway. A task still inside an operation
         on this file gets ``trio.ClosedResourceError``.
         """
-        if self._raw.closed:
+        if self._closing:
+            # Closed, or being closed by another task: return once it is.
+            with trio.CancelScope(shield=True):
+                async with self._lock:
+                    pass
             await trio.lowlevel.checkpoint()
             return
-        if self._lock.locked():
-            # Another task is inside an operation (maybe parked on a pipe):
-            # closing the fd through the ring ends its operation.
-            with trio.CancelScope(shield=True):
-                await self._raw.close()
-            await trio.lowlevel.checkpoint_if_cancelled()
-            return
-        self._lock.acquire_nowait()  # free (checked above): no cancel point before closing
+        self._closing = True
+        # Calls on a pipe may wait forever: end them (they raise
+        # ClosedResourceError, having kept what they consumed). Calls on a
+        # regular file are bounded and shielded: they finish first, so what
+        # they wrote is flushed below.
+        for scope in list(self._calls):
+            scope.cancel()
+        with trio.CancelScope(shield=True):
+            await self._lock.acquire()
         try:
             if self._raw.positional:
                 with trio.CancelScope(shield=True):
