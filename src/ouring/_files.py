@@ -124,6 +124,19 @@ async def _collect_lines(layer: Any, hint: int, lines: list[Any]) -> None:
             return
 
 
+def _is_line(line: Any, text: bool) -> bool:
+    """Whether the layer's write() takes ``line`` (str for text, a buffer else)."""
+    if text:
+        return isinstance(line, str)
+    if isinstance(line, str):
+        return False
+    try:
+        memoryview(line).release()
+    except TypeError:
+        return False
+    return True
+
+
 def _einval() -> OSError:
     return OSError(errno.EINVAL, os.strerror(errno.EINVAL))
 
@@ -1636,8 +1649,26 @@ class AsyncFile(Generic[AnyStr]):
 
     async def _writelines(self, lines: Iterable[Any]) -> None:
         self._raw.check_closed(_CLOSED)
+        if self._raw.positional:
+            # Shielded whole (see _call): line by line, as the builtin.
+            for line in lines:
+                await self._layer.write(line)
+            return
+        # A pipe: a cancel may land in any write, and the lines before it
+        # would be written while the call raises Cancelled. One write of all
+        # the lines instead: a layer's write takes all of its data or nothing.
+        text = isinstance(self._layer, _TextFile)
+        good: list[Any] = []
+        bad: list[Any] = []
         for line in lines:
-            await self._layer.write(line)
+            if not _is_line(line, text):
+                bad.append(line)  # written after the good ones: raises the builtin's error
+                break
+            good.append(line)
+        if good:
+            await self._layer.write(("" if text else b"").join(good))
+        if bad:
+            await self._layer.write(bad[0])
 
     async def flush(self) -> None:
         """Write Python's buffers to the kernel (like the builtin: no fsync)."""
