@@ -24,8 +24,8 @@ tasks also depends on trio's scheduler, which is seeded, and on the kernel).
 
 from __future__ import annotations
 
-import _pyio
 import contextlib
+import importlib
 import io
 import os
 import random
@@ -40,6 +40,8 @@ import trio
 import trio.testing
 
 import ouring
+
+_pyio: Any = importlib.import_module("_pyio")  # no stubs: the pure-Python io
 
 INJECT = os.environ.get("OURING_MODEL_NO_CANCEL") is None  # to tell port bugs apart
 MAX_STEPS = 1_000_000  # a call needing more steps than this never completes: a bug
@@ -201,6 +203,8 @@ class FileCase:
 def make_file_case(seed: int) -> FileCase:
     rng = random.Random(seed)
     text = rng.random() < 0.5
+    encoding: str | None
+    newline: str | None
     kind = rng.choice(["r", "r+", "w", "w+", "a", "a+", "x", "x+"])
     mode = kind if text else kind.replace("+", "") + "b" + ("+" if "+" in kind else "")
     if text:
@@ -457,7 +461,7 @@ async def run_file_case(case: FileCase, tmp: Path) -> None:
 
 def check_file_seed(seed: int, tmp: Path) -> None:
     case = make_file_case(seed)
-    trio._core._run._r.seed(seed)  # type: ignore[attr-defined]  # the scheduler's batch order
+    trio._core._run._r.seed(seed)  # the scheduler's batch order
     trio.run(run_file_case, case, tmp)
 
 
@@ -560,9 +564,10 @@ async def run_pipe_case(case: PipeCase) -> None:
                 elif name == "writelines":
                     written.extend(arg)
 
-            call_args = (0,) if name == "seek" else args
-            call = getattr(writer, name)
-            await until_it_returns(injector, lambda c=call, a=call_args: c(*a), False, done)
+            async def call(name: str = name, args: tuple[Any, ...] = args) -> Any:
+                return await getattr(writer, name)(*((0,) if name == "seek" else args))
+
+            await until_it_returns(injector, call, False, done)
         # Everything accepted reaches the pipe before the close (a cancelled
         # aclose may drop unflushed bytes, by design).
         await until_it_returns(injector, writer.flush, False, lambda s, v: None)
@@ -633,7 +638,7 @@ async def run_pipe_case(case: PipeCase) -> None:
 
 def check_pipe_seed(seed: int) -> None:
     case = make_pipe_case(seed)
-    trio._core._run._r.seed(seed)  # type: ignore[attr-defined]  # the scheduler's batch order
+    trio._core._run._r.seed(seed)  # the scheduler's batch order
     trio.run(run_pipe_case, case)
 
 
