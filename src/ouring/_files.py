@@ -25,17 +25,38 @@ Portions of this module are derived from CPython's ``Lib/_pyio.py`` and
 ``Modules/_io/*.c``, Copyright (c) 2001-2024 Python Software Foundation, used
 under the Python Software Foundation License Version 2.
 
-Cancellation (trio's rule: an operation that raised ``Cancelled`` did not
-happen) is kept per method:
+Cancellation. Each public call on an ``AsyncFile`` is atomic with respect to
+cancellation: it raises ``Cancelled`` having changed nothing a later call can
+observe (contents, position, buffers, read-ahead, decoder state, bytes taken
+from a pipe), or it completes and returns, and trio raises ``Cancelled`` at
+the next checkpoint. Every stateful method enters its layer through
+``AsyncFile._call``, whose entry (the FIFO lock, then
+``checkpoint_if_cancelled``) is the call's cancel point. Then:
 
-- Every ring operation either happened (its result is accounted for before the
-  next checkpoint) or did not (``Cancelled``, buffer untouched).
-- A read that collected bytes and is then cancelled gives them back: a
-  seekable file moves its position back (the bytes are still in the file); a
-  pipe keeps them in a push-back buffer that the next read returns first.
-- A buffered write either raises before any of its bytes reached the kernel,
-  or accepts them all (what was not written yet stays in the write buffer and
-  is flushed later): a cancelled ``write`` never wrote part of its data.
+- a seekable file (bounded work) runs the whole call shielded, as
+  ``trio.open_file``'s thread runs to the end once started;
+- a pipe, FIFO, tty or socket (a wait that can last forever) stays
+  cancellable, and each layer keeps what a cancelled call consumed. Its cancel
+  points are its ring operations (each one either happened, its result
+  accounted for before the next checkpoint, or did not: ``Cancelled``, buffer
+  untouched):
+
+  - raw: ``read``/``readinto``/``write`` are one operation; ``readall``,
+    ``readline`` (a byte per operation) and ``readlines`` push what they took
+    back (``_RawFile.pushback``), and the next read returns it first;
+  - buffered: a read that took bytes gives them back in order (buffer rest,
+    then push-back); ``write`` raises before any of its bytes was accepted or
+    accepts all (what the kernel did not take stays buffered); ``flush``
+    advances by what the kernel took;
+  - text: encoded text stays pending until the buffered write took it; a
+    ``write`` whose text was accepted returns even if its flush is cancelled;
+    a cancelled read gives every chunk it took back to the buffered layer and
+    restores the decoder, decoded characters and snapshot (``readlines`` and
+    ``__anext__`` as one read).
+
+``aclose`` waits for the calls in progress on a seekable file, ends those on a
+pipe (``trio.ClosedResourceError``), then flushes and closes; cancelled, it
+still closes, then raises ``Cancelled`` (trio's ``aclose`` semantics).
 """
 
 from __future__ import annotations
@@ -1749,8 +1770,13 @@ class AsyncFile(Generic[AnyStr]):
         ``Cancelled`` is raised. A pipe, FIFO, tty or socket may never take its
         buffered bytes (nobody reads the other end), so its flush runs under
         the caller's cancellation: if cancelled, the unflushed bytes are
-        dropped and the fd is closed anyway. A task still inside an operation
-        on this file gets ``trio.ClosedResourceError``.
+        dropped and the fd is closed anyway.
+
+        Calls of other tasks on a regular file are bounded: they finish
+        first, and what they wrote is flushed. Calls on a pipe-like file,
+        in progress or queued, are ended: they raise
+        ``trio.ClosedResourceError`` (having kept what they consumed).
+        Closing again waits for the first close to end, then does nothing.
         """
         if self._closing:
             # Closed, or being closed by another task: return once it is.
