@@ -177,6 +177,7 @@ def outcome_key(status: str, value: Any) -> Any:
 # -- regular files ---------------------------------------------------------------------------
 
 TEXT_ALPHABET = "ab\n\r€é"
+READS = {"read", "read1", "readinto", "readline", "readlines", "next"}
 
 
 @dataclass
@@ -344,6 +345,7 @@ async def run_file_case(case: FileCase, tmp: Path) -> None:
     log: list[str] = []
     our_tells: list[Any] = []
     iterated = [False]
+    dirty = [False]  # a write since the last flush, seek or truncate (update modes)
 
     def fail(msg: str) -> None:
         raise AssertionError(
@@ -401,10 +403,21 @@ async def run_file_case(case: FileCase, tmp: Path) -> None:
             # is stale (it may raise UnicodeDecodeError or give a bare
             # position), _pyio fails an assertion. Not compared; its flush is.
             untellable = name == "tell" and iterated[0]
-            if name == "next" and case.text and status == "ok":
-                iterated[0] = True
+            if name in ("next", "readlines") and case.text and status == "ok":
+                iterated[0] = True  # readlines(hint) may stop early: telling stays off
             elif name == "seek":
                 iterated[0] = False
+            if dirty[0] and name in READS:
+                # C io and _pyio disagree on a read right after a write in an
+                # update mode (field notes); ouring reads what is there after
+                # flushing its write, as both do after an explicit flush.
+                for ref in refs:
+                    with contextlib.suppress(Exception):
+                        ref.f.flush()
+            if name in ("write", "writelines") and "+" in case.mode:
+                dirty[0] = True
+            elif name in ("flush", "seek", "truncate") or (name == "tell" and case.text):
+                dirty[0] = False
             alive = []
             for ref in refs:
                 theirs = outcome_key(*ref.run(name, plain_args, tell_index))
