@@ -244,11 +244,10 @@ def file_call(rng: random.Random, case: FileCase) -> tuple[str, tuple[Any, ...]]
     names += ["tell", "truncate", "flush", "read", "write"]
     if not case.text:
         names += ["readinto"]
-        # FileIO has no read1. On BufferedRandom, C's read1 before 3.12.3 skips
-        # the flush (gh-115059: stale bytes, the write lands elsewhere) and
-        # _pyio's returns fewer bytes by design: no reference for it there
-        # (tests/test_files.py compares it with a flush the driver inserts).
-        if case.buffering and "+" not in case.mode:
+        # FileIO has no read1. (On BufferedRandom before 3.12.3, C's read1
+        # skips the flush, gh-115059: the reference branch that flushes first
+        # is the fixed behaviour, which ouring has.)
+        if case.buffering:
             names += ["read1"]
     name = rng.choice(names)
     if name in ("read", "readline", "read1"):
@@ -265,7 +264,10 @@ def file_call(rng: random.Random, case: FileCase) -> tuple[str, tuple[Any, ...]]
         return name, ([data() for _ in range(rng.randrange(0, 4))],)
     if name == "seek":
         if case.text:
-            return name, rng.choice([(("cookie", rng.randrange(10)),), (0, 1), (0, 2), (0,)])
+            # Not seek(0, 1): it is seek(tell()), and a tell once next() or
+            # readlines() turned telling off has no consistent builtin answer
+            # (see untellable below); what a failed one leaves differs too.
+            return name, rng.choice([(("cookie", rng.randrange(10)),), (0, 2), (0,)])
         whence = rng.choice([0, 0, 1, 2])
         target = rng.randrange(0, 400) if whence == 0 else rng.randrange(-20, 20)
         return name, (("size", target), whence)
