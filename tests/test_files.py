@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import io
+import itertools
 import os
 import stat
 from collections.abc import Sequence
@@ -826,3 +827,267 @@ async def test_concurrent_writers_interleave_whole_writes(tmp_path: Path) -> Non
                 nursery.start_soon(write, ch)
     lines = path.read_text().splitlines()
     assert sorted(lines) == sorted(ch * 10 for ch in "abcd" for _ in range(50))
+
+
+# -- issue 13: each public call is atomic with respect to cancellation -----------------------
+
+
+class _CancelAfterSteps(trio.abc.Instrument):
+    """Cancels ``scope`` when ``task`` has run ``k`` steps (k >= 1): the k-th
+    time it yields, parked in the kernel or at a schedule point."""
+
+    def __init__(self, task: trio.lowlevel.Task, scope: trio.CancelScope, k: int) -> None:
+        self.task, self.scope, self.k, self.steps = task, scope, k, 0
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.steps += 1
+            if self.steps == self.k:
+                self.scope.cancel()
+
+
+async def cancelled_after(k: int, call: Any) -> tuple[bool, Any]:
+    """Run ``call()`` with its scope cancelled after ``k`` steps of this task
+    (k == 0: before it starts). (True, None) if it raised Cancelled, else
+    (False, its result); a call that returns inside a cancelled scope meets
+    the Cancelled at the checkpoint right after it."""
+    scope = trio.CancelScope()
+    if k == 0:
+        scope.cancel()
+    instrument = _CancelAfterSteps(trio.lowlevel.current_task(), scope, k)
+    trio.lowlevel.add_instrument(instrument)
+    result: Any = None
+    returned = False
+    try:
+        with scope:
+            result = await call()
+            returned = True
+            await trio.lowlevel.checkpoint()
+    finally:
+        trio.lowlevel.remove_instrument(instrument)
+    return not returned, result
+
+
+def fill_pipe(w: int) -> int:
+    """Fill the pipe behind ``w``; returns how many bytes it took."""
+    os.set_blocking(w, False)
+    total = 0
+    try:
+        while True:
+            total += os.write(w, b"." * 65536)
+    except BlockingIOError:
+        pass
+    os.set_blocking(w, True)
+    return total
+
+
+def drain(r: int, n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        out += os.read(r, n - len(out))
+    return out
+
+
+def read_to_eof(r: int) -> bytes:
+    out = b""
+    while chunk := os.read(r, 65536):
+        out += chunk
+    return out
+
+
+async def test_text_accepted_by_write_survives_a_cancelled_flush(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    f = await ouring.open_file(os.dup(w), "w", encoding="ascii")
+    os.close(w)
+    filled = fill_pipe(f.fileno())
+    assert await f.write("A" * 5000) == 5000
+    await cancel_when_parked(f.flush)  # the pipe is full: the flush parks
+    assert drain(r, filled) == b"." * filled
+    await f.write("C")
+    await f.aclose()
+    assert read_to_eof(r) == b"A" * 5000 + b"C"
+
+
+async def test_text_write_returning_in_a_cancelled_scope_is_written(
+    pipe: tuple[int, int],
+) -> None:
+    r, w = pipe
+    f = await ouring.open_file(os.dup(w), "w", encoding="ascii")
+    os.close(w)
+    filled = fill_pipe(f.fileno())
+    returned: list[int] = []
+    scope = trio.CancelScope()
+
+    async def write() -> None:
+        with scope:
+            returned.append(await f.write("B" * 9000))  # a full chunk: flushed at once
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(write)
+        await trio.testing.wait_all_tasks_blocked()
+        scope.cancel()
+    assert returned == [9000]
+    assert scope.cancelled_caught
+    assert drain(r, filled) == b"." * filled
+    await f.aclose()
+    assert read_to_eof(r) == b"B" * 9000
+
+
+async def test_pending_text_survives_a_cancelled_read_on_an_update_file(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"initial")
+    async with await ouring.open_file(path, "r+", encoding="ascii") as f:
+        await f.write("P" * 5000)  # pending text, more than the buffer holds
+        for k in range(4):
+            cancelled, _ = await cancelled_after(k, f.read)
+            if not cancelled:
+                break
+        await f.seek(0)
+        assert await f.read() == "P" * 5000
+    assert path.read_bytes() == b"P" * 5000
+
+
+async def test_cancelled_unbuffered_readline_on_a_pipe_keeps_its_bytes(
+    pipe: tuple[int, int],
+) -> None:
+    r, w = pipe
+    async with await ouring.open_file(r, "rb", buffering=0, closefd=False) as f:
+        os.write(w, b"ab")
+        await cancel_when_parked(f.readline)  # took a and b, parks for the third byte
+        os.write(w, b"c\nd")
+        assert await f.readline() == b"abc\n"
+        assert await f.read(1) == b"d"
+
+
+async def test_cancelled_unbuffered_readline_on_a_file_keeps_the_position(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"first line\nsecond\n")
+    async with await ouring.open_file(path, "rb", buffering=0) as f:
+        for k in itertools.count():
+            cancelled, line = await cancelled_after(k, f.readline)
+            if not cancelled:
+                assert line == b"first line\n"
+                assert await f.tell() == 11
+                break
+            assert await f.tell() == 0, f"a readline cancelled after {k} steps moved"
+        assert k > 0
+
+
+@pytest.mark.parametrize(
+    ("mode", "buffering"), [("rb", 0), ("rb", -1), ("rb", 4), ("r", -1), ("r", 2)]
+)
+async def test_cancelled_readlines_keeps_the_lines_it_took(
+    pipe: tuple[int, int], mode: str, buffering: int
+) -> None:
+    r, w = pipe
+    f = await ouring.open_file(r, mode, buffering=buffering, closefd=False)
+    os.write(w, b"one\ntwo\nthr")
+    await cancel_when_parked(f.readlines)  # two lines and a half, then parks
+    os.write(w, b"ee\n")
+    os.close(w)
+    lines = await f.readlines()
+    await f.aclose()
+    assert [line.encode() if isinstance(line, str) else line for line in lines] == [
+        b"one\n",
+        b"two\n",
+        b"three\n",
+    ]
+
+
+def _builtin_seek_after_read_write(path: Path) -> tuple[int, bytes, bytes]:
+    with open(path, "r+b") as g:
+        g.read(1)
+        g.write(b"X")
+        pos = g.seek(100)
+        got = g.read(5)
+    return pos, got, path.read_bytes()
+
+
+async def test_seek_after_a_read_cancelled_in_its_flush(tmp_path: Path) -> None:
+    ref, path = tmp_path / "ref", tmp_path / "f"
+    data = bytes(range(256)) * 40
+    ref.write_bytes(data)
+    want = _builtin_seek_after_read_write(ref)
+    for k in itertools.count():
+        path.write_bytes(data)
+        async with await ouring.open_file(path, "r+b") as f:
+            await f.read(1)
+            await f.write(b"X")
+            cancelled, _ = await cancelled_after(k, lambda: f.read(5000))
+            if not cancelled:
+                break
+            pos = await f.seek(100)
+            got = await f.read(5)
+        assert (pos, got, path.read_bytes()) == want, f"read(5000) cancelled after {k} steps"
+
+
+async def test_append_read_cancelled_after_its_flush_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    for k in itertools.count():
+        path.write_bytes(b"y" * 100)
+        async with await ouring.open_file(path, "a+b") as f:
+            await f.seek(0)
+            await f.write(b"XYZ")
+            cancelled, got = await cancelled_after(k, f.read)
+            if not cancelled:
+                assert got == b""
+                break
+            assert await f.read() == b"", f"read() cancelled after {k} steps"
+            assert await f.tell() == 103
+        assert path.read_bytes() == b"y" * 100 + b"XYZ"
+
+
+async def test_text_write_drops_the_decoded_read_ahead(tmp_path: Path) -> None:
+    ref, path = tmp_path / "ref", tmp_path / "f"
+    for p in (ref, path):
+        p.write_text("abcdefghi\n")
+    with open(ref, "r+", encoding="ascii") as g:  # noqa: ASYNC230 - the reference
+        want = [g.read(7), g.write("E"), g.readline(), g.tell()]
+    async with await ouring.open_file(path, "r+", encoding="ascii") as f:
+        got = [await f.read(7), await f.write("E"), await f.readline(), await f.tell()]
+    assert got == want == ["abcdefg", 1, "", 11]
+    assert path.read_bytes() == ref.read_bytes() == b"abcdefghi\nE"
+
+
+async def test_aclose_waits_for_a_call_in_progress_and_flushes(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    f = await ouring.open_file(path, "wb", buffering=64)
+    await f.write(b"abc")  # buffered
+
+    async def writer() -> None:
+        # Flushes abc, writes the d's from the caller's memory, buffers the e:
+        # two kernel writes, so the call spans several scheduler passes.
+        await f.writelines([b"d" * 100, b"e"])
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer)
+        for _ in range(1000):
+            await trio.lowlevel.checkpoint()
+            if f._lock.locked():
+                break
+        assert f._lock.locked(), "the writer never entered its call"
+        await f.aclose()  # must let the call finish, then flush its e
+    assert path.read_bytes() == b"abc" + b"d" * 100 + b"e"
+
+
+async def test_aclose_ends_every_call_waiting_on_a_pipe(pipe: tuple[int, int]) -> None:
+    r, _ = pipe
+    f = await ouring.open_file(os.dup(r), "rb")
+    ended: list[type[BaseException]] = []
+
+    async def reader() -> None:
+        try:
+            await f.read(1)
+        except trio.ClosedResourceError as exc:
+            ended.append(type(exc))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):  # one parked in the kernel, two queued on the lock
+            nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        await f.aclose()
+    assert ended == [trio.ClosedResourceError] * 3
+    assert f.closed

@@ -362,11 +362,6 @@ def preludes(name: str, binary: bool) -> list[list[Step]]:
     if name != "read1" and binary:
         out.append([("f", "write", (data,))])
         out.append([("f", "read", (2,)), ("f", "write", (data,))])
-    if not binary and name in ("write", "writelines"):
-        # TODO(issue 13, symptom 6, fixed on the files-cancel branch): a text
-        # write after a read must drop the decoded read-ahead; drop this line
-        # when that lands.
-        out.remove([("f", "read", (1,))])
     return out
 
 
