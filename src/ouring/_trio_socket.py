@@ -382,13 +382,15 @@ class UringSocket(trio.socket.SocketType):
         """Like :meth:`socket.socket.recv`, but async: an io_uring recv."""
         fd = self._fileno()
         op = self._read_op
-        if op is not None and PENDING <= op.state <= CANCELLING:
+        # The slot's state is read once: this runs for every receive_some.
+        state = DONE if op is None else op.state
+        if PENDING <= state <= CANCELLING:
             return _raise_busy()
         if fd < 0 or type(buflen) is not int or buflen < 1 or type(flags) is not int:
             return self._recv_slow(buflen, flags)
         size = buflen
         if self._stream and not flags:
-            if op is not None and op.state == DONE and type(op) is RecvBytes:
+            if state == DONE and type(op) is RecvBytes:
                 # The last receive says what arrives: adapt (module docstring).
                 asked = op.length
                 got = op.res
