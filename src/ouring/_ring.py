@@ -582,7 +582,12 @@ class Ring(RingCore):
     # -- operations ------------------------------------------------------------------------
 
     def _perform(self, op: Operation[T]) -> Coroutine[Any, Any, T]:
-        return self._driver_of((op,)).perform(self, op)
+        # Every socket call comes here: the executor is read here rather than
+        # through _driver_of, which costs a tuple and a call per operation.
+        executor = self.executor
+        if executor is None:
+            executor = self._driver_of((op,))  # releases op and raises
+        return executor.perform(self, op)
 
     def _perform_many(self, ops: Sequence[Operation[T]]) -> Coroutine[Any, Any, list[T]]:
         return self._driver_of(ops).perform_many(self, ops)

@@ -322,8 +322,10 @@ def current_ring() -> Ring:
     # closed (at the end of its run, or after a kernel failure) fails the
     # closed check.
     cached = _task_ring.get()
-    if cached is not None and cached[1] == get_ident() and not cached[0]._closed:
-        return cached[0]
+    if cached is not None:
+        ring, thread = cached
+        if thread == get_ident() and not ring._closed:
+            return ring
     return _find_ring()
 
 

@@ -382,13 +382,15 @@ class UringSocket(trio.socket.SocketType):
         """Like :meth:`socket.socket.recv`, but async: an io_uring recv."""
         fd = self._fileno()
         op = self._read_op
-        if op is not None and PENDING <= op.state <= CANCELLING:
+        # The slot's state is read once: this runs for every receive_some.
+        state = DONE if op is None else op.state
+        if PENDING <= state <= CANCELLING:
             return _raise_busy()
         if fd < 0 or type(buflen) is not int or buflen < 1 or type(flags) is not int:
             return self._recv_slow(buflen, flags)
         size = buflen
         if self._stream and not flags:
-            if op is not None and op.state == DONE and type(op) is RecvBytes:
+            if state == DONE and type(op) is RecvBytes:
                 # The last receive says what arrives: adapt (module docstring).
                 asked = op.length
                 got = op.res
@@ -404,7 +406,12 @@ class UringSocket(trio.socket.SocketType):
         op = RecvBytes(fd, size, flags & _WAIT if flags else 0)
         self._read_op = op
         self._read_ring = ring
-        return ring._perform(op)
+        # The executor's coroutine itself: Ring._perform (which a ring driven
+        # by hand needs: it releases op and raises) would cost one more frame.
+        executor = ring.executor
+        if executor is None:
+            return ring._perform(op)
+        return executor.perform(ring, op)
 
     async def _recv_slow(self, buflen: Any, flags: Any) -> bytes:
         if self._fileno() < 0:
@@ -530,8 +537,11 @@ class UringSocket(trio.socket.SocketType):
             return (await self._perform_queued(op, ring))[1]
         self._write_op = op
         self._write_ring = ring
+        executor = ring.executor  # without Ring._perform's frame, as in recv
         try:
-            return (await ring._perform(op))[1]
+            if executor is None:
+                return (await ring._perform(op))[1]
+            return (await executor.perform(ring, op))[1]
         finally:
             if self._write_op is op:
                 self._write_op = None  # holds the caller's buffer
