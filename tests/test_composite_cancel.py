@@ -440,22 +440,25 @@ def fifo(tmp_path: pathlib.Path) -> pathlib.Path:
     return path
 
 
-def waiting_for_a_fifo_peer() -> bool:
-    """Whether a thread of this process (an io-wq worker, or a worker thread
-    of the fallback) sleeps in open(2) of a FIFO: the kernel's answer, from
-    /proc."""
+def waiting_for_a_fifo_peer(io_wq: bool) -> bool:
+    """Whether an io-wq worker (``io_wq``; its name starts with ``iou-wrk``)
+    or another thread of this process (a worker thread of the fallback)
+    sleeps in open(2) of a FIFO: the kernel's answer, from /proc. The kind
+    matters: an io-wq worker of an earlier test's ring may still be on its
+    way out of such a wait."""
     for task in pathlib.Path("/proc/self/task").iterdir():
         try:
-            if (task / "wchan").read_text() == "wait_for_partner":
+            is_io_wq = (task / "comm").read_text().startswith("iou-")
+            if is_io_wq == io_wq and (task / "wchan").read_text() == "wait_for_partner":
                 return True
         except FileNotFoundError:  # the thread ended meanwhile
             continue
     return False
 
 
-async def wait_for_a_fifo_open() -> None:
+async def wait_for_a_fifo_open(io_wq: bool) -> None:
     with trio.fail_after(10):  # a failure, not a synchronization
-        while not waiting_for_a_fifo_peer():
+        while not waiting_for_a_fifo_peer(io_wq):
             await trio.testing.wait_all_tasks_blocked()
 
 
@@ -489,7 +492,7 @@ async def test_an_open_waiting_for_a_fifo_s_reader_is_cancellable(
         with trio.CancelScope() as scope:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(open_it)
-                await wait_for_a_fifo_open()
+                await wait_for_a_fifo_open(io_wq=True)
                 scope.cancel()
         assert [type(exc) for exc in raised] == [trio.Cancelled]
         assert scope.cancelled_caught
@@ -510,15 +513,21 @@ async def test_on_the_thread_fallback_a_fifo_open_waits_for_its_reader(
         async def open_it() -> None:
             got.append(await ouring.open_file(fifo, "wb"))
 
+        reader = -1
         with trio.CancelScope() as scope:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(open_it)
-                await wait_for_a_fifo_open()
-                scope.cancel()
-                with trio.CancelScope(shield=True):
-                    await trio.testing.wait_all_tasks_blocked()
-                assert got == []  # still waiting in open(2)
-                reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # the peer
+                try:
+                    await wait_for_a_fifo_open(io_wq=False)
+                    scope.cancel()
+                    with trio.CancelScope(shield=True):
+                        await trio.testing.wait_all_tasks_blocked()
+                    assert got == []  # still waiting in open(2)
+                finally:
+                    # The peer, whatever happened above: without it the
+                    # worker thread (which nothing cancels) and so this
+                    # nursery would wait forever instead of failing.
+                    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
         try:
             assert not scope.cancelled_caught
             assert len(got) == 1
