@@ -65,7 +65,7 @@ test-wheel: wheel
 	$(BIN)/python -m venv $(WHEEL_TEST)/venv
 	$(WHEEL_TEST)/venv/bin/python -m pip install -q --upgrade pip
 	$(WHEEL_TEST)/venv/bin/python -m pip install -q "$$(echo $(WHEEL))[test,build]"
-	cp -r tests examples README.md pyproject.toml $(WHEEL_TEST)/
+	cp -r tests examples docs README.md pyproject.toml $(WHEEL_TEST)/
 	cd $(WHEEL_TEST) && venv/bin/python -c 'import ouring; \
 		assert "/site-packages/" in ouring.__file__, ouring.__file__; print("testing", ouring.__file__)'
 	cd $(WHEEL_TEST) && OURING_SOURCE_TREE=$(CURDIR) venv/bin/python -m pytest -m "not slow"
