@@ -113,7 +113,7 @@ from ._ops import (
     WriteV,
     address_of,
 )
-from ._ring import FdRequest, Ring, RingStatistics, _registry_lock
+from ._ring import FdRequest, Ring, RingStatistics
 
 __all__ = [
     "FALLBACK_ENV",
@@ -841,25 +841,15 @@ class ThreadRing(Ring):
                 trio.lowlevel.notify_closing(fd)
         return len(targets)
 
-    def _answer_fd_requests(self) -> None:
-        """In this ring's run: end what waits on each requested fd; answer once
-        no operation is left on it. A waiting task ends at its next step; a
-        syscall already running in a worker thread finishes first, so that no
-        thread reaches the fd number after the other thread's close(2)."""
-        if not self._fd_requests:
-            return
-        with _registry_lock:
-            requests, self._fd_requests = self._fd_requests, []
-        for request in requests:
-            try:
-                if not self._closed:
-                    self._cancel_fd_here(request.fd)
-            except Exception:  # noqa: BLE001 - never raise in a run_sync_soon callback
-                pass
-            if not self._closed and any(op.fd == request.fd for op in self._entries):
-                self._answer_when_quiet.setdefault(request.fd, []).append(request)
-            else:
-                request.answer()
+    def _fd_request_done(self, request: FdRequest) -> None:
+        # Answered once no operation is left on the fd: a waiting task ends at
+        # its next step, but a syscall already running in a worker thread
+        # finishes first, so that no thread reaches the fd number after the
+        # other thread's close(2).
+        if not self._closed and any(op.fd == request.fd for op in self._entries):
+            self._answer_when_quiet.setdefault(request.fd, []).append(request)
+        else:
+            request.answer()
 
     async def _wait_answered(self, requests: Sequence[FdRequest]) -> None:
         self._check_usable()

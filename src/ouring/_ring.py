@@ -350,7 +350,13 @@ class Ring(RingCore):
             except Exception:  # noqa: BLE001 - a failing ring is closed by its driver
                 pass
             finally:
-                request.answer()
+                self._fd_request_done(request)
+
+    def _fd_request_done(self, request: FdRequest) -> None:
+        """The ring's operations on ``request.fd`` are ended: answer the
+        closing thread. (The thread ring answers later if a syscall of its
+        still runs on the fd.)"""
+        request.answer()
 
     # -- the driver interface, used by executors -------------------------------------
 
