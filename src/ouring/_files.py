@@ -325,9 +325,6 @@ class _RawFile:
                 return 0
             return (await self.read_op(dst))[1]
 
-    async def read1(self, size: Any = -1) -> bytes:
-        raise AttributeError("'_io.FileIO' object has no attribute 'read1'")
-
     async def readline(self, size: Any = -1) -> bytes:
         # IOBase.readline: FileIO has no peek, so one byte per read. Each byte
         # is one operation; a cancel between two of them gives back what the
@@ -1351,12 +1348,6 @@ class _TextFile:
         # lines already taken are given back too (bytes and decoder state).
         await self._rollback_on_error(_collect_lines(self, n, lines))
         return lines
-
-    async def read1(self, size: Any = -1) -> str:
-        raise _UnsupportedOperation("read1() needs a binary file")
-
-    async def readinto(self, b: Any) -> int:
-        raise _UnsupportedOperation("readinto() needs a binary file")
 
     # -- flush, seek, tell
 
