@@ -1091,3 +1091,29 @@ async def test_aclose_ends_every_call_waiting_on_a_pipe(pipe: tuple[int, int]) -
         await f.aclose()
     assert ended == [trio.ClosedResourceError] * 3
     assert f.closed
+
+
+async def test_a_second_aclose_stays_cancellable_and_any_layer_closes_once() -> None:
+    # The first aclose of a pipe writer flushes unshielded and may wait for a
+    # reader forever; a second aclose (here through the raw layer, which
+    # shares the file) must not wait shielded behind it, and once the file is
+    # closed, closing any layer again does nothing, as the builtin's close().
+    r, w = os.pipe()
+    try:
+        f = await ouring.open_file(w, "wb", closefd=False, buffering=1 << 20)
+        await f.write(b"x" * (1 << 19))  # more than the pipe takes
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(f.aclose)
+            await trio.testing.wait_all_tasks_blocked()
+            with trio.move_on_after(0.2) as scope:
+                await f.raw.aclose()
+            assert scope.cancelled_caught  # the second close did not hang
+            got = 0
+            while got < 1 << 19:  # the reader comes: the first close finishes
+                got += len(await trio.to_thread.run_sync(os.read, r, 1 << 16))
+        assert f.closed
+        await f.raw.aclose()  # once closed: nothing, through any layer
+        await f.aclose()
+    finally:
+        os.close(r)
+        os.close(w)

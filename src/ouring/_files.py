@@ -205,6 +205,9 @@ class _RawFile:
         self.appending = appending
         self.created = created
         self.closefd = closefd
+        # Set by the first aclose of any layer of this file (they share this
+        # object, their lock and their registered calls).
+        self.closing = False
         self.positional = positional  # seekable: explicit offsets, tracked position
         self.kernel_appends = kernel_appends  # O_APPEND: the kernel picks the offset
         self.pos = pos
@@ -1660,7 +1663,6 @@ class AsyncFile(Generic[AnyStr]):
         # The scopes of the calls in progress or queued on a pipe-like file
         # (see _call), which aclose cancels.
         self._calls: set[trio.CancelScope] = set()
-        self._closing = False
 
     def __dir__(self) -> Iterable[str]:
         absent = self._absent
@@ -2023,14 +2025,15 @@ class AsyncFile(Generic[AnyStr]):
         if isinstance(self._raw, _Detached):
             # As the builtin's close(), every time: ValueError, nothing to close.
             raise ValueError(self._raw.message)
-        if self._closing:
-            # Closed, or being closed by another task: return once it is.
-            with trio.CancelScope(shield=True):
-                async with self._lock:
-                    pass
-            await trio.lowlevel.checkpoint()
+        if self._raw.closing:
+            # Closed, or being closed by another task (through any layer):
+            # return once it is. Not shielded: the first close may wait
+            # forever on a pipe nobody reads, and this one must stay
+            # cancellable (the first still closes the file).
+            async with self._lock:
+                pass
             return
-        self._closing = True
+        self._raw.closing = True
         # Calls on a pipe may wait forever: end them (they raise
         # ClosedResourceError, having kept what they consumed). Calls on a
         # regular file are bounded and shielded: they finish first, so what
