@@ -50,9 +50,7 @@ import trio
 from ._buffers import MAX_RW
 from ._ops import (
     CANCELLING,
-    CLOSED,
     PENDING,
-    SUBMITTED,
     Accept,
     Operation,
     Recv,
@@ -66,6 +64,7 @@ from ._trio_socket import (
     INITIAL_RECEIVE_SIZE,
     MIN_RECEIVE_SIZE,
     UringSocket,
+    _cancel_for_close,
     custom_socket_factory,
 )
 
@@ -92,7 +91,6 @@ DEFAULT_DELAY = 0.250
 _SOCKET_TYPES = (_stdlib_socket.socket, trio.socket.SocketType)
 _INET = (_stdlib_socket.AF_INET, _stdlib_socket.AF_INET6)
 _SEND_FLAGS = _stdlib_socket.MSG_NOSIGNAL | _stdlib_socket.MSG_WAITALL
-_IN_FLIGHT = (PENDING, SUBMITTED)  # states in which a cancel request can still act
 _SEND_BUSY = "another task is currently sending data on this SocketStream"
 _RECEIVE_BUSY = "another task is currently receiving data on this SocketStream"
 
@@ -153,13 +151,6 @@ def _check_socket(sock: object, what: str) -> None:
         )
     if sock.type != _stdlib_socket.SOCK_STREAM:
         raise ValueError(f"{what} requires a SOCK_STREAM socket")
-
-
-def _cancel_for_close(op: Operation[Any] | None, ring: Ring | None) -> None:
-    """The fd of ``op`` is being closed: the op, if the kernel may still run
-    it, is cancelled and its waiter gets ``ClosedResourceError``."""
-    if op is not None and ring is not None and op.state in _IN_FLIGHT and not ring.closed:
-        ring.cancel(op, CLOSED)
 
 
 def _close_socket(sock: AnySocket) -> None:

@@ -125,8 +125,9 @@ def _busy(op: Operation[Any] | None) -> bool:
 
 
 def _cancel_for_close(op: Operation[Any] | None, ring: Ring | None) -> None:
-    """``op``'s fd is being closed: if the kernel may still run it, it is
-    cancelled and its task gets ``ClosedResourceError``."""
+    """``op``'s fd is being closed (by this socket, or by ouring's own stream
+    and listener): if the kernel may still run it, it is cancelled and its
+    task gets ``ClosedResourceError``."""
     if op is not None and ring is not None and op.state in (PENDING, SUBMITTED) and not ring.closed:
         ring.cancel(op, CLOSED)
 
