@@ -129,6 +129,18 @@ _registry_lock = threading.Lock()  # guards _live_rings and every ring's request
 _live_rings: dict[int, weakref.ref[Ring]] = {}
 
 
+def _registry_after_fork_in_child() -> None:
+    # Another thread of the parent may have held the lock at the fork: the
+    # child's copy would stay locked forever. None of the parent's rings is
+    # usable in the child (see above), so the child starts with no ring.
+    global _registry_lock
+    _registry_lock = threading.Lock()
+    _live_rings.clear()
+
+
+os.register_at_fork(after_in_child=_registry_after_fork_in_child)
+
+
 class FdRequest:
     """A request, posted by a close in another thread, to withdraw or cancel a
     ring's operations on ``fd``. Answered once, by the ring's own thread."""
