@@ -1390,3 +1390,28 @@ def test_install_outside_a_run_raises_and_patches_nothing() -> None:
     results = json.loads(done.stdout)
     assert results["error"] is not None
     assert results["same"] is True
+
+
+async def test_close_from_another_thread_ends_a_parked_recv() -> None:
+    # The ring is touched only by its own thread: a close in a worker thread
+    # asks it through an fd request (Ring.cancel_for_close), and the parked
+    # recv still ends with ClosedResourceError, its fd closed.
+    a, b = socket.socketpair()
+    sock = UringSocket(a)
+    result: list[BaseException] = []
+
+    async def receive() -> None:
+        try:
+            await sock.recv(10)
+        except trio.ClosedResourceError as exc:
+            result.append(exc)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receive)
+            await trio.testing.wait_all_tasks_blocked()
+            await trio.to_thread.run_sync(sock.close)
+    assert [type(exc) for exc in result] == [trio.ClosedResourceError]
+    assert sock.fileno() == -1
+    b.close()
+    assert inflight() == 0
