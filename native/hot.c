@@ -494,7 +494,8 @@ typedef struct {
     PyObject *waiter; /* the executor's token to wake when DONE; NULL reads as None */
     unsigned long long addr, offset, user_data;
     int fd, res, state, cancel_by;
-    unsigned int length, op_flags;
+    unsigned int length, op_flags, file_index, cqe_flags;
+    unsigned short ioprio, buf_index;
     unsigned char sqe_flags;
     unsigned char opcode; /* the class's opcode, copied by submit */
     char abandoned;
@@ -618,6 +619,10 @@ static PyMemberDef op_members[] = {
     {"offset", T_ULONGLONG, offsetof(Op, offset), 0, "SQE off (or addr2)"},
     {"op_flags", T_UINT, offsetof(Op, op_flags), 0, "SQE per-opcode flags"},
     {"sqe_flags", T_UBYTE, offsetof(Op, sqe_flags), 0, "IOSQE_* flags"},
+    {"ioprio", T_USHORT, offsetof(Op, ioprio), 0, "SQE ioprio (multishot, send_zc flags)"},
+    {"buf_index", T_USHORT, offsetof(Op, buf_index), 0, "SQE buf_index (or buf_group)"},
+    {"file_index", T_UINT, offsetof(Op, file_index), 0, "SQE splice_fd_in / file_index"},
+    {"cqe_flags", T_UINT, offsetof(Op, cqe_flags), 0, "the final CQE's flags"},
     {"user_data", T_ULONGLONG, offsetof(Op, user_data), 0, "set by the ring; never reused"},
     {"state", T_INT, offsetof(Op, state), 0, "CREATED .. LEAKED (see _ops.py)"},
     {"res", T_INT, offsetof(Op, res), 0, "the final CQE's result"},
@@ -1257,7 +1262,7 @@ static PyObject *core_prepare(Core *c, PyObject *Py_UNUSED(ignored))
         if (target->state == STATE_CANCELLING &&
             ouring_prep(c->ring, IORING_OP_ASYNC_CANCEL, -1,
                         (const void *)(uintptr_t)target->user_data, 0, 0, 0, CANCEL_USER_DATA,
-                        0) < 0) {
+                        0, 0, 0, 0) < 0) {
             if ((ret = core_make_room(c)) <= 0)
                 break;
             continue;
@@ -1276,7 +1281,8 @@ static PyObject *core_prepare(Core *c, PyObject *Py_UNUSED(ignored))
         PyObject *key;
 
         if (ouring_prep(c->ring, op->opcode, op->fd, (const void *)(uintptr_t)op->addr,
-                        op->length, op->offset, op->op_flags, op->user_data, op->sqe_flags) < 0) {
+                        op->length, op->offset, op->op_flags, op->user_data, op->sqe_flags,
+                        op->ioprio, op->buf_index, op->file_index) < 0) {
             if ((ret = core_make_room(c)) <= 0)
                 break;
             continue;
@@ -1314,8 +1320,7 @@ static int core_dispatch(Core *c, int n)
     for (i = 0; i < n; i++) {
         PyObject *key, *op;
 
-        /* Every operation here is single-shot, so each CQE is final (no
-         * IORING_CQE_F_MORE); cancel requests own nothing and are skipped. */
+        /* Cancel requests own nothing and are skipped. */
         if (c->cqe_user_data[i] == CANCEL_USER_DATA)
             continue;
         key = PyLong_FromUnsignedLongLong(c->cqe_user_data[i]);
@@ -1329,9 +1334,23 @@ static int core_dispatch(Core *c, int n)
             continue;
         }
         Py_INCREF(op);
+        if (c->cqe_flags[i] & IORING_CQE_F_MORE) {
+            /* Not the final CQE (a multishot, or send_zc's result before its
+             * notification): the operation stays in flight, and so does all
+             * it owns; its _more(res, flags) takes what this CQE says. */
+            PyObject *r = PyObject_CallMethod(op, "_more", "iI", c->cqe_res[i],
+                                              (unsigned int)c->cqe_flags[i]);
+            if (!r)
+                keep_error(&err);
+            Py_XDECREF(r);
+            Py_DECREF(key);
+            Py_DECREF(op);
+            continue;
+        }
         if (PyDict_DelItem(c->inflight, key) < 0)
             keep_error(&err);
         Py_DECREF(key);
+        ((Op *)op)->cqe_flags = c->cqe_flags[i];
         core_settle(c, (Op *)op, c->cqe_res[i], &err);
         Py_DECREF(op);
     }

@@ -40,10 +40,12 @@ struct ouring {
 /* Prepare one SQE. The per-opcode field meanings follow liburing's
  * io_uring_prep_* helpers: `off` doubles as addr2 (accept's addrlen pointer,
  * statx's buffer), `op_flags` is the union of rw/msg/accept/open/statx/fsync/
- * cancel flags. Returns -EBUSY when the SQ is full: nothing was written. */
+ * cancel flags; `ioprio`, `buf_index` and `file_index` are the SQE fields of those
+ * names (file_index shares its place with splice_fd_in). Returns -EBUSY when the SQ is full: nothing was written. */
 static inline int ouring_prep(struct ouring *o, int opcode, int fd, const void *addr,
                        uint32_t len, uint64_t off, uint32_t op_flags,
-                       uint64_t user_data, uint8_t sqe_flags)
+                       uint64_t user_data, uint8_t sqe_flags, uint16_t ioprio,
+                       uint16_t buf_index, uint32_t file_index)
 {
     struct io_uring_sqe *sqe = io_uring_get_sqe(&o->ring);
 
@@ -53,6 +55,9 @@ static inline int ouring_prep(struct ouring *o, int opcode, int fd, const void *
     sqe->rw_flags = (int)op_flags;
     sqe->flags = sqe_flags;
     sqe->user_data = user_data;
+    sqe->ioprio = ioprio;         /* recv/accept multishot, send_zc flags */
+    sqe->buf_index = buf_index;   /* fixed buffer index, or buf_group with BUFFER_SELECT */
+    sqe->splice_fd_in = (int32_t)file_index; /* splice's fd_in, or a fixed file slot */
     return 0;
 }
 

@@ -36,6 +36,10 @@ class Operation:
     offset: int
     op_flags: int
     sqe_flags: int
+    ioprio: int
+    buf_index: int
+    file_index: int
+    cqe_flags: int
     user_data: int
     state: int
     res: int

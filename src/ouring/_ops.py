@@ -105,6 +105,8 @@ class Operation(_hot.Operation, Generic[T]):
     fields (buffer, path, sockaddr, iovecs, statx). ``sqe_flags`` starts at 0;
     the lifecycle (``user_data``, ``state``, ``res``, ``cancel_by``,
     ``waiter``, ``abandoned``) starts CREATED and is written by the ring only.
+    ``ioprio``, ``buf_index`` and ``file_index`` are the SQE fields of those
+    names (0 unless a subclass sets them); ``cqe_flags`` is the final CQE's.
     """
 
     __slots__ = ()
@@ -122,6 +124,12 @@ class Operation(_hot.Operation, Generic[T]):
 
     def discard(self) -> None:
         """Undo a successful result that nobody will receive (close an fd)."""
+
+    def _more(self, res: int, flags: int) -> None:
+        """A CQE with ``IORING_CQE_F_MORE``: more follow for this operation,
+        which stays in flight with all it owns. Only operations that ask the
+        kernel for several CQEs (multishot, send_zc) get one."""
+        raise SystemError(f"ouring: an unexpected multishot CQE for {self!r}: {res}, {flags:#x}")
 
     def outcome(self) -> T:
         """The value to hand the waiter once the operation is DONE (or
