@@ -1046,6 +1046,7 @@ typedef struct {
     PyObject *executor;       /* the event-loop adapter, or NULL */
     PyObject *wake;           /* executor.wake, looked up when executor is set */
     unsigned long long next_user_data, submitted, completed, cancelled, leaked, batches;
+    unsigned long long more; /* CQEs with IORING_CQE_F_MORE: not final */
     Py_ssize_t max_inflight;
     unsigned long thread; /* the owner: PyThread_get_thread_ident(), as threading.get_ident() */
     unsigned long generation; /* fork_generation when opened: differs in a forked child */
@@ -1056,6 +1057,7 @@ typedef struct {
     int32_t *cqe_res;
     uint32_t *cqe_flags;
     unsigned char supported[256];
+    struct recv_pool *pool; /* the provided buffers of multishot receives, or NULL */
 } Core;
 
 static PyObject *str_opcode, *str_release, *str_discard, *str_refuse, *str_cancel_fd, *str_wake,
@@ -1108,6 +1110,8 @@ static int restore_error(struct first_error *e)
     return -1;
 }
 
+#include "receive.c"
+
 /* -> DONE: the final CQE arrived, or the operation was withdrawn. Gives back
  * what the kernel could touch, then wakes the waiter (or undoes the result of
  * an abandoned operation). Every step runs even if one raises; the first
@@ -1120,6 +1124,8 @@ static void core_settle(Core *c, Op *op, int res, struct first_error *err)
     op->state = STATE_DONE;
     if (PyObject_TypeCheck(op, &BufOpType)) {
         lend_give_back(&((BufOp *)op)->lend);
+    } else if (PyObject_TypeCheck(op, &MultiRecvType)) {
+        receive_settled(c, (MultiRecv *)op, res, err); /* owns no memory of its own */
     } else if (!(r = PyObject_CallMethodNoArgs((PyObject *)op, str_release))) {
         keep_error(err);
     } else {
@@ -1334,6 +1340,14 @@ static int core_dispatch(Core *c, int n)
             continue;
         }
         Py_INCREF(op);
+        if (c->cqe_flags[i] & IORING_CQE_F_MORE)
+            c->more++;
+        if (PyObject_TypeCheck(op, &MultiRecvType) &&
+            !multirecv_cqe(c, (MultiRecv *)op, c->cqe_res[i], c->cqe_flags[i], &err)) {
+            Py_DECREF(key);
+            Py_DECREF(op);
+            continue;
+        }
         if (c->cqe_flags[i] & IORING_CQE_F_MORE) {
             /* Not the final CQE (a multishot, or send_zc's result before its
              * notification): the operation stays in flight, and so does all
@@ -1568,8 +1582,39 @@ static PyObject *core_open(Core *c, PyObject *args)
 /* _close_core(): the ring's memory is about to be freed: never touch it again. */
 static PyObject *core_close(Core *c, PyObject *Py_UNUSED(ignored))
 {
+    if (c->pool) {
+        /* A forked child must not unregister the parent's buffer group
+         * through the inherited ring fd. */
+        int parent = c->ring && c->generation == fork_generation;
+        pool_close(parent ? &c->ring->ring : NULL, c->pool, c->leaked > 0);
+        c->pool = NULL;
+    }
     c->ring = NULL;
     Py_RETURN_NONE;
+}
+
+/* _open_recv_pool(count, size, group) -> 0, or -errno when this kernel (or
+ * its limits) refuses a provided-buffer ring: receives then stay one-shot. */
+static PyObject *core_open_recv_pool(Core *c, PyObject *args)
+{
+    unsigned count, size;
+    unsigned short group;
+    int ret;
+
+    if (!PyArg_ParseTuple(args, "IIH", &count, &size, &group))
+        return NULL;
+    if (core_usable(c) < 0)
+        return NULL;
+    if (c->pool) {
+        PyErr_SetString(PyExc_RuntimeError, "the receive pool is open already");
+        return NULL;
+    }
+    if (!count || count > 32768 || (count & (count - 1)) || !size || size > OURING_MAX_RW) {
+        PyErr_SetString(PyExc_ValueError, "count must be a power of two <= 32768, size > 0");
+        return NULL;
+    }
+    ret = pool_open(&c->ring->ring, count, size, group, &c->pool);
+    return PyLong_FromLong(ret);
 }
 
 static PyObject *core_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kw))
@@ -1686,6 +1731,8 @@ static PyMethodDef core_methods[] = {
      "_open_core(ring_address, max_inflight, batch, thread): drive this ring."},
     {"_close_core", (PyCFunction)core_close, METH_NOARGS,
      "The ring's memory is about to be freed."},
+    {"_open_recv_pool", (PyCFunction)core_open_recv_pool, METH_VARARGS,
+     "_open_recv_pool(count, size, group) -> 0 or -errno: the buffers of multishot receives."},
     {NULL},
 };
 
@@ -1702,6 +1749,7 @@ static PyMemberDef core_members[] = {
     {"_cancelled", T_ULONGLONG, offsetof(Core, cancelled), 0, NULL},
     {"_leaked", T_ULONGLONG, offsetof(Core, leaked), 0, NULL},
     {"_batches", T_ULONGLONG, offsetof(Core, batches), 0, NULL},
+    {"_more_cqes", T_ULONGLONG, offsetof(Core, more), 0, NULL},
     {NULL},
 };
 
@@ -1774,10 +1822,12 @@ PyMODINIT_FUNC PyInit__hot(void)
     FileOpType.tp_base = &BufOpType;
     MessageOpType.tp_base = &BufOpType;
     ReceiveOpType.tp_base = &BufOpType;
+    MultiRecvType.tp_base = &OpType;
     if (PyType_Ready(&LeaseType) < 0 || PyType_Ready(&OpType) < 0 ||
         PyType_Ready(&BufOpType) < 0 || PyType_Ready(&FileOpType) < 0 ||
         PyType_Ready(&MessageOpType) < 0 || PyType_Ready(&ReceiveOpType) < 0 ||
-        PyType_Ready(&GroupType) < 0 || PyType_Ready(&CoreType) < 0)
+        PyType_Ready(&GroupType) < 0 || PyType_Ready(&CoreType) < 0 ||
+        PyType_Ready(&ReceiverType) < 0 || PyType_Ready(&MultiRecvType) < 0)
         return NULL;
     str_writes_buffer = PyUnicode_InternFromString("writes_buffer");
     str_flags = PyUnicode_InternFromString("flags");
@@ -1802,6 +1852,8 @@ PyMODINIT_FUNC PyInit__hot(void)
         PyModule_AddObjectRef(m, "MessageOperation", (PyObject *)&MessageOpType) < 0 ||
         PyModule_AddObjectRef(m, "ReceiveOperation", (PyObject *)&ReceiveOpType) < 0 ||
         PyModule_AddObjectRef(m, "Group", (PyObject *)&GroupType) < 0 ||
+        PyModule_AddObjectRef(m, "Receiver", (PyObject *)&ReceiverType) < 0 ||
+        PyModule_AddObjectRef(m, "MultishotReceive", (PyObject *)&MultiRecvType) < 0 ||
         PyModule_AddObjectRef(m, "RingCore", (PyObject *)&CoreType) < 0 ||
         PyModule_AddIntConstant(m, "MAX_RW", OURING_MAX_RW) < 0 ||
         PyModule_AddIntConstant(m, "CREATED", STATE_CREATED) < 0 ||

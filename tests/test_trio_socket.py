@@ -500,19 +500,36 @@ async def test_same_results_and_exceptions_as_trios_socket(
     expected = await outcome_of(scenario, WRAPS["trio"])
     got = await outcome_of(scenario, WRAPS["ouring"])
     assert got == expected
+    # A closed TCP socket's multishot receive ends with the CQE of its cancel,
+    # reaped at the next scheduler pass: nothing may stay in flight after it.
+    with trio.fail_after(5):
+        await ouring.wait_all_ops_completed()
     assert inflight() == 0
 
 
 async def test_the_io_calls_are_ring_operations() -> None:
-    """One ring operation per I/O call: recv, recv_into, receive_into,
-    recvfrom(_into), recvmsg(_into), send, sendto, sendmsg, accept, connect."""
+    """One ring operation per I/O call: send, sendto, sendmsg, accept,
+    connect; a TCP socket's receives (recv, recv_into, receive_into,
+    recvfrom(_into), recvmsg(_into)) take what its one multishot receive
+    delivered, one CQE per message; a unix socket's receives are one
+    operation each."""
     ring = ouring.current_ring()
+    multishot = ring.recv_group() is not None  # Linux 6.0+, not the thread ring
 
     async def completed(call: Callable[[], Awaitable[Any]]) -> int:
         before = ring.statistics().completed
         await call()
         return ring.statistics().completed - before
 
+    receives: list[Callable[[Any], Awaitable[Any]]] = [
+        lambda s: s.recv(10),
+        lambda s: s.recv_into(bytearray(10)),
+        lambda s: s.receive_into(bytearray(4)),
+        lambda s: s.recvfrom(10),
+        lambda s: s.recvfrom_into(bytearray(10)),
+        lambda s: s.recvmsg(10),
+        lambda s: s.recvmsg_into([bytearray(10)]),
+    ]
     with UringSocket(socket.socket()) as listener:
         await listener.bind(("127.0.0.1", 0))
         listener.listen()
@@ -526,18 +543,42 @@ async def test_the_io_calls_are_ring_operations() -> None:
             assert await completed(accept) == 1
             with conn[0] as server:
                 peer = client.getpeername()
-                pairs: list[tuple[Callable[[], Awaitable[Any]], Callable[[], Awaitable[Any]]]] = [
-                    (lambda: client.send(b"a"), lambda: server.recv(10)),
-                    (lambda: client.sendmsg([b"b"]), lambda: server.recv_into(bytearray(10))),
-                    (lambda: client.sendto(b"c", peer), lambda: server.receive_into(bytearray(4))),
-                    (lambda: client.send(b"d"), lambda: server.recvfrom(10)),
-                    (lambda: client.send(b"e"), lambda: server.recvfrom_into(bytearray(10))),
-                    (lambda: client.send(b"f"), lambda: server.recvmsg(10)),
-                    (lambda: client.send(b"g"), lambda: server.recvmsg_into([bytearray(10)])),
+                sends: list[Callable[[], Awaitable[Any]]] = [
+                    lambda: client.send(b"a"),
+                    lambda: client.sendmsg([b"b"]),
+                    lambda: client.sendto(b"c", peer),
                 ]
-                for send, receive in pairs:
-                    assert await completed(send) == 1
-                    assert await completed(receive) == 1
+                before = ring.statistics()
+                got = []
+                for i, receive in enumerate(receives):
+                    assert await completed(sends[i % 3]) == 1
+                    if multishot:
+                        got.append(await receive(server))
+                    else:  # one-shot: one operation each
+                        done = ring.statistics().completed
+                        got.append(await receive(server))
+                        assert ring.statistics().completed - done == 1
+                after = ring.statistics()
+                assert got == [
+                    b"a",
+                    1,
+                    (bytearray(b"c\0\0\0"), 1),
+                    (b"a", None),
+                    (1, None),
+                    (b"c", [], 0, None),
+                    (1, [], 0, None),
+                ]
+                if multishot:
+                    # The sends, and one arming of the multishot receive ...
+                    assert after.submitted - before.submitted == len(receives) + 1
+                    # ... which delivered one CQE per message.
+                    assert after.more - before.more == len(receives)
+    await ouring.wait_all_ops_completed()  # the closed TCP socket's multishot receive
+    a, b = socket.socketpair()
+    with UringSocket(a) as left, UringSocket(b) as right:
+        for receive in receives:
+            assert await completed(lambda: left.send(b"x")) == 1
+            assert await completed(functools.partial(receive, right)) == 1
 
 
 def test_accept_past_the_fd_limit_raises_emfile_like_trio(tmp_path: Path) -> None:
@@ -825,6 +866,8 @@ async def test_cancelled_receives_never_lose_bytes() -> None:
                     cancelled += scope.cancelled_caught
     assert got == expected
     assert cancelled > 50
+    with trio.fail_after(5):
+        await ouring.wait_all_ops_completed()  # the closed socket's multishot receive ends
     assert inflight() == 0
 
 

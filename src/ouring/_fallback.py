@@ -973,6 +973,10 @@ class ThreadRing(Ring):
         """Whether this ring implements the io_uring opcode (as a syscall)."""
         return opcode in _SUPPORTED
 
+    def recv_group(self) -> int | None:
+        """No provided buffers here: every receive is one recv(2)."""
+        return None
+
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"threads={self._threads}"
         return f"<ouring.ThreadRing {state}>"

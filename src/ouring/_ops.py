@@ -52,6 +52,7 @@ __all__ = [
     "Ftruncate",
     "LinkAt",
     "MkdirAt",
+    "MultishotReceive",
     "Nop",
     "OpenAt",
     "Operation",
@@ -236,6 +237,18 @@ class RecvBytes(_hot.ReceiveOperation, Operation[bytes]):
     if TYPE_CHECKING:  # built by _hot.ReceiveOperation's __new__
 
         def __init__(self, sock: Any, size: int, flags: int = 0) -> None: ...
+
+
+class MultishotReceive(_hot.MultishotReceive, Operation[None]):
+    """``MultishotReceive(fd, receiver, group)``: a multishot recv into the
+    ring's provided buffers (group ``group``, see ``Ring.recv_group``). Armed
+    once, it puts every arrival into its ``Receiver`` (a ``_hot.Receiver``,
+    one per socket) until the kernel ends it; the CQEs are handled in C
+    (native/receive.c). It owns no memory: the buffers are the ring's, and
+    each is copied out and given back in the dispatch of its CQE."""
+
+    __slots__ = ()
+    opcode = lib.IORING_OP_RECV
 
 
 class Send(_MessageOperation[B]):

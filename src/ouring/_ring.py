@@ -44,7 +44,7 @@ from typing import Any, NoReturn, Protocol, TypeVar
 
 from . import _sockaddr
 from ._errors import RingClosedError, UnsupportedError, setup_error
-from ._hot import RingCore
+from ._hot import Receiver, RingCore
 from ._hot import after_fork_in_child as _hot_after_fork_in_child
 from ._native import ffi, lib
 from ._ops import (
@@ -141,6 +141,27 @@ def _registry_after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_registry_after_fork_in_child)
 
 
+# The provided buffers of multishot receives (Ring.recv_group): 256 of 16 KiB,
+# 4 MiB of address space per ring, touched only as data arrives. 16 KiB holds
+# a typical TLS record or HTTP request in one CQE; more buffers only matter
+# when more than 256 arrivals wait for one reap (ENOBUFS ends a multishot,
+# which the next receive re-arms).
+RECV_BUFFERS = 256
+RECV_BUFFER_SIZE = 16384
+RECV_GROUP = 0
+_UNTRIED = object()
+
+
+def _kernel_at_least(major: int, minor: int) -> bool:
+    """Whether the running kernel's version is at least ``major.minor``
+    (for what the opcode probe cannot tell, such as a flag of an opcode)."""
+    try:
+        found = tuple(int(part) for part in os.uname().release.split("-")[0].split(".")[:2])
+    except ValueError:
+        return False
+    return found >= (major, minor)
+
+
 class FdRequest:
     """A request, posted by a close in another thread, to withdraw or cancel a
     ring's operations on ``fd``. Answered once, by the ring's own thread."""
@@ -200,6 +221,16 @@ class Executor(Protocol):
         failure raises)."""
         ...
 
+    def receive(
+        self, ring: Ring, rx: Receiver, fd: int, take: Callable[..., Any], *args: Any
+    ) -> Coroutine[Any, Any, Any]:
+        """``take(*args)`` from a socket's multishot queue ``rx`` once it
+        returns something (not None), arming ``rx``'s ``MultishotReceive`` on
+        ``ring`` when it is not armed. A checkpoint; cancelled, nothing was
+        taken. ``rx.waiter`` is this loop's token for the parked task, woken
+        with ``wake`` (by the ring at each delivery, or by a close)."""
+        ...
+
     def wake(self, waiter: Any) -> None:
         """The operation whose ``waiter`` this is is DONE: reschedule that
         task (it reads the operation's outcome itself)."""
@@ -228,6 +259,9 @@ class RingStatistics:
     sq_entries: int
     cq_entries: int
     setup_flags: int
+    #: CQEs that were not final (IORING_CQE_F_MORE): a multishot operation's
+    #: deliveries, send_zc's results before their notifications
+    more: int = 0
 
 
 class Ring(RingCore):
@@ -296,6 +330,7 @@ class Ring(RingCore):
         supported = ffi.new("unsigned char[]", lib.OURING_PROBE_OPS)
         lib.ouring_probe(self._ptr, supported, lib.OURING_PROBE_OPS)
         self._supported = bytes(ffi.buffer(supported))
+        self._recv_group: object = _UNTRIED
         self._register()
 
     # -- the registry of live rings (closing an fd across rings) ----------------------
@@ -503,8 +538,10 @@ class Ring(RingCore):
         # No CQE will ever wake these waiters: wake them now (outcome() raises
         # RingClosedError). The memory stays with the ring regardless.
         for op in stranded:
-            if op.waiter is not None and self.executor is not None:
-                waiter, op.waiter = op.waiter, None
+            # A multishot receive wakes the task parked on its receiver.
+            holder = getattr(op, "receiver", None) or op
+            if holder.waiter is not None and self.executor is not None:
+                waiter, holder.waiter = holder.waiter, None
                 self.executor.wake(waiter)
         self._close_core()
         lib.ouring_exit(self._ptr)
@@ -576,6 +613,7 @@ class Ring(RingCore):
             cancelled=self._cancelled,
             leaked=self._leaked,
             batches=self._batches,
+            more=self._more_cqes,
             sq_entries=self.sq_entries,
             cq_entries=self.cq_entries,
             setup_flags=self.setup_flags,
@@ -584,6 +622,23 @@ class Ring(RingCore):
     def supports(self, opcode: int) -> bool:
         """Whether this kernel implements the io_uring opcode."""
         return 0 <= opcode < len(self._supported) and bool(self._supported[opcode])
+
+    def recv_group(self) -> int | None:
+        """The provided-buffer group that multishot receives of this ring
+        use (``MultishotReceive``), registered at the first call; None where
+        this kernel has no multishot recv (before Linux 6.0) or refuses the
+        buffer ring: receives are then one-shot. The buffers (``RECV_BUFFERS``
+        of ``RECV_BUFFER_SIZE`` bytes, ring memory of ouring's own) are shared
+        by every socket of the ring and pinned by no one: a connection with
+        nothing arriving holds no buffer."""
+        group = self._recv_group
+        if group is _UNTRIED:
+            group = self._recv_group = None
+            if _kernel_at_least(6, 0) and self.supports(lib.IORING_OP_RECV):
+                res = self._open_recv_pool(RECV_BUFFERS, RECV_BUFFER_SIZE, RECV_GROUP)
+                if res == 0:
+                    group = self._recv_group = RECV_GROUP
+        return group  # type: ignore[return-value]
 
     def _check_open(self) -> None:
         if self._closed:

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
 import trio
 
 from ._buffers import MAX_RW
+from ._hot import Receiver
 from ._ops import (
     CANCELLING,
     PENDING,
@@ -65,6 +66,9 @@ from ._trio_socket import (
     MIN_RECEIVE_SIZE,
     UringSocket,
     _cancel_for_close,
+    _sync_call,
+    bind_receiver,
+    close_receiver,
     custom_socket_factory,
 )
 
@@ -188,9 +192,12 @@ class SocketStream(trio.abc.HalfCloseableStream):
         "_recv_op",
         "_recv_ring",
         "_recv_size",
+        "_rx",
+        "_rx_ring",
         "_send_op",
         "_send_ring",
         "_sending",
+        "_tcp",
         "socket",
     )
 
@@ -210,7 +217,12 @@ class SocketStream(trio.abc.HalfCloseableStream):
         self._recv_ring: Ring | None = None
         self._send_op: Operation[Any] | None = None
         self._send_ring: Ring | None = None
-        if socket.family in _INET:
+        # TCP receives through one multishot recv and its queue, as
+        # UringSocket's (see _trio_socket.py).
+        self._tcp = socket.family in _INET
+        self._rx: Receiver | None = None
+        self._rx_ring: Ring | None = None
+        if self._tcp:
             with suppress(OSError):
                 socket.setsockopt(_stdlib_socket.IPPROTO_TCP, _stdlib_socket.TCP_NODELAY, 1)
             with suppress(OSError, AttributeError):
@@ -343,6 +355,10 @@ class SocketStream(trio.abc.HalfCloseableStream):
         if self._closed or fd < 0:
             await _raise_closed("this socket was already closed")
         ring = current_ring()
+        if self._tcp:
+            rx = self._receiver(ring)
+            if rx is not None:
+                return await self._from_queue(ring, rx, fd, rx.take, limit)  # type: ignore[no-any-return]
         # The kernel writes into a new bytes object that becomes the result
         # (as socket.recv does): no copy out of a reused buffer, and no
         # buffer shared with a receive whose coroutine was closed mid-flight.
@@ -383,6 +399,16 @@ class SocketStream(trio.abc.HalfCloseableStream):
         if self._closed or fd < 0:
             await _raise_closed("this socket was already closed")
         ring = current_ring()
+        if self._tcp:
+            rx = self._receiver(ring)
+            if rx is not None:
+                with memoryview(buf) as view:  # type: ignore[arg-type]
+                    if view.readonly:
+                        raise TypeError("receive_into needs a writable buffer")
+                    if not view.nbytes:
+                        raise ValueError("receive_into needs a buffer of at least one byte")
+                n = await self._from_queue(ring, rx, fd, rx.take_into, buf, 0)
+                return buf, n
         op = Recv(fd, buf)
         if not op.length:
             op.release()
@@ -398,6 +424,25 @@ class SocketStream(trio.abc.HalfCloseableStream):
             self._recv_op = None  # holds the caller's buffer
             self._receiving = False
 
+    def _receiver(self, ring: Ring) -> Receiver | None:
+        rx = self._rx
+        if rx is not None and self._rx_ring is ring:
+            return rx
+        self._rx, self._rx_ring = bind_receiver(rx, self._rx_ring, ring)
+        return self._rx
+
+    async def _from_queue(self, ring: Ring, rx: Receiver, fd: int, take: Any, *args: Any) -> Any:
+        self._receiving = True
+        try:
+            if self._rx_ring is not ring:
+                # Queued on a ring that is gone: hand it out (bind_receiver).
+                return await _sync_call(take, *args)
+            return await ring.executor.receive(ring, rx, fd, take, *args)  # type: ignore[union-attr]
+        except OSError as exc:
+            raise _stream_error(exc) from exc
+        finally:
+            self._receiving = False
+
     # -- closing -------------------------------------------------------------------------
 
     async def aclose(self) -> None:
@@ -411,6 +456,7 @@ class SocketStream(trio.abc.HalfCloseableStream):
         if self._closed:
             return
         self._closed = True
+        close_receiver(self._rx, self._rx_ring)
         _cancel_for_close(self._recv_op, self._recv_ring)
         _cancel_for_close(self._send_op, self._send_ring)
         self._recv_op = self._send_op = None

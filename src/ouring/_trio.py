@@ -51,9 +51,10 @@ import trio
 
 from ._errors import FdClosedError
 from ._fallback import ThreadDriver, ThreadRing, make_ring, wait_answered, wakeup_in_run
-from ._hot import Group
+from ._hot import Group, Receiver
 from ._ops import (
     DONE,
+    MultishotReceive,
     Operation,
     Read,
     ReadV,
@@ -67,6 +68,7 @@ from ._ops import (
     read_requests,
     socket_family,
 )
+from ._ring import RECV_GROUP as _RECV_GROUP
 from ._ring import Ring
 from ._sockaddr import is_numeric
 
@@ -241,6 +243,49 @@ class _Driver(trio.abc.Instrument):
             if raise_cancel is not None and any(op.cancelled() for op in ops):
                 raise_cancel()
         return [op.result() if not op.cancel_by else _outcome(op) for op in ops]
+
+    async def receive(self, ring: Ring, rx: Receiver, fd: int, take: Any, *args: Any) -> Any:
+        """``take(*args)`` (a ``Receiver`` method: take, peek, take_into, or
+        a wrapper of one) once the socket's multishot receive has delivered
+        something, arming it as needed. With something queued: a full
+        checkpoint around the take, as trio's own recv around a syscall that
+        does not block. Otherwise the task parks on the receiver, not on an
+        operation: parking is the cancel point (as in ``perform``), a cancel
+        only ends the wait (Abort.SUCCEEDED) and the multishot stays armed,
+        so whatever arrives afterwards stays queued for the next receive and
+        Cancelled means nothing was taken."""
+        if rx.ready:
+            await _checkpoint_if_cancelled()
+            try:
+                data = take(*args)
+            finally:
+                await _cancel_shielded_checkpoint()
+            if data is not None:
+                return data
+            # A take that wants more than is queued (MSG_WAITALL) waits below.
+
+        def abort(raise_cancel: Any) -> trio.lowlevel.Abort:
+            rx.waiter = None  # nothing was taken: it did not happen
+            return _SUCCEEDED
+
+        task = _current_task()
+        while True:
+            if rx.op is None:
+                # Not armed (first receive, or the kernel ended the last one:
+                # end of stream, ENOBUFS, backpressure, an error).
+                op = MultishotReceive(fd, rx, _RECV_GROUP)
+                try:
+                    ring.submit(op)
+                except BaseException:
+                    rx.op = None
+                    raise
+            rx.waiter = task
+            await _wait_task_rescheduled(abort)
+            if rx.closed:
+                raise trio.ClosedResourceError("another task closed this socket")
+            data = take(*args)
+            if data is not None:
+                return data
 
     # The ring calls this with op.waiter, the task parked in perform().
     wake = staticmethod(trio.lowlevel.reschedule)

@@ -38,7 +38,22 @@ Facts this module relies on:
   coroutine around each receive. A completed operation holds the caller's
   object (``receive_into``'s buffer), never a buffer export: the ring
   released the lease at the CQE.
-- trio calls ``socket.recv(65536)`` for every ``receive_some``. The kernel
+- A TCP socket on a ring with provided buffers (``Ring.recv_group``, Linux
+  6.0+) receives through one multishot recv (``MultishotReceive``), armed at
+  its first receive: the kernel picks a ring buffer only when data arrives,
+  the bytes are copied out into the socket's ``Receiver`` and the buffer goes
+  straight back. Every receive of the socket (recv, recv_into, recvfrom,
+  recvmsg and their ``_into`` forms, ``receive_into``) takes from that queue,
+  in order; it parks only when the queue is empty, and a cancel then only
+  ends the wait: what arrives afterwards stays queued. ``MSG_PEEK`` and
+  ``MSG_WAITALL`` are served from the queue; other flags (``MSG_OOB``,
+  ``MSG_ERRQUEUE``, ``MSG_TRUNC``) are one-shot operations. The multishot
+  recv carries no ancillary data, so ``recvmsg`` on such a socket returns none
+  (TCP has none to carry but timestamps), and unix sockets, whose ancillary
+  data passes fds, always receive one-shot. The queue is bounded
+  (``Receiver.limit``): past it the kernel's multishot is stopped, the socket
+  buffer fills and TCP's window closes, until a receive drains the queue.
+- trio calls ``socket.recv(65536)`` for every one-shot ``receive_some``. The kernel
   writes into a new bytes object that is allocated when the receive is
   submitted and parked with it, so a stream socket asks for what recently
   arrived instead (from 16 KiB, doubled after a full receive, halved after
@@ -69,6 +84,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 import trio
 
 from ._buffers import MAX_RW
+from ._hot import Receiver
 from ._ops import (
     CANCELLING,
     CLOSED,
@@ -113,6 +129,8 @@ _MSG_NOSIGNAL = int(_stdlib_socket.MSG_NOSIGNAL)  # an int: IntFlag | int is slo
 # trying again, so MSG_DONTWAIT never reaches its caller; io_uring would hand
 # -EAGAIN back. The flag is dropped: the operation waits, as trio's does.
 _WAIT = ~int(_stdlib_socket.MSG_DONTWAIT)
+_MSG_PEEK = int(_stdlib_socket.MSG_PEEK)
+_MSG_WAITALL = int(_stdlib_socket.MSG_WAITALL)
 _BUSY = "another task is already reading / writing this fd"  # trio's words
 _checkpoint = trio.lowlevel.checkpoint
 _checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
@@ -153,6 +171,86 @@ async def _sync_call(fn: Callable[..., T], *args: Any) -> T:
         await _cancel_shielded_checkpoint()
 
 
+def bind_receiver(
+    rx: Receiver | None, rx_ring: Ring | None, ring: Ring
+) -> tuple[Receiver | None, Ring | None]:
+    """A TCP socket's multishot queue and its ring, for a receive on
+    ``ring``: made at the first receive on a ring with provided buffers
+    (``Ring.recv_group``); moved to ``ring`` when its own ring is gone (its
+    trio run ended); kept on the old ring only while it still holds
+    something if ``ring`` has no provided buffers (the receives after it are
+    one-shot); ``(None, None)``: one-shot receives."""
+    if rx is not None and rx.op is not None:
+        if not rx_ring.closed:  # type: ignore[union-attr]
+            raise trio.BusyResourceError("this socket receives on another ring")
+        rx.op = None  # ended by its ring's close, or leaked by it
+    if ring.executor is not None and ring.recv_group() is not None:
+        return (rx if rx is not None else Receiver()), ring
+    if rx is not None and rx.ready:
+        return rx, rx_ring
+    return None, None
+
+
+def close_receiver(rx: Receiver | None, ring: Ring | None) -> None:
+    """End a multishot queue with its socket: the kernel's multishot is
+    cancelled, what is queued is dropped, and a task parked on it gets
+    ``ClosedResourceError``."""
+    if rx is None:
+        return
+    waiter = rx.close()
+    _cancel_for_close(rx.op, ring)  # type: ignore[arg-type]
+    if waiter is not None:
+        trio.lowlevel.reschedule(waiter)  # type: ignore[arg-type]
+
+
+def _taker(rx: Receiver, flags: int, into: bool) -> Callable[..., Any] | None:
+    """How a receive with ``flags`` takes from the multishot queue ``rx``:
+    ``take(n)`` or ``take(buffer, nbytes)`` (``into``), returning None while it
+    has to wait. None: these flags are a one-shot operation (MSG_OOB and
+    MSG_ERRQUEUE read other queues than the stream's)."""
+    wanted = flags & _WAIT  # trio's socket never hands back EAGAIN either
+    if not wanted:
+        return rx.take_into if into else rx.take
+    if wanted == _MSG_PEEK:
+        return _peek_into(rx) if into else rx.peek
+    if wanted == _MSG_WAITALL:
+        return _take_all(rx, into)
+    return None
+
+
+def _peek_into(rx: Receiver) -> Callable[[Any, int], int | None]:
+    def peek_into(buffer: Any, nbytes: int) -> int | None:
+        with memoryview(buffer) as whole, whole.cast("B") as octets:
+            data = rx.peek(nbytes or len(octets))
+            if data is None:
+                return None
+            octets[: len(data)] = data
+            return len(data)
+
+    return peek_into
+
+
+def _take_all(rx: Receiver, into: bool) -> Callable[..., Any]:
+    """MSG_WAITALL: nothing is taken until all of it is there (or the end of
+    the stream, or an error): a cancel while waiting took nothing."""
+
+    def take_all(*args: Any) -> Any:
+        if into:
+            with memoryview(args[0]) as whole:
+                wanted = args[1] or whole.nbytes
+        else:
+            wanted = args[0]
+        if rx.queued < wanted and not rx.end:
+            return None
+        return rx.take_into(*args) if into else rx.take(*args)
+
+    return take_all
+
+
+async def _with_buffer(buf: B, count: Awaitable[int] | None) -> tuple[B, int]:
+    return buf, await count  # type: ignore[misc]
+
+
 class UringSocket(trio.socket.SocketType):
     """A trio socket (``trio.socket.SocketType``) over a stdlib socket, whose
     ``recv*``, ``send*``, ``accept`` and ``connect`` are io_uring operations.
@@ -174,8 +272,11 @@ class UringSocket(trio.socket.SocketType):
         "_read_op",
         "_read_ring",
         "_recv_size",
+        "_rx",
+        "_rx_ring",
         "_sock",
         "_stream",
+        "_tcp",
         "_write_op",
         "_write_ring",
     )
@@ -190,6 +291,11 @@ class UringSocket(trio.socket.SocketType):
         self._fileno: Callable[[], int] = sock.fileno
         self._did_shutdown_SHUT_WR = False
         self._stream = sock.type == _SOCK_STREAM
+        self._tcp = self._stream and sock.family in (_AF_INET, _AF_INET6)
+        # The multishot receive's queue and the ring it is armed on (module
+        # docstring), made at the first receive on a ring that has one.
+        self._rx: Receiver | None = None
+        self._rx_ring: Ring | None = None
         self._recv_size = INITIAL_RECEIVE_SIZE
         # The last operation of each direction and its ring: close() cancels
         # them, and a call finding one still in flight is refused (busy).
@@ -202,9 +308,6 @@ class UringSocket(trio.socket.SocketType):
         self._queued_sends: dict[Operation[Any], Ring] | None = None
 
     # -- forwarded members (plain syscalls, as in trio) ----------------------------------
-
-    def detach(self) -> int:
-        return self._sock.detach()
 
     def fileno(self) -> int:
         return self._sock.fileno()
@@ -297,6 +400,7 @@ class UringSocket(trio.socket.SocketType):
         them running against the file), epoll waiters get ``notify_closing``."""
         if self._sock.fileno() == -1:
             return
+        self._close_receiver()
         _cancel_for_close(self._read_op, self._read_ring)
         _cancel_for_close(self._write_op, self._write_ring)
         self._read_op = self._write_op = None
@@ -309,12 +413,26 @@ class UringSocket(trio.socket.SocketType):
             trio.lowlevel.notify_closing(self._sock)
         self._sock.close()
 
+    def _close_receiver(self) -> None:
+        close_receiver(self._rx, self._rx_ring)
+
+    def detach(self) -> int:
+        # What the multishot receive queued is this object's: it cannot be
+        # given back to the fd. Stop it first; receive anything the caller
+        # needs before detaching.
+        self._close_receiver()
+        self._rx = None
+        return self._sock.detach()
+
     def shutdown(self, flag: int) -> None:
         self._sock.shutdown(flag)
         if flag in (_stdlib_socket.SHUT_WR, _stdlib_socket.SHUT_RDWR):
             self._did_shutdown_SHUT_WR = True
 
     def is_readable(self) -> bool:
+        rx = self._rx
+        if rx is not None and rx.ready:
+            return True  # received already, or the end of the stream seen
         poller = select.poll()
         poller.register(self._sock, select.POLLIN)
         return bool(poller.poll(0))
@@ -380,15 +498,27 @@ class UringSocket(trio.socket.SocketType):
     # -- receiving (the read direction) ---------------------------------------------------
 
     def recv(self, buflen: int, flags: int = 0, /) -> Awaitable[bytes]:
-        """Like :meth:`socket.socket.recv`, but async: an io_uring recv."""
+        """Like :meth:`socket.socket.recv`, but async: an io_uring recv (the
+        socket's multishot recv, where it has one)."""
         fd = self._fileno()
+        rx = self._rx
+        if rx is not None and not flags and fd >= 0 and type(buflen) is int and buflen > 0:
+            # The hot path of every receive_some on a TCP socket.
+            ring = current_ring()
+            if self._rx_ring is ring and rx.waiter is None:
+                return ring.executor.receive(ring, rx, fd, rx.take, buflen)  # type: ignore[union-attr]
         op = self._read_op
         # The slot's state is read once: this runs for every receive_some.
         state = DONE if op is None else op.state
-        if PENDING <= state <= CANCELLING:
+        if PENDING <= state <= CANCELLING or (rx is not None and rx.waiter is not None):
             return _raise_busy()
         if fd < 0 or type(buflen) is not int or buflen < 1 or type(flags) is not int:
             return self._recv_slow(buflen, flags)
+        ring = current_ring()
+        if self._tcp:
+            queued = self._from_queue(ring, fd, flags, False, buflen)
+            if queued is not None:
+                return queued
         size = buflen
         if self._stream and not flags:
             if state == DONE and type(op) is RecvBytes:
@@ -403,7 +533,6 @@ class UringSocket(trio.socket.SocketType):
                 size = self._recv_size
         if size > MAX_RW:
             size = MAX_RW  # one receive moves at most that much anyway
-        ring = current_ring()
         op = RecvBytes(fd, size, flags & _WAIT if flags else 0)
         self._read_op = op
         self._read_ring = ring
@@ -413,6 +542,33 @@ class UringSocket(trio.socket.SocketType):
         if executor is None:
             return ring._perform(op)
         return executor.perform(ring, op)
+
+    def _from_queue(
+        self, ring: Ring, fd: int, flags: int, into: bool, *args: Any
+    ) -> Coroutine[Any, Any, Any] | None:
+        """This receive as a take from the multishot queue (module
+        docstring); None when it is a one-shot operation: flags the queue
+        cannot serve, or no queue on ``ring``. ``into``: ``args`` are
+        ``(buffer, nbytes)`` and the take returns a count, else ``(n,)``."""
+        rx = self._receiver(ring)
+        if rx is None:
+            return None
+        take = _taker(rx, flags, into)
+        if take is None:
+            return None
+        if self._rx_ring is not ring:
+            # Queued on a ring that is gone: hand it out, then go one-shot.
+            return _sync_call(take, *args)
+        return ring.executor.receive(ring, rx, fd, take, *args)  # type: ignore[union-attr]
+
+    def _receiver(self, ring: Ring) -> Receiver | None:
+        """The multishot queue to receive from on ``ring`` (see
+        :func:`bind_receiver`); None for one-shot receives."""
+        rx = self._rx
+        if rx is not None and self._rx_ring is ring:
+            return rx
+        self._rx, self._rx_ring = bind_receiver(rx, self._rx_ring, ring)
+        return self._rx
 
     async def _recv_slow(self, buflen: Any, flags: Any) -> bytes:
         if self._fileno() < 0:
@@ -435,11 +591,19 @@ class UringSocket(trio.socket.SocketType):
         untouched. A closed socket raises ``OSError(EBADF)``, as ``recv``."""
         fd = self._fileno()
         op = self._read_op
-        if _busy(op):
+        rx = self._rx
+        if _busy(op) or (rx is not None and rx.waiter is not None):
             return _raise_busy()
         if fd < 0:
             return self._closed_error()
         ring = current_ring()
+        if self._tcp and self._receiver(ring) is not None:
+            with memoryview(buf) as view:  # type: ignore[arg-type]
+                if view.readonly:
+                    raise TypeError("receive_into needs a writable buffer")
+                if not view.nbytes:
+                    raise ValueError("receive_into needs a buffer of at least one byte")
+            return _with_buffer(buf, self._from_queue(ring, fd, 0, True, buf, 0))
         new: Recv[B] = Recv(fd, buf)
         if not new.length:
             new.release()
@@ -448,15 +612,21 @@ class UringSocket(trio.socket.SocketType):
         self._read_ring = ring
         return ring._perform(new)
 
+    def _reading(self) -> bool:
+        """A receive or accept of another task holds the read direction."""
+        rx = self._rx
+        return _busy(self._read_op) or (rx is not None and rx.waiter is not None)
+
     async def _closed_error(self) -> Any:
         await _checkpoint()
         raise OSError(errno.EBADF, os.strerror(errno.EBADF))
 
     async def recv_into(self, buffer: Buffer, nbytes: int = 0, flags: int = 0) -> int:
         """Like :meth:`socket.socket.recv_into`, but async: an io_uring recv."""
-        if self._fileno() < 0:
+        fd = self._fileno()
+        if fd < 0:
             return await _sync_call(self._sock.recv_into, buffer, nbytes, flags)
-        if _busy(self._read_op):
+        if self._reading():
             return await _raise_busy()  # type: ignore[no-any-return]
         nbytes = operator.index(nbytes)
         flags = operator.index(flags)
@@ -466,6 +636,12 @@ class UringSocket(trio.socket.SocketType):
             size = whole.nbytes
             if nbytes > size:
                 raise ValueError("buffer too small for requested bytes")
+            readonly = whole.readonly
+        if size and self._tcp and not readonly:
+            queued = self._from_queue(current_ring(), fd, flags, True, buffer, nbytes)
+            if queued is not None:
+                return await queued  # type: ignore[no-any-return]
+        with memoryview(buffer) as whole:
             if not nbytes or nbytes == size:
                 target: Any = buffer
             else:
@@ -604,10 +780,31 @@ class UringSocket(trio.socket.SocketType):
         self, buffers: Iterable[Buffer], ancbufsize: int = 0, flags: int = 0, /
     ) -> tuple[int, list[tuple[int, int, bytes]], int, Any]:
         """Like :meth:`socket.socket.recvmsg_into`, but async: an io_uring recvmsg."""
-        if self._fileno() < 0:
+        fd = self._fileno()
+        if fd < 0:
             return await _sync_call(self._sock.recvmsg_into, buffers, ancbufsize, flags)
-        if _busy(self._read_op):
+        if self._reading():
             return await _raise_busy()  # type: ignore[no-any-return]
+        if self._tcp:
+            views = [memoryview(b).cast("B") for b in buffers]
+            try:
+                if any(v.readonly for v in views):
+                    raise TypeError("recvmsg_into() needs writable buffers")
+                total = sum(len(v) for v in views)
+                queued = self._from_queue(current_ring(), fd, operator.index(flags), False, total)
+                if total and queued is not None:
+                    data: bytes = await queued
+                    done = 0
+                    for view in views:
+                        part = data[done : done + len(view)]
+                        view[: len(part)] = part
+                        done += len(part)
+                    return len(data), [], 0, None
+                if queued is not None:
+                    queued.close()
+            finally:
+                for view in views:
+                    view.release()
         op = RecvMsg(self._sock, buffers, ancbufsize, _waiting(flags))
         _, n, ancdata, msg_flags, address = await self._perform_tracked(op, False)
         return n, ancdata, msg_flags, address
@@ -616,12 +813,17 @@ class UringSocket(trio.socket.SocketType):
         self, bufsize: int, ancbufsize: int = 0, flags: int = 0, /
     ) -> tuple[bytes, list[tuple[int, int, bytes]], int, Any]:
         """Like :meth:`socket.socket.recvmsg`, but async: an io_uring recvmsg."""
-        if self._fileno() < 0:
+        fd = self._fileno()
+        if fd < 0:
             return await _sync_call(self._sock.recvmsg, bufsize, ancbufsize, flags)
         if operator.index(bufsize) < 0:
             raise ValueError("negative buffer size in recvmsg()")
-        if _busy(self._read_op):
+        if self._reading():
             return await _raise_busy()  # type: ignore[no-any-return]
+        if self._tcp and bufsize:
+            queued = self._from_queue(current_ring(), fd, operator.index(flags), False, bufsize)
+            if queued is not None:
+                return await queued, [], 0, None
         buf = bytearray(min(bufsize, MAX_RW))
         op = RecvMsg(self._sock, (buf,), ancbufsize, _waiting(flags))
         _, n, ancdata, msg_flags, address = await self._perform_tracked(op, False)
@@ -646,11 +848,19 @@ class UringSocket(trio.socket.SocketType):
         nbytes = operator.index(nbytes)
         if nbytes < 0:
             raise ValueError("negative buffersize in recvfrom_into")
-        if _busy(self._read_op):
+        if self._reading():
             return await _raise_busy()  # type: ignore[no-any-return]
         with memoryview(buffer) as whole:
             if nbytes > whole.nbytes:
                 raise ValueError("nbytes is greater than the length of the buffer")
+            size, readonly = whole.nbytes, whole.readonly
+        if self._tcp and size and not readonly:
+            queued = self._from_queue(
+                current_ring(), self._fileno(), operator.index(flags), True, buffer, nbytes
+            )
+            if queued is not None:
+                return await queued, None
+        with memoryview(buffer) as whole:
             # Released below once the ring gave it back (see recv_into).
             target = whole.cast("B")[:nbytes] if nbytes else whole.cast("B")
         try:
