@@ -49,8 +49,6 @@ def mapped(address: int) -> bool:
 
 async def test_a_pool_hands_out_page_aligned_writable_buffers() -> None:
     pool = ouring.BufferPool(3, 5000)
-    assert pool.registered
-    assert pool.reason is None
     assert (pool.count, pool.size, pool.stride, pool.available) == (3, 5000, 2 * PAGE, 3)
     bufs = [pool.get() for _ in range(3)]
     assert [b.index for b in bufs] == [0, 1, 2]
@@ -89,9 +87,12 @@ async def test_read_fixed_and_write_fixed_move_the_bytes(tmp_path: Path) -> None
         os.close(fd)
 
 
+@pytest.mark.io_uring_only  # registration: the thread ring has none
 async def test_a_registered_pool_s_buffers_get_the_fixed_opcodes(tmp_path: Path) -> None:
     ring = ouring.current_ring()
     pool = ouring.BufferPool(2, 4096)
+    assert pool.registered
+    assert pool.reason is None
     other = ouring.Ring(4)
     try:
         plain_pool = other.buffer_pool(1, 4096)  # registered with another ring
@@ -112,6 +113,7 @@ async def test_a_registered_pool_s_buffers_get_the_fixed_opcodes(tmp_path: Path)
         other.close()
 
 
+@pytest.mark.io_uring_only  # registration: the thread ring has none
 async def test_read_many_reads_fixed_into_pool_buffers_beside_plain_ones(tmp_path: Path) -> None:
     path, data = data_file(tmp_path)
     fd = os.open(path, os.O_RDONLY)
@@ -285,6 +287,7 @@ async def test_bad_input_raises_at_the_call_and_keeps_nothing(tmp_path: Path) ->
 # -- rings: one table each; closing; another ring; the thread fallback --------------------------
 
 
+@pytest.mark.io_uring_only  # registration: the thread ring has none
 async def test_one_registered_pool_per_ring_and_close_frees_the_table() -> None:
     async with ouring.open_ring() as ring:
         # A ring closed before its reaper task first ran leaves that task to
@@ -315,6 +318,7 @@ async def test_one_registered_pool_per_ring_and_close_frees_the_table() -> None:
     assert again.registered  # the ring's table is free again
 
 
+@pytest.mark.io_uring_only  # registration: the thread ring has none
 async def test_closing_the_ring_unregisters_the_pool_and_its_buffers_stay_valid(
     tmp_path: Path,
 ) -> None:
@@ -352,6 +356,7 @@ async def reader_expecting_ring_closed(
         errors.append(exc)
 
 
+@pytest.mark.io_uring_only  # registration: the thread ring has none
 async def test_a_ring_closing_with_a_fixed_read_in_flight_keeps_the_memory_until_its_cqe(
     pipe: tuple[int, int],
 ) -> None:
@@ -405,6 +410,7 @@ async def test_threads_fallback_pools_are_plain_and_every_call_works(tmp_path: P
         os.close(fd)
 
 
+@pytest.mark.io_uring_only  # registration: the thread ring has none
 async def test_pools_leave_no_mapping_behind() -> None:
     addresses = []
     async with ouring.open_ring() as ring:
