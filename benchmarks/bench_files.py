@@ -93,6 +93,7 @@ READ_MANY = 32  #: reads per ouring.read_many call (one task: the concurrency of
 READ_IMPLS = {
     "ouring": "ouring",
     "ouring.read_many": f"ouring.read_many, {READ_MANY} per call",
+    "ouring.read_many-fixed": f"ouring.read_many, {READ_MANY} per call, BufferPool",
     "trio.open_file": "trio.open_file",
     "to_thread": "trio.to_thread(os.pread)",
     "aiofiles": "asyncio + aiofiles",
@@ -105,7 +106,12 @@ APPEND_LABELS = {
     "to_thread": "trio.to_thread(os.write)",
     "os": "os.write loop, 1 thread",
 }
-SYNCHRONOUS = {"os", "fio-psync", "ouring.read_many"}  #: rows that only exist with one task
+SYNCHRONOUS = {
+    "os",
+    "fio-psync",
+    "ouring.read_many",
+    "ouring.read_many-fixed",
+}  #: rows that only exist with one task
 
 
 def rows(tasks: int) -> list[Row]:
@@ -115,7 +121,7 @@ def rows(tasks: int) -> list[Row]:
         counts = [1] if workload.kind == "append" else sorted({1, tasks})
         for impl, label in READ_IMPLS.items():
             if workload.kind == "append":
-                if impl == "ouring.read_many":
+                if impl.startswith("ouring.read_many"):
                     continue
                 label = APPEND_LABELS.get(impl, label)
             for n in counts:
@@ -239,9 +245,18 @@ def read_workers(
             if last >= 0:
                 check_block(fd, buf, last)
 
-        async def with_read_many() -> None:
+        async def with_read_many(fixed: bool = False) -> None:
             # One task, READ_MANY reads per call: one checkpoint per batch.
-            bufs = [bytearray(block) for _ in range(READ_MANY)]
+            # With fixed, the buffers come from a pool registered with the
+            # run's ring: fixed reads (READ_FIXED), same workload otherwise.
+            bufs: list[Any]
+            if fixed:
+                pool = ouring.BufferPool(READ_MANY, block)
+                if not pool.registered:
+                    raise BrokenPathError(f"the pool did not register: {pool.reason}")
+                bufs = [pool.get() for _ in range(READ_MANY)]
+            else:
+                bufs = [bytearray(block) for _ in range(READ_MANY)]
             read_many = ouring.read_many
             it = forever(offsets)
             last = -1
@@ -257,6 +272,9 @@ def read_workers(
                     check_block(fd, bufs[-1], last)
             if last >= 0:
                 check_block(fd, bufs[-1], last)
+
+        async def with_read_many_fixed() -> None:
+            await with_read_many(fixed=True)
 
         async def with_trio_open_file() -> None:
             # Unbuffered: each seek and read is one syscall in a worker thread.
@@ -285,6 +303,7 @@ def read_workers(
         return {
             "ouring": with_ouring,
             "ouring.read_many": with_read_many,
+            "ouring.read_many-fixed": with_read_many_fixed,
             "trio.open_file": with_trio_open_file,
             "to_thread": with_to_thread,
             "aiofiles": with_aiofiles,

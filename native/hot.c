@@ -1019,6 +1019,8 @@ static PyTypeObject GroupType = {
     .tp_getset = group_getset,
 };
 
+#include "pool.c" /* BufferPool's memory and buffers */
+
 /* -- RingCore ------------------------------------------------------------------
  *
  * The operation table of one ring and every state change of an operation
@@ -1827,7 +1829,8 @@ PyMODINIT_FUNC PyInit__hot(void)
         PyType_Ready(&BufOpType) < 0 || PyType_Ready(&FileOpType) < 0 ||
         PyType_Ready(&MessageOpType) < 0 || PyType_Ready(&ReceiveOpType) < 0 ||
         PyType_Ready(&GroupType) < 0 || PyType_Ready(&CoreType) < 0 ||
-        PyType_Ready(&ReceiverType) < 0 || PyType_Ready(&MultiRecvType) < 0)
+        PyType_Ready(&ReceiverType) < 0 || PyType_Ready(&MultiRecvType) < 0 ||
+        PyType_Ready(&PoolCoreType) < 0 || PyType_Ready(&PoolBufferType) < 0)
         return NULL;
     str_writes_buffer = PyUnicode_InternFromString("writes_buffer");
     str_flags = PyUnicode_InternFromString("flags");
@@ -1855,6 +1858,8 @@ PyMODINIT_FUNC PyInit__hot(void)
         PyModule_AddObjectRef(m, "Receiver", (PyObject *)&ReceiverType) < 0 ||
         PyModule_AddObjectRef(m, "MultishotReceive", (PyObject *)&MultiRecvType) < 0 ||
         PyModule_AddObjectRef(m, "RingCore", (PyObject *)&CoreType) < 0 ||
+        PyModule_AddObjectRef(m, "PoolCore", (PyObject *)&PoolCoreType) < 0 ||
+        PyModule_AddObjectRef(m, "PoolBuffer", (PyObject *)&PoolBufferType) < 0 ||
         PyModule_AddIntConstant(m, "MAX_RW", OURING_MAX_RW) < 0 ||
         PyModule_AddIntConstant(m, "CREATED", STATE_CREATED) < 0 ||
         PyModule_AddIntConstant(m, "PENDING", STATE_PENDING) < 0 ||

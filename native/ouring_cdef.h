@@ -15,6 +15,8 @@ static const int IORING_OP_CLOSE;
 static const int IORING_OP_STATX;
 static const int IORING_OP_READ;
 static const int IORING_OP_WRITE;
+static const int IORING_OP_READ_FIXED;
+static const int IORING_OP_WRITE_FIXED;
 static const int IORING_OP_SEND;
 static const int IORING_OP_RECV;
 static const int IORING_OP_FALLOCATE;
@@ -110,3 +112,6 @@ unsigned ouring_cq_entries(struct ouring *o);
 unsigned ouring_setup_flags(struct ouring *o);
 unsigned ouring_features(struct ouring *o);
 int ouring_probe(struct ouring *o, unsigned char *supported, unsigned n);
+int ouring_register_buffers(struct ouring *o, uintptr_t base, size_t stride, size_t size,
+                            unsigned count);
+int ouring_unregister_buffers(struct ouring *o);

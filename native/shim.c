@@ -77,3 +77,30 @@ static int ouring_probe(struct ouring *o, unsigned char *supported, unsigned n)
     io_uring_free_probe(probe);
     return 0;
 }
+
+/* Register `count` buffers of `size` bytes, `stride` apart from `base`, as
+ * the ring's fixed buffers (indices 0..count-1). The kernel pins their pages
+ * and, for a process without CAP_IPC_LOCK, counts them against
+ * RLIMIT_MEMLOCK (-ENOMEM past it). A ring has one table: -EBUSY if it has one. */
+static int ouring_register_buffers(struct ouring *o, uintptr_t base, size_t stride, size_t size,
+                                   unsigned count)
+{
+    struct iovec *iovecs = calloc(count, sizeof(*iovecs));
+    unsigned i;
+    int ret;
+
+    if (!iovecs)
+        return -ENOMEM;
+    for (i = 0; i < count; i++) {
+        iovecs[i].iov_base = (void *)(base + (uintptr_t)i * stride);
+        iovecs[i].iov_len = size;
+    }
+    ret = io_uring_register_buffers(&o->ring, iovecs, count);
+    free(iovecs);
+    return ret;
+}
+
+static int ouring_unregister_buffers(struct ouring *o)
+{
+    return io_uring_unregister_buffers(&o->ring);
+}

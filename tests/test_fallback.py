@@ -299,6 +299,7 @@ def test_the_suite_passes_on_the_thread_ring() -> None:
             "tests/test_streams.py",
             "tests/test_trio_socket.py",
             "tests/test_buffers.py",
+            "tests/test_pool.py",
         ],
         capture_output=True,
         text=True,

@@ -10,6 +10,7 @@ happens to the caller, and hands it back with the result::
 from ._errors import BufferInUseError, RingClosedError, UnsupportedError
 from ._files import AsyncFile, open_file
 from ._path import Path
+from ._pool import BufferPool, PoolBuffer, PoolExhaustedError
 from ._ring import DEFAULT_SETUP_FLAGS, Ring, RingStatistics
 from ._trio import (
     accept,
@@ -25,6 +26,7 @@ from ._trio import (
     open,  # noqa: A004 - ouring.open mirrors os.open
     open_ring,
     read,
+    read_fixed,
     read_many,
     readv,
     recv,
@@ -39,6 +41,7 @@ from ._trio import (
     unlink,
     wait_all_ops_completed,
     write,
+    write_fixed,
     writev,
 )
 
@@ -46,7 +49,10 @@ __all__ = [
     "DEFAULT_SETUP_FLAGS",
     "AsyncFile",
     "BufferInUseError",
+    "BufferPool",
     "Path",
+    "PoolBuffer",
+    "PoolExhaustedError",
     "Ring",
     "RingClosedError",
     "RingStatistics",
@@ -65,6 +71,7 @@ __all__ = [
     "open_file",
     "open_ring",
     "read",
+    "read_fixed",
     "read_many",
     "readv",
     "recv",
@@ -79,6 +86,7 @@ __all__ = [
     "unlink",
     "wait_all_ops_completed",
     "write",
+    "write_fixed",
     "writev",
 ]
 __version__ = "0.1.0"

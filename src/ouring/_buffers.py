@@ -42,6 +42,8 @@ def unlendable(obj: Any, writable: bool) -> Exception:
         view = memoryview(obj)
     except TypeError:
         return TypeError(f"a buffer-protocol object is required, not {kind}")
+    except BufferError as exc:  # a released pool buffer says why
+        return BufferError(str(exc))
     with view:
         if writable and view.readonly:
             return TypeError(

@@ -70,7 +70,7 @@ import time
 import warnings
 from collections.abc import Callable, Coroutine, Sequence
 from functools import partial
-from typing import Any, Final, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
 import outcome
 import trio
@@ -113,7 +113,10 @@ from ._ops import (
     WriteV,
     address_of,
 )
-from ._ring import FdRequest, Ring, RingStatistics
+from ._ring import _FEATURE_OPCODES, FdRequest, Ring, RingStatistics
+
+if TYPE_CHECKING:
+    from ._pool import BufferPool
 
 __all__ = [
     "FALLBACK_ENV",
@@ -976,6 +979,25 @@ class ThreadRing(Ring):
     def recv_group(self) -> int | None:
         """No provided buffers here: every receive is one recv(2)."""
         return None
+
+    def features(self) -> dict[str, bool]:
+        """``Ring.features()``: the calls this ring emulates are True; every
+        io_uring mechanism (``"io_uring"``, ``"fixed_buffers"``, the setup
+        modes) is False."""
+        features = {name: self.supports(opcode) for name, opcode in _FEATURE_OPCODES.items()}
+        features.update(
+            io_uring=False,
+            fixed_buffers=False,
+            nodrop=False,
+            coop_taskrun=False,
+            defer_taskrun=False,
+            multishot_recv=False,
+        )
+        return features
+
+    def _register_pool(self, pool: BufferPool) -> str | None:
+        self._check_usable()
+        return "the thread fallback has no io_uring: the pool's buffers are plain buffers"
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"threads={self._threads}"

@@ -30,7 +30,18 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from . import _hot, _sockaddr
 from ._buffers import Lease, in_use, unlendable
 from ._errors import FdClosedError, RingClosedError, os_error
-from ._hot import CALLER, CANCELLING, CLOSED, CREATED, DONE, LEAKED, PENDING, RING, SUBMITTED
+from ._hot import (
+    CALLER,
+    CANCELLING,
+    CLOSED,
+    CREATED,
+    DONE,
+    LEAKED,
+    PENDING,
+    RING,
+    SUBMITTED,
+    PoolBuffer,
+)
 from ._native import ffi, lib
 
 __all__ = [
@@ -57,6 +68,7 @@ __all__ = [
     "OpenAt",
     "Operation",
     "Read",
+    "ReadFixed",
     "ReadV",
     "Recv",
     "RecvBytes",
@@ -69,6 +81,7 @@ __all__ = [
     "SymlinkAt",
     "UnlinkAt",
     "Write",
+    "WriteFixed",
     "WriteV",
 ]
 
@@ -202,6 +215,54 @@ class Write(_FileOperation[B]):
     __slots__ = ()
     opcode = lib.IORING_OP_WRITE
     writes_buffer = False
+
+
+class ReadFixed(Read[B]):
+    """IORING_OP_READ_FIXED into a buffer of the ring's registered pool (or a
+    memoryview of one); ``buf_index`` names the registered buffer. The kernel
+    skips pinning the pages per operation: they were pinned at registration."""
+
+    __slots__ = ()
+    opcode = lib.IORING_OP_READ_FIXED
+
+
+class WriteFixed(Write[B]):
+    """IORING_OP_WRITE_FIXED from a buffer of the ring's registered pool."""
+
+    __slots__ = ()
+    opcode = lib.IORING_OP_WRITE_FIXED
+
+
+def pool_slot(buf: Any) -> PoolBuffer:
+    """The pool buffer behind ``buf`` (a PoolBuffer or a memoryview of one),
+    or TypeError: read_fixed and write_fixed take nothing else."""
+    target = buf.obj if type(buf) is memoryview else buf
+    if type(target) is not PoolBuffer:
+        raise TypeError(
+            "read_fixed/write_fixed take a buffer from an ouring.BufferPool (or a memoryview "
+            f"of one), not {type(buf).__name__}; use read/write for other buffers"
+        )
+    return target
+
+
+def fixed_or_plain(
+    pool: object,
+    fixed: type[Read[B]] | type[Write[B]],
+    plain: type[Read[B]] | type[Write[B]],
+    fd: Any,
+    buf: B,
+    offset: int,
+) -> Read[B] | Write[B]:
+    """The fixed operation when ``buf`` belongs to ``pool`` (the ring's
+    registered pool), else the plain one: a pool buffer on another ring, on
+    a pool that could not register, or under the thread fallback, is memory
+    like any other."""
+    slot = pool_slot(buf)
+    if slot.pool is pool and pool is not None:
+        op = fixed(fd, buf, offset)
+        op.buf_index = slot.index
+        return op
+    return plain(fd, buf, offset)
 
 
 class _MessageOperation(_hot.MessageOperation, Operation[tuple[B, int]]):
@@ -856,11 +917,12 @@ class SymlinkAt(_PathOperation):
         super().__init__("symlink", dir_fd, src, 0, dst, 0)
 
 
-def read_requests(requests: Iterable[tuple[Any, B, int]]) -> list[Read[B]]:
+def read_requests(requests: Iterable[tuple[Any, B, int]], pool: object = None) -> list[Read[B]]:
     """The Read operations of ``read_many``: ``(fd, buffer, offset)`` with an
     explicit offset (>= 0). A batch cancelled part way is then safe to drop:
     reading at an offset moves no file position, so reading again gives the
-    same bytes. Nothing stays acquired if one request is bad."""
+    same bytes. Nothing stays acquired if one request is bad. Buffers of
+    ``pool`` (the ring's registered pool, if it has one) get fixed reads."""
     ops: list[Read[B]] = []
     try:
         for request in requests:
@@ -873,6 +935,13 @@ def read_requests(requests: Iterable[tuple[Any, B, int]]) -> list[Read[B]]:
             offset = file_offset(offset)
             if offset == _U64:
                 raise ValueError("read_many reads at explicit offsets (>= 0), not -1")
+            if pool is not None:
+                target: Any = buf.obj if isinstance(buf, memoryview) else buf
+                if type(target) is PoolBuffer and target.pool is pool:
+                    op: Read[B] = ReadFixed(fd, buf, offset)
+                    op.buf_index = target.index
+                    ops.append(op)
+                    continue
             ops.append(Read(fd, buf, offset))
     except BaseException:
         for op in ops:

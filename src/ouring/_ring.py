@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import threading
 import time
 import warnings
@@ -40,7 +41,7 @@ import weakref
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from threading import get_ident
-from typing import Any, NoReturn, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
 from . import _sockaddr
 from ._errors import RingClosedError, UnsupportedError, setup_error
@@ -63,6 +64,7 @@ from ._ops import (
     OpenAt,
     Operation,
     Read,
+    ReadFixed,
     ReadV,
     Recv,
     RecvMsg,
@@ -74,11 +76,16 @@ from ._ops import (
     SymlinkAt,
     UnlinkAt,
     Write,
+    WriteFixed,
     WriteV,
     fileno,
+    fixed_or_plain,
     read_requests,
     socket_family,
 )
+
+if TYPE_CHECKING:
+    from ._pool import BufferPool
 
 __all__ = ["DEFAULT_SETUP_FLAGS", "Executor", "FdRequest", "Ring", "RingStatistics"]
 
@@ -98,6 +105,22 @@ _MAX_ENTRIES = 32768  # IORING_MAX_ENTRIES
 _MAX_CQ_ENTRIES = 2 * _MAX_ENTRIES
 _DEFAULT_MIN_CQ = 4096  # 64 KiB of CQ: room for 2048 operations in the kernel at once
 _NO_WAIT = -1
+
+# Ring.features(): operations whose opcode varies by kernel, by the name of
+# the ouring call (the probe answers for them: io_uring_get_probe).
+_FEATURE_OPCODES = {
+    "fixed_buffers": lib.IORING_OP_READ_FIXED,
+    "fallocate": lib.IORING_OP_FALLOCATE,
+    "fadvise": lib.IORING_OP_FADVISE,
+    "stat": lib.IORING_OP_STATX,
+    "shutdown": lib.IORING_OP_SHUTDOWN,
+    "rename": lib.IORING_OP_RENAMEAT,
+    "unlink": lib.IORING_OP_UNLINKAT,
+    "mkdir": lib.IORING_OP_MKDIRAT,
+    "symlink": lib.IORING_OP_SYMLINKAT,
+    "link": lib.IORING_OP_LINKAT,
+    "ftruncate": lib.OURING_OP_FTRUNCATE,
+}
 
 # A forked child has no ring memory (MADV_DONTFORK): the core refuses every
 # ring opened before the fork from then on (a counter, not a getpid() syscall
@@ -277,6 +300,8 @@ class Ring(RingCore):
 
     #: Set by the event-loop adapter that drives this ring.
     executor: Executor | None
+    #: The pool whose buffers the kernel has (one table per ring), or None.
+    _fixed_pool: BufferPool | None = None
 
     def __init__(
         self,
@@ -331,7 +356,40 @@ class Ring(RingCore):
         lib.ouring_probe(self._ptr, supported, lib.OURING_PROBE_OPS)
         self._supported = bytes(ffi.buffer(supported))
         self._recv_group: object = _UNTRIED
+        self._features = self._probe_features()
         self._register()
+
+    def _probe_features(self) -> dict[str, bool]:
+        features = {name: self.supports(opcode) for name, opcode in _FEATURE_OPCODES.items()}
+        features["fixed_buffers"] = features["fixed_buffers"] and self.supports(
+            lib.IORING_OP_WRITE_FIXED
+        )
+        flags, kernel = self.setup_flags, lib.ouring_features(self._ptr)
+        features.update(
+            io_uring=True,
+            # The CQ never drops a completion: an overflow waits in the kernel.
+            nodrop=bool(kernel & lib.IORING_FEAT_NODROP),
+            coop_taskrun=bool(flags & lib.IORING_SETUP_COOP_TASKRUN),
+            defer_taskrun=bool(flags & lib.IORING_SETUP_DEFER_TASKRUN),
+            # IORING_RECV_MULTISHOT is a flag of RECV (Linux 6.0): the probe
+            # cannot tell. The buffer ring registers at first use
+            # (recv_group), which may still refuse.
+            multishot_recv=_kernel_at_least(6, 0) and self.supports(lib.IORING_OP_RECV),
+        )
+        return features
+
+    def features(self) -> dict[str, bool]:
+        """What this ring can do, probed when it was set up: ``"io_uring"``
+        (False on the thread fallback), ``"fixed_buffers"`` (READ_FIXED and
+        WRITE_FIXED: a :class:`BufferPool` can register; ``RLIMIT_MEMLOCK`` is
+        only known when one tries, see ``BufferPool.reason``), the setup
+        modes (``"coop_taskrun"``, ``"defer_taskrun"``, ``"nodrop"``) and the
+        calls whose opcode only newer kernels have (``"stat"``,
+        ``"ftruncate"``, ``"mkdir"``...: False means the call raises
+        ``UnsupportedError``), ``"multishot_recv"`` (TCP sockets receive
+        through one multishot recv into provided buffers, see
+        :meth:`recv_group`)."""
+        return dict(self._features)
 
     # -- the registry of live rings (closing an fd across rings) ----------------------
 
@@ -510,6 +568,7 @@ class Ring(RingCore):
         if os.getpid() != self._pid:
             # A forked child: the ring's memory was not inherited (MADV_DONTFORK)
             # and the kernel writes only into the parent's copies of buffers.
+            self._detach_pool("its ring belongs to the parent process")
             self._close_core()
             lib.ouring_exit(self._ptr)
             return
@@ -535,6 +594,9 @@ class Ring(RingCore):
                 # then re-raise.
                 interrupted = interrupted or exc
         stranded = self._leak_inflight()
+        # io_uring_queue_exit unregisters the buffers; their memory stays the
+        # pool's (held by every buffer an operation, leaked or not, still has).
+        self._detach_pool("its ring closed")
         # No CQE will ever wake these waiters: wake them now (outcome() raises
         # RingClosedError). The memory stays with the ring regardless.
         for op in stranded:
@@ -634,7 +696,7 @@ class Ring(RingCore):
         group = self._recv_group
         if group is _UNTRIED:
             group = self._recv_group = None
-            if _kernel_at_least(6, 0) and self.supports(lib.IORING_OP_RECV):
+            if self._features["multishot_recv"]:
                 res = self._open_recv_pool(RECV_BUFFERS, RECV_BUFFER_SIZE, RECV_GROUP)
                 if res == 0:
                     group = self._recv_group = RECV_GROUP
@@ -651,6 +713,55 @@ class Ring(RingCore):
             raise RingClosedError(
                 "this ring belongs to the parent process; a forked child must open its own"
             )
+
+    # -- registered buffers ------------------------------------------------------------
+
+    def buffer_pool(self, count: int, size: int) -> BufferPool:
+        """A :class:`BufferPool` of ``count`` buffers of ``size`` bytes,
+        registered with this ring (see ``BufferPool.registered``)."""
+        from ._pool import BufferPool
+
+        return BufferPool(count, size, ring=self)
+
+    def _register_pool(self, pool: BufferPool) -> str | None:
+        """Register ``pool``'s buffers with the kernel: None, or why not (the
+        pool's buffers are then plain ones). Never raises for the kernel's
+        refusal: a pool works either way."""
+        self._check_open()
+        self._check_process()
+        if not self._features["fixed_buffers"]:
+            return "this kernel's io_uring has no READ_FIXED/WRITE_FIXED (Linux 5.1+)"
+        if self._fixed_pool is not None:
+            return "the ring has a registered pool already (one per ring): close that one first"
+        res = lib.ouring_register_buffers(
+            self._ptr, pool.address, pool.stride, pool.size, pool.count
+        )
+        if res == -errno.ENOMEM:
+            soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+            limit = "unlimited" if soft == resource.RLIM_INFINITY else f"{soft // 1024} KiB"
+            size = pool.count * pool.stride // 1024
+            return (
+                f"RLIMIT_MEMLOCK ({limit}) is too low to register {size} KiB: "
+                "raise `ulimit -l` (or LimitMEMLOCK=) for fixed buffers"
+            )
+        if res < 0:
+            return f"io_uring_register_buffers failed: {os.strerror(-res)}"
+        self._fixed_pool = pool
+        return None
+
+    def _unregister_pool(self, pool: BufferPool) -> None:
+        """``pool`` is closed and every buffer is back: no operation names it."""
+        if self._fixed_pool is not pool or self._closed or os.getpid() != self._pid:
+            return
+        self._check_open()
+        res = lib.ouring_unregister_buffers(self._ptr)
+        self._fixed_pool = None
+        pool._unregistered("the pool was closed" if res >= 0 else os.strerror(-res))
+
+    def _detach_pool(self, reason: str) -> None:
+        pool, self._fixed_pool = self._fixed_pool, None
+        if pool is not None:
+            pool._unregistered(f"{reason}; its buffers are plain buffers now")
 
     # -- operations ------------------------------------------------------------------------
 
@@ -685,8 +796,18 @@ class Ring(RingCore):
     async def write(self, fd: Any, buf: B, offset: int = -1) -> tuple[B, int]:
         return await self._perform(Write(fd, buf, offset))
 
+    async def read_fixed(self, fd: Any, buf: B, offset: int = -1) -> tuple[B, int]:
+        return await self._perform(
+            fixed_or_plain(self._fixed_pool, ReadFixed, Read, fd, buf, offset)
+        )
+
+    async def write_fixed(self, fd: Any, buf: B, offset: int = -1) -> tuple[B, int]:
+        return await self._perform(
+            fixed_or_plain(self._fixed_pool, WriteFixed, Write, fd, buf, offset)
+        )
+
     async def read_many(self, requests: Iterable[tuple[Any, B, int]]) -> list[tuple[B, int]]:
-        return await self._perform_many(read_requests(requests))
+        return await self._perform_many(read_requests(requests, self._fixed_pool))
 
     async def readv(self, fd: Any, bufs: S, offset: int = -1) -> tuple[S, int]:
         return await self._perform(ReadV(fd, bufs, offset))

@@ -57,14 +57,17 @@ from ._ops import (
     MultishotReceive,
     Operation,
     Read,
+    ReadFixed,
     ReadV,
     Recv,
     RecvMsg,
     Send,
     SendMsg,
     Write,
+    WriteFixed,
     WriteV,
     fileno,
+    fixed_or_plain,
     read_requests,
     socket_family,
 )
@@ -473,7 +476,21 @@ def read_many(requests: Iterable[tuple[Any, B, int]]) -> Coroutine[Any, Any, lis
     ``OSError.buffer`` says which); a cancelled batch raises ``Cancelled``
     once the kernel has given every buffer back."""
     ring = current_ring()
-    return ring._perform_many(read_requests(requests))
+    return ring._perform_many(read_requests(requests, ring._fixed_pool))
+
+
+def read_fixed(fd: Any, buf: B, offset: int = -1) -> Coroutine[Any, Any, tuple[B, int]]:
+    """``read`` into a buffer of a :class:`BufferPool` (or a memoryview of
+    one): a fixed read (IORING_OP_READ_FIXED) when the pool is registered with
+    this ring, a plain read otherwise. Any other buffer: ``TypeError``."""
+    ring = current_ring()
+    return ring._perform(fixed_or_plain(ring._fixed_pool, ReadFixed, Read, fd, buf, offset))
+
+
+def write_fixed(fd: Any, buf: B, offset: int = -1) -> Coroutine[Any, Any, tuple[B, int]]:
+    """``write`` from a buffer of a :class:`BufferPool`, as :func:`read_fixed`."""
+    ring = current_ring()
+    return ring._perform(fixed_or_plain(ring._fixed_pool, WriteFixed, Write, fd, buf, offset))
 
 
 def readv(fd: Any, bufs: S, offset: int = -1) -> Coroutine[Any, Any, tuple[S, int]]:

@@ -77,6 +77,23 @@ ROWS: list[Row] = [
     bad("read", lambda e: e.api.read(HUGE, e.buf), OSError, errno.EBADF, id="huge-fd"),
     bad("read", lambda e: e.api.read(e.closed, e.buf), OSError, errno.EBADF, id="closed-fd"),
     bad("write", lambda e: e.api.write(e.w, None), TypeError, id="none-buffer"),
+    # read_fixed / write_fixed / BufferPool (tests/test_pool.py has the rest)
+    bad("read_fixed", lambda e: e.api.read_fixed(e.r, e.buf), TypeError, id="not-a-pool-buffer"),
+    bad("read_fixed", lambda e: e.api.read_fixed(None, _pool_buffer()), TypeError, id="none-fd"),
+    bad("read_fixed", lambda e: e.api.read_fixed(e.r, _pool_buffer(), -5), ValueError,
+        id="negative-offset"),
+    bad("read_fixed", lambda e: e.api.read_fixed(e.closed, _pool_buffer()), OSError,
+        errno.EBADF, id="closed-fd"),
+    bad("read_fixed", lambda e: e.api.read_fixed(e.r, _released_pool_buffer()), BufferError,
+        id="released-buffer"),
+    bad("write_fixed", lambda e: e.api.write_fixed(e.w, e.ro), TypeError, id="not-a-pool-buffer"),
+    bad("write_fixed", lambda e: e.api.write_fixed(e.w, _pool_buffer(), -2), ValueError,
+        id="negative-offset"),
+    bad("read_many", lambda e: e.api.read_many([(e.file_fd, _pool_buffer(), -1)]), ValueError,
+        id="pool-buffer-at-minus-one"),
+    bad("BufferPool", lambda e: M.BufferPool(0, 4096), ValueError, id="zero-count"),
+    bad("BufferPool", lambda e: M.BufferPool(1, "4096"), TypeError, id="str-size"),
+    bad("BufferPool", lambda e: M.BufferPool(1, 1 << 31), ValueError, id="over-1-gib"),
     bad("write", lambda e: e.api.write(e.w, e.buf, -2), ValueError, id="negative-offset"),
     bad("write", lambda e: e.api.write(e.r, e.buf), OSError, errno.EBADF, id="read-end"),
     bad("read_many", lambda e: e.api.read_many([(e.r, e.buf, 0), (e.r, e.ro, 0)]), TypeError,
@@ -416,9 +433,23 @@ OBJECT_ROWS: list[Row] = [
 ]
 # fmt: on
 
+
+def _pool_buffer() -> Any:
+    """A buffer of a new pool (registered with the current ring if it can)."""
+    return M.BufferPool(1, 64).get()
+
+
+def _released_pool_buffer() -> Any:
+    buf = _pool_buffer()
+    buf.release()
+    return buf
+
+
 # Public callables that take no input worth a row, and why.
 NO_ROWS = {
     "BufferInUseError": "an exception class",
+    "PoolExhaustedError": "an exception class",
+    "PoolBuffer": "no constructor: BufferPool.get() makes them (tests/test_pool.py: misuse)",
     "RingClosedError": "an exception class",
     "UnsupportedError": "an exception class",
     "install": "takes no arguments (tests/test_trio_socket.py tests it)",
