@@ -175,8 +175,10 @@ class SocketStream(trio.abc.HalfCloseableStream):
     changes them.
 
     Besides the stream interface: ``receive_into(buf) -> (buf, n)`` receives
-    into a caller's buffer (owned-buffer style: the kernel has it until the
-    receive completes), and ``setsockopt`` / ``getsockopt``.
+    into a caller's buffer (a copy from the multishot queue on TCP with
+    provided buffers, else owned-buffer style: the kernel has it until the
+    receive completes), and ``setsockopt`` / ``getsockopt``. TCP streams
+    receive through one multishot recv, as :class:`UringSocket` does.
 
     Closing the stream (``aclose``) wakes every task blocked on it with
     ``trio.ClosedResourceError``. A ``receive_some`` cancelled after the kernel

@@ -257,8 +257,10 @@ class UringSocket(trio.socket.SocketType):
     Everything else behaves as trio's own socket.
 
     Besides trio's interface: ``receive_into(buf) -> (buf, n)``, the
-    owned-buffer receive (the kernel has ``buf`` until the receive completes,
-    whatever happens to the caller; cancelled, ``buf`` is untouched).
+    owned-buffer receive (on a TCP socket with provided buffers the bytes are
+    copied from the multishot queue; otherwise the kernel has ``buf`` until
+    the receive completes, whatever happens to the caller; cancelled, ``buf``
+    is untouched).
 
     ``close()`` wakes the tasks blocked on the socket with
     ``trio.ClosedResourceError``; a receive or accept that completed despite
@@ -586,8 +588,10 @@ class UringSocket(trio.socket.SocketType):
     def receive_into(self, buf: B) -> Coroutine[Any, Any, tuple[B, int]]:
         """Receive into ``buf`` (a writable buffer of at least one byte):
         ``(buf, n)``, the same buffer and the count, 0 at the end of the
-        stream. The kernel writes into ``buf`` until the receive completes,
-        whatever happens to the caller; if it raises ``Cancelled``, ``buf`` is
+        stream. On a TCP socket with provided buffers (``Ring.recv_group``)
+        the bytes are copied from the socket's multishot queue; otherwise the
+        kernel writes into ``buf`` until the receive completes, whatever
+        happens to the caller. If it raises ``Cancelled``, ``buf`` is
         untouched. A closed socket raises ``OSError(EBADF)``, as ``recv``."""
         fd = self._fileno()
         op = self._read_op
