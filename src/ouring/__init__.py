@@ -11,6 +11,7 @@ from ._errors import BufferInUseError, RingClosedError, UnsupportedError
 from ._files import AsyncFile, open_file
 from ._path import Path
 from ._ring import DEFAULT_SETUP_FLAGS, Ring, RingStatistics
+from ._sendfile import sendfile
 from ._trio import (
     accept,
     close,
@@ -34,6 +35,7 @@ from ._trio import (
     send,
     sendmsg,
     shutdown,
+    splice,
     stat,
     symlink,
     unlink,
@@ -72,8 +74,10 @@ __all__ = [
     "rename",
     "rmdir",
     "send",
+    "sendfile",
     "sendmsg",
     "shutdown",
+    "splice",
     "stat",
     "symlink",
     "unlink",

@@ -70,6 +70,7 @@ from ._ops import (
     Send,
     SendMsg,
     Shutdown,
+    Splice,
     Statx,
     SymlinkAt,
     UnlinkAt,
@@ -78,6 +79,7 @@ from ._ops import (
     fileno,
     read_requests,
     socket_family,
+    uses_fd,
 )
 
 __all__ = ["DEFAULT_SETUP_FLAGS", "Executor", "FdRequest", "Ring", "RingStatistics"]
@@ -444,8 +446,8 @@ class Ring(RingCore):
 
     def _cancel_fd_here(self, fd: int) -> int:
         """``cancel_fd`` on this ring only (its own thread)."""
-        targets = [op for op in self._pending if op.fd == fd]
-        targets += [op for op in self._inflight.values() if op.fd == fd]
+        targets = [op for op in self._pending if uses_fd(op, fd)]
+        targets += [op for op in self._inflight.values() if uses_fd(op, fd)]
         for op in targets:
             self.cancel(op, CLOSED)
         return len(targets)
@@ -719,6 +721,11 @@ class Ring(RingCore):
 
     async def fsync(self, fd: Any, *, datasync: bool = False) -> None:
         await self._perform(Fsync(fd, datasync))
+
+    async def splice(
+        self, fd_in: Any, off_in: int, fd_out: Any, off_out: int, nbytes: int, flags: int = 0
+    ) -> int:
+        return await self._perform(Splice(fd_in, off_in, fd_out, off_out, nbytes, flags))
 
     async def stat(
         self, path: Any, *, dir_fd: Any = None, follow_symlinks: bool = True
