@@ -90,8 +90,11 @@ async def sendfile(
     start: int = operator.index(offset)
     if start < 0:
         raise ValueError(f"offset must be >= 0, not {start}")
+    # Checked now, before the pipe pair exists: a closed fd's number would
+    # otherwise be the pipe's own.
+    info = os.fstat(file_fd)
     if count is None:
-        total = max(os.fstat(file_fd).st_size - start, 0)
+        total = max(info.st_size - start, 0)
     else:
         total = operator.index(count)
         if total < 0:
