@@ -93,8 +93,9 @@ ECHO_CLIENT := benchmarks/results/echo_client
 
 bench-deps: deps $(BENCH_STAMP) $(ECHO_CLIENT)
 
-# The peers (the bench extra), and fio for the C-ceiling rows when it can be
-# installed (root and apt-get); without it those rows say "not installed".
+# The peers (the bench extra), fio for the C-ceiling rows and wrk (the HTTP load
+# generator of the static-file rows) when they can be installed (root and
+# apt-get); without them those rows say "not installed".
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	@if command -v fio >/dev/null; then :; \
@@ -103,6 +104,11 @@ $(BENCH_STAMP): $(STAMP)
 		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fio; } || \
 		echo "fio: apt-get install failed; the fio rows will say not installed"; \
 	else echo "fio is not installed (needs root and apt-get): the fio rows will say so"; fi
+	@if command -v wrk >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk || \
+		echo "wrk: apt-get install failed; the static-file rows will say not installed"; \
+	else echo "wrk is not installed (needs root and apt-get): the static-file rows will say so"; fi
 	touch $@
 
 # The C load generator of the echo rows.

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import bench_echo
 import bench_files
+import bench_static
 from _harness import (
     MIB,
     RESULTS_DIR,
@@ -74,6 +75,9 @@ TARGETS = (
     Target("echo 16 KiB", "echo16k/ouring/50", "echo16k/trio/50", 1.0),
     Target("echo 64 B, ouring factory", "echo64/ouring-factory/50", "echo64/trio/50", 1.2),
     Target("echo 16 KiB, ouring factory", "echo16k/ouring-factory/50", "echo16k/trio/50", 1.0),
+    # Issue 16: the static file server, 1 MiB files at 50 connections.
+    Target("static 1 MiB, splice", "static1m/ouring-splice/50", "static1m/trio/50", 2.0),
+    Target("static 1 MiB, splice", "static1m/ouring-splice/50", "static1m/ouring-copy/50", 1.3),
 )
 
 GROUP_TITLES = {
@@ -82,16 +86,26 @@ GROUP_TITLES = {
     "append": "4 KiB appends, fsync every 64 writes (writes/s)",
     "echo64": "TCP echo, 50 connections, 64 B messages (requests/s)",
     "echo16k": "TCP echo, 50 connections, 16 KiB messages (requests/s)",
+    "static1m": "Static file server, 1 MiB files, 50 keep-alive connections (requests/s)",
 }
-BASELINE = {"files": "trio.open_file", "echo": "trio"}
+BASELINE = {"files": "trio.open_file", "echo": "trio", "static": "trio"}
 
 
 def all_rows() -> list[Row]:
-    return bench_files.rows(TASKS) + bench_echo.rows()
+    return bench_files.rows(TASKS) + bench_echo.rows() + bench_static.rows()
 
 
 def is_echo(row: Row) -> bool:
     return row.workload in bench_echo.SIZES
+
+
+def is_static(row: Row) -> bool:
+    return row.workload in bench_static.WORKLOADS
+
+
+def is_net(row: Row) -> bool:
+    """A server row (echo, static files): a server process and a load generator."""
+    return is_echo(row) or is_static(row)
 
 
 # -- one cell --------------------------------------------------------------------------------
@@ -109,6 +123,8 @@ def run_one(row: Row, args: argparse.Namespace) -> CellResult:
     try:
         if is_echo(row):
             return bench_echo.run_cell(row, args.echo_warmup, args.echo_seconds)
+        if is_static(row):
+            return bench_static.run_cell(row, args.echo_warmup, args.echo_seconds)
         if row.impl.startswith("fio"):
             result = bench_files.fio_cell(row, args.file, args.warmup, args.seconds)
             return replace(result, key=row.key)
@@ -171,6 +187,8 @@ def versus_keys(row: Row) -> tuple[str, str | None]:
     """The trio row and the synchronous row that ``row`` is compared with."""
     if is_echo(row):
         return baseline_key(row, BASELINE["echo"]), None
+    if is_static(row):
+        return baseline_key(row, BASELINE["static"]), None
     return baseline_key(row, BASELINE["files"]), f"{row.workload}/os/1"
 
 
@@ -219,10 +237,11 @@ def table(rows: list[Row], results: dict[str, list[CellResult]]) -> list[str]:
         out += [fmt(b) for b in body]
     out += [
         "",
-        "x trio: against trio.open_file (files) or trio.serve_tcp (echo) with the same",
-        "number of tasks (1 for the one-thread rows); x os loop: against the synchronous",
-        "os.preadv / os.write loop. ops/batch: ouring completions per io_uring_enter that",
-        "submitted. server CPU: the echo server's CPU time over its wall time.",
+        "x trio: against trio.open_file (files), trio.serve_tcp (echo) or the static",
+        "server on trio's streams and trio.open_file, with the same number of tasks (1 for",
+        "the one-thread rows); x os loop: against the synchronous os.preadv / os.write",
+        "loop. ops/batch: ouring completions per io_uring_enter that submitted. server",
+        "CPU: the server's CPU time over its wall time.",
     ]
     return out
 
@@ -234,7 +253,10 @@ def check(rows: list[Row], results: dict[str, list[CellResult]]) -> tuple[list[s
     for target in TARGETS:
         got = ratio(lines, target.row, target.versus)
         versus = target.versus.split("/")[1]
-        versus = {"os": "os loop", "trio": "trio.serve_tcp"}.get(versus, versus)
+        if target.row.startswith("static"):
+            versus = {"trio": "trio streams + open_file"}.get(versus, versus)
+        else:
+            versus = {"os": "os loop", "trio": "trio.serve_tcp"}.get(versus, versus)
         if got is None:
             line = lines.get(target.row)
             why = line.note if line is not None and line.note else "not measured"
@@ -310,9 +332,11 @@ def select(args: argparse.Namespace) -> list[Row]:
         wanted = {key for target in TARGETS for key in (target.row, target.versus)}
         rows = [r for r in rows if r.key in wanted]
     if args.only == "files":
-        rows = [r for r in rows if not is_echo(r)]
+        rows = [r for r in rows if not is_net(r)]
     elif args.only == "echo":
         rows = [r for r in rows if is_echo(r)]
+    elif args.only == "static":
+        rows = [r for r in rows if is_static(r)]
     if args.rows:
         wanted = args.rows.split(",")
         rows = [r for r in rows if any(r.key.startswith(w) for w in wanted)]
@@ -324,7 +348,7 @@ def select(args: argparse.Namespace) -> list[Row]:
 def run_suite(args: argparse.Namespace) -> int:
     start = time.monotonic()
     rows = select(args)
-    if any(not is_echo(r) for r in rows) or args.memory:
+    if any(not is_net(r) for r in rows) or args.memory:
         how = bench_files.prepare_file(args.file, args.file_size, args.seed)
         print(f"data file {args.file}: {how}, read through once ({time.monotonic() - start:.1f} s)")
     results: dict[str, list[CellResult]] = {r.key: [] for r in rows}
@@ -389,7 +413,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "of only the rows the targets compare)",
     )
     parser.add_argument("--check", action="store_true", help="check ouring against TARGETS")
-    parser.add_argument("--only", choices=("files", "echo"), help="one half of the suite")
+    parser.add_argument("--only", choices=("files", "echo", "static"), help="one part of the suite")
     parser.add_argument("--rows", default="", help="comma-separated prefixes of row keys")
     parser.add_argument("--seconds", type=float, help="measured seconds per file cell (1)")
     parser.add_argument("--echo-seconds", type=float, help="measured seconds per echo cell (1.5)")
@@ -419,7 +443,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.file = RESULTS_DIR / f"bench_files-{args.file_size // MIB}MiB.dat"
     if args.seconds <= 0 or args.echo_seconds <= 0 or args.repeats < 1 or args.memory < 0:
         parser.error("--seconds and --echo-seconds must be > 0, --repeats >= 1, --memory >= 0")
-    if args.only == "echo":
+    if args.only in ("echo", "static"):
         args.memory = 0
     return args
 

@@ -27,6 +27,7 @@ static const int IORING_OP_UNLINKAT;
 static const int IORING_OP_MKDIRAT;
 static const int IORING_OP_SYMLINKAT;
 static const int IORING_OP_LINKAT;
+static const int IORING_OP_SPLICE;
 #define OURING_OP_FTRUNCATE ...
 #define OURING_PROBE_OPS ...
 

@@ -141,6 +141,14 @@ async def main(tmp):
     st = await ouring.stat(fd)
     await ouring.close(fd)
     out["fd"] = [n, m, buf.decode(), k, [b.decode() for b in bufs], w, st.st_size]
+    fd, (r, w) = os.open(path, os.O_RDONLY), os.pipe()
+    a, b = socket.socketpair()
+    with a, b:
+        spliced = await ouring.splice(fd, 0, w, -1, 5)
+        sent = await ouring.sendfile(a, fd, 6, 5)
+        out["splice"] = [spliced, os.read(r, 5).decode(), sent, b.recv(5).decode()]
+    for each in (fd, r, w):
+        os.close(each)
     try:
         await ouring.open(os.path.join(tmp, "missing"))
     except FileNotFoundError as exc:
@@ -300,6 +308,7 @@ def test_the_suite_passes_on_the_thread_ring() -> None:
             "tests/test_trio_socket.py",
             "tests/test_buffers.py",
             "tests/test_pool.py",
+            "tests/test_splice.py",
         ],
         capture_output=True,
         text=True,

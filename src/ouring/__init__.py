@@ -12,6 +12,7 @@ from ._files import AsyncFile, open_file
 from ._path import Path
 from ._pool import BufferPool, PoolBuffer, PoolExhaustedError
 from ._ring import DEFAULT_SETUP_FLAGS, Ring, RingStatistics
+from ._sendfile import sendfile
 from ._trio import (
     accept,
     close,
@@ -36,6 +37,7 @@ from ._trio import (
     send,
     sendmsg,
     shutdown,
+    splice,
     stat,
     symlink,
     unlink,
@@ -79,8 +81,10 @@ __all__ = [
     "rename",
     "rmdir",
     "send",
+    "sendfile",
     "sendmsg",
     "shutdown",
+    "splice",
     "stat",
     "symlink",
     "unlink",

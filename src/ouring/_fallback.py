@@ -106,12 +106,14 @@ from ._ops import (
     Send,
     SendMsg,
     Shutdown,
+    Splice,
     Statx,
     SymlinkAt,
     UnlinkAt,
     Write,
     WriteV,
     address_of,
+    uses_fd,
 )
 from ._ring import _FEATURE_OPCODES, FdRequest, Ring, RingStatistics
 
@@ -539,6 +541,8 @@ class ThreadRing(Ring):
             return await self._when_ready(op, out=True)
         if kind is Connect:
             return await self._connect(op)
+        if kind is Splice:
+            return await self._splice(op)
         if kind in (Read, ReadV, Write, WriteV):
             try:
                 mode = os.fstat(op.fd).st_mode
@@ -567,7 +571,7 @@ class ThreadRing(Ring):
         has not reached its syscall yet must not find the fd number closed, or
         reused by a file opened meanwhile; io_uring pins the file instead."""
         self.cancel_fd(fd)
-        while any(other.fd == fd for other in self._entries):
+        while any(uses_fd(other, fd) for other in self._entries):
             event = self._quiet.get(fd)
             if event is None:
                 event = self._quiet[fd] = trio.Event()
@@ -642,6 +646,82 @@ class ThreadRing(Ring):
             return _EAGAIN if res == -errno.EINPROGRESS else res
 
         return await self._serialized(op, True, attempt, trio.lowlevel.wait_writable, False)
+
+    async def _splice(self, op: Operation[T]) -> T:
+        """splice(2) without io_uring: non-blocking attempts (SPLICE_F_NONBLOCK
+        for the pipe, O_NONBLOCK around the call for a socket), waiting in
+        between for the non-file ends to be ready: fd_in readable, fd_out
+        writable. An attempt that touches a regular file runs in a worker
+        thread (it may wait for the disk, never for a peer); a cancel that
+        finds it running gets its result, as for any file syscall. A cancel
+        while waiting means nothing moved: ``Cancelled``."""
+        entry = self._start(op)
+        self._began(op)
+        ends: list[tuple[int, bool]] = []  # (fd, out) of the ends that may not be ready
+        on_file = False
+        for fd, out in ((op.file_index, False), (op.fd, True)):
+            try:
+                mode = os.fstat(fd).st_mode
+            except OSError as exc:
+                self._settle(op, -(exc.errno or errno.EBADF))
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return self._outcome(op)
+            if stat_module.S_ISREG(mode) or stat_module.S_ISBLK(mode):
+                on_file = True
+            else:
+                ends.append((fd, out))
+        limiter = self._limiter
+        assert limiter is not None
+        res = -errno.ECANCELED
+        yielded = False
+        try:
+            while True:
+                if on_file:
+                    # Shielded: the syscall never waits for a peer, and what it
+                    # moved is returned, as for any file syscall in a thread.
+                    # A cancel (the caller's, cancel_fd's, close's) meanwhile
+                    # takes effect at the wait below if nothing moved.
+                    yielded = True
+                    with trio.CancelScope(shield=True):
+                        res = await trio.to_thread.run_sync(_splice_nowait, op, limiter=limiter)
+                else:
+                    res = _splice_nowait(op)
+                if res != _EAGAIN:
+                    break
+                # Nothing moved: wait for the ends that were not ready, one task
+                # per fd and direction at a time (trio's rule), as _serialized.
+                res = -errno.ECANCELED
+                yielded = True
+                with entry.scope:
+                    for fd, out in ends:
+                        lock = self._locks.get((fd, out))
+                        if lock is None:
+                            lock = self._locks[(fd, out)] = trio.Lock()
+                        wait = trio.lowlevel.wait_writable if out else trio.lowlevel.wait_readable
+                        async with lock:
+                            await wait(fd)
+                if entry.scope.cancel_called:
+                    break  # cancel_fd or close: it did not happen
+        except trio.ClosedResourceError:
+            op.cancel_by = CLOSED  # someone else called notify_closing(fd)
+            res = -errno.ECANCELED
+        except BaseException:
+            op.cancel_by = op.cancel_by or CALLER
+            self._settle(op, -errno.ECANCELED)  # nothing moved since the last attempt
+            raise
+        finally:
+            for key in ends:
+                lock = self._locks.get(key)
+                if lock is not None:
+                    stats = lock.statistics()
+                    if not stats.locked and not stats.tasks_waiting:
+                        del self._locks[key]
+        self._settle(op, res)
+        if not yielded:
+            # The schedule point; what happened is returned (trio raises
+            # Cancelled at the next checkpoint).
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return self._outcome(op)
 
     async def _serialized(
         self,
@@ -801,18 +881,19 @@ class ThreadRing(Ring):
         self._entries.pop(op, None)
         if op.abandoned and res >= 0:
             op.discard()
-        quiet = self._quiet.get(op.fd)
-        held = self._answer_when_quiet.get(op.fd)
-        if (quiet is not None or held is not None) and not any(
-            other.fd == op.fd for other in self._entries
-        ):
-            if quiet is not None:
-                del self._quiet[op.fd]
-                quiet.set()
-            if held is not None:
-                del self._answer_when_quiet[op.fd]
-                for request in held:
-                    request.answer()
+        for fd in (op.fd, op.file_index) if type(op) is Splice else (op.fd,):
+            quiet = self._quiet.get(fd)
+            held = self._answer_when_quiet.get(fd)
+            if (quiet is not None or held is not None) and not any(
+                uses_fd(other, fd) for other in self._entries
+            ):
+                if quiet is not None:
+                    del self._quiet[fd]
+                    quiet.set()
+                if held is not None:
+                    del self._answer_when_quiet[fd]
+                    for request in held:
+                        request.answer()
         if self._idle_callbacks and not self._entries:
             callbacks, self._idle_callbacks = self._idle_callbacks, []
             for callback in callbacks:
@@ -834,7 +915,7 @@ class ThreadRing(Ring):
         those that did not happen raise ``trio.ClosedResourceError``. One whose
         syscall runs in a worker thread completes and returns its result (an
         io_uring cancel that finds a running request does the same)."""
-        targets = [op for op in self._entries if op.fd == fd]
+        targets = [op for op in self._entries if uses_fd(op, fd)]
         for op in targets:
             self.cancel(op, CLOSED)
         if targets and self._token is not None:
@@ -849,7 +930,7 @@ class ThreadRing(Ring):
         # its next step, but a syscall already running in a worker thread
         # finishes first, so that no thread reaches the fd number after the
         # other thread's close(2).
-        if not self._closed and any(op.fd == request.fd for op in self._entries):
+        if not self._closed and any(uses_fd(op, request.fd) for op in self._entries):
             self._answer_when_quiet.setdefault(request.fd, []).append(request)
         else:
             request.answer()
@@ -1048,6 +1129,25 @@ def _no_queue(name: str) -> NotImplementedError:
     )
 
 
+def _splice_nowait(op: Operation[Any]) -> int:
+    """One splice(2) that never waits for a pipe or a socket: SPLICE_F_NONBLOCK
+    covers the pipe; a socket end gets O_NONBLOCK for the call (splice sends
+    and receives with MSG_DONTWAIT only then)."""
+    fd_in, fd_out = op.file_index, op.fd
+    off_in = None if op.addr == _OFFSET_CURRENT else op.addr
+    off_out = None if op.offset == _OFFSET_CURRENT else op.offset
+    with _NonBlocking(fd_in), _NonBlocking(fd_out):
+        while True:
+            try:
+                return os.splice(
+                    fd_in, fd_out, op.length, off_in, off_out, op.op_flags | os.SPLICE_F_NONBLOCK
+                )
+            except InterruptedError:
+                continue
+            except OSError as exc:
+                return -(exc.errno or errno.EIO)
+
+
 def _recv_nowait(flags: int, op: Operation[Any]) -> int:
     return _sys(_recv, op.fd, op.addr, op.length, flags | socket.MSG_DONTWAIT)
 
@@ -1079,6 +1179,7 @@ _INLINE_OR_READY: tuple[type[Operation[Any]], ...] = (
     Accept,
     Connect,
     Shutdown,
+    Splice,
 )
 _SUPPORTED = frozenset(cls.opcode for cls in (*_INLINE_OR_READY, *_THREADED))
 

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from . import _hot, _sockaddr
-from ._buffers import Lease, in_use, unlendable
+from ._buffers import MAX_RW, Lease, in_use, unlendable
 from ._errors import FdClosedError, RingClosedError, os_error
 from ._hot import (
     CALLER,
@@ -77,6 +77,7 @@ __all__ = [
     "Send",
     "SendMsg",
     "Shutdown",
+    "Splice",
     "Statx",
     "SymlinkAt",
     "UnlinkAt",
@@ -823,6 +824,56 @@ class Shutdown(_Status):
         super().__init__(fileno(sock), 0, how, 0, 0)
 
 
+class Splice(Operation[int]):
+    """IORING_OP_SPLICE: ``splice(2)``, moving up to ``nbytes`` from ``fd_in``
+    to ``fd_out`` without copying through user memory; one of them must be a
+    pipe. Offsets are -1 for "no offset" (a pipe's, or the file position).
+
+    The SQE as liburing's ``io_uring_prep_splice`` writes it: ``fd`` is
+    fd_out, ``off`` off_out, ``addr`` (splice_off_in) off_in, ``len`` nbytes,
+    ``splice_fd_in`` (``file_index``) fd_in and the splice flags in the
+    per-opcode flags. It owns no memory: the kernel only takes its own
+    references to the two files. The kernel always runs it in an io-wq
+    worker, which a cancel interrupts: a splice waiting on an empty pipe
+    then ends with -EINTR/-ERESTARTSYS (nothing moved), one that moved bytes
+    returns the count."""
+
+    __slots__ = ()
+    opcode = lib.IORING_OP_SPLICE
+
+    def __init__(
+        self, fd_in: Any, off_in: int, fd_out: Any, off_out: int, nbytes: int, flags: int = 0
+    ) -> None:
+        source = fileno(fd_in)
+        target = fileno(fd_out)
+        off_in = file_offset(off_in)
+        off_out = file_offset(off_out)
+        count: int = operator.index(nbytes)
+        if count < 0:
+            raise ValueError(f"nbytes must be >= 0, not {count}")
+        flags = u32(flags, "flags")
+        if flags & ~_SPLICE_FLAGS:
+            raise ValueError(
+                f"flags must be a combination of os.SPLICE_F_MOVE, SPLICE_F_NONBLOCK "
+                f"and SPLICE_F_MORE, not {flags:#x}"
+            )
+        # One splice moves at most what one read does (MAX_RW_COUNT).
+        super().__init__(target, off_in, min(count, MAX_RW), off_out, flags)
+        self.file_index = source
+
+    @property
+    def fd_in(self) -> int:
+        return int(self.file_index)
+
+    def result(self) -> int:
+        if self.res < 0:
+            raise os_error(self.res)
+        return self.res
+
+
+_SPLICE_FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK | os.SPLICE_F_MORE
+
+
 _NO_PATH: Any = object()  # an *at operation on one path only
 
 
@@ -970,6 +1021,11 @@ def fileno(obj: Any) -> int:
     if not 0 <= fd <= _FD_MAX:
         raise OSError(errno.EBADF, f"{os.strerror(errno.EBADF)}: {fd} (is it closed?)")
     return fd
+
+
+def uses_fd(op: Operation[Any], fd: int) -> bool:
+    """Whether ``op`` names ``fd``: its SQE's fd, or a splice's fd_in."""
+    return op.fd == fd or (type(op) is Splice and op.file_index == fd)
 
 
 def fileno_for(obj: Any, buffer: object) -> int:

@@ -72,6 +72,7 @@ from ._ops import (
     Send,
     SendMsg,
     Shutdown,
+    Splice,
     Statx,
     SymlinkAt,
     UnlinkAt,
@@ -82,6 +83,7 @@ from ._ops import (
     fixed_or_plain,
     read_requests,
     socket_family,
+    uses_fd,
 )
 
 if TYPE_CHECKING:
@@ -120,6 +122,7 @@ _FEATURE_OPCODES = {
     "symlink": lib.IORING_OP_SYMLINKAT,
     "link": lib.IORING_OP_LINKAT,
     "ftruncate": lib.OURING_OP_FTRUNCATE,
+    "splice": lib.IORING_OP_SPLICE,
 }
 
 # A forked child has no ring memory (MADV_DONTFORK): the core refuses every
@@ -537,8 +540,8 @@ class Ring(RingCore):
 
     def _cancel_fd_here(self, fd: int) -> int:
         """``cancel_fd`` on this ring only (its own thread)."""
-        targets = [op for op in self._pending if op.fd == fd]
-        targets += [op for op in self._inflight.values() if op.fd == fd]
+        targets = [op for op in self._pending if uses_fd(op, fd)]
+        targets += [op for op in self._inflight.values() if uses_fd(op, fd)]
         for op in targets:
             self.cancel(op, CLOSED)
         return len(targets)
@@ -895,6 +898,11 @@ class Ring(RingCore):
 
     async def fsync(self, fd: Any, *, datasync: bool = False) -> None:
         await self._perform(Fsync(fd, datasync))
+
+    async def splice(
+        self, fd_in: Any, off_in: int, fd_out: Any, off_out: int, nbytes: int, flags: int = 0
+    ) -> int:
+        return await self._perform(Splice(fd_in, off_in, fd_out, off_out, nbytes, flags))
 
     async def stat(
         self, path: Any, *, dir_fd: Any = None, follow_symlinks: bool = True

@@ -63,6 +63,7 @@ from ._ops import (
     RecvMsg,
     Send,
     SendMsg,
+    Splice,
     Write,
     WriteFixed,
     WriteV,
@@ -563,6 +564,19 @@ async def open(  # noqa: A001 - the issue's name, mirroring os.open
 async def close(fd: Any) -> None:
     """Close an int fd, or a ``socket.socket`` (detached once closed)."""
     await current_ring().close_fd(fd)
+
+
+def splice(
+    fd_in: Any, off_in: int, fd_out: Any, off_out: int, nbytes: int, flags: int = 0
+) -> Coroutine[Any, Any, int]:
+    """``os.splice`` through io_uring: move up to ``nbytes`` from ``fd_in`` at
+    ``off_in`` to ``fd_out`` at ``off_out`` without copying through user
+    memory; one of the two must be a pipe, and a pipe's offset is -1 (so is
+    a file's to use and move its position). ``flags`` are ``os.SPLICE_F_*``.
+    Returns the count moved, 0 at the end of the input. Cancelled while it
+    waits (an empty pipe, a full socket), nothing moved."""
+    ring = current_ring()
+    return ring._perform(Splice(fd_in, off_in, fd_out, off_out, nbytes, flags))
 
 
 async def fsync(fd: Any, *, datasync: bool = False) -> None:
