@@ -1439,11 +1439,14 @@ def test_install_outside_a_run_raises_and_patches_nothing() -> None:
 # ThreadRing.cancel outside the trio thread ("must be called from async
 # context"): a known gap, in the stop note.
 @pytest.mark.io_uring_only
-async def test_close_from_another_thread_ends_a_parked_recv() -> None:
-    # The parked recv is in the kernel (SUBMITTED): the core's cancel queues
-    # an IORING_OP_ASYNC_CANCEL for the ring's next flush, and the recv ends
-    # with ClosedResourceError, its fd closed.
-    a, b = socket.socketpair()
+@pytest.mark.parametrize("kind", ["unix", "tcp"])
+async def test_close_from_another_thread_ends_a_parked_recv(kind: str) -> None:
+    # unix: the parked recv is in the kernel (SUBMITTED): the core's cancel
+    # queues an IORING_OP_ASYNC_CANCEL for the ring's next flush, and the recv
+    # ends with ClosedResourceError, its fd closed. tcp: the task is parked on
+    # the multishot receive's queue; the closing thread closes the queue and
+    # hands the cancel and the wake to the ring's thread.
+    a, b = socket.socketpair() if kind == "unix" else tcp_pair()
     sock = UringSocket(a)
     result: list[BaseException] = []
 
@@ -1461,4 +1464,6 @@ async def test_close_from_another_thread_ends_a_parked_recv() -> None:
     assert [type(exc) for exc in result] == [trio.ClosedResourceError]
     assert sock.fileno() == -1
     b.close()
+    with trio.fail_after(5):
+        await ouring.wait_all_ops_completed()
     assert inflight() == 0

@@ -262,6 +262,11 @@ class Executor(Protocol):
         task (it reads the operation's outcome itself)."""
         ...
 
+    def call_soon(self, fn: Callable[..., object], *args: Any) -> bool:
+        """From any thread: run ``fn(*args)`` soon in the ring's thread, inside
+        its event loop. False if the loop has ended (nothing drives the ring)."""
+        ...
+
     async def resolve(self, family: int, address: Any) -> Any:
         """A numeric form of ``address``, resolved without blocking the loop."""
         ...

@@ -291,6 +291,13 @@ class _Driver(trio.abc.Instrument):
             if data is not None:
                 return data
 
+    def call_soon(self, fn: Any, *args: Any) -> bool:
+        try:
+            self._token.run_sync_soon(fn, *args)
+        except trio.RunFinishedError:
+            return False
+        return True
+
     # The ring calls this with op.waiter, the task parked in perform().
     wake = staticmethod(trio.lowlevel.reschedule)
     wait_answered = staticmethod(wait_answered)

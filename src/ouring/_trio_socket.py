@@ -197,8 +197,23 @@ def close_receiver(rx: Receiver | None, ring: Ring | None) -> None:
     ``ClosedResourceError``."""
     if rx is None:
         return
-    waiter = rx.close()
-    _cancel_for_close(rx.op, ring)  # type: ignore[arg-type]
+    waiter = rx.close()  # any thread: from here on nothing more is queued
+    if ring is None:
+        return
+    if threading.get_ident() != ring._thread:
+        # Closed from another thread (trio.to_thread): the ring, its
+        # operations and the parked task belong to the ring's thread. The
+        # multishot is matched by its operation, not by the fd number, so
+        # the fd may be closed (and its number reused) before this runs.
+        executor = ring.executor
+        if executor is not None:
+            executor.call_soon(_end_receiver, rx.op, ring, waiter)
+        return
+    _end_receiver(rx.op, ring, waiter)
+
+
+def _end_receiver(op: Any, ring: Ring, waiter: object) -> None:
+    _cancel_for_close(op, ring)
     if waiter is not None:
         trio.lowlevel.reschedule(waiter)  # type: ignore[arg-type]
 
