@@ -7,6 +7,8 @@ and send the next, for a few seconds. The servers:
   shape (``receive_some`` / ``send_all``); a second row uses its
   ``receive_into(buf) -> (buf, n)``, the owned-buffer receive. Both rows say
   "unavailable" while ``ouring.trio`` or those names do not exist;
+- ``trio.serve_listeners`` over ``ouring.trio.SocketListener``: ouring's own
+  stream class (not a ``trio.SocketStream``), the same handler;
 - ``trio.serve_tcp`` with trio's socket streams;
 - the same plain ``trio.serve_tcp`` program with ``ouring.trio.install()`` at
   the start of its run: trio's own ``SocketListener``/``SocketStream`` over
@@ -63,6 +65,7 @@ SERVERS = {
     "ouring": "ouring.trio.serve_tcp",
     "ouring-into": "ouring.trio.serve_tcp, receive_into",
     "ouring-factory": "trio.serve_tcp, ouring factory",
+    "ouring-own": "ouring.trio.SocketListener (ouring's stream)",
     "trio": "trio.serve_tcp",
     "asyncio": "asyncio streams",
     "uvloop": "asyncio streams on uvloop",
@@ -148,6 +151,17 @@ def serve_trio(impl: str, stats: Stats, port: int) -> None:
             pass
 
     handler = echo_into if impl == "ouring-into" else echo_some
+    if impl == "ouring-own":
+        listener_class = getattr(optional_module("ouring.trio"), "SocketListener", None)
+        if listener_class is None:
+            return unavailable("ouring.trio has no SocketListener yet")
+
+        async def serve_own(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+            sock = socket.create_server((HOST, port), backlog=CONNECTIONS)
+            listeners = [listener_class(sock)]
+            await trio.serve_listeners(handler, listeners, task_status=task_status)
+
+        serve_tcp = None
 
     async def main() -> None:
         if install is not None:
@@ -155,7 +169,10 @@ def serve_trio(impl: str, stats: Stats, port: int) -> None:
             # listeners and the connections they accept, are ouring's sockets.
             install()
         async with trio.open_nursery() as nursery:
-            await nursery.start(functools.partial(serve_tcp, handler, port, host=HOST))
+            if serve_tcp is None:
+                await nursery.start(serve_own)
+            else:
+                await nursery.start(functools.partial(serve_tcp, handler, port, host=HOST))
             ready(port)
             await trio.lowlevel.wait_readable(sys.stdin.fileno())  # EOF: the parent is done
             nursery.cancel_scope.cancel()
