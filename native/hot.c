@@ -936,6 +936,34 @@ static PyTypeObject ReceiveOpType = {
     .tp_methods = receive_methods,
 };
 
+/* SendOperation(sock, buf, flags=0): a MessageOperation whose result() is
+ * the count alone, socket.send's value: the socket layer returns the
+ * executor's coroutine itself, with no frame to pick the count out. */
+static PyObject *count_result(BufOp *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->op.res < 0)
+        return raise_os_error(self->op.res, self->lend.obj ? self->lend.obj : Py_None);
+    return PyLong_FromLong(self->op.res);
+}
+
+static PyMethodDef count_methods[] = {
+    {"result", (PyCFunction)count_result, METH_NOARGS,
+     "The count sent, or raise the OSError of a failed send."},
+    {NULL},
+};
+
+static PyTypeObject CountOpType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "ouring._hot.SendOperation",
+    .tp_doc = "SendOperation(sock, buf, flags=0): send from buf; result() is the count.",
+    .tp_basicsize = sizeof(BufOp),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)buf_traverse,
+    .tp_clear = (inquiry)buf_clear,
+    .tp_new = message_op_new,
+    .tp_methods = count_methods,
+};
+
 /* -- Group -----------------------------------------------------------------------
  *
  * Group(count, waiter): a waiter for several operations (read_many). Each
@@ -1825,11 +1853,13 @@ PyMODINIT_FUNC PyInit__hot(void)
     MessageOpType.tp_base = &BufOpType;
     ReceiveOpType.tp_base = &BufOpType;
     MultiRecvType.tp_base = &OpType;
+    CountOpType.tp_base = &BufOpType;
     if (PyType_Ready(&LeaseType) < 0 || PyType_Ready(&OpType) < 0 ||
         PyType_Ready(&BufOpType) < 0 || PyType_Ready(&FileOpType) < 0 ||
         PyType_Ready(&MessageOpType) < 0 || PyType_Ready(&ReceiveOpType) < 0 ||
         PyType_Ready(&GroupType) < 0 || PyType_Ready(&CoreType) < 0 ||
         PyType_Ready(&ReceiverType) < 0 || PyType_Ready(&MultiRecvType) < 0 ||
+        PyType_Ready(&CountOpType) < 0 ||
         PyType_Ready(&PoolCoreType) < 0 || PyType_Ready(&PoolBufferType) < 0)
         return NULL;
     str_writes_buffer = PyUnicode_InternFromString("writes_buffer");
@@ -1856,6 +1886,7 @@ PyMODINIT_FUNC PyInit__hot(void)
         PyModule_AddObjectRef(m, "ReceiveOperation", (PyObject *)&ReceiveOpType) < 0 ||
         PyModule_AddObjectRef(m, "Group", (PyObject *)&GroupType) < 0 ||
         PyModule_AddObjectRef(m, "Receiver", (PyObject *)&ReceiverType) < 0 ||
+        PyModule_AddObjectRef(m, "SendOperation", (PyObject *)&CountOpType) < 0 ||
         PyModule_AddObjectRef(m, "MultishotReceive", (PyObject *)&MultiRecvType) < 0 ||
         PyModule_AddObjectRef(m, "RingCore", (PyObject *)&CoreType) < 0 ||
         PyModule_AddObjectRef(m, "PoolCore", (PyObject *)&PoolCoreType) < 0 ||

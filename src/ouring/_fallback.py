@@ -104,6 +104,7 @@ from ._ops import (
     RecvMsg,
     RenameAt,
     Send,
+    SendCount,
     SendMsg,
     Shutdown,
     Splice,
@@ -537,7 +538,7 @@ class ThreadRing(Ring):
         kind = type(op)
         if kind in (Recv, RecvBytes, RecvMsg, Accept):
             return await self._when_ready(op, out=False)
-        if kind in (Send, SendMsg):
+        if kind in (Send, SendCount, SendMsg):
             return await self._when_ready(op, out=True)
         if kind is Connect:
             return await self._connect(op)
@@ -621,7 +622,7 @@ class ThreadRing(Ring):
         if isinstance(op, (Recv, RecvBytes)):
             attempt: Callable[[Operation[Any]], int] = partial(_recv_nowait, op.op_flags)
             give_up = bool(op.op_flags & socket.MSG_DONTWAIT)
-        elif isinstance(op, Send):
+        elif isinstance(op, (Send, SendCount)):
             attempt = partial(_send_nowait, op.op_flags)
             give_up = bool(op.op_flags & socket.MSG_DONTWAIT)
         elif isinstance(op, RecvMsg):
@@ -1175,6 +1176,7 @@ _INLINE_OR_READY: tuple[type[Operation[Any]], ...] = (
     RecvBytes,
     RecvMsg,
     Send,
+    SendCount,
     SendMsg,
     Accept,
     Connect,

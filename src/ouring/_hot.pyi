@@ -67,6 +67,10 @@ class ReceiveOperation(BufferOperation):
     def __init__(self, sock: Any, size: int, flags: int = 0) -> None: ...
     def result(self) -> bytes: ...  # type: ignore[override]
 
+class SendOperation(BufferOperation):
+    def __init__(self, sock: Any, buf: Any, flags: int = 0) -> None: ...
+    def result(self) -> int: ...  # type: ignore[override]
+
 class Group:
     """Wake ``waiter`` once, when ``count`` operations are DONE."""
 

@@ -75,6 +75,7 @@ __all__ = [
     "RecvMsg",
     "RenameAt",
     "Send",
+    "SendCount",
     "SendMsg",
     "Shutdown",
     "Splice",
@@ -315,6 +316,16 @@ class MultishotReceive(_hot.MultishotReceive, Operation[None]):
 
 class Send(_MessageOperation[B]):
     """IORING_OP_SEND from ``buf`` with ``MSG_*`` flags."""
+
+    __slots__ = ()
+    opcode = lib.IORING_OP_SEND
+    writes_buffer = False
+    completes_inline = True
+
+
+class SendCount(_hot.SendOperation, Operation[int]):
+    """IORING_OP_SEND, as :class:`Send`, whose result is the count alone
+    (``socket.send``'s value)."""
 
     __slots__ = ()
     opcode = lib.IORING_OP_SEND

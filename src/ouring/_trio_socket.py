@@ -31,12 +31,13 @@ Facts this module relies on:
   ``trio.ClosedResourceError``, as trio's ``notify_closing`` gives tasks
   waiting in ``wait_readable``; then it calls ``notify_closing`` for the
   epoll waiters (``wait_writable``) and closes.
-- ``recv``, ``receive_into`` and ``accept`` leave their completed operation
-  in the slot until the next call in that direction (or ``close``); the
-  others empty it when they return. The slot is how the next ``recv`` learns
-  how much the last one received (the adaptive size below) without a wrapper
-  coroutine around each receive. A completed operation holds the caller's
-  object (``receive_into``'s buffer), never a buffer export: the ring
+- ``recv``, ``receive_into``, ``accept`` and ``send`` leave their completed
+  operation in the slot until the next call in that direction (or
+  ``close``); the others empty it when they return. The slot is how the next
+  ``recv`` learns how much the last one received (the adaptive size below),
+  and it lets ``recv`` and ``send`` return the executor's coroutine with no
+  wrapper coroutine of their own. A completed operation holds the caller's
+  object (``receive_into``'s buffer, the sent data), never a buffer export: the ring
   released the lease at the CQE.
 - A TCP socket on a ring with provided buffers (``Ring.recv_group``, Linux
   6.0+) receives through one multishot recv (``MultishotReceive``), armed at
@@ -96,9 +97,9 @@ from ._ops import (
     Recv,
     RecvBytes,
     RecvMsg,
+    SendCount,
     SendMsg,
 )
-from ._ops import Send as _Send
 from ._ring import Ring
 from ._trio import current_ring
 
@@ -153,6 +154,11 @@ def _cancel_for_close(op: Operation[Any] | None, ring: Ring | None) -> None:
 def _waiting(flags: Any) -> int:
     """``flags`` without ``MSG_DONTWAIT`` (see ``_WAIT``)."""
     return operator.index(flags) & _WAIT
+
+
+async def _sent_nothing() -> int:
+    await _checkpoint()
+    return 0  # send(b"") sends nothing and returns at once, as send(2)
 
 
 async def _raise_busy() -> Any:
@@ -714,33 +720,33 @@ class UringSocket(trio.socket.SocketType):
 
     # -- sending (the write direction) ----------------------------------------------------
 
-    async def send(self, data: Buffer, flags: int = 0, /) -> int:
+    def send(self, data: Buffer, flags: int = 0, /) -> Awaitable[int]:
         """Like :meth:`socket.socket.send`, but async: an io_uring send."""
         fd = self._fileno()
         op = self._write_op
         queue = op is not None and PENDING <= op.state <= CANCELLING
         if queue and op.state != PENDING:  # type: ignore[union-attr]
-            return await _raise_busy()  # type: ignore[no-any-return]
+            return _raise_busy()
         if fd < 0 or type(flags) is not int:
-            return await self._send_slow(data, flags)
+            return self._send_slow(data, flags)
         ring = current_ring()
-        op = _Send(fd, data, (flags & _WAIT) | _MSG_NOSIGNAL)
+        op = SendCount(fd, data, (flags & _WAIT) | _MSG_NOSIGNAL)
         if not op.length:
             op.release()
-            await _checkpoint()
-            return 0  # send(b"") sends nothing and returns at once, as send(2)
+            return _sent_nothing()
         if queue:
-            return (await self._perform_queued(op, ring))[1]
+            return self._perform_queued(op, ring)
+        # The completed send stays in the slot until the next one, as recv's:
+        # it holds the caller's object, never an export of it (the ring gave
+        # the lease back at the CQE), so trio's send_all can release its
+        # memoryview slices. The executor's coroutine itself is returned (no
+        # frame of ours): SendCount's result is the count.
         self._write_op = op
         self._write_ring = ring
-        executor = ring.executor  # without Ring._perform's frame, as in recv
-        try:
-            if executor is None:
-                return (await ring._perform(op))[1]
-            return (await executor.perform(ring, op))[1]
-        finally:
-            if self._write_op is op:
-                self._write_op = None  # holds the caller's buffer
+        executor = ring.executor
+        if executor is None:
+            return ring._perform(op)
+        return executor.perform(ring, op)
 
     async def _send_slow(self, data: Any, flags: Any) -> int:
         if self._fileno() < 0:
