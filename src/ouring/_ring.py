@@ -310,6 +310,11 @@ class Ring(RingCore):
     executor: Executor | None
     #: The pool whose buffers the kernel has (one table per ring), or None.
     _fixed_pool: BufferPool | None = None
+    #: Set by the executor that drives this ring: called by :meth:`close`
+    #: before the ring fd (and ``wait_fd``) is closed, whoever closes it, so
+    #: the event loop drops its waits on the number while the ring still owns
+    #: it. The next ring or file opened usually gets the same number.
+    _on_close: Callable[[], None] | None = None
 
     def __init__(
         self,
@@ -580,6 +585,9 @@ class Ring(RingCore):
             self._close_core()
             lib.ouring_exit(self._ptr)
             return
+        # (Not in a forked child above: its event loop's epoll is the parent's.)
+        if self._on_close is not None:
+            self._on_close()
         self._withdraw_pending(RING)
         for op in list(self._inflight.values()):
             self.cancel(op, RING)

@@ -108,6 +108,7 @@ class _Driver(trio.abc.Instrument):
         self._alone = True
         ring.executor = self
         ring._wakeup = wakeup_in_run(ring)  # other threads' closes reach the ring through it
+        ring._on_close = self._detach  # whoever closes the ring, before its fd goes
         trio.lowlevel.add_instrument(self)
         trio.lowlevel.spawn_system_task(self._reap, name=f"ouring reaper (ring fd {ring.fd})")
 
@@ -338,7 +339,17 @@ class _Driver(trio.abc.Instrument):
     async def _reap(self) -> None:
         try:
             with self._reaper_scope:
-                while True:
+                # Checked before every wait: once the ring is closed its fd
+                # number may belong to the next ring (or any file), whose own
+                # waiter must get trio's one registration per fd; a second
+                # wait_readable there raises BusyResourceError in this system
+                # task and kills the run. A reaper spawned for a ring closed
+                # before it first ran, or woken in the pass that closed it,
+                # gets here. No checkpoint between the check and
+                # wait_readable's registration, so nothing can close the ring
+                # in between; a close while parked goes through _detach's
+                # notify_closing, before the fd is closed.
+                while not self._closed:
                     await trio.lowlevel.wait_readable(self.ring.wait_fd)
                     self.ring.reap()
         except (trio.ClosedResourceError, OSError):
@@ -349,14 +360,22 @@ class _Driver(trio.abc.Instrument):
         finally:
             self.close()
 
-    def close(self) -> None:
+    def _detach(self) -> None:
+        """Leave the run's scheduler: ``Ring.close`` calls this (whoever
+        closes the ring: this driver, the user, a failed kernel call) before
+        it closes the ring fd, while the number is still the ring's."""
         if self._closed:
             return
         self._closed = True
         with suppress(KeyError):
             trio.lowlevel.remove_instrument(self)
+        # A reaper parked in wait_readable leaves with ClosedResourceError and
+        # trio forgets the fd; one that has not run yet sees _closed.
         trio.lowlevel.notify_closing(self.ring.wait_fd)
         self._reaper_scope.cancel()
+
+    def close(self) -> None:
+        self._detach()
         self.ring.close()
 
 
