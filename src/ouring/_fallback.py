@@ -973,6 +973,10 @@ class ThreadRing(Ring):
         """Whether this ring implements the io_uring opcode (as a syscall)."""
         return opcode in _SUPPORTED
 
+    def features(self) -> dict[str, bool]:
+        """None of io_uring's own mechanisms: the plain path everywhere."""
+        return {"multishot_accept": False, "send_zc": False}
+
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"threads={self._threads}"
         return f"<ouring.ThreadRing {state}>"

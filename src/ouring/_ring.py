@@ -69,6 +69,7 @@ from ._ops import (
     RenameAt,
     Send,
     SendMsg,
+    SendZC,
     Shutdown,
     Statx,
     SymlinkAt,
@@ -139,6 +140,23 @@ def _registry_after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_registry_after_fork_in_child)
+
+
+def kernel_at_least(major: int, minor: int) -> bool:
+    """The running kernel is ``major.minor`` or later (``uname -r``), for
+    features the io_uring probe cannot see (flags of an existing opcode)."""
+    release = os.uname().release
+    parts = []
+    for part in release.split(".")[:2]:
+        digits = ""
+        for char in part:
+            if not char.isdigit():
+                break
+            digits += char
+        if not digits:
+            return False
+        parts.append(int(digits))
+    return len(parts) == 2 and (parts[0], parts[1]) >= (major, minor)
 
 
 class FdRequest:
@@ -296,6 +314,11 @@ class Ring(RingCore):
         supported = ffi.new("unsigned char[]", lib.OURING_PROBE_OPS)
         lib.ouring_probe(self._ptr, supported, lib.OURING_PROBE_OPS)
         self._supported = bytes(ffi.buffer(supported))
+        self._features = {
+            # The probe cannot tell: multishot accept is a flag of ACCEPT.
+            "multishot_accept": self.supports(lib.IORING_OP_ACCEPT) and kernel_at_least(5, 19),
+            "send_zc": self.supports(lib.IORING_OP_SEND_ZC),
+        }
         self._register()
 
     # -- the registry of live rings (closing an fd across rings) ----------------------
@@ -585,6 +608,14 @@ class Ring(RingCore):
         """Whether this kernel implements the io_uring opcode."""
         return 0 <= opcode < len(self._supported) and bool(self._supported[opcode])
 
+    def features(self) -> dict[str, bool]:
+        """Which of io_uring's own mechanisms this ring uses, probed at setup
+        (opcode probe, and the kernel version where the probe cannot tell):
+        ``multishot_accept`` (listeners keep one accept armed), ``send_zc``
+        (:func:`ouring.send_zc` sends without copying). Where one is off, the
+        plain path is used."""
+        return dict(self._features)
+
     def _check_open(self) -> None:
         if self._closed:
             raise RingClosedError("the ring is closed")
@@ -643,6 +674,17 @@ class Ring(RingCore):
         return await self._perform(Recv(sock, buf, flags))
 
     async def send(self, sock: Any, buf: B, flags: int = 0) -> tuple[B, int]:
+        return await self._perform(Send(sock, buf, flags))
+
+    async def send_zc(self, sock: Any, buf: B, flags: int = 0) -> tuple[B, int]:
+        if self._features["send_zc"]:
+            try:
+                return await self._perform(SendZC(sock, buf, flags))
+            except OSError as exc:
+                # A socket without zero-copy support (AF_UNIX): the kernel
+                # refused before sending anything; a plain send does it.
+                if exc.errno != errno.EOPNOTSUPP:
+                    raise
         return await self._perform(Send(sock, buf, flags))
 
     async def recvmsg(
