@@ -218,9 +218,13 @@ class Acceptor:
     def _close_here(self) -> None:
         self._closed = True
         op, ring = self._op, self._ring
-        if op is not None and ring is not None and op.state in (PENDING, SUBMITTED):
-            if not ring.closed:
-                ring.cancel(op, CLOSED)
+        if (
+            op is not None
+            and ring is not None
+            and op.state in (PENDING, SUBMITTED)
+            and not ring.closed
+        ):
+            ring.cancel(op, CLOSED)
         while self._queue:
             item = self._queue.popleft()
             if item >= 0:

@@ -677,7 +677,7 @@ class Ring(RingCore):
         return await self._perform(Send(sock, buf, flags))
 
     async def send_zc(self, sock: Any, buf: B, flags: int = 0) -> tuple[B, int]:
-        if self._features["send_zc"]:
+        if self.features()["send_zc"]:
             try:
                 return await self._perform(SendZC(sock, buf, flags))
             except OSError as exc:

@@ -468,7 +468,7 @@ class SocketListener(trio.abc.Listener[SocketStream]):
     despite a cancel is returned, never dropped.
     """
 
-    __slots__ = ("_accept_op", "_accept_ring", "_acceptor", "_accepting", "_closed", "socket")
+    __slots__ = ("_accept_op", "_accept_ring", "_accepting", "_acceptor", "_closed", "socket")
 
     def __init__(self, socket: AnySocket) -> None:
         _check_socket(socket, "SocketListener")
