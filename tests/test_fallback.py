@@ -182,6 +182,18 @@ async def main(tmp):
         await ouring.shutdown(b, socket.SHUT_WR)
         out["eof"] = (await ouring.recv(a, bytearray(4)))[1]
 
+    with socket.socket() as lst:
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(1)
+        c = socket.create_connection(lst.getsockname())
+        s, _ = lst.accept()
+    with c, s:
+        _, zc = await ouring.send_zc(c, b"z" * 100000)  # a plain send on the fallback
+        got = b""
+        while len(got) < zc:
+            got += s.recv(1 << 20)
+        out["send_zc"] = [zc, got == b"z" * zc]
+
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     with rx, tx:

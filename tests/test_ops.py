@@ -2019,3 +2019,137 @@ async def test_a_nul_in_a_path_raises_what_os_raises_on_this_python(
     with pytest.raises(ValueError, match="embedded null") as got:
         await call(path)
     assert got.value.args == expected.value.args
+
+
+# -- send_zc ---------------------------------------------------------------------------
+
+
+def tcp_pair() -> tuple[socket.socket, socket.socket]:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    return client, server
+
+
+def needs_send_zc(ring: ouring.Ring) -> None:
+    if not ring.features()["send_zc"]:
+        pytest.skip("this kernel has no IORING_OP_SEND_ZC (Linux 6.0)")
+
+
+def is_locked(buf: bytearray) -> bool:
+    """Whether ``buf`` is exported (lent to the kernel): it cannot be resized."""
+    try:
+        buf.append(0)
+    except BufferError:
+        return True
+    del buf[-1]
+    return False
+
+
+def test_send_zc_holds_the_buffer_until_the_notification_cqe() -> None:
+    """The first CQE carries the count, but the stack still reads the pages
+    until the notification: a receiver that does not read keeps the unsent
+    part in the sender's queue, so the notification cannot come yet. Between
+    the two the bytearray is still lent (resizing it raises BufferError) and
+    the operation in flight; once the peer has read every byte (the ones
+    submitted), the notification settles it and gives the buffer back."""
+    with ouring.Ring() as ring:
+        needs_send_zc(ring)
+        a, b = tcp_pair()
+        with a, b:
+            # A fixed receive buffer far below the payload: the rest of what
+            # the first CQE counts waits in the sender's queue.
+            b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            payload = bytearray(os.urandom(1 << 20) * 4)
+            op = ouring._ops.SendZC(a, payload)
+            ring.submit(op)
+            while not hasattr(op, "sent"):  # the first CQE
+                assert ring.wait(10), "no CQE"
+            sent = op.sent
+            assert 0 < sent <= len(payload)
+            assert op.state == ouring._ops.SUBMITTED  # no notification yet
+            assert is_locked(payload)
+            b.settimeout(10)
+            received = bytearray()
+            while len(received) < sent:
+                received += b.recv(sent - len(received))
+            assert received == payload[:sent]
+            while op.state != ouring._ops.DONE:  # the notification
+                assert ring.wait(10), "no notification"
+            assert op.cqe_flags & ouring._native.lib.IORING_CQE_F_NOTIF
+            assert op.result() == (payload, sent)
+            assert not is_locked(payload)
+
+
+async def test_send_zc_sends_the_bytes_and_gives_the_buffer_back() -> None:
+    a, b = tcp_pair()
+    with a, b:
+        payload = bytearray(os.urandom(3 << 20))
+        received = bytearray()
+
+        async def receive() -> None:
+            buf = bytearray(1 << 16)
+            while len(received) < len(payload):
+                buf, n = await ouring.recv(b, buf)
+                assert n
+                received.extend(buf[:n])
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receive)
+            offset = 0
+            while offset < len(payload):
+                with memoryview(payload)[offset:] as chunk:
+                    _, n = await ouring.send_zc(a, chunk)
+                del _
+                offset += n
+        assert received == payload
+        assert not is_locked(payload)
+        assert_idle()
+
+
+async def test_send_zc_on_a_unix_socket_is_a_plain_send() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        buf, n = await ouring.send_zc(a, b"no zero-copy here")
+        assert (buf, n) == (b"no zero-copy here", 17)
+        assert b.recv(100) == b"no zero-copy here"
+
+
+async def test_a_cancelled_send_zc_sent_nothing_and_gives_the_buffer_back() -> None:
+    """A send_zc waiting for room in a full socket buffer is cancelled: it
+    raises Cancelled, the peer never gets its bytes, and the buffer is given
+    back once the kernel is done (the cancel's CQE, then the notification)."""
+    needs_send_zc(ouring.current_ring())
+    a, b = tcp_pair()
+    with a, b:
+        for s in (a, b):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        a.setblocking(False)
+        filled = 0
+        try:
+            while True:
+                filled += a.send(b"f" * 65536)
+        except BlockingIOError:
+            pass
+        payload = bytearray(b"z" * 65536)
+        async with trio.open_nursery() as nursery:
+
+            async def send() -> None:
+                with pytest.raises(trio.Cancelled):
+                    await ouring.send_zc(a, payload)
+
+            nursery.start_soon(send)
+            await trio.testing.wait_all_tasks_blocked()
+            assert is_locked(payload)
+            nursery.cancel_scope.cancel()
+        await ouring.wait_all_ops_completed()
+        assert not is_locked(payload)
+        a.shutdown(socket.SHUT_WR)
+        b.settimeout(10)
+        received = bytearray()
+        while chunk := b.recv(1 << 16):
+            received += chunk
+        assert received == b"f" * filled

@@ -545,7 +545,10 @@ async def test_happy_eyeballs_starts_the_next_attempt_while_the_first_hangs() ->
                 async with client, await listener.accept():
                     assert client.socket.getpeername() == ("127.0.0.1", good)
                 assert 0.05 <= elapsed < 1  # the hanging attempt was abandoned, not waited out
-                assert inflight() == 0  # its connect was cancelled
+                # Its connect was cancelled; the listener's multishot accept
+                # (where the ring has one) stays armed until it closes.
+                armed = ouring.current_ring().features()["multishot_accept"]
+                assert inflight() == int(armed)
         finally:
             for filler in fillers:
                 filler.close()

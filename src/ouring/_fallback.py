@@ -1074,6 +1074,8 @@ class ThreadRing(Ring):
             coop_taskrun=False,
             defer_taskrun=False,
             multishot_recv=False,
+            multishot_accept=False,
+            send_zc=False,
         )
         return features
 

@@ -25,7 +25,7 @@ import struct
 import sys
 import warnings
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from . import _hot, _sockaddr
 from ._buffers import MAX_RW, Lease, in_use, unlendable
@@ -55,6 +55,8 @@ __all__ = [
     "RING",
     "SUBMITTED",
     "Accept",
+    "AcceptMulti",
+    "AcceptSink",
     "Close",
     "Connect",
     "Fadvise",
@@ -77,6 +79,7 @@ __all__ = [
     "Send",
     "SendCount",
     "SendMsg",
+    "SendZC",
     "Shutdown",
     "Splice",
     "Statx",
@@ -103,6 +106,9 @@ S = TypeVar("S")
 # being closed through the ring); 0 when nobody did.
 STATE_NAMES = ("CREATED", "PENDING", "SUBMITTED", "CANCELLING", "DONE", "LEAKED")
 
+_CQE_F_NOTIF = lib.IORING_CQE_F_NOTIF
+# What a CQE says when a requested cancel won (op_cancelled in native/hot.c).
+_CANCELLED = frozenset(-code for code in (errno.ECANCELED, errno.EINTR, 512, 513, 514, 516))
 _U64 = 0xFFFF_FFFF_FFFF_FFFF
 _U32 = 0xFFFF_FFFF
 _OFFSET_MAX = (1 << 63) - 1
@@ -331,6 +337,49 @@ class SendCount(_hot.SendOperation, Operation[int]):
     opcode = lib.IORING_OP_SEND
     writes_buffer = False
     completes_inline = True
+
+
+class SendZC(_MessageOperation[B]):
+    """IORING_OP_SEND_ZC (Linux 6.0): send from ``buf`` without copying it
+    into the socket buffer; the network stack reads the caller's pages.
+
+    The kernel posts two CQEs. The first (``IORING_CQE_F_MORE``) carries the
+    byte count, but the stack may still read ``buf`` after it; the second,
+    the notification (``IORING_CQE_F_NOTIF``), says it no longer does. So the
+    operation stays in flight, lease and all, until the notification: that is
+    the final CQE the ring settles, and the lease goes back then. A send that
+    fails before the kernel set up the notification posts one CQE only, with
+    the error and no ``F_MORE``: that one is final."""
+
+    __slots__ = ("sent",)
+    opcode = lib.IORING_OP_SEND_ZC
+    writes_buffer = False
+
+    if TYPE_CHECKING:
+
+        def __init__(self, sock: Any, buf: B, flags: int = 0) -> None: ...
+
+    def _more(self, res: int, flags: int) -> None:
+        # The result CQE: the count (or error), before the notification.
+        self.sent = res
+
+    def _res(self) -> int:
+        """The send's result: the first CQE's when a notification followed."""
+        if self.cqe_flags & _CQE_F_NOTIF:
+            sent: int = self.sent
+            return sent
+        return self.res
+
+    def cancelled(self) -> bool:
+        # The notification's own res is 0: whether the cancel won is in the
+        # result CQE's.
+        return bool(self.cancel_by) and self._res() in _CANCELLED
+
+    def result(self) -> tuple[B, int]:
+        res = self._res()
+        if res < 0:
+            raise os_error(res, buffer=self.buffer)
+        return self.buffer, res
 
 
 def _lease_iovecs(items: list[Any], writes: bool) -> tuple[list[Lease], Any]:
@@ -656,6 +705,55 @@ class Accept(Operation[tuple[socket.socket, Any]]):
     def discard(self) -> None:
         if self.res >= 0:
             os.close(self.res)
+
+
+class AcceptSink(Protocol):
+    """Where an ``AcceptMulti`` puts what the kernel hands over. Both methods
+    run inside the ring's reap (an event-loop hook) and must never raise."""
+
+    def accepted(self, fd: int) -> None:
+        """A new connection's fd (close-on-exec); the sink owns it now."""
+
+    def ended(self, op: AcceptMulti) -> None:
+        """The final CQE: the multishot is over. ``op.res`` is one last fd
+        (>= 0; the sink owns it), or an error, or a cancel
+        (``op.cancelled()``)."""
+
+
+class AcceptMulti(Operation[None]):
+    """IORING_OP_ACCEPT with ``IORING_ACCEPT_MULTISHOT`` (Linux 5.19): one SQE
+    that accepts every connection until it is cancelled or fails. Each CQE
+    with ``IORING_CQE_F_MORE`` is a new fd, given to ``sink.accepted``; the
+    final CQE (no ``F_MORE``: an error such as ``EMFILE``, a cancel, or a full
+    CQ, which ends it with one more fd) goes to ``sink.ended`` once the ring
+    settled the operation. The kernel writes no peer address for a multishot
+    accept (one buffer would serve every connection), so the SQE has none:
+    ask the new socket (``getpeername``). Nobody awaits the operation itself:
+    it is submitted with no waiter and owns no memory the kernel touches."""
+
+    __slots__ = ("sink",)
+    opcode = lib.IORING_OP_ACCEPT
+
+    def __init__(self, sock: Any, sink: AcceptSink) -> None:
+        fd = fileno(sock)
+        super().__init__(fd, 0, 0, 0, lib.SOCK_CLOEXEC)
+        self.ioprio = lib.IORING_ACCEPT_MULTISHOT
+        self.sink = sink
+
+    def _more(self, res: int, flags: int) -> None:
+        # The kernel posts F_MORE only with a new fd; an error ends the
+        # multishot (a final CQE).
+        self.sink.accepted(res)
+
+    def release(self) -> None:
+        # Called exactly once; in DONE after the final CQE (or a withdraw
+        # before the kernel saw it), in CREATED when it was never submitted.
+        if self.state == DONE:
+            self.sink.ended(self)
+
+    def result(self) -> None:
+        if self.res < 0:
+            raise os_error(self.res)
 
 
 class Connect(_Status):

@@ -71,6 +71,7 @@ from ._ops import (
     RenameAt,
     Send,
     SendMsg,
+    SendZC,
     Shutdown,
     Splice,
     Statx,
@@ -388,6 +389,9 @@ class Ring(RingCore):
             # cannot tell. The buffer ring registers at first use
             # (recv_group), which may still refuse.
             multishot_recv=_kernel_at_least(6, 0) and self.supports(lib.IORING_OP_RECV),
+            # IORING_ACCEPT_MULTISHOT is a flag of ACCEPT (Linux 5.19).
+            multishot_accept=_kernel_at_least(5, 19) and self.supports(lib.IORING_OP_ACCEPT),
+            send_zc=self.supports(lib.IORING_OP_SEND_ZC),
         )
         return features
 
@@ -401,7 +405,9 @@ class Ring(RingCore):
         ``"ftruncate"``, ``"mkdir"``...: False means the call raises
         ``UnsupportedError``), ``"multishot_recv"`` (TCP sockets receive
         through one multishot recv into provided buffers, see
-        :meth:`recv_group`)."""
+        :meth:`recv_group`), ``"multishot_accept"`` (listeners keep one
+        accept armed), ``"send_zc"`` (:func:`ouring.send_zc` sends without
+        copying)."""
         return dict(self._features)
 
     # -- the registry of live rings (closing an fd across rings) ----------------------
@@ -835,6 +841,17 @@ class Ring(RingCore):
         return await self._perform(Recv(sock, buf, flags))
 
     async def send(self, sock: Any, buf: B, flags: int = 0) -> tuple[B, int]:
+        return await self._perform(Send(sock, buf, flags))
+
+    async def send_zc(self, sock: Any, buf: B, flags: int = 0) -> tuple[B, int]:
+        if self.features()["send_zc"]:
+            try:
+                return await self._perform(SendZC(sock, buf, flags))
+            except OSError as exc:
+                # A socket without zero-copy support (AF_UNIX): the kernel
+                # refused before sending anything; a plain send does it.
+                if exc.errno != errno.EOPNOTSUPP:
+                    raise
         return await self._perform(Send(sock, buf, flags))
 
     async def recvmsg(

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
 
 import trio
 
+from ._accept import Acceptor
 from ._buffers import MAX_RW
 from ._hot import Receiver
 from ._ops import (
@@ -526,7 +527,7 @@ class SocketListener(trio.abc.Listener[SocketStream]):
     despite a cancel is returned, never dropped.
     """
 
-    __slots__ = ("_accept_op", "_accept_ring", "_accepting", "_closed", "socket")
+    __slots__ = ("_accept_op", "_accept_ring", "_accepting", "_acceptor", "_closed", "socket")
 
     def __init__(self, socket: AnySocket) -> None:
         _check_socket(socket, "SocketListener")
@@ -542,6 +543,7 @@ class SocketListener(trio.abc.Listener[SocketStream]):
         self._accepting = False
         self._accept_op: Operation[Any] | None = None
         self._accept_ring: Ring | None = None
+        self._acceptor: Acceptor | None = None  # multishot accept, where the ring has it
 
     async def accept(self) -> SocketStream:
         """Accept a connection. Connections that died before they were
@@ -556,11 +558,17 @@ class SocketListener(trio.abc.Listener[SocketStream]):
                 if self._closed or fd < 0:
                     await _raise_closed("this listener was already closed")
                 ring = current_ring()
-                op = Accept(fd)
-                self._accept_op = op
-                self._accept_ring = ring
                 try:
-                    conn, _ = await ring._perform(op)
+                    acceptor = self._acceptor
+                    if acceptor is not None or ring.features()["multishot_accept"]:
+                        if acceptor is None:
+                            acceptor = self._acceptor = Acceptor(self.socket)
+                        conn = await acceptor.accept()
+                    else:
+                        op = Accept(fd)
+                        self._accept_op = op
+                        self._accept_ring = ring
+                        conn, _ = await ring._perform(op)
                 except OSError as exc:
                     if exc.errno == errno.EBADF:
                         raise trio.ClosedResourceError("this listener was already closed") from None
@@ -581,6 +589,8 @@ class SocketListener(trio.abc.Listener[SocketStream]):
         if not self._closed:
             self._closed = True
             _cancel_for_close(self._accept_op, self._accept_ring)
+            if self._acceptor is not None:
+                self._acceptor.close()  # its multishot accept, and the queued connections
             _close_socket(self.socket)
         await trio.lowlevel.checkpoint()
 

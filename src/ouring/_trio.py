@@ -544,6 +544,17 @@ def send(sock: Any, buf: B, flags: int = 0) -> Coroutine[Any, Any, tuple[B, int]
     return ring._perform(Send(sock, buf, flags))
 
 
+def send_zc(sock: Any, buf: B, flags: int = 0) -> Coroutine[Any, Any, tuple[B, int]]:
+    """Send from ``buf`` without copying it into the socket buffer
+    (IORING_OP_SEND_ZC): the network stack reads ``buf`` itself, so the
+    operation keeps it (lent, a ``bytearray`` cannot be resized) until the
+    kernel's notification that it is done with it, after the byte count.
+    Returns ``(buf, n)``; may send less than all. Where the kernel has no
+    send_zc (``Ring.features()["send_zc"]``) or the socket cannot send
+    without copying (``AF_UNIX``), a plain :func:`send`."""
+    return current_ring().send_zc(sock, buf, flags)
+
+
 def recvmsg(
     sock: Any, bufs: S, ancbufsize: int = 0, flags: int = 0
 ) -> Coroutine[Any, Any, tuple[S, int, list[tuple[int, int, bytes]], int, Any]]:

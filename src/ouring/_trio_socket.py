@@ -84,6 +84,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 import trio
 
+from ._accept import Acceptor, peer_address
 from ._buffers import MAX_RW
 from ._hot import Receiver
 from ._ops import (
@@ -289,6 +290,7 @@ class UringSocket(trio.socket.SocketType):
     """
 
     __slots__ = (
+        "_acceptor",
         "_did_shutdown_SHUT_WR",
         "_fileno",
         "_queued_sends",
@@ -329,6 +331,9 @@ class UringSocket(trio.socket.SocketType):
         # Sends queued while the slot's send was still PENDING (below), and
         # their rings: close() cancels them too.
         self._queued_sends: dict[Operation[Any], Ring] | None = None
+        # A listener's multishot accept and its queue, from the first accept
+        # on a ring that has them.
+        self._acceptor: Acceptor | None = None
 
     # -- forwarded members (plain syscalls, as in trio) ----------------------------------
 
@@ -430,6 +435,8 @@ class UringSocket(trio.socket.SocketType):
         if self._queued_sends:
             for queued, ring in list(self._queued_sends.items()):
                 _cancel_for_close(queued, ring)
+        if self._acceptor is not None:
+            self._acceptor.close()  # its multishot accept, and the queued connections
         # Outside a run nobody can wait on trio's epoll, and notify_closing
         # would raise and leave the fd open (trio's own socket does that).
         if trio.lowlevel.in_trio_run():
@@ -440,11 +447,14 @@ class UringSocket(trio.socket.SocketType):
         close_receiver(self._rx, self._rx_ring)
 
     def detach(self) -> int:
-        # What the multishot receive queued is this object's: it cannot be
-        # given back to the fd. Stop it first; receive anything the caller
-        # needs before detaching.
+        # What the multishot receive or accept queued is this object's: it
+        # cannot be given back to the fd. Stop them first (queued connections
+        # are closed); receive or accept what the caller needs before.
         self._close_receiver()
         self._rx = None
+        if self._acceptor is not None:
+            self._acceptor.close()
+            self._acceptor = None
         return self._sock.detach()
 
     def shutdown(self, flag: int) -> None:
@@ -706,6 +716,18 @@ class UringSocket(trio.socket.SocketType):
         if _busy(self._read_op):
             return await _raise_busy()  # type: ignore[no-any-return]
         ring = current_ring()
+        acceptor = self._acceptor
+        if acceptor is not None or ring.features()["multishot_accept"]:
+            if acceptor is None:
+                acceptor = self._acceptor = Acceptor(self._sock)
+            conn = await acceptor.accept()
+            # The kernel gave no address: the peer's, from the new socket. From
+            # here to the return only the wrapping may raise, and it closes conn.
+            try:
+                return UringSocket(conn), peer_address(conn)
+            except BaseException:
+                conn.close()
+                raise
         op = Accept(fd)
         self._read_op = op
         self._read_ring = ring
