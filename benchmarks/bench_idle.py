@@ -36,6 +36,7 @@ import contextlib
 import errno
 import functools
 import gc
+import importlib
 import json
 import os
 import resource
@@ -48,20 +49,30 @@ import time
 import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, TYPE_CHECKING, Any
 
 import trio
 import trio.testing
-from _harness import MIB, BrokenPathError, CellResult, Row, optional_module
+
+if TYPE_CHECKING:
+    from _harness import CellResult, Row
+
+# _harness imports ouring: the parent and the client import it where they need
+# it, so that the trio server's process never loads ouring (its RSS would count).
 
 HOST = "127.0.0.1"
 CONNECTIONS = 10_000
-QUICK_CONNECTIONS = 2_000
+#: --quick runs the same count: ouring's fixed cost (the library, the ring, its
+#: provided buffers: about 6 MiB) is repaid by ~1 KiB less per connection only
+#: past about 6,000 connections, so fewer would not test the target.
+QUICK_CONNECTIONS = CONNECTIONS
 RECEIVE_SIZE = 65536  #: what the handler asks for, as in the echo rows
 WAVE = 500  #: connects in flight at once: below any listen backlog (somaxconn)
+WAVE_TIMEOUT = 20.0  #: a wave takes well under a second: past this the server has stalled
 SETTLE = 0.5  #: seconds between "every handler is parked" and the reading
 FD_MARGIN = 64  #: descriptors a process needs besides the connections
-TIMEOUT = 120.0  #: seconds for any one step before the cell fails
+TIMEOUT = 60.0  #: seconds for any one step before the cell fails
+MIB = 1 << 20
 
 SERVERS = {
     "trio": "trio.serve_tcp",
@@ -73,6 +84,8 @@ BASELINE = "trio"
 
 
 def rows(connections: int = CONNECTIONS) -> list[Row]:
+    from _harness import Row
+
     return [Row(WORKLOAD, impl, connections, label) for impl, label in SERVERS.items()]
 
 
@@ -122,7 +135,10 @@ def serve(impl: str, trace: bool, cq_entries: int | None) -> None:
     stats = Stats()
     serve_tcp: Any = trio.serve_tcp
     install: Any = None
-    module: Any = optional_module("ouring.trio")
+    module: Any = None
+    if impl != "trio":
+        with contextlib.suppress(ImportError):
+            module = importlib.import_module("ouring.trio")
     if impl == "ouring-factory":
         install = getattr(module, "install", None)
         if install is None:
@@ -157,12 +173,17 @@ def serve(impl: str, trace: bool, cq_entries: int | None) -> None:
         await trio.testing.wait_all_tasks_blocked()
         await trio.sleep(SETTLE)
         gc.collect()
-        return {
-            **memory(),
-            "objects": len(gc.get_objects()),
-            "connections": stats.connections,
-            "echoed": stats.echoed,
-        }
+        return {**memory(), "objects": len(gc.get_objects()), **progress()}
+
+    def progress() -> dict[str, Any]:
+        found: dict[str, Any] = {"connections": stats.connections, "echoed": stats.echoed}
+        # Whether ouring is loaded at all: the trio row's process must not be.
+        found["ouring"] = "ouring" in sys.modules
+        if found["ouring"]:
+            ring = sys.modules["ouring"].current_ring()
+            found["ring"] = str(ring.statistics())
+            found["max_inflight"] = getattr(ring, "_max_inflight", None)
+        return found
 
     async def commands(nursery: trio.Nursery, port: int) -> None:
         print(f"READY {port}", flush=True)
@@ -177,8 +198,10 @@ def serve(impl: str, trace: bool, cq_entries: int | None) -> None:
             pending += chunk
             while b"\n" in pending:
                 line, pending = pending.split(b"\n", 1)
-                wanted = int(line.split()[1])  # "MEASURE N"
-                answer = await reading(wanted)
+                if line == b"PROGRESS":
+                    print(json.dumps(progress()), flush=True)
+                    continue
+                answer = await reading(int(line.split()[1]))  # "MEASURE N"
                 if trace:
                     snapshot = tracemalloc.take_snapshot()
                     if baseline is None:
@@ -198,7 +221,7 @@ def serve(impl: str, trace: bool, cq_entries: int | None) -> None:
             tracemalloc.start(1)
         async with contextlib.AsyncExitStack() as stack:
             if cq_entries is not None:
-                ouring: Any = optional_module("ouring")
+                ouring: Any = importlib.import_module("ouring")
                 await stack.enter_async_context(ouring.open_ring(cq_entries=cq_entries))
             nursery = await stack.enter_async_context(trio.open_nursery())
             listeners = await nursery.start(functools.partial(serve_tcp, echo_some, 0, host=HOST))
@@ -218,6 +241,8 @@ def message(i: int) -> bytes:
 def open_idle(port: int, count: int) -> list[socket.socket]:
     """``count`` connections to ``port``, each having sent one message and read
     its echo back, byte for byte."""
+    from _harness import BrokenPathError
+
     held: list[socket.socket] = []
     with selectors.DefaultSelector() as sel:
         while len(held) < count:
@@ -231,11 +256,12 @@ def open_idle(port: int, count: int) -> list[socket.socket]:
                     raise OSError(err, f"connect #{i}: {os.strerror(err)}")
                 wave[sock.fileno()] = (sock, message(i), bytearray())
                 sel.register(sock, selectors.EVENT_WRITE)
-            deadline = time.monotonic() + TIMEOUT
+            deadline = time.monotonic() + WAVE_TIMEOUT
             while wave:
                 events = sel.select(timeout=max(0.0, deadline - time.monotonic()))
                 if not events:
-                    raise TimeoutError(f"{len(wave)} connections unanswered after {TIMEOUT} s")
+                    stuck = len(wave)
+                    raise TimeoutError(f"{stuck} connections unanswered after {WAVE_TIMEOUT:g} s")
                 for key, mask in events:
                     sock, sent, got = wave[key.fd]
                     if mask & selectors.EVENT_WRITE:
@@ -270,9 +296,11 @@ def client(port: int, count: int) -> None:
 # -- the parent side -------------------------------------------------------------------------
 
 
-def read_line(stream: TextIO, what: str, timeout: float = TIMEOUT) -> str:
+def read_line(stream: IO[str], what: str, timeout: float = TIMEOUT) -> str:
     """One line a child prints (each prints one per request, so nothing waits
     in the pipe's buffer behind it)."""
+    from _harness import BrokenPathError
+
     ready, _, _ = select.select([stream], [], [], timeout)
     line = stream.readline() if ready else ""
     if not line:
@@ -301,6 +329,8 @@ def spawn(*args: str) -> subprocess.Popen[str]:
 
 def stop(process: subprocess.Popen[str], what: str) -> None:
     """Close its stdin (it ends), and fail if it did not end well."""
+    from _harness import BrokenPathError
+
     try:
         _, err = process.communicate(timeout=TIMEOUT)
     finally:
@@ -311,11 +341,28 @@ def stop(process: subprocess.Popen[str], what: str) -> None:
         raise BrokenPathError(f"{what} failed (exit {process.returncode}):\n{err}")
 
 
-def run_cell(row: Row, trace: bool = False, cq_entries: int | None = None) -> CellResult:
-    """One cell: the server of ``row`` with ``row.tasks`` idle connections (or
-    the most the hard RLIMIT_NOFILE allows)."""
+def stalled(server: subprocess.Popen[str]) -> str:
+    """What a server that stopped answering connections says of itself."""
+    assert server.stdin is not None
+    assert server.stdout is not None
+    server.stdin.write("PROGRESS\n")
+    server.stdin.flush()
+    found = json.loads(read_line(server.stdout, "the server's progress"))
+    text = f"{found['connections']} connections accepted, {found['echoed']} echoed"
+    if "ring" in found:
+        text += f"; ring: {found['ring']}, at most {found['max_inflight']} in the kernel"
+    return text
+
+
+def run_cell(
+    row: Row, connections: int | None = None, trace: bool = False, cq_entries: int | None = None
+) -> CellResult:
+    """One cell: the server of ``row`` with ``connections`` (default
+    ``row.tasks``) idle connections, or the most the hard RLIMIT_NOFILE allows."""
+    from _harness import BrokenPathError, CellResult
+
     raise_fd_limit()
-    count = allowed_connections(row.tasks)
+    count = allowed_connections(connections or row.tasks)
     options = ["--tracemalloc"] if trace else []
     if cq_entries is not None and row.impl.startswith("ouring"):
         options += ["--cq-entries", str(cq_entries)]
@@ -331,9 +378,15 @@ def run_cell(row: Row, trace: bool = False, cq_entries: int | None = None) -> Ce
         empty = ask(server, 0)
         client_process = spawn("--client", first[1].strip(), str(count))
         assert client_process.stdout is not None
-        held = read_line(client_process.stdout, f"{row.key}: the client").split()
+        assert client_process.stderr is not None
+        held = client_process.stdout.readline().split()
         if held != ["HELD", str(count)]:
-            raise BrokenPathError(f"{row.key}: the client said {held}")
+            client_process.wait(timeout=TIMEOUT)
+            said = [line for line in client_process.stderr.read().splitlines() if line.strip()]
+            raise BrokenPathError(
+                f"{row.key}: the client failed ({said[-1] if said else held}); "
+                f"the server: {stalled(server)}"
+            )
         full = ask(server, count)
         stop(client_process, f"{row.key}: the client")
         stop(server, f"{row.key}: the server")
@@ -344,6 +397,8 @@ def run_cell(row: Row, trace: bool = False, cq_entries: int | None = None) -> Ce
                 process.wait()
     if full["connections"] != count or full["echoed"] != count:
         raise BrokenPathError(f"{row.key}: {count} connections held, the server saw {full}")
+    if row.impl == "trio" and (empty["ouring"] or full["ouring"]):
+        raise BrokenPathError(f"{row.key}: the trio server has ouring loaded: not trio alone")
     return CellResult(
         row.key,
         ops=count,
@@ -362,8 +417,11 @@ def run_cell(row: Row, trace: bool = False, cq_entries: int | None = None) -> Ce
 # -- the table -------------------------------------------------------------------------------
 
 
-def table(rows: Sequence[Row], results: dict[str, list[CellResult]]) -> list[str]:
-    """The idle section: medians over the repeats of each figure."""
+def table(
+    rows: Sequence[Row], results: dict[str, list[CellResult]], wanted: int | None = None
+) -> list[str]:
+    """The idle section: medians over the repeats of each figure; ``wanted``
+    is the number of connections asked for (default: the rows' own)."""
     if not rows:
         return []
     header = ("row", "RSS", "min-max", "x trio", "RSS, 0 conns", "per conn", "VmHWM", "objs/conn")
@@ -411,7 +469,7 @@ def table(rows: Sequence[Row], results: dict[str, list[CellResult]]) -> list[str
         rest = (c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))
         return "| " + " | ".join([first, *rest]) + " |"
 
-    wanted = rows[0].tasks
+    wanted = wanted or rows[0].tasks
     shown = ", ".join(f"{n:,}" for n in sorted(counts)) or f"{wanted:,}"
     title = f"Idle TCP connections: server RSS with {shown} open (lower is better)"
     out = ["", f"### {title}", "", fmt(header)]
@@ -458,12 +516,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.client:
         client(*args.client)
         return
-    selected = rows(args.connections)
+    selected = rows()
     results: dict[str, list[CellResult]] = {r.key: [] for r in selected}
     for _ in range(args.repeats):
         for row in selected:
-            results[row.key].append(run_cell(row, args.tracemalloc, args.cq_entries))
-    print("\n".join(table(selected, results)))
+            cell = run_cell(row, args.connections, args.tracemalloc, args.cq_entries)
+            results[row.key].append(cell)
+    print("\n".join(table(selected, results, args.connections)))
 
 
 if __name__ == "__main__":
