@@ -238,12 +238,11 @@ def message(i: int) -> bytes:
     return b"idle %07d\n" % i
 
 
-def open_idle(port: int, count: int) -> list[socket.socket]:
-    """``count`` connections to ``port``, each having sent one message and read
-    its echo back, byte for byte."""
+def open_idle(port: int, count: int, held: list[socket.socket]) -> list[socket.socket]:
+    """``count`` connections to ``port`` in ``held``, each having sent one
+    message and read its echo back, byte for byte."""
     from _harness import BrokenPathError
 
-    held: list[socket.socket] = []
     with selectors.DefaultSelector() as sel:
         while len(held) < count:
             wave: dict[int, tuple[socket.socket, bytes, bytearray]] = {}
@@ -285,7 +284,13 @@ def client(port: int, count: int) -> None:
     raise_fd_limit()
     held: list[socket.socket] = []
     try:
-        held = open_idle(port, count)
+        try:
+            held = open_idle(port, count, held)
+        except (OSError, AssertionError) as exc:
+            # Kept open, so that the server's state can be read as it stalled.
+            print(f"STALLED {type(exc).__name__}: {exc}", flush=True)
+            sys.stdin.read()
+            raise
         print(f"HELD {len(held)}", flush=True)
         sys.stdin.read()  # EOF: the parent has taken its reading
     finally:
@@ -379,12 +384,10 @@ def run_cell(
         client_process = spawn("--client", first[1].strip(), str(count))
         assert client_process.stdout is not None
         assert client_process.stderr is not None
-        held = client_process.stdout.readline().split()
-        if held != ["HELD", str(count)]:
-            client_process.wait(timeout=TIMEOUT)
-            said = [line for line in client_process.stderr.read().splitlines() if line.strip()]
+        said = client_process.stdout.readline()
+        if said.split() != ["HELD", str(count)]:
             raise BrokenPathError(
-                f"{row.key}: the client failed ({said[-1] if said else held}); "
+                f"{row.key}: the client: {said.strip() or 'no answer'}; "
                 f"the server: {stalled(server)}"
             )
         full = ask(server, count)
