@@ -78,8 +78,8 @@ test-debug: deps
 test-all: deps lint
 	$(BIN)/pytest
 
-# The benchmark suite (benchmarks/run.py): files, TCP echo, then RSS over 10
-# million operations. bench-check: the quick version of the rows the targets
+# The benchmark suite (benchmarks/run.py): files, TCP echo, server RSS with
+# 10,000 idle connections, then RSS over 10 million operations. bench-check: the quick version of the rows the targets
 # compare (3 repeats, about 40 seconds), exits non-zero when ouring misses a
 # must-reach ratio (run.py TARGETS) or a cell's checks fail.
 bench: bench-deps

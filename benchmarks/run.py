@@ -4,8 +4,9 @@ Runs the file rows (``bench_files.py``: random 4 KiB and sequential 128 KiB
 reads of a page-cache-hot 256 MiB file at 1 and 32 tasks, 4 KiB appends with
 fsync every 64) and the TCP echo rows (``bench_echo.py``: 50 connections
 ping-ponging 64 B and 16 KiB messages, server and C load generator pinned to
-different CPUs), then, in the full run, the memory check (``bench_memory.py``:
-RSS over 10 million ouring reads).
+different CPUs), the idle rows (``bench_idle.py``: the echo servers' RSS with
+10,000 idle TCP connections, one repeat with ``--quick``), then, in the full run,
+the memory check (``bench_memory.py``: RSS over 10 million ouring reads).
 
 Method: every cell (one row, one repeat) runs in a fresh process; rows are
 interleaved across repeats (for each repeat every row once), so that drift of
@@ -36,6 +37,7 @@ from pathlib import Path
 
 import bench_echo
 import bench_files
+import bench_idle
 import bench_static
 from _harness import (
     MIB,
@@ -55,17 +57,25 @@ TASKS = 32  #: concurrent tasks of the wide file rows
 
 @dataclass(frozen=True)
 class Target:
-    """ouring's row must reach ``minimum`` times the ``versus`` row."""
+    """ouring's row must reach ``limit`` times the ``versus`` row: at least
+    that for a rate, at most that when ``lower`` is better (memory)."""
 
     what: str
     row: str
     versus: str
-    minimum: float
+    limit: float
+    lower: bool = False
+
+    def met(self, got: float) -> bool:
+        return got <= self.limit if self.lower else got >= self.limit
 
 
-#: The must-reach values of issues 5 and 14, checked by ``make bench-check``. Issue 14's:
+IDLE = bench_idle.CONNECTIONS
+
+#: The must-reach values of issues 5, 14 and 16, checked by ``make bench-check``. Issue 14's:
 #: plain ``trio.serve_tcp`` on ouring's installed socket factory must beat the same program
-#: on trio's own sockets (the socket path must never be slower than trio's own).
+#: on trio's own sockets (the socket path must never be slower than trio's own). Issue 16's:
+#: with 10,000 idle connections ouring's server holds no more memory than trio's.
 TARGETS = (
     Target("rand 4 KiB, 32 tasks", f"rand4k/ouring/{TASKS}", f"rand4k/trio.open_file/{TASKS}", 30),
     Target("rand 4 KiB, 32 tasks", f"rand4k/ouring/{TASKS}", "rand4k/os/1", 0.25),
@@ -78,6 +88,14 @@ TARGETS = (
     # Issue 16: the static file server, 1 MiB files at 50 connections.
     Target("static 1 MiB, splice", "static1m/ouring-splice/50", "static1m/trio/50", 2.0),
     Target("static 1 MiB, splice", "static1m/ouring-splice/50", "static1m/ouring-copy/50", 1.3),
+    Target("idle conns RSS", f"idle/ouring/{IDLE}", f"idle/trio/{IDLE}", 1.0, lower=True),
+    Target(
+        "idle conns RSS, ouring factory",
+        f"idle/ouring-factory/{IDLE}",
+        f"idle/trio/{IDLE}",
+        1.0,
+        lower=True,
+    ),
 )
 
 GROUP_TITLES = {
@@ -92,7 +110,7 @@ BASELINE = {"files": "trio.open_file", "echo": "trio", "static": "trio"}
 
 
 def all_rows() -> list[Row]:
-    return bench_files.rows(TASKS) + bench_echo.rows() + bench_static.rows()
+    return bench_files.rows(TASKS) + bench_echo.rows() + bench_static.rows() + bench_idle.rows()
 
 
 def is_echo(row: Row) -> bool:
@@ -106,6 +124,14 @@ def is_static(row: Row) -> bool:
 def is_net(row: Row) -> bool:
     """A server row (echo, static files): a server process and a load generator."""
     return is_echo(row) or is_static(row)
+
+
+def is_idle(row: Row) -> bool:
+    return row.workload == bench_idle.WORKLOAD
+
+
+def is_file(row: Row) -> bool:
+    return not is_net(row) and not is_idle(row)
 
 
 # -- one cell --------------------------------------------------------------------------------
@@ -125,6 +151,8 @@ def run_one(row: Row, args: argparse.Namespace) -> CellResult:
             return bench_echo.run_cell(row, args.echo_warmup, args.echo_seconds)
         if is_static(row):
             return bench_static.run_cell(row, args.echo_warmup, args.echo_seconds)
+        if is_idle(row):
+            return bench_idle.run_cell(row, args.idle_connections)
         if row.impl.startswith("fio"):
             result = bench_files.fio_cell(row, args.file, args.warmup, args.seconds)
             return replace(result, key=row.key)
@@ -141,10 +169,22 @@ def run_one(row: Row, args: argparse.Namespace) -> CellResult:
 
 
 def rate(result: CellResult, row: Row) -> float:
-    """What the table shows: MiB/s for sequential reads, operations/s otherwise."""
+    """What the table shows: MiB/s for sequential reads, the server's RSS in
+    bytes for the idle rows, operations/s otherwise."""
+    if is_idle(row):
+        return float(result.extra["rss"])
     return (
         result.ops_per_s * result.op_bytes / MIB if row.workload == "seq128k" else result.ops_per_s
     )
+
+
+def shown(result: CellResult, row: Row) -> str:
+    """A cell's figure in the progress lines."""
+    if result.unavailable:
+        return result.unavailable
+    if is_idle(row):
+        return f"{rate(result, row) / MIB:>7.1f} MiB RSS, {result.extra['connections']:,} conns"
+    return f"{human(rate(result, row)):>8}"
 
 
 @dataclass
@@ -192,7 +232,10 @@ def versus_keys(row: Row) -> tuple[str, str | None]:
     return baseline_key(row, BASELINE["files"]), f"{row.workload}/os/1"
 
 
-def table(rows: list[Row], results: dict[str, list[CellResult]]) -> list[str]:
+def table(
+    rows: list[Row], results: dict[str, list[CellResult]], wanted: int | None = None
+) -> list[str]:
+    """The sections of the table; ``wanted``: the idle rows' connections."""
     lines = summarize(rows, results)
     header = ("row", "median", "min-max", "x trio", "x os loop", "ops/batch", "server CPU")
     out: list[str] = []
@@ -243,12 +286,14 @@ def table(rows: list[Row], results: dict[str, list[CellResult]]) -> list[str]:
         "loop. ops/batch: ouring completions per io_uring_enter that submitted. server",
         "CPU: the server's CPU time over its wall time.",
     ]
+    idle = [r for r in rows if is_idle(r)]
+    out += bench_idle.table(idle, results, wanted)
     return out
 
 
 def check(rows: list[Row], results: dict[str, list[CellResult]]) -> tuple[list[str], bool]:
     lines = summarize(rows, results)
-    out = ["", "Targets (issues 5 and 14):"]
+    out = ["", "Targets (issues 5, 14 and 16):"]
     ok = True
     for target in TARGETS:
         got = ratio(lines, target.row, target.versus)
@@ -257,18 +302,16 @@ def check(rows: list[Row], results: dict[str, list[CellResult]]) -> tuple[list[s
             versus = {"trio": "trio streams + open_file"}.get(versus, versus)
         else:
             versus = {"os": "os loop", "trio": "trio.serve_tcp"}.get(versus, versus)
+        bound = f"<= {target.limit:g}x" if target.lower else f">= {target.limit:g}x"
         if got is None:
             line = lines.get(target.row)
             why = line.note if line is not None and line.note else "not measured"
             verdict, shown = "FAIL", f"({why})"
         else:
-            verdict = "PASS" if got >= target.minimum else "FAIL"
+            verdict = "PASS" if target.met(got) else "FAIL"
             shown = f"{got:.2f}x"
         ok = ok and verdict == "PASS"
-        out.append(
-            f"  {verdict}  {target.what:<30} ouring {shown} {versus}, must reach "
-            f">= {target.minimum:g}x"
-        )
+        out.append(f"  {verdict}  {target.what:<30} ouring {shown} {versus}, must reach {bound}")
     return out, ok
 
 
@@ -332,11 +375,13 @@ def select(args: argparse.Namespace) -> list[Row]:
         wanted = {key for target in TARGETS for key in (target.row, target.versus)}
         rows = [r for r in rows if r.key in wanted]
     if args.only == "files":
-        rows = [r for r in rows if not is_net(r)]
+        rows = [r for r in rows if is_file(r)]
     elif args.only == "echo":
         rows = [r for r in rows if is_echo(r)]
     elif args.only == "static":
         rows = [r for r in rows if is_static(r)]
+    elif args.only == "idle":
+        rows = [r for r in rows if is_idle(r)]
     if args.rows:
         wanted = args.rows.split(",")
         rows = [r for r in rows if any(r.key.startswith(w) for w in wanted)]
@@ -348,7 +393,7 @@ def select(args: argparse.Namespace) -> list[Row]:
 def run_suite(args: argparse.Namespace) -> int:
     start = time.monotonic()
     rows = select(args)
-    if any(not is_net(r) for r in rows) or args.memory:
+    if any(is_file(r) for r in rows) or args.memory:
         how = bench_files.prepare_file(args.file, args.file_size, args.seed)
         print(f"data file {args.file}: {how}, read through once ({time.monotonic() - start:.1f} s)")
     results: dict[str, list[CellResult]] = {r.key: [] for r in rows}
@@ -357,17 +402,20 @@ def run_suite(args: argparse.Namespace) -> int:
             done = results[row.key]
             if done and done[0].unavailable:
                 continue  # unavailable or failed once: not run again
+            if is_idle(row) and repeat >= args.idle_repeats:
+                continue  # RSS does not vary with the machine's load as speed does
             result = run_one(row, args)
             done.append(result)
-            shown = result.unavailable or f"{human(rate(result, row)):>8}"
-            print(f"  {repeat + 1}/{args.repeats}  {row.label:<44} {shown}", flush=True)
+            print(
+                f"  {repeat + 1}/{args.repeats}  {row.label:<44} {shown(result, row)}", flush=True
+            )
 
     text = [
         f"machine: {machine()}",
         f"file cells: {args.seconds:g} s after {args.warmup:g} s warm-up; echo cells: "
         f"{args.echo_seconds:g} s after {args.echo_warmup:g} s; {args.repeats} repeat(s), "
         "each cell a fresh process, rows interleaved",
-        *table(rows, results),
+        *table(rows, results, args.idle_connections),
     ]
     ok = True
     if args.check:
@@ -413,11 +461,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "of only the rows the targets compare)",
     )
     parser.add_argument("--check", action="store_true", help="check ouring against TARGETS")
-    parser.add_argument("--only", choices=("files", "echo", "static"), help="one part of the suite")
+    parser.add_argument(
+        "--only", choices=("files", "echo", "static", "idle"), help="one section of the suite"
+    )
     parser.add_argument("--rows", default="", help="comma-separated prefixes of row keys")
     parser.add_argument("--seconds", type=float, help="measured seconds per file cell (1)")
     parser.add_argument("--echo-seconds", type=float, help="measured seconds per echo cell (1.5)")
     parser.add_argument("--repeats", type=int, help="cells per row (3)")
+    parser.add_argument(
+        "--idle-connections", type=int, help="connections of the idle rows (10,000)"
+    )
     parser.add_argument(
         "--memory", type=int, help="ouring reads of the memory check (10 million; quick: 0 = off)"
     )
@@ -434,16 +487,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "echo_seconds": 0.5 if quick else 1.5,
         "repeats": 1 if quick and not args.check else 3,
         "memory": 0 if quick else 10_000_000,
+        "idle_connections": bench_idle.QUICK_CONNECTIONS if quick else bench_idle.CONNECTIONS,
     }
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
     args.echo_warmup = min(0.5, args.echo_seconds / 3)
+    # The idle rows' RSS is the same from one repeat to the next: quick runs one.
+    args.idle_repeats = 1 if quick else args.repeats
     if args.file is None:
         args.file = RESULTS_DIR / f"bench_files-{args.file_size // MIB}MiB.dat"
     if args.seconds <= 0 or args.echo_seconds <= 0 or args.repeats < 1 or args.memory < 0:
         parser.error("--seconds and --echo-seconds must be > 0, --repeats >= 1, --memory >= 0")
-    if args.only in ("echo", "static"):
+    if args.idle_connections < 1:
+        parser.error("--idle-connections must be >= 1")
+    if args.only in ("echo", "static", "idle"):
         args.memory = 0
     return args
 
