@@ -34,6 +34,7 @@ from __future__ import annotations
 import errno
 import os
 import resource
+import sys
 import threading
 import time
 import warnings
@@ -371,6 +372,15 @@ class Ring(RingCore):
         self._supported = bytes(ffi.buffer(supported))
         self._recv_group: object = _UNTRIED
         self._features = self._probe_features()
+        if self._features["nodrop"]:
+            # The cap above keeps the ring's own traffic from overflowing the
+            # CQ where an overflow loses completions. With IORING_FEAT_NODROP
+            # (Linux 5.5) an overflow waits in the kernel until the reap
+            # flushes it (tests/safety/test_pressure.py), and a cap would only
+            # stall a server: every idle connection keeps a receive (a
+            # multishot one, or a one-shot one) in the kernel, so connection
+            # 2,049 of the default ring would never be accepted.
+            self._max_inflight = sys.maxsize
         self._register()
 
     def _probe_features(self) -> dict[str, bool]:

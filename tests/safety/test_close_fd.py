@@ -67,6 +67,7 @@ async def test_queued_op_is_withdrawn_by_close(
     fd = a.detach()
     errors: list[BaseException] = []
     async with ouring.open_ring(1, cq_entries=2) as ring:
+        ring._max_inflight = 1  # the cap of a pre-NODROP kernel: the next op waits PENDING
 
         async def receiver() -> None:
             try:
@@ -217,6 +218,7 @@ async def test_a_queued_recv_of_another_ring_is_withdrawn_before_the_close() -> 
     errors: list[BaseException] = []
     with idle_a, idle_b, b, trio.fail_after(5):
         async with ouring.open_ring(1, cq_entries=2) as ring:
+            ring._max_inflight = 1  # the cap of a pre-NODROP kernel: the next op waits PENDING
             idle_scope = trio.CancelScope()
 
             async def idle_recv() -> None:
@@ -313,6 +315,7 @@ async def test_close_returns_once_another_thread_s_ring_withdrew_its_queued_op()
 
         with trio.fail_after(10):
             async with ouring.open_ring(1, cq_entries=2) as ring, trio.open_nursery() as nursery:
+                ring._max_inflight = 1  # the cap of a pre-NODROP kernel: the next op waits PENDING
                 rings.append(ring)
                 idle_scope = trio.CancelScope()
 

@@ -115,8 +115,9 @@ async def test_cancel_storm_of_5000_recvs_on_a_64_entry_ring(
 def test_completions_far_beyond_a_tiny_cq(
     socketpair: tuple[socket.socket, socket.socket],
 ) -> None:
-    """The ring keeps at most cq/2 operations in the kernel; 500 recvs on a
-    4-entry CQ all complete when the data arrives at once."""
+    """500 recvs on a 4-entry CQ all complete when the data arrives at once
+    (with NODROP all are in the kernel and the CQ overflows; the real-overflow
+    test below counts every CQE)."""
     a, b = socketpair
     with ouring.Ring(2, cq_entries=4) as ring:
         ops = [Recv(a, bytearray(1)) for _ in range(500)]
@@ -134,9 +135,9 @@ def test_completions_far_beyond_a_tiny_cq(
 def test_real_cq_overflow_is_flushed(
     socketpair: tuple[socket.socket, socket.socket], count: int
 ) -> None:
-    """Past the library's cap (white box: the cap lifted), the kernel really
-    overflows the CQ (IORING_FEAT_NODROP keeps an overflow list). The native
-    reap must flush it: every CQE comes back."""
+    """The kernel really overflows the CQ (IORING_FEAT_NODROP keeps an
+    overflow list; ouring puts no cap on operations in flight then). The
+    native reap must flush it: every CQE comes back."""
     a, b = socketpair
     with ouring.Ring(8, cq_entries=16) as ring:
         ring._max_inflight = 10 * count  # let far more than the CQ into the kernel
