@@ -58,6 +58,7 @@ from ._ops import (
     Recv,
     RecvBytes,
     Send,
+    SendCount,
     Shutdown,
 )
 from ._ring import Ring
@@ -250,7 +251,7 @@ class SocketStream(trio.abc.HalfCloseableStream):
             if self._closed or fd < 0:
                 await _raise_closed("this socket was already closed")
             ring = current_ring()
-            op = Send(fd, data, _SEND_FLAGS)
+            op = SendCount(fd, data, _SEND_FLAGS)
             length = op.length
             if not length:
                 op.release()
@@ -259,7 +260,7 @@ class SocketStream(trio.abc.HalfCloseableStream):
             self._send_op = op
             self._send_ring = ring
             try:
-                _, sent = await ring._perform(op)
+                sent = await ring._perform(op)
             except OSError as exc:
                 raise _stream_error(exc) from exc
             if sent < length:
