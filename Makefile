@@ -54,7 +54,7 @@ wheel: deps
 
 # The suite against the installed wheel, never the source tree: a fresh venv
 # with the wheel and its test extras, and a copy of what the tests read
-# (tests/, examples/, README.md, pyproject.toml for pytest's settings) in a
+# (tests/, examples/, benchmarks/ sources, README.md, pyproject.toml for pytest's settings) in a
 # directory where `import ouring` can only find site-packages. The build
 # tests in tests/test_packaging.py still build from this tree.
 WHEEL_TEST := build/test-wheel
@@ -66,6 +66,8 @@ test-wheel: wheel
 	$(WHEEL_TEST)/venv/bin/python -m pip install -q --upgrade pip
 	$(WHEEL_TEST)/venv/bin/python -m pip install -q "$$(echo $(WHEEL))[test,build]"
 	cp -r tests examples docs README.md pyproject.toml $(WHEEL_TEST)/
+	mkdir -p $(WHEEL_TEST)/benchmarks  # test_bench_idle runs a bench row (not results/)
+	cp benchmarks/*.py benchmarks/*.c $(WHEEL_TEST)/benchmarks/
 	cd $(WHEEL_TEST) && venv/bin/python -c 'import ouring; \
 		assert "/site-packages/" in ouring.__file__, ouring.__file__; print("testing", ouring.__file__)'
 	cd $(WHEEL_TEST) && OURING_SOURCE_TREE=$(CURDIR) venv/bin/python -m pytest -m "not slow"
