@@ -1140,6 +1140,19 @@ static int restore_error(struct first_error *e)
     return -1;
 }
 
+/* SUBMITTED -> CANCELLING: an IORING_OP_ASYNC_CANCEL for `op` goes into the SQ
+ * at the next _prepare; its final CQE still decides. The one place a
+ * submitted operation is asked to stop (cancel(), and a receive queue past its
+ * limit in receive.c). */
+static int core_request_cancel(Core *c, Op *op, int by)
+{
+    if (PyList_Append(c->cancels, (PyObject *)op) < 0)
+        return -1;
+    op->cancel_by = by;
+    op->state = STATE_CANCELLING;
+    return 0;
+}
+
 #include "receive.c"
 
 /* -> DONE: the final CQE arrived, or the operation was withdrawn. Gives back
@@ -1498,12 +1511,8 @@ static PyObject *core_cancel(Core *c, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         Py_RETURN_TRUE;
     }
-    if (op->state == STATE_SUBMITTED) {
-        if (PyList_Append(c->cancels, (PyObject *)op) < 0)
-            return NULL;
-        op->cancel_by = (int)by;
-        op->state = STATE_CANCELLING;
-    }
+    if (op->state == STATE_SUBMITTED && core_request_cancel(c, op, (int)by) < 0)
+        return NULL;
     Py_RETURN_FALSE;
 }
 

@@ -535,14 +535,9 @@ static int multirecv_cqe(Core *c, MultiRecv *m, int res, unsigned flags, struct 
         /* Backpressure: the socket's own buffer (and so TCP's window) fills
          * while nobody takes what arrived. The next receive that finds the
          * queue empty arms it again. */
-        if (rx->queued > rx->limit && m->op.state == STATE_SUBMITTED) {
-            if (PyList_Append(c->cancels, (PyObject *)m) < 0) {
-                keep_error(err);
-            } else {
-                m->op.cancel_by = CANCEL_BY_CALLER;
-                m->op.state = STATE_CANCELLING;
-            }
-        }
+        if (rx->queued > rx->limit && m->op.state == STATE_SUBMITTED &&
+            core_request_cancel(c, &m->op, CANCEL_BY_CALLER) < 0)
+            keep_error(err);
     }
     return 0;
 }

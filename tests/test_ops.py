@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from conftest import tcp_pair
 
 import ouring
 
@@ -2022,15 +2023,6 @@ async def test_a_nul_in_a_path_raises_what_os_raises_on_this_python(
 
 
 # -- send_zc ---------------------------------------------------------------------------
-
-
-def tcp_pair() -> tuple[socket.socket, socket.socket]:
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        client = socket.create_connection(listener.getsockname())
-        server, _ = listener.accept()
-    return client, server
 
 
 def needs_send_zc(ring: ouring.Ring) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from conftest import open_fds, tcp_pair
 
 import ouring
 import ouring.trio
@@ -26,20 +27,6 @@ from ouring import _hot
 from ouring._ops import DONE, MultishotReceive
 from ouring._ring import RECV_BUFFER_SIZE, RECV_BUFFERS, RECV_GROUP, Ring
 from ouring.trio import UringSocket
-
-
-def tcp_pair() -> tuple[socket.socket, socket.socket]:
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        client = socket.create_connection(listener.getsockname())
-        server, _ = listener.accept()
-    return client, server
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
 
 # -- the receiver itself, on a ring driven by hand -----------------------------------------
 
@@ -259,7 +246,7 @@ async def test_a_cancelled_waitall_receive_takes_nothing() -> None:
 async def test_close_and_detach_end_the_multishot() -> None:
     a, b = tcp_pair()
     ring = ouring.current_ring()
-    before = open_fds()
+    before = len(open_fds())
     with UringSocket(a) as left:
         right = UringSocket(b)
         await left.send(b"x")
@@ -295,7 +282,7 @@ async def test_close_and_detach_end_the_multishot() -> None:
         assert os.read(fd, 1) == b"z"  # the kernel's multishot no longer takes it
         os.close(fd)
         c.close()
-    assert open_fds() <= before
+    assert len(open_fds()) <= before
 
 
 # -- the model: random receives and cancels against the byte stream -----------------------

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from conftest import tcp_pair
 
 import ouring
 import ouring.trio
@@ -34,16 +35,6 @@ SMALL_BUFFER = 4096  # SO_SNDBUF/SO_RCVBUF of clogged streams (the kernel double
 
 def inflight() -> int:
     return ouring.current_ring().statistics().inflight
-
-
-def tcp_pair() -> tuple[socket.socket, socket.socket]:
-    """A connected TCP pair over loopback (stdlib sockets)."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        client = socket.create_connection(listener.getsockname())
-        server, _ = listener.accept()
-    return client, server
 
 
 async def fill_stream(stream: SocketStream) -> None:

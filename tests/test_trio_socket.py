@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from conftest import tcp_pair
 
 import ouring
 import ouring.trio
@@ -53,15 +54,6 @@ async def settled_inflight() -> int:
     with trio.move_on_after(5):
         await ouring.wait_all_ops_completed()
     return inflight()
-
-
-def tcp_pair() -> tuple[socket.socket, socket.socket]:
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        client = socket.create_connection(listener.getsockname())
-        server, _ = listener.accept()
-    return client, server
 
 
 def uring_stream(sock: socket.socket) -> trio.SocketStream:
