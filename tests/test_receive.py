@@ -370,3 +370,17 @@ async def one_model_run(seed: int) -> int:
         await ouring.wait_all_ops_completed()
     assert ouring.current_ring().statistics().inflight == 0
     return cancelled
+
+
+async def test_recvmsg_into_takes_any_iterable_of_buffers() -> None:
+    """A generator of buffers is read once, whether the queue serves the call
+    or (an empty total) it falls through to a one-shot recvmsg."""
+    a, b = tcp_pair()
+    with UringSocket(a) as left, UringSocket(b) as right:
+        await left.send(b"abcdef")
+        first, second = bytearray(2), bytearray(10)
+        n, ancdata, flags, address = await right.recvmsg_into(x for x in (first, second))
+        assert (n, ancdata, flags, address) == (6, [], 0, None)
+        assert (first, second[:4]) == (bytearray(b"ab"), bytearray(b"cdef"))
+        with pytest.raises(TypeError):
+            await right.recvmsg_into(x for x in (b"read-only",))

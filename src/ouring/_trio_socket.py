@@ -833,28 +833,35 @@ class UringSocket(trio.socket.SocketType):
         if self._reading():
             return await _raise_busy()  # type: ignore[no-any-return]
         if self._tcp:
-            views = [memoryview(b).cast("B") for b in buffers]
-            try:
-                if any(v.readonly for v in views):
-                    raise TypeError("recvmsg_into() needs writable buffers")
-                total = sum(len(v) for v in views)
-                queued = self._from_queue(current_ring(), fd, operator.index(flags), False, total)
-                if total and queued is not None:
-                    data: bytes = await queued
-                    done = 0
-                    for view in views:
-                        part = data[done : done + len(view)]
-                        view[: len(part)] = part
-                        done += len(part)
-                    return len(data), [], 0, None
-                if queued is not None:
-                    queued.close()
-            finally:
-                for view in views:
-                    view.release()
+            buffers = list(buffers)  # read twice when the queue cannot serve it
+            received = await self._scatter_from_queue(fd, buffers, operator.index(flags))
+            if received is not None:
+                return received, [], 0, None
         op = RecvMsg(self._sock, buffers, ancbufsize, _waiting(flags))
         _, n, ancdata, msg_flags, address = await self._perform_tracked(op, False)
         return n, ancdata, msg_flags, address
+
+    async def _scatter_from_queue(self, fd: int, buffers: list[Any], flags: int) -> int | None:
+        """recvmsg_into from the multishot queue: one take of their total
+        size, copied across ``buffers``; None when it is a one-shot receive."""
+        views = [memoryview(b).cast("B") for b in buffers]
+        try:
+            if any(v.readonly for v in views):
+                raise TypeError("recvmsg_into() needs writable buffers")
+            total = sum(len(v) for v in views)
+            queued = self._from_queue(current_ring(), fd, flags, False, total) if total else None
+            if queued is None:
+                return None
+            data: bytes = await queued
+            done = 0
+            for view in views:
+                part = data[done : done + len(view)]
+                view[: len(part)] = part
+                done += len(part)
+            return len(data)
+        finally:
+            for view in views:
+                view.release()
 
     async def recvmsg(
         self, bufsize: int, ancbufsize: int = 0, flags: int = 0, /
