@@ -482,6 +482,7 @@ class ThreadRing(Ring):
         self._pid = os.getpid()
         self._thread = threading.get_ident()
         self._token: trio.lowlevel.TrioToken | None = None
+        self._features = self._probe_features()
         self._limiter: trio.CapacityLimiter | None = None
         self._entries: dict[Operation[Any], _Entry] = {}
         self._locks: dict[tuple[int, bool], trio.Lock] = {}
@@ -1062,10 +1063,10 @@ class ThreadRing(Ring):
         """No provided buffers here: every receive is one recv(2)."""
         return None
 
-    def features(self) -> dict[str, bool]:
+    def _probe_features(self) -> dict[str, bool]:
         """``Ring.features()``: the calls this ring emulates are True; every
         io_uring mechanism (``"io_uring"``, ``"fixed_buffers"``, the setup
-        modes) is False."""
+        modes, multishot, send_zc) is False."""
         features = {name: self.supports(opcode) for name, opcode in _FEATURE_OPCODES.items()}
         features.update(
             io_uring=False,

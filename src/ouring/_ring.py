@@ -422,6 +422,11 @@ class Ring(RingCore):
         copying)."""
         return dict(self._features)
 
+    def has(self, feature: str) -> bool:
+        """``features()[feature]`` without copying the table: for the paths
+        that ask at every call (accept, send_zc)."""
+        return self._features[feature]
+
     # -- the registry of live rings (closing an fd across rings) ----------------------
 
     def _register(self) -> None:
@@ -856,7 +861,7 @@ class Ring(RingCore):
         return await self._perform(Send(sock, buf, flags))
 
     async def send_zc(self, sock: Any, buf: B, flags: int = 0) -> tuple[B, int]:
-        if self.features()["send_zc"]:
+        if self.has("send_zc"):
             try:
                 return await self._perform(SendZC(sock, buf, flags))
             except OSError as exc:

@@ -561,7 +561,7 @@ class SocketListener(trio.abc.Listener[SocketStream]):
                 ring = current_ring()
                 try:
                     acceptor = self._acceptor
-                    if acceptor is not None or ring.features()["multishot_accept"]:
+                    if acceptor is not None or ring.has("multishot_accept"):
                         if acceptor is None:
                             acceptor = self._acceptor = Acceptor(self.socket)
                         conn = await acceptor.accept()

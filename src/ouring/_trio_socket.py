@@ -717,7 +717,7 @@ class UringSocket(trio.socket.SocketType):
             return await _raise_busy()  # type: ignore[no-any-return]
         ring = current_ring()
         acceptor = self._acceptor
-        if acceptor is not None or ring.features()["multishot_accept"]:
+        if acceptor is not None or ring.has("multishot_accept"):
             if acceptor is None:
                 acceptor = self._acceptor = Acceptor(self._sock)
             conn = await acceptor.accept()
