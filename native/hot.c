@@ -690,13 +690,14 @@ static int buf_fd(PyObject *fd, PyObject *buf, int *out)
     return 0;
 }
 
-/* An exact int in lo..hi, else helper(value[, name]) -> a checked int. */
+/* An int (or an int subclass: socket.MSG_* flags are IntFlags, whose value
+ * is their int) in lo..hi, else helper(value[, name]) -> a checked int. */
 static int checked_u64(PyObject *value, long long lo, unsigned long long hi, PyObject *helper,
                        PyObject *name, unsigned long long *out)
 {
     PyObject *r;
 
-    if (PyLong_CheckExact(value)) {
+    if (PyLong_Check(value)) {
         int overflow;
         long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
         if (!overflow && !(v == -1 && PyErr_Occurred()) && v >= lo &&
