@@ -1816,6 +1816,49 @@ static PyTypeObject CoreType = {
     .tp_getset = core_getset,
 };
 
+/* cached_ring(var, find): the ring that the ContextVar `var` caches for this
+ * task as (ring, thread ident), if it was cached by this thread and is still
+ * open; else find(). Every operation asks (_trio.current_ring), so the
+ * common case costs no Python frame. */
+static PyObject *hot_cached_ring(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *cached = NULL;
+
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "cached_ring(var, find)");
+        return NULL;
+    }
+    if (PyContextVar_Get(args[0], NULL, &cached) < 0)
+        return NULL;
+    if (cached && PyTuple_CheckExact(cached) && PyTuple_GET_SIZE(cached) == 2 &&
+        PyLong_CheckExact(PyTuple_GET_ITEM(cached, 1))) {
+        PyObject *ring = PyTuple_GET_ITEM(cached, 0);
+        unsigned long thread = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(cached, 1));
+        int closed = 1;
+
+        if (thread == PyThread_get_thread_ident()) {
+            if (PyObject_TypeCheck(ring, &CoreType)) {
+                closed = ((Core *)ring)->closed;
+            } else {
+                PyObject *attr = PyObject_GetAttrString(ring, "_closed");
+                closed = attr ? PyObject_IsTrue(attr) : -1;
+                Py_XDECREF(attr);
+            }
+        }
+        if (closed == 0) {
+            Py_INCREF(ring);
+            Py_DECREF(cached);
+            return ring;
+        }
+        if (closed < 0 || PyErr_Occurred()) {
+            Py_DECREF(cached);
+            return NULL;
+        }
+    }
+    Py_XDECREF(cached);
+    return PyObject_CallNoArgs(args[1]);
+}
+
 static PyObject *hot_set_helpers(PyObject *Py_UNUSED(module), PyObject *args)
 {
     PyObject *h[6];
@@ -1840,6 +1883,9 @@ static PyObject *hot_after_fork_in_child(PyObject *Py_UNUSED(m), PyObject *Py_UN
 static PyMethodDef hot_methods[] = {
     {"after_fork_in_child", hot_after_fork_in_child, METH_NOARGS,
      "Registered with os.register_at_fork: every ring opened before is the parent's."},
+    {"cached_ring", (PyCFunction)(void (*)(void))hot_cached_ring, METH_FASTCALL,
+     "cached_ring(var, find): the open ring that ContextVar var caches for this thread\n"
+     "as (ring, thread ident), else find()."},
     {"set_helpers", hot_set_helpers, METH_VARARGS,
      "set_helpers(unlendable, in_use, fileno_for, file_offset, u32, buffer_error):\n"
      "the Python callables behind error messages and slow-path argument checks."},

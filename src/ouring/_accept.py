@@ -48,7 +48,7 @@ import trio
 from ._errors import os_error
 from ._ops import CLOSED, PENDING, SUBMITTED, AcceptMulti
 from ._ring import Ring
-from ._trio import current_ring
+from ._trio import ring_of_task as current_ring  # no Python frame: asked per operation
 
 __all__ = ["ACCEPT_QUEUE_BOUND", "Acceptor"]
 

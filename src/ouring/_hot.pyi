@@ -1,6 +1,9 @@
 # The C-API hot path (native/hot.c).
 from collections.abc import Callable
-from typing import Any, Final, Self, overload
+from contextvars import ContextVar
+from typing import Any, Final, Self, TypeVar, overload
+
+T = TypeVar("T")
 
 MAX_RW: Final[int]
 CREATED: Final[int]
@@ -113,6 +116,7 @@ class RingCore:
     def _close_core(self) -> None: ...
 
 def after_fork_in_child() -> None: ...
+def cached_ring(var: ContextVar[Any], find: Callable[[], T], /) -> T: ...
 def set_helpers(
     unlendable: Any, in_use: Any, fileno_for: Any, file_offset: Any, u32: Any, buffer_error: Any, /
 ) -> None: ...

@@ -38,7 +38,7 @@ import trio
 from ._native import lib
 from ._ops import Read, Send, Splice, fileno
 from ._ring import Ring
-from ._trio import current_ring
+from ._trio import ring_of_task as current_ring  # no Python frame: asked per operation
 
 __all__ = ["sendfile"]
 

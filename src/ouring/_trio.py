@@ -39,9 +39,10 @@ Facts about trio this module relies on:
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
-from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from contextvars import ContextVar
 from threading import get_ident
@@ -49,6 +50,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from . import _hot
 from ._errors import FdClosedError
 from ._fallback import ThreadDriver, ThreadRing, make_ring, wait_answered, wakeup_in_run
 from ._hot import Group, Receiver
@@ -389,19 +391,7 @@ def _outcome(op: Operation[T]) -> T:
 def current_ring() -> Ring:
     """The ring that module-level operations use: the innermost
     ``open_ring()`` of this task's context, else the run's own ring."""
-    # Every operation asks, so the answer is cached in the task's context:
-    # one ContextVar lookup (a C call). open_ring() sets the cache for its
-    # block; otherwise the first operation of a task caches the run's ring. A
-    # context copied into a worker thread, and from there into another
-    # trio.run, carries the cache along: the thread check catches that; a ring
-    # closed (at the end of its run, or after a kernel failure) fails the
-    # closed check.
-    cached = _task_ring.get()
-    if cached is not None:
-        ring, thread = cached
-        if thread == get_ident() and not ring._closed:
-            return ring
-    return _find_ring()
+    return ring_of_task()
 
 
 def _find_ring() -> Ring:
@@ -423,6 +413,17 @@ def _find_ring() -> Ring:
     return ring
 
 
+# current_ring() without a Python frame, for the modules that ask at every
+# operation. The answer is cached in the task's context as (ring, thread
+# ident): one ContextVar lookup. open_ring() sets the cache for its block;
+# otherwise the first operation of a task caches the run's ring (_find_ring).
+# A context copied into a worker thread, and from there into another
+# trio.run, carries the cache along: the thread check catches that; a ring
+# closed (at the end of its run, or after a kernel failure) fails the closed
+# check; both go to _find_ring.
+ring_of_task: Callable[[], Ring] = functools.partial(_hot.cached_ring, _task_ring, _find_ring)
+
+
 def _drive(ring: Ring) -> _Driver | ThreadDriver:
     # A ThreadRing runs its operations itself: no instrument, no reaper; its
     # driver only binds it to the run and closes it at the end.
@@ -433,7 +434,7 @@ async def wait_all_ops_completed(ring: Ring | None = None) -> None:
     """Park until ``ring`` (default: the current ring) has no operation pending
     or in the kernel. For tests: ``trio.testing.wait_all_tasks_blocked`` and
     ``MockClock`` cannot see operations in flight in the kernel."""
-    ring = current_ring() if ring is None else ring
+    ring = ring_of_task() if ring is None else ring
     idle = trio.Event()
     ring.call_when_idle(idle.set)
     await idle.wait()
@@ -486,13 +487,13 @@ async def open_ring(
 def read(fd: Any, buf: B, offset: int = -1) -> Coroutine[Any, Any, tuple[B, int]]:
     """Read into ``buf`` (a writable buffer) at ``offset``, or at the file
     position when it is -1. Returns the same buffer and the byte count."""
-    ring = current_ring()  # first: nothing is acquired outside a run
+    ring = ring_of_task()  # first: nothing is acquired outside a run
     return ring._perform(Read(fd, buf, offset))
 
 
 def write(fd: Any, buf: B, offset: int = -1) -> Coroutine[Any, Any, tuple[B, int]]:
     """Write from ``buf`` at ``offset`` (-1: the file position)."""
-    ring = current_ring()
+    ring = ring_of_task()
     return ring._perform(Write(fd, buf, offset))
 
 
@@ -502,7 +503,7 @@ def read_many(requests: Iterable[tuple[Any, B, int]]) -> Coroutine[Any, Any, lis
     at most one wakeup for the whole batch. The first failure raises (its
     ``OSError.buffer`` says which); a cancelled batch raises ``Cancelled``
     once the kernel has given every buffer back."""
-    ring = current_ring()
+    ring = ring_of_task()
     return ring._perform_many(read_requests(requests, ring._fixed_pool))
 
 
@@ -510,37 +511,37 @@ def read_fixed(fd: Any, buf: B, offset: int = -1) -> Coroutine[Any, Any, tuple[B
     """``read`` into a buffer of a :class:`BufferPool` (or a memoryview of
     one): a fixed read (IORING_OP_READ_FIXED) when the pool is registered with
     this ring, a plain read otherwise. Any other buffer: ``TypeError``."""
-    ring = current_ring()
+    ring = ring_of_task()
     return ring._perform(fixed_or_plain(ring._fixed_pool, ReadFixed, Read, fd, buf, offset))
 
 
 def write_fixed(fd: Any, buf: B, offset: int = -1) -> Coroutine[Any, Any, tuple[B, int]]:
     """``write`` from a buffer of a :class:`BufferPool`, as :func:`read_fixed`."""
-    ring = current_ring()
+    ring = ring_of_task()
     return ring._perform(fixed_or_plain(ring._fixed_pool, WriteFixed, Write, fd, buf, offset))
 
 
 def readv(fd: Any, bufs: S, offset: int = -1) -> Coroutine[Any, Any, tuple[S, int]]:
     """Scatter-read into a sequence of writable buffers."""
-    ring = current_ring()
+    ring = ring_of_task()
     return ring._perform(ReadV(fd, bufs, offset))
 
 
 def writev(fd: Any, bufs: S, offset: int = -1) -> Coroutine[Any, Any, tuple[S, int]]:
     """Gather-write from a sequence of buffers."""
-    ring = current_ring()
+    ring = ring_of_task()
     return ring._perform(WriteV(fd, bufs, offset))
 
 
 def recv(sock: Any, buf: B, flags: int = 0) -> Coroutine[Any, Any, tuple[B, int]]:
     """Receive into ``buf``; 0 bytes means the peer closed its side."""
-    ring = current_ring()
+    ring = ring_of_task()
     return ring._perform(Recv(sock, buf, flags))
 
 
 def send(sock: Any, buf: B, flags: int = 0) -> Coroutine[Any, Any, tuple[B, int]]:
     """Send from ``buf``; may send less than all of it."""
-    ring = current_ring()
+    ring = ring_of_task()
     return ring._perform(Send(sock, buf, flags))
 
 
@@ -552,7 +553,7 @@ def send_zc(sock: Any, buf: B, flags: int = 0) -> Coroutine[Any, Any, tuple[B, i
     Returns ``(buf, n)``; may send less than all. Where the kernel has no
     send_zc (``Ring.features()["send_zc"]``) or the socket cannot send
     without copying (``AF_UNIX``), a plain :func:`send`."""
-    return current_ring().send_zc(sock, buf, flags)
+    return ring_of_task().send_zc(sock, buf, flags)
 
 
 def recvmsg(
@@ -564,7 +565,7 @@ def recvmsg(
     what ``recvmsg_into`` returns (``ancdata`` as ``[(level, type, data)]``,
     ``msg_flags`` with ``MSG_TRUNC``/``MSG_CTRUNC``, the sender's address or
     None)."""
-    ring = current_ring()
+    ring = ring_of_task()
     return ring._perform(RecvMsg(sock, bufs, ancbufsize, flags))
 
 
@@ -575,7 +576,7 @@ def sendmsg(
     with ancillary data ``[(level, type, data)]``, to ``address`` (None: the
     connected peer; a host name is resolved with trio's resolver). Returns
     ``(bufs, nbytes)``."""
-    ring = current_ring()
+    ring = ring_of_task()
     if address is not None and not is_numeric(socket_family(sock, fileno(sock)), address):
         return ring.sendmsg(sock, bufs, ancdata, flags, address)
     return ring._perform(SendMsg(sock, bufs, ancdata, flags, address))
@@ -583,24 +584,24 @@ def sendmsg(
 
 async def accept(sock: Any) -> tuple[socket.socket, Any]:
     """Accept a connection: ``(socket.socket, address)``."""
-    return await current_ring().accept(sock)
+    return await ring_of_task().accept(sock)
 
 
 async def connect(sock: Any, address: Any) -> None:
     """Connect ``sock``; host names are resolved with trio's resolver."""
-    await current_ring().connect(sock, address)
+    await ring_of_task().connect(sock, address)
 
 
 async def open(  # noqa: A001 - the issue's name, mirroring os.open
     path: Any, flags: int = os.O_RDONLY, mode: int = 0o666, *, dir_fd: Any = None
 ) -> int:
     """``os.open`` through io_uring: returns a close-on-exec fd."""
-    return await current_ring().open(path, flags, mode, dir_fd=dir_fd)
+    return await ring_of_task().open(path, flags, mode, dir_fd=dir_fd)
 
 
 async def close(fd: Any) -> None:
     """Close an int fd, or a ``socket.socket`` (detached once closed)."""
-    await current_ring().close_fd(fd)
+    await ring_of_task().close_fd(fd)
 
 
 def splice(
@@ -612,64 +613,64 @@ def splice(
     a file's to use and move its position). ``flags`` are ``os.SPLICE_F_*``.
     Returns the count moved, 0 at the end of the input. Cancelled while it
     waits (an empty pipe, a full socket), nothing moved."""
-    ring = current_ring()
+    ring = ring_of_task()
     return ring._perform(Splice(fd_in, off_in, fd_out, off_out, nbytes, flags))
 
 
 async def fsync(fd: Any, *, datasync: bool = False) -> None:
     """``os.fsync`` (or ``os.fdatasync`` with ``datasync=True``)."""
-    await current_ring().fsync(fd, datasync=datasync)
+    await ring_of_task().fsync(fd, datasync=datasync)
 
 
 async def stat(path: Any, *, dir_fd: Any = None, follow_symlinks: bool = True) -> os.stat_result:
     """``os.stat`` through statx; ``path`` may also be an open fd."""
-    return await current_ring().stat(path, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
+    return await ring_of_task().stat(path, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
 
 
 async def shutdown(sock: Any, how: int) -> None:
     """``socket.shutdown``; unlike ``close``, it ends operations in flight on
     the socket (a pending recv returns 0)."""
-    await current_ring().shutdown(sock, how)
+    await ring_of_task().shutdown(sock, how)
 
 
 async def fallocate(fd: Any, offset: int, length: int, *, mode: int = 0) -> None:
     """``fallocate(2)``: ``os.posix_fallocate`` with mode 0, or ``FALLOC_FL_*`` flags."""
-    await current_ring().fallocate(fd, offset, length, mode=mode)
+    await ring_of_task().fallocate(fd, offset, length, mode=mode)
 
 
 async def fadvise(fd: Any, offset: int, length: int, advice: int) -> None:
     """``os.posix_fadvise``."""
-    await current_ring().fadvise(fd, offset, length, advice)
+    await ring_of_task().fadvise(fd, offset, length, advice)
 
 
 async def ftruncate(fd: Any, length: int) -> None:
     """``os.ftruncate`` (needs Linux 6.9; ``UnsupportedError`` before)."""
-    await current_ring().ftruncate(fd, length)
+    await ring_of_task().ftruncate(fd, length)
 
 
 async def unlink(path: Any, *, dir_fd: Any = None) -> None:
     """``os.unlink``."""
-    await current_ring().unlink(path, dir_fd=dir_fd)
+    await ring_of_task().unlink(path, dir_fd=dir_fd)
 
 
 async def rmdir(path: Any, *, dir_fd: Any = None) -> None:
     """``os.rmdir``."""
-    await current_ring().rmdir(path, dir_fd=dir_fd)
+    await ring_of_task().rmdir(path, dir_fd=dir_fd)
 
 
 async def mkdir(path: Any, mode: int = 0o777, *, dir_fd: Any = None) -> None:
     """``os.mkdir``."""
-    await current_ring().mkdir(path, mode, dir_fd=dir_fd)
+    await ring_of_task().mkdir(path, mode, dir_fd=dir_fd)
 
 
 async def rename(src: Any, dst: Any, *, src_dir_fd: Any = None, dst_dir_fd: Any = None) -> None:
     """``os.rename``, which on Linux replaces ``dst`` as ``os.replace`` does."""
-    await current_ring().rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+    await ring_of_task().rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
 
 
 async def symlink(src: Any, dst: Any, *, dir_fd: Any = None) -> None:
     """``os.symlink``: make ``dst`` a symbolic link to ``src``."""
-    await current_ring().symlink(src, dst, dir_fd=dir_fd)
+    await ring_of_task().symlink(src, dst, dir_fd=dir_fd)
 
 
 async def link(
@@ -681,6 +682,6 @@ async def link(
     follow_symlinks: bool = True,
 ) -> None:
     """``os.link``: make ``dst`` a hard link to ``src``."""
-    await current_ring().link(
+    await ring_of_task().link(
         src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd, follow_symlinks=follow_symlinks
     )
