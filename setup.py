@@ -117,7 +117,7 @@ setup(
             include_dirs=["native"],
             libraries=["uring"],
             extra_compile_args=["-O2", "-Wall"],
-            depends=["native/shim.h", "native/receive.c", "native/pool.c"],
+            depends=["native/shim.h", "native/receive.c", "native/pool.c", "native/trio_await.c"],
         )
     ],
 )

@@ -1078,6 +1078,11 @@ typedef struct {
     PyObject *wake;           /* executor.wake, looked up when executor is set */
     unsigned long long next_user_data, submitted, completed, cancelled, leaked, batches;
     unsigned long long more; /* CQEs with IORING_CQE_F_MORE: not final */
+    /* The executor's batching heuristic, kept here so that its perform can
+     * be C: operations submitted since the executor last started a pass, and
+     * whether the previous pass submitted at most one (nobody to batch with). */
+    unsigned long long pass_submits;
+    char alone;
     Py_ssize_t max_inflight;
     unsigned long thread; /* the owner: PyThread_get_thread_ident(), as threading.get_ident() */
     unsigned long generation; /* fork_generation when opened: differs in a forked child */
@@ -1274,6 +1279,7 @@ static PyObject *core_submit(Core *c, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     op->opcode = (unsigned char)opcode;
     op->user_data = c->next_user_data++; /* 64 bits: never wraps, never reused */
+    c->pass_submits++;
     optional_set(&op->waiter, waiter);
     op->state = STATE_PENDING;
     Py_RETURN_NONE;
@@ -1665,6 +1671,7 @@ static PyObject *core_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObjec
         return NULL;
     c->closed = 1; /* until _open_core: a core that never attached is not open */
     c->next_user_data = 1;
+    c->alone = 1; /* the first operation of a run has nobody to batch with */
     c->pending = PyList_New(0);
     c->inflight = PyDict_New();
     c->cancels = PyList_New(0);
@@ -1782,6 +1789,10 @@ static PyMemberDef core_members[] = {
     {"_cancels", T_OBJECT_EX, offsetof(Core, cancels), READONLY, NULL},
     {"_idle_callbacks", T_OBJECT_EX, offsetof(Core, idle_callbacks), 0, NULL},
     {"_closed", T_BOOL, offsetof(Core, closed), 0, NULL},
+    {"_pass_submits", T_ULONGLONG, offsetof(Core, pass_submits), 0,
+     "operations submitted since the executor's last pass began"},
+    {"_alone", T_BOOL, offsetof(Core, alone), 0,
+     "the executor's: the last pass submitted at most one operation"},
     {"_max_inflight", T_PYSSIZET, offsetof(Core, max_inflight), 0, NULL},
     {"_last_submit", T_INT, offsetof(Core, last_submit), READONLY, NULL},
     {"_submitted", T_ULONGLONG, offsetof(Core, submitted), 0, NULL},
@@ -1815,6 +1826,8 @@ static PyTypeObject CoreType = {
     .tp_members = core_members,
     .tp_getset = core_getset,
 };
+
+#include "trio_await.c" /* the trio executor's awaitables */
 
 /* cached_ring(var, find): the ring that the ContextVar `var` caches for this
  * task as (ring, thread ident), if it was cached by this thread and is still
@@ -1886,6 +1899,16 @@ static PyMethodDef hot_methods[] = {
     {"cached_ring", (PyCFunction)(void (*)(void))hot_cached_ring, METH_FASTCALL,
      "cached_ring(var, find): the open ring that ContextVar var caches for this thread\n"
      "as (ring, thread ident), else find()."},
+    {"set_trio", hot_set_trio, METH_VARARGS,
+     "set_trio(checkpoint_if_cancelled, CancelShieldedCheckpoint, WaitTaskRescheduled,\n"
+     "current_task, Value, ClosedResourceError, Abort.SUCCEEDED, arm, finish): trio's\n"
+     "objects for trio_inline and trio_receive (native/trio_await.c)."},
+    {"trio_perform", (PyCFunction)(void (*)(void))hot_trio_perform, METH_FASTCALL,
+     "trio_perform(ring, op): the trio executor's perform; an operation that usually\n"
+     "completes inside the pass's io_uring_enter yields once, in C."},
+    {"trio_receive", (PyCFunction)(void (*)(void))hot_trio_receive, METH_FASTCALL,
+     "trio_receive(ring, rx, fd, take, *args): awaitable; take(*args) from the multishot\n"
+     "queue rx once it has something (the trio executor's receive)."},
     {"set_helpers", hot_set_helpers, METH_VARARGS,
      "set_helpers(unlendable, in_use, fileno_for, file_offset, u32, buffer_error):\n"
      "the Python callables behind error messages and slow-path argument checks."},
@@ -1916,7 +1939,8 @@ PyMODINIT_FUNC PyInit__hot(void)
         PyType_Ready(&GroupType) < 0 || PyType_Ready(&CoreType) < 0 ||
         PyType_Ready(&ReceiverType) < 0 || PyType_Ready(&MultiRecvType) < 0 ||
         PyType_Ready(&CountOpType) < 0 ||
-        PyType_Ready(&PoolCoreType) < 0 || PyType_Ready(&PoolBufferType) < 0)
+        PyType_Ready(&PoolCoreType) < 0 || PyType_Ready(&PoolBufferType) < 0 ||
+        trio_await_ready() < 0)
         return NULL;
     str_writes_buffer = PyUnicode_InternFromString("writes_buffer");
     str_flags = PyUnicode_InternFromString("flags");
@@ -1945,6 +1969,7 @@ PyMODINIT_FUNC PyInit__hot(void)
         PyModule_AddObjectRef(m, "SendOperation", (PyObject *)&CountOpType) < 0 ||
         PyModule_AddObjectRef(m, "MultishotReceive", (PyObject *)&MultiRecvType) < 0 ||
         PyModule_AddObjectRef(m, "RingCore", (PyObject *)&CoreType) < 0 ||
+        PyModule_AddObjectRef(m, "TrioStep", (PyObject *)&StepType) < 0 ||
         PyModule_AddObjectRef(m, "PoolCore", (PyObject *)&PoolCoreType) < 0 ||
         PyModule_AddObjectRef(m, "PoolBuffer", (PyObject *)&PoolBufferType) < 0 ||
         PyModule_AddIntConstant(m, "MAX_RW", OURING_MAX_RW) < 0 ||

@@ -48,6 +48,7 @@ typedef struct {
     Py_ssize_t limit;   /* above this many queued bytes the multishot is stopped */
     PyObject *waiter;   /* the task parked for data, or NULL */
     PyObject *op;       /* the armed MultishotReceive, or NULL */
+    PyObject *park;     /* the executor's: what a task yields to park on this queue, or NULL */
     int end;            /* 0; 1: end of stream seen; -errno: an error for the next receive */
     char closed;
 } Receiver;
@@ -89,6 +90,7 @@ static int receiver_traverse(Receiver *self, visitproc visit, void *arg)
     Py_VISIT(self->chunks);
     Py_VISIT(self->waiter);
     Py_VISIT(self->op);
+    Py_VISIT(self->park);
     return 0;
 }
 
@@ -97,6 +99,7 @@ static int receiver_clear(Receiver *self)
     Py_CLEAR(self->chunks);
     Py_CLEAR(self->waiter);
     Py_CLEAR(self->op);
+    Py_CLEAR(self->park);
     return 0;
 }
 

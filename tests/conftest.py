@@ -38,3 +38,17 @@ def pipe() -> Iterator[tuple[int, int]]:
     for fd in (r, w):
         with contextlib.suppress(OSError):  # a test may have closed it
             os.close(fd)
+
+
+@pytest.fixture(params=["c", "python"])
+def executor_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The test runs twice: over the trio executor's hot paths in C
+    (native/trio_await.c: perform and receive) and over the Python paths
+    they mirror (what runs where trio's traps differ from what the C
+    expects)."""
+    from ouring._trio import _Driver
+
+    if request.param == "python":
+        monkeypatch.setattr(_Driver, "perform", _Driver._perform_in_python)
+        monkeypatch.setattr(_Driver, "receive", _Driver._receive_in_python)
+    return str(request.param)

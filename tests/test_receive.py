@@ -118,7 +118,9 @@ def test_receiver_misuse_is_refused_at_the_call() -> None:
 # -- sockets under trio -----------------------------------------------------------------
 
 
-async def test_the_queue_is_bounded_and_its_backpressure_reaches_the_sender() -> None:
+async def test_the_queue_is_bounded_and_its_backpressure_reaches_the_sender(
+    executor_path: str,
+) -> None:
     """Nobody receives: past the limit the multishot is stopped, the socket
     buffers fill and the sender blocks; then every byte arrives, in order."""
     a, b = tcp_pair()
@@ -230,7 +232,7 @@ def test_a_queue_outlives_the_run_that_armed_it() -> None:
     a.close()
 
 
-async def test_a_cancelled_waitall_receive_takes_nothing() -> None:
+async def test_a_cancelled_waitall_receive_takes_nothing(executor_path: str) -> None:
     a, b = tcp_pair()
     with UringSocket(a) as left, UringSocket(b) as right:
         await left.send(b"12345")
@@ -243,7 +245,7 @@ async def test_a_cancelled_waitall_receive_takes_nothing() -> None:
         assert await right.recv(10) == b"abc"
 
 
-async def test_close_and_detach_end_the_multishot() -> None:
+async def test_close_and_detach_end_the_multishot(executor_path: str) -> None:
     a, b = tcp_pair()
     ring = ouring.current_ring()
     before = len(open_fds())
@@ -290,7 +292,7 @@ async def test_close_and_detach_end_the_multishot() -> None:
 Receive = Callable[[UringSocket, random.Random], Any]
 
 
-async def test_random_receives_and_cancels_against_the_byte_stream() -> None:
+async def test_random_receives_and_cancels_against_the_byte_stream(executor_path: str) -> None:
     """Every receive variant (recv, recv_into, receive_into, recvfrom(_into),
     recvmsg(_into), MSG_PEEK, MSG_WAITALL), each under a random deadline, in
     random order with a sender of random chunks: the bytes of the receives

@@ -65,7 +65,7 @@ async def clog(left: SocketStream, right: SocketStream) -> tuple[SocketStream, S
 # -- trio's conformance suite -----------------------------------------------------------
 
 
-async def test_tcp_stream_passes_trios_half_closeable_stream_checks() -> None:
+async def test_tcp_stream_passes_trios_half_closeable_stream_checks(executor_path: str) -> None:
     async def stream_maker() -> tuple[SocketStream, SocketStream]:
         a, b = tcp_pair()
         return SocketStream(a), SocketStream(b)

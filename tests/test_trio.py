@@ -33,6 +33,7 @@ def wait_cqe_ready(ring: ouring.Ring) -> None:
 
 async def test_confirmed_cancel_raises_cancelled_and_leaves_the_buffer(
     socketpair: tuple[socket.socket, socket.socket],
+    executor_path: str,
 ) -> None:
     a, b = socketpair
     buf = bytearray(b"untouched")
@@ -51,6 +52,7 @@ async def test_confirmed_cancel_raises_cancelled_and_leaves_the_buffer(
 
 async def test_completion_that_won_the_race_is_returned(
     socketpair: tuple[socket.socket, socket.socket],
+    executor_path: str,
 ) -> None:
     """The recv completed before the cancel reached the kernel: its bytes are
     returned, and trio raises Cancelled at the next checkpoint instead."""
@@ -104,6 +106,7 @@ async def test_accept_that_won_the_race_delivers_the_connection() -> None:
 
 async def test_pre_cancelled_operation_never_reaches_the_kernel(
     pipe: tuple[int, int],
+    executor_path: str,
 ) -> None:
     buf = bytearray(4)
     before = stats()
@@ -115,7 +118,10 @@ async def test_pre_cancelled_operation_never_reaches_the_kernel(
     assert stats().submitted == before.submitted
 
 
-async def test_every_operation_is_a_checkpoint(tmp_path: Path) -> None:
+async def test_every_operation_is_a_checkpoint(
+    tmp_path: Path,
+    executor_path: str,
+) -> None:
     path = tmp_path / "f"
     path.write_bytes(b"abc")
     fd = os.open(path, os.O_RDONLY)
@@ -200,6 +206,7 @@ async def test_burst_far_beyond_the_ring_under_trio(tmp_path: Path) -> None:
 
 async def test_closed_coroutine_leaves_its_pending_op_to_the_ring(
     pipe: tuple[int, int],
+    executor_path: str,
 ) -> None:
     """coro.close() while parked (the analogue of dropping a Rust future): the
     ring withdraws what the kernel never saw; nothing escapes, nothing leaks."""
@@ -219,6 +226,7 @@ async def test_closed_coroutine_leaves_its_pending_op_to_the_ring(
 
 async def test_closed_coroutine_keeps_the_buffer_owned_until_the_cqe(
     pipe: tuple[int, int],
+    executor_path: str,
 ) -> None:
     r, w = pipe
     ring = ouring.current_ring()
@@ -235,7 +243,10 @@ async def test_closed_coroutine_keeps_the_buffer_owned_until_the_cqe(
     assert os.read(r, 10) == b"data"  # the abandoned read was cancelled, not armed
 
 
-async def test_closed_coroutine_of_an_open_closes_the_fd(tmp_path: Path) -> None:
+async def test_closed_coroutine_of_an_open_closes_the_fd(
+    tmp_path: Path,
+    executor_path: str,
+) -> None:
     path = tmp_path / "f"
     path.write_bytes(b"")
     ring = ouring.current_ring()
@@ -366,6 +377,7 @@ async def test_a_ring_from_another_run_is_refused() -> None:
 
 async def test_abort_of_a_cancelling_op_is_idempotent(
     socketpair: tuple[socket.socket, socket.socket],
+    executor_path: str,
 ) -> None:
     a, _ = socketpair
     ring = ouring.current_ring()
@@ -412,7 +424,7 @@ def _batching_driver() -> Any:
     ouring.current_ring()
     driver = _run_driver.get()
     assert isinstance(driver, _Driver)
-    driver._alone = False
+    driver.ring._alone = False
     return driver
 
 
@@ -433,7 +445,9 @@ def _counting_parks(monkeypatch: pytest.MonkeyPatch) -> list[object]:
 
 
 async def test_a_batched_page_cache_read_completes_without_parking(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    executor_path: str,
 ) -> None:
     parks = _counting_parks(monkeypatch)
     path = tmp_path / "data"
@@ -507,6 +521,7 @@ async def test_busy_passes_do_not_wake_the_reaper(tmp_path: Path) -> None:
 
 async def test_closing_a_coroutine_in_its_inline_completion_yield_gives_everything_back(
     tmp_path: Path,
+    executor_path: str,
 ) -> None:
     path = tmp_path / "data"
     path.write_bytes(b"x" * 4096)
@@ -527,6 +542,7 @@ async def test_closing_a_coroutine_in_its_inline_completion_yield_gives_everythi
 
 async def test_a_cancel_during_the_inline_completion_yield_returns_the_result(
     tmp_path: Path,
+    executor_path: str,
 ) -> None:
     """The read happened, so it is returned; trio raises Cancelled at the
     next checkpoint (the scope stays cancelled)."""

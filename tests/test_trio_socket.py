@@ -81,7 +81,9 @@ async def clog(left: trio.SocketStream, right: trio.SocketStream) -> None:
 
 
 @pytest.mark.parametrize("kind", ["tcp", "unix"])
-async def test_trios_stream_over_uring_sockets_passes_the_half_closeable_checks(kind: str) -> None:
+async def test_trios_stream_over_uring_sockets_passes_the_half_closeable_checks(
+    kind: str, executor_path: str
+) -> None:
     async def stream_maker() -> tuple[trio.SocketStream, trio.SocketStream]:
         a, b = tcp_pair() if kind == "tcp" else socket.socketpair()
         return uring_stream(a), uring_stream(b)
@@ -1037,8 +1039,7 @@ async def test_sends_queued_together_are_busy_once_they_wait_and_close_wakes_the
     async def send(name: str) -> None:
         # A busy pass (not a lone task's, which is submitted at once): both
         # sends are PENDING together until the pass's submit.
-        driver = ouring.current_ring().executor
-        driver._alone = False  # type: ignore[union-attr]
+        ouring.current_ring()._alone = False
         try:
             await sock.send(b"y" * 100)
         except trio.ClosedResourceError:

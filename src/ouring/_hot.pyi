@@ -1,5 +1,5 @@
 # The C-API hot path (native/hot.c).
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
 from typing import Any, Final, Self, TypeVar, overload
 
@@ -96,6 +96,8 @@ class RingCore:
     _leaked: int
     _batches: int
     _more_cqes: int
+    _pass_submits: int
+    _alone: bool
     @property
     def _pending(self) -> list[Any]: ...
     @property
@@ -117,6 +119,31 @@ class RingCore:
 
 def after_fork_in_child() -> None: ...
 def cached_ring(var: ContextVar[Any], find: Callable[[], T], /) -> T: ...
+def set_trio(
+    checkpoint_if_cancelled: Any,
+    cancel_shielded_checkpoint: Any,
+    wait_task_rescheduled: Any,
+    current_task: Any,
+    value: type,
+    closed_error: type[BaseException],
+    succeeded: Any,
+    arm: Callable[[Any, Receiver, int], None],
+    finish: Callable[[Any, Any], Coroutine[Any, Any, Any]],
+    /,
+) -> None: ...
+
+class TrioStep(Coroutine[Any, Any, Any]):
+    """An awaitable of the trio executor (native/trio_await.c)."""
+
+    def send(self, value: Any, /) -> Any: ...
+    def throw(self, typ: Any, val: Any = ..., tb: Any = ..., /) -> Any: ...
+    def close(self) -> None: ...
+    def __await__(self) -> Any: ...
+
+def trio_perform(ring: RingCore, op: Any, /) -> Coroutine[Any, Any, Any]: ...
+def trio_receive(
+    ring: RingCore, rx: Receiver, fd: int, take: Callable[..., Any], /, *args: Any
+) -> Coroutine[Any, Any, Any]: ...
 def set_helpers(
     unlendable: Any, in_use: Any, fileno_for: Any, file_offset: Any, u32: Any, buffer_error: Any, /
 ) -> None: ...

@@ -35,6 +35,12 @@ Facts about trio this module relies on:
   torn down in the reaper's ``finally``, still inside the run.
 - ``MockClock(autojump_threshold=0)`` does not see ring operations: deadlines
   are trio's cancel scopes, never io_uring timeouts.
+- trio's traps yield a message to its run loop (the class object
+  ``CancelShieldedCheckpoint``, or a ``WaitTaskRescheduled`` holding the abort
+  function) and trio sends back an outcome. ``perform`` and ``receive`` are C
+  awaitables that yield those messages themselves (native/trio_await.c, whose
+  header has the details); ``_trio_traps`` checks the messages at import and
+  the Python paths here run instead if trio has changed them.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from contextvars import ContextVar
 from threading import get_ident
 from typing import Any, TypeVar
 
+import outcome
 import trio
 
 from . import _hot
@@ -94,6 +101,39 @@ _FAILED = trio.lowlevel.Abort.FAILED
 _task_ring: ContextVar[tuple[Ring, int] | None] = ContextVar("ouring_task_ring", default=None)
 
 
+def _trio_traps() -> tuple[Any, Any] | None:
+    """trio's two trap messages, if its traps yield them as
+    native/trio_await.c expects (its header): the class object
+    CancelShieldedCheckpoint, and a WaitTaskRescheduled carrying the abort
+    function. Checked by driving trio's own traps one step; None (the Python
+    paths everywhere) if trio has changed them."""
+    try:
+        from trio._core._traps import CancelShieldedCheckpoint, WaitTaskRescheduled
+    except ImportError:
+        return None
+
+    def abort(_: Any) -> trio.lowlevel.Abort:
+        return _SUCCEEDED
+
+    def first_yield(coro: Coroutine[Any, Any, Any]) -> Any:
+        try:
+            return coro.send(None)
+        except BaseException:  # noqa: BLE001 - any surprise means: not as expected
+            return None
+        finally:
+            coro.close()
+
+    if first_yield(_cancel_shielded_checkpoint()) is not CancelShieldedCheckpoint:
+        return None
+    parked = first_yield(_wait_task_rescheduled(abort))
+    if type(parked) is not WaitTaskRescheduled or parked.abort_func is not abort:
+        return None
+    return CancelShieldedCheckpoint, WaitTaskRescheduled
+
+
+_TRAPS = _trio_traps()
+
+
 class _Driver(trio.abc.Instrument):
     """Drives one ring in the current trio run: batches submissions in
     ``before_io_wait`` and reaps completions in a system task."""
@@ -103,11 +143,10 @@ class _Driver(trio.abc.Instrument):
         self._closed = False
         self._token = trio.lowlevel.current_trio_token()
         self._reaper_scope = trio.CancelScope()
-        # Operations submitted since the last before_io_wait. A pass that
-        # submitted at most one means a lone task: its next operation goes to
-        # the kernel at once instead of waiting for the batch.
-        self._submitted_this_pass = 0
-        self._alone = True
+        # ring._pass_submits / ring._alone (kept by the core, so that
+        # perform can be C): a pass that submitted at most one operation
+        # means a lone task, whose next operation goes to the kernel at once
+        # instead of waiting for the batch.
         ring.executor = self
         ring._wakeup = wakeup_in_run(ring)  # other threads' closes reach the ring through it
         ring._on_close = self._detach  # whoever closes the ring, before its fd goes
@@ -116,9 +155,18 @@ class _Driver(trio.abc.Instrument):
 
     # -- Executor ---------------------------------------------------------------------
 
-    async def perform(self, ring: Ring, op: Operation[T]) -> T:
-        self._submitted_this_pass += 1
-        lone = self._alone
+    def perform(self, ring: Ring, op: Operation[T]) -> Coroutine[Any, Any, T]:
+        # Where trio's traps are as native/trio_await.c expects, this is
+        # _hot.trio_perform (below the class): an operation that usually
+        # completes inside the pass's io_uring_enter (sends with socket-buffer
+        # room, page-cache reads and writes) when the last pass was not a lone
+        # task's is done in C: checkpoint_if_cancelled, submit, one
+        # cancel_shielded_checkpoint, its result if DONE, else _finish. That is
+        # _perform's completes_inline branch.
+        return self._perform(ring, op)
+
+    async def _perform(self, ring: Ring, op: Operation[T]) -> T:
+        lone = ring._alone
         if lone or op.completes_inline:
             # Two ways to finish without parking, both a full checkpoint
             # (checkpoint_if_cancelled + cancel_shielded_checkpoint, what trio's
@@ -132,9 +180,9 @@ class _Driver(trio.abc.Instrument):
             #   buffer room), and after_io_wait settles it before this task runs
             #   again. So it yields once and finds it DONE: no park and no
             #   reschedule, about 6k instructions less than parking.
-            # Anything not DONE parks as below.
+            # Anything not DONE parks in _finish.
             if lone:
-                self._alone = False
+                ring._alone = False
             try:
                 await _checkpoint_if_cancelled()
             except BaseException:
@@ -152,44 +200,14 @@ class _Driver(trio.abc.Instrument):
                 except BaseException:
                     ring.abandon(op)  # closed or thrown into: nobody receives it
                     raise
-                if op.state == DONE:
-                    return op.result() if not op.cancel_by else _outcome(op)
-            task = op.waiter = _current_task()
         else:
             # No checkpoint_if_cancelled here: parking is the cancel point. A
             # scope cancelled already calls abort() as soon as the task parks,
             # which withdraws the still PENDING operation before the kernel
             # sees it (the batch is submitted in before_io_wait), so Cancelled
             # means it did not happen, as trio's rules require.
-            task = _current_task()
-            ring.submit(op, task)
-        raise_cancel = None
-
-        def abort(raise_cancel_: Any) -> trio.lowlevel.Abort:
-            nonlocal raise_cancel
-            raise_cancel = raise_cancel_
-            # A withdrawn (PENDING) operation is settled inside cancel(); it
-            # must not wake this task as well: Abort.SUCCEEDED already
-            # reschedules it, and trio allows exactly one reschedule.
-            op.waiter = None
-            if ring.cancel(op):
-                return _SUCCEEDED
-            op.waiter = task
-            return _FAILED
-
-        try:
-            await _wait_task_rescheduled(abort)
-        except BaseException:
-            # Abort.SUCCEEDED (op withdrawn, DONE), or the coroutine was closed
-            # or thrown into while parked: the ring keeps the operation and its
-            # memory until the final CQE, and undoes a result nobody receives.
-            ring.abandon(op)
-            raise
-        if not op.cancel_by:  # nobody asked for a cancel: the common case
-            return op.result()
-        if raise_cancel is not None and op.cancelled():
-            raise_cancel()
-        return _outcome(op)
+            ring.submit(op, _current_task())
+        return await _finish(ring, op)
 
     async def perform_many(self, ring: Ring, ops: Sequence[Operation[T]]) -> list[T]:
         """One checkpoint and at most one park for a whole batch: every
@@ -216,7 +234,6 @@ class _Driver(trio.abc.Instrument):
                 for submitted in ops[:i]:
                     ring.abandon(submitted)
                 raise
-        self._submitted_this_pass += len(ops)
         if all(op.completes_inline for op in ops):
             # Page-cache reads complete in the io_uring_enter of this pass's
             # before_io_wait: one yield, and usually nothing to park for.
@@ -251,7 +268,7 @@ class _Driver(trio.abc.Instrument):
                 raise_cancel()
         return [op.result() if not op.cancel_by else _outcome(op) for op in ops]
 
-    async def receive(self, ring: Ring, rx: Receiver, fd: int, take: Any, *args: Any) -> Any:
+    async def _receive(self, ring: Ring, rx: Receiver, fd: int, take: Any, *args: Any) -> Any:
         """``take(*args)`` (a ``Receiver`` method: take, peek, take_into, or
         a wrapper of one) once the socket's multishot receive has delivered
         something, arming it as needed. With something queued: a full
@@ -260,7 +277,8 @@ class _Driver(trio.abc.Instrument):
         operation: parking is the cancel point (as in ``perform``), a cancel
         only ends the wait (Abort.SUCCEEDED) and the multishot stays armed,
         so whatever arrives afterwards stays queued for the next receive and
-        Cancelled means nothing was taken."""
+        Cancelled means nothing was taken. ``receive`` is this in C where
+        trio's traps are as native/trio_await.c expects."""
         if rx.ready:
             await _checkpoint_if_cancelled()
             try:
@@ -275,24 +293,29 @@ class _Driver(trio.abc.Instrument):
             rx.waiter = None  # nothing was taken: it did not happen
             return _SUCCEEDED
 
-        task = _current_task()
         while True:
+            if rx.closed:
+                raise trio.ClosedResourceError("another task closed this socket")
             if rx.op is None:
                 # Not armed (first receive, or the kernel ended the last one:
                 # end of stream, ENOBUFS, backpressure, an error).
-                op = MultishotReceive(fd, rx, _RECV_GROUP)
-                try:
-                    ring.submit(op)
-                except BaseException:
-                    rx.op = None
-                    raise
-            rx.waiter = task
+                _arm(ring, rx, fd)
+            rx.waiter = _current_task()
             await _wait_task_rescheduled(abort)
             if rx.closed:
                 raise trio.ClosedResourceError("another task closed this socket")
             data = take(*args)
             if data is not None:
                 return data
+
+    # The reference paths in Python, which the C ones mirror (tests run both).
+    _perform_in_python = perform
+    _receive_in_python = _receive
+    if _TRAPS is not None:
+        perform = staticmethod(_hot.trio_perform)  # type: ignore[assignment]
+        receive = staticmethod(_hot.trio_receive)
+    else:
+        receive = _receive  # type: ignore[assignment]
 
     def call_soon(self, fn: Any, *args: Any) -> bool:
         try:
@@ -313,14 +336,15 @@ class _Driver(trio.abc.Instrument):
     # -- scheduler hooks ----------------------------------------------------------------
 
     def before_io_wait(self, timeout: float) -> None:
-        self._alone = self._submitted_this_pass <= 1
-        self._submitted_this_pass = 0
+        ring = self.ring
+        ring._alone = ring._pass_submits <= 1
+        ring._pass_submits = 0
         try:
             # Busy (timeout 0): settle what completed inside this submit (page-
             # cache reads) right here. The CQ is then empty when trio polls, so
             # the ring fd is not readable and the reaper task is not woken for
             # nothing: one task step and one epoll re-arm saved per pass.
-            self.ring.flush(reap=timeout == 0)
+            ring.flush(reap=timeout == 0)
         except BaseException:  # noqa: BLE001 - an instrument must never raise
             # io_uring_enter failed outright (not EBUSY): the ring cannot be
             # trusted. Closing it reschedules waiters (RingClosedError), which
@@ -386,6 +410,54 @@ def _outcome(op: Operation[T]) -> T:
         return op.outcome()
     except FdClosedError as exc:
         raise trio.ClosedResourceError(str(exc)) from None
+
+
+async def _finish(ring: Ring, op: Operation[T]) -> T:
+    """The rest of ``perform`` once ``op`` is submitted: its result if it is
+    DONE, else park until its final CQE. A cancel withdraws it if the kernel
+    has not seen it (Abort.SUCCEEDED: Cancelled, it did not happen), else asks
+    the kernel to cancel it (Abort.FAILED) and its real CQE decides:
+    cancelled means Cancelled, anything else happened and is returned."""
+    if op.state == DONE:
+        return op.result() if not op.cancel_by else _outcome(op)
+    task = op.waiter = _current_task()
+    raise_cancel = None
+
+    def abort(raise_cancel_: Any) -> trio.lowlevel.Abort:
+        nonlocal raise_cancel
+        raise_cancel = raise_cancel_
+        # A withdrawn (PENDING) operation is settled inside cancel(); it
+        # must not wake this task as well: Abort.SUCCEEDED already
+        # reschedules it, and trio allows exactly one reschedule.
+        op.waiter = None
+        if ring.cancel(op):
+            return _SUCCEEDED
+        op.waiter = task
+        return _FAILED
+
+    try:
+        await _wait_task_rescheduled(abort)
+    except BaseException:
+        # Abort.SUCCEEDED (op withdrawn, DONE), or the coroutine was closed
+        # or thrown into while parked: the ring keeps the operation and its
+        # memory until the final CQE, and undoes a result nobody receives.
+        ring.abandon(op)
+        raise
+    if not op.cancel_by:  # nobody asked for a cancel: the common case
+        return op.result()
+    if raise_cancel is not None and op.cancelled():
+        raise_cancel()
+    return _outcome(op)
+
+
+def _arm(ring: Ring, rx: Receiver, fd: int) -> None:
+    """Arm ``rx``'s multishot receive on ``ring`` (receive, in C or not)."""
+    op = MultishotReceive(fd, rx, _RECV_GROUP)
+    try:
+        ring.submit(op)
+    except BaseException:
+        rx.op = None
+        raise
 
 
 def current_ring() -> Ring:
@@ -684,4 +756,17 @@ async def link(
     """``os.link``: make ``dst`` a hard link to ``src``."""
     await ring_of_task().link(
         src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd, follow_symlinks=follow_symlinks
+    )
+
+
+if _TRAPS is not None:
+    _hot.set_trio(
+        _checkpoint_if_cancelled,
+        *_TRAPS,
+        _current_task,
+        outcome.Value,
+        trio.ClosedResourceError,
+        _SUCCEEDED,
+        _arm,
+        _finish,
     )
