@@ -166,6 +166,13 @@ async def until_it_returns(
     raise AssertionError(f"still cancelled after {MAX_STEPS} steps")
 
 
+def peeked(data: bytes) -> bytes:
+    """What peek() promises alike everywhere: how many bytes it returns is the
+    implementation's (its buffer), but there is one at least, unless at the
+    end of the file, and it is the byte the next read returns."""
+    return data[:1]
+
+
 def outcome_key(status: str, value: Any) -> Any:
     if status == "raises":
         errno = getattr(value, "errno", None)
@@ -177,7 +184,17 @@ def outcome_key(status: str, value: Any) -> Any:
 
 MAX_REFERENCES = 8  # reference branches kept alive (see run_file_case)
 TEXT_ALPHABET = "ab\n\r€é"
-READS = {"read", "read1", "readinto", "readline", "readlines", "next"}
+READS = {
+    "read",
+    "read1",
+    "readinto",
+    "readinto1",
+    "readall",
+    "peek",
+    "readline",
+    "readlines",
+    "next",
+}
 
 
 @dataclass
@@ -248,7 +265,11 @@ def file_call(rng: random.Random, case: FileCase) -> tuple[str, tuple[Any, ...]]
         # skips the flush, gh-115059: the reference branch that flushes first
         # is the fixed behaviour, which ouring has.)
         if case.buffering:
-            names += ["read1"]
+            names += ["read1", "readinto1"]
+            if "r" in case.mode or "+" in case.mode:
+                names += ["peek"]  # BufferedReader and BufferedRandom
+        else:
+            names += ["readall"]  # FileIO's
     name = rng.choice(names)
     if name in ("read", "readline", "read1"):
         if name == "read" and rng.random() < 0.2:
@@ -256,8 +277,10 @@ def file_call(rng: random.Random, case: FileCase) -> tuple[str, tuple[Any, ...]]
         return name, (("size", rng.choice(sizes)),)
     if name == "readlines":
         return name, (("size", rng.choice([-1, 0, 3, 20, 100])),)
-    if name == "readinto":
+    if name in ("readinto", "readinto1"):
         return name, (rng.choice([0, 1, 7, 50, 5000]),)
+    if name == "peek":
+        return name, (("size", rng.choice([0, 1, 5, 100])),)
     if name == "write":
         return name, (data(),)
     if name == "writelines":
@@ -318,10 +341,12 @@ class Reference:
                     return "ok", next(f)
                 except StopIteration:
                     return "ok", "<stop>"
-            if name == "readinto":
+            if name in ("readinto", "readinto1"):
                 buf = bytearray(args[0])
-                n = f.readinto(buf)
+                n = getattr(f, name)(buf)
                 return "ok", (n, bytes(buf))
+            if name == "peek":
+                return "ok", peeked(f.peek(*args))
             if name == "seek" and tell_index is not None:
                 args = (self.tells[tell_index], *args[1:])
             value = getattr(f, name)(*args)
@@ -403,10 +428,12 @@ async def run_file_case(case: FileCase, tmp: Path) -> None:
                     return await f.__anext__()
                 except StopAsyncIteration:
                     return "<stop>"
-            if name == "readinto":
+            if name in ("readinto", "readinto1"):
                 buf = bytearray(args[0])
-                n = await f.readinto(buf)
+                n = await getattr(f, name)(buf)
                 return (n, bytes(buf))
+            if name == "peek":
+                return peeked(await f.peek(*args))
             return await getattr(f, name)(*args)
 
         where = [0]
@@ -576,7 +603,7 @@ def make_pipe_case(seed: int) -> PipeCase:
     readers = rng.choice([1, 2])
     names = ["read", "read", "readline", "readlines", "next"]
     if not text:
-        names += ["readinto"] + (["read1"] if rbuf else [])
+        names += ["readinto"] + (["read1", "readinto1"] if rbuf else ["readall"])
     reads = [
         [(rng.choice(names), rng.choice([1, 2, 3, 7, 100, 5000, -1])) for _ in range(200)]
         for _ in range(readers)
@@ -635,7 +662,7 @@ async def run_pipe_case(case: PipeCase) -> None:
                 log.append(f"reader {no}: {name}({size}) -> {status} {value!r:.80}")
                 if status != "ok":
                     fail(f"{name}: {value!r}")
-                if name == "readinto":
+                if name in ("readinto", "readinto1"):
                     n, got = value
                     received.append(got[:n])
                     eof[0] = n == 0
@@ -650,9 +677,11 @@ async def run_pipe_case(case: PipeCase) -> None:
                     eof[0] = not value
 
             async def call(name: str = name, size: int = size, arg: Any = arg) -> Any:
-                if name == "readinto":
+                if name in ("readinto", "readinto1"):
                     buf = bytearray(size if size > 0 else 10)
-                    return await reader.readinto(buf), bytes(buf)
+                    return await getattr(reader, name)(buf), bytes(buf)
+                if name == "readall":  # to the end of the stream: the writer's close
+                    return await reader.readall()
                 if name == "next":
                     try:
                         return await reader.__anext__()
@@ -662,7 +691,9 @@ async def run_pipe_case(case: PipeCase) -> None:
                     return await reader.readlines(arg if size > 0 else 0)
                 return await getattr(reader, name)(arg)
 
-            has_index = name not in ("readinto", "next") and not (name == "readlines" and size <= 0)
+            has_index = name not in ("readinto", "readinto1", "readall", "next") and not (
+                name == "readlines" and size <= 0
+            )
             await until_it_returns(injector, call, has_index, done)
             if eof[0]:
                 return
