@@ -157,7 +157,7 @@ class _Driver(trio.abc.Instrument):
 
     def perform(self, ring: Ring, op: Operation[T]) -> Coroutine[Any, Any, T]:
         # Where trio's traps are as native/trio_await.c expects, this is
-        # _hot.trio_perform (below the class): an operation that usually
+        # _hot.trio_perform (assigned after _receive): an operation that usually
         # completes inside the pass's io_uring_enter (sends with socket-buffer
         # room, page-cache reads and writes) when the last pass was not a lone
         # task's is done in C: checkpoint_if_cancelled, submit, one
