@@ -1902,7 +1902,7 @@ static PyMethodDef hot_methods[] = {
     {"set_trio", hot_set_trio, METH_VARARGS,
      "set_trio(checkpoint_if_cancelled, CancelShieldedCheckpoint, WaitTaskRescheduled,\n"
      "current_task, Value, ClosedResourceError, Abort.SUCCEEDED, arm, finish): trio's\n"
-     "objects for trio_inline and trio_receive (native/trio_await.c)."},
+     "objects for trio_perform and trio_receive (native/trio_await.c)."},
     {"trio_perform", (PyCFunction)(void (*)(void))hot_trio_perform, METH_FASTCALL,
      "trio_perform(ring, op): the trio executor's perform; an operation that usually\n"
      "completes inside the pass's io_uring_enter yields once, in C."},

@@ -729,7 +729,12 @@ def check_pipe_seed(seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", range(40))
-def test_pipe_calls_under_cancellation_lose_and_repeat_nothing(seed: int) -> None:
+def test_pipe_calls_under_cancellation_lose_and_repeat_nothing(
+    seed: int, executor_path: str
+) -> None:
+    """Also over the executor's Python paths: a writer and readers share
+    passes, so their reads and writes are the C inline steps, cancelled at
+    every checkpoint."""
     check_pipe_seed(seed)
 
 

@@ -324,7 +324,8 @@ class _Driver(trio.abc.Instrument):
             return False
         return True
 
-    # The ring calls this with op.waiter, the task parked in perform().
+    # The ring calls this with a waiter: the task parked in _finish (op.waiter),
+    # perform_many's group's, or a receive's (rx.waiter).
     wake = staticmethod(trio.lowlevel.reschedule)
     wait_answered = staticmethod(wait_answered)
 
