@@ -20,9 +20,15 @@
  *   the memory is our own mmap, page-aligned as registration requires.
  *
  * Who owns what: the pool (entries and buffers) belongs to the Core and lives
- * until the ring is closed with nothing leaked; a buffer the kernel filled is
- * copied into a bytes object and given back to the ring in the same dispatch,
- * so user code never sees pool memory and no buffer waits for a consumer. A
+ * until the ring is closed with nothing leaked. Each buffer is the storage of
+ * a bytes object that only the pool references: the entries point at their
+ * ob_sval, which nobody reads or hashes while the kernel may write it. A
+ * buffer the kernel filled goes back to the ring in the same dispatch, so no
+ * buffer waits for a consumer: a small arrival is copied into a new bytes
+ * object; a large one (at least half a buffer) is handed over as it is, shrunk
+ * to its length, and a new bytes object takes its place in the ring (one
+ * allocation instead of a copy of up to a buffer's worth: measured on the
+ * 16 KiB echo, where every arrival fills a buffer). A
  * Receiver (one per socket) holds what arrived until a receive takes it, and
  * the armed MultishotReceive operation while the kernel has it; the
  * operation holds its Receiver. The cycle is broken at the final CQE. */
@@ -31,8 +37,8 @@
 
 struct recv_pool {
     struct io_uring_buf_ring *br; /* `count` entries, page-aligned */
-    char *base;                   /* count * size bytes of buffers */
-    size_t br_bytes, buf_bytes;
+    PyObject **slot;              /* `count` bytes objects of `size` bytes: the buffers */
+    size_t br_bytes;
     unsigned count, size, mask;
     unsigned short group;
 };
@@ -428,9 +434,28 @@ static PyTypeObject MultiRecvType = {
 
 static void pool_give_back(struct recv_pool *p, unsigned bid)
 {
-    io_uring_buf_ring_add(p->br, p->base + (size_t)bid * p->size, p->size, (unsigned short)bid,
+    io_uring_buf_ring_add(p->br, PyBytes_AS_STRING(p->slot[bid]), p->size, (unsigned short)bid,
                           p->mask, 0);
     io_uring_buf_ring_advance(p->br, 1);
+}
+
+/* The `res` bytes the kernel wrote into buffer `bid`, as an exact-size bytes
+ * object; NULL with an exception when memory ran out. Buffer `bid` is ready
+ * to be given back either way. */
+static PyObject *recv_pool_take(struct recv_pool *p, unsigned bid, int res)
+{
+    PyObject *full = p->slot[bid], *fresh;
+
+    if ((unsigned)res < p->size / 2 || !(fresh = PyBytes_FromStringAndSize(NULL, p->size))) {
+        PyErr_Clear(); /* a new buffer failed: copy out of the old one */
+        return PyBytes_FromStringAndSize(PyBytes_AS_STRING(full), res);
+    }
+    p->slot[bid] = fresh;
+    /* Shrinking reallocs in place; should it fail, the bytes are lost with
+     * a MemoryError, as a failed copy would lose them. */
+    if ((unsigned)res < p->size && _PyBytes_Resize(&full, res) < 0)
+        return NULL;
+    return full;
 }
 
 /* -errno, or 0 with *out a registered pool of `count` (a power of two)
@@ -441,7 +466,7 @@ static int pool_open(struct io_uring *ring, unsigned count, unsigned size, unsig
     struct io_uring_buf_reg reg;
     struct recv_pool *p = calloc(1, sizeof(*p));
     unsigned i;
-    int ret;
+    int ret = -ENOMEM;
 
     if (!p)
         return -ENOMEM;
@@ -450,47 +475,55 @@ static int pool_open(struct io_uring *ring, unsigned count, unsigned size, unsig
     p->mask = count - 1;
     p->group = group;
     p->br_bytes = (size_t)count * sizeof(struct io_uring_buf);
-    p->buf_bytes = (size_t)count * size;
     p->br = mmap(NULL, p->br_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p->br == MAP_FAILED) {
         free(p);
         return -ENOMEM;
     }
-    p->base = mmap(NULL, p->buf_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p->base == MAP_FAILED) {
-        munmap(p->br, p->br_bytes);
-        free(p);
-        return -ENOMEM;
-    }
+    if (!(p->slot = calloc(count, sizeof(*p->slot))))
+        goto fail;
+    for (i = 0; i < count; i++)
+        if (!(p->slot[i] = PyBytes_FromStringAndSize(NULL, size))) {
+            PyErr_Clear(); /* -ENOMEM: receives stay one-shot */
+            goto fail;
+        }
     memset(&reg, 0, sizeof(reg));
     reg.ring_addr = (uintptr_t)p->br;
     reg.ring_entries = count;
     reg.bgid = group;
-    if ((ret = io_uring_register_buf_ring(ring, &reg, 0)) < 0) {
-        munmap(p->base, p->buf_bytes);
-        munmap(p->br, p->br_bytes);
-        free(p);
-        return ret;
-    }
+    if ((ret = io_uring_register_buf_ring(ring, &reg, 0)) < 0)
+        goto fail;
     io_uring_buf_ring_init(p->br);
     for (i = 0; i < count; i++)
-        io_uring_buf_ring_add(p->br, p->base + (size_t)i * size, size, (unsigned short)i,
+        io_uring_buf_ring_add(p->br, PyBytes_AS_STRING(p->slot[i]), size, (unsigned short)i,
                               p->mask, (int)i);
     io_uring_buf_ring_advance(p->br, (int)count);
     *out = p;
     return 0;
+fail:
+    if (p->slot)
+        for (i = 0; i < count; i++)
+            Py_XDECREF(p->slot[i]);
+    free(p->slot);
+    munmap(p->br, p->br_bytes);
+    free(p);
+    return ret;
 }
 
 /* The ring is being freed. `may_write`: an operation the kernel never ended
- * could still fill a buffer, so the memory is kept forever. */
+ * could still fill a buffer, so the buffers are kept forever. */
 static void pool_close(struct io_uring *ring, struct recv_pool *p, int may_write)
 {
+    unsigned i;
+
     if (ring)
         io_uring_unregister_buf_ring(ring, p->group);
     if (!may_write) {
-        munmap(p->base, p->buf_bytes);
+        for (i = 0; i < p->count; i++)
+            Py_DECREF(p->slot[i]);
         munmap(p->br, p->br_bytes);
     }
+    free(p->slot);
     free(p);
 }
 
@@ -521,7 +554,7 @@ static int multirecv_cqe(Core *c, MultiRecv *m, int res, unsigned flags, struct 
 
         if (p && bid < p->count) {
             if (res > 0 && rx && !rx->closed) {
-                chunk = PyBytes_FromStringAndSize(p->base + (size_t)bid * p->size, res);
+                chunk = recv_pool_take(p, bid, res);
                 if (!chunk || PyList_Append(rx->chunks, chunk) < 0)
                     keep_error(err); /* out of memory: these bytes are lost, loudly */
                 else

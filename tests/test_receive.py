@@ -13,6 +13,7 @@ import os
 import random
 import select
 import socket
+import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
@@ -93,6 +94,63 @@ def test_an_error_is_reported_to_one_receive_after_what_arrived_before_it() -> N
         with pytest.raises(ConnectionResetError):
             rx.take(100)
         assert rx.take(100) is None  # reported once; a new receive asks the kernel
+
+
+def test_large_arrivals_are_handed_over_and_never_written_again() -> None:
+    # An arrival of at least half a buffer is handed out as the buffer's own
+    # bytes object and a new one takes its place in the ring; a smaller one
+    # is copied. Every chunk is kept until the end: had a handed-out buffer
+    # stayed in the ring, a later arrival would have overwritten it.
+    sizes = [RECV_BUFFER_SIZE, RECV_BUFFER_SIZE * 3 // 4, RECV_BUFFER_SIZE // 2 - 1, 1, 100]
+    rng = random.Random(7)
+    a, b = socket.socketpair()
+    with Ring() as ring, a, b:
+        assert ring.recv_group() == RECV_GROUP
+        rx = _hot.Receiver(limit=1 << 20)
+        ring.submit(MultishotReceive(a.fileno(), rx, RECV_GROUP))
+        settle(ring, expect=False)
+        sent: list[bytes] = []
+        got: list[bytes] = []
+        for i in range(3 * RECV_BUFFERS):  # every buffer is replaced several times
+            payload = rng.randbytes(sizes[i % len(sizes)])
+            b.sendall(payload)
+            while rx.queued < len(payload):
+                settle(ring)
+            chunk = rx.take(RECV_BUFFER_SIZE)
+            assert type(chunk) is bytes
+            assert len(chunk) == len(payload)
+            sent.append(payload)
+            got.append(chunk)
+        assert got == sent
+
+
+def test_handed_over_buffers_are_freed_with_their_bytes() -> None:
+    a, b = socket.socketpair()
+    payload = bytes(RECV_BUFFER_SIZE)
+    with Ring() as ring, a, b:
+        assert ring.recv_group() == RECV_GROUP
+        rx = _hot.Receiver(limit=1 << 20)
+        ring.submit(MultishotReceive(a.fileno(), rx, RECV_GROUP))
+        settle(ring, expect=False)
+
+        def rounds(n: int) -> None:
+            for _ in range(n):
+                b.sendall(payload)
+                while rx.queued < len(payload):
+                    settle(ring)
+                assert rx.take(len(payload)) == payload
+
+        tracemalloc.start()
+        try:
+            rounds(2 * RECV_BUFFERS)  # every buffer replaced by a traced one
+            before = tracemalloc.get_traced_memory()[0]
+            rounds(4 * RECV_BUFFERS)
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        # 512 arrivals of 16 KiB handed over (8 MiB): what stays is the ring's
+        # own buffers, replaced, not the handed-out ones.
+        assert grown < 2 * RECV_BUFFER_SIZE
 
 
 def test_receiver_misuse_is_refused_at_the_call() -> None:

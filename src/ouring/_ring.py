@@ -170,12 +170,14 @@ os.register_at_fork(after_in_child=_registry_after_fork_in_child)
 
 
 # The provided buffers of multishot receives (Ring.recv_group): 128 of 16 KiB,
-# 2 MiB of address space per ring, whose pages are touched only as data
-# arrives (a 64 B arrival touches one page of its buffer). 16 KiB holds a
-# typical TLS record or HTTP request in one CQE. More buffers only matter when
-# more than 128 arrivals wait for one reap: ENOBUFS then ends a multishot,
-# which the next receive re-arms (measured: 64 and 256 buffers echo alike at
-# 50 connections; 256 cost 0.8 MiB more RSS with 10,000 idle connections).
+# each the storage of a bytes object (native/receive.c): an arrival of half a
+# buffer or more is handed over as that object, with no copy. At setup two
+# pages of each are touched (the object's header, its trailing NUL), the rest
+# only as data arrives. 16 KiB holds a typical TLS record or HTTP request in
+# one CQE. More buffers only matter when more than 128 arrivals wait for one
+# reap: ENOBUFS then ends a multishot, which the next receive re-arms
+# (measured: 64 and 256 buffers echo alike at 50 connections; 256 cost 0.8 MiB
+# more RSS with 10,000 idle connections).
 RECV_BUFFERS = 128
 RECV_BUFFER_SIZE = 16384
 RECV_GROUP = 0

@@ -42,8 +42,9 @@ Facts this module relies on:
 - A TCP socket on a ring with provided buffers (``Ring.recv_group``, Linux
   6.0+) receives through one multishot recv (``MultishotReceive``), armed at
   its first receive: the kernel picks a ring buffer only when data arrives,
-  the bytes are copied out into the socket's ``Receiver`` and the buffer goes
-  straight back. Every receive of the socket (recv, recv_into, recvfrom,
+  the bytes go to the socket's ``Receiver`` (copied out, or, from half a
+  buffer up, the buffer's own bytes object handed over and replaced) and the
+  buffer goes straight back. Every receive of the socket (recv, recv_into, recvfrom,
   recvmsg and their ``_into`` forms, ``receive_into``) takes from that queue,
   in order; it parks only when the queue is empty, and a cancel then only
   ends the wait: what arrives afterwards stays queued. ``MSG_PEEK`` and
