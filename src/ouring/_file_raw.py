@@ -31,9 +31,7 @@ import stat as stat_module
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import trio
-
-from . import _trio
+from . import _sync, _trio
 from ._ops import fs_path
 
 DEFAULT_BUFFER_SIZE = io.DEFAULT_BUFFER_SIZE
@@ -395,25 +393,16 @@ async def _open_raw(
         if opener is None:
             fd = await _trio.open(file, flags, 0o666)
         else:
-            await trio.lowlevel.checkpoint_if_cancelled()  # before the opener acts
+            await _sync.checkpoint_if_cancelled()  # before the opener acts
             fd = opener(file, flags)
             if not isinstance(fd, int):
                 raise TypeError("expected integer from opener")
             if fd < 0:
                 raise ValueError(f"opener returned {fd}")
         owned = True
-    # The open is the call's cancel point (trio.open_file's is before its worker
-    # thread starts). An openat that raised Cancelled did not happen. One that
-    # returned an fd with O_CREAT or O_TRUNC may have created or truncated the
-    # file, which closing the fd does not undo: from then on the call finishes,
-    # shielded (statx of the fd, lseek, fcntl: bounded work; no checkpoint
-    # comes between the openat's return and the shield), and trio raises
-    # Cancelled at the caller's next checkpoint. Without those flags the open
-    # changed nothing on disk, so a cancelled statx closes the fd and raises.
-    # An open of a FIFO waits for its peer inside the openat, so that wait
-    # stays cancellable (on the thread fallback it is a worker thread's open(2),
-    # which, like trio.open_file's, waits for the peer whatever the cancel).
-    with trio.CancelScope(shield=owned and bool(flags & (os.O_CREAT | os.O_TRUNC))):
+
+    async def inspect() -> _RawFile:
+        """Check the fd and find its kind (closing it if that fails)."""
         try:
             st = await _trio.stat(fd)
             if stat_module.S_ISDIR(st.st_mode):
@@ -433,16 +422,31 @@ async def _open_raw(
             if owned:
                 os.close(fd)
             raise
-    return _RawFile(
-        fd,
-        file,
-        readable=readable,
-        writable=writable,
-        appending=appending,
-        created=creating,
-        closefd=closefd,
-        positional=positional,
-        kernel_appends=kernel_appends,
-        pos=pos,
-        blksize=blksize,
-    )
+        return _RawFile(
+            fd,
+            file,
+            readable=readable,
+            writable=writable,
+            appending=appending,
+            created=creating,
+            closefd=closefd,
+            positional=positional,
+            kernel_appends=kernel_appends,
+            pos=pos,
+            blksize=blksize,
+        )
+
+    # The open is the call's cancel point (trio.open_file's is before its worker
+    # thread starts). An openat that raised Cancelled did not happen. One that
+    # returned an fd with O_CREAT or O_TRUNC may have created or truncated the
+    # file, which closing the fd does not undo: from then on the call finishes,
+    # shielded (statx of the fd, lseek, fcntl: bounded work; no checkpoint
+    # comes between the openat's return and the shield), and trio raises
+    # Cancelled at the caller's next checkpoint. Without those flags the open
+    # changed nothing on disk, so a cancelled statx closes the fd and raises.
+    # An open of a FIFO waits for its peer inside the openat, so that wait
+    # stays cancellable (on the thread fallback it is a worker thread's open(2),
+    # which, like trio.open_file's, waits for the peer whatever the cancel).
+    if owned and flags & (os.O_CREAT | os.O_TRUNC):
+        return await _sync.shielded(inspect)
+    return await inspect()

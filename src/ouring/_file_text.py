@@ -15,15 +15,13 @@ under the Python Software Foundation License Version 2.
 from __future__ import annotations
 
 import codecs
-import contextlib
 import io
 import operator
 import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-import trio
-
+from . import _sync
 from ._file_raw import _CLOSED, _collect_lines, _optional_size, _UnsupportedOperation
 
 if TYPE_CHECKING:
@@ -159,9 +157,8 @@ class _TextFile:
     async def _accepted(flushing: Any) -> None:
         """Run a flush after the data was accepted. If it is cancelled, the
         write still happened (its bytes are buffered and flushed later): the
-        count is returned, and trio raises Cancelled at the next checkpoint."""
-        with contextlib.suppress(trio.Cancelled):
-            await flushing
+        count is returned, and the cancellation is raised at the next checkpoint."""
+        await _sync.deliver_later(flushing)
 
     # -- reading
 

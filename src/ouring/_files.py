@@ -13,7 +13,9 @@ each (each module's docstring says what its layer does):
 This module has what users get: ``open_file`` (``io.open``: the arguments,
 then the layers for the mode) and ``AsyncFile``, the public object over a
 layer, which takes each call through the lock and the cancellation rule
-below.
+below. The file layers use only ``_sync``'s primitives for that (a FIFO lock,
+a checkpoint, shielded and cancellable regions), so the same code runs under
+trio and asyncio.
 
 Portions of this module are derived from CPython's ``Lib/_pyio.py`` and
 ``Modules/_io/*.c``, Copyright (c) 2001-2024 Python Software Foundation, used
@@ -49,8 +51,13 @@ the next checkpoint. Every stateful method enters its layer through
     ``__anext__`` as one read).
 
 ``aclose`` waits for the calls in progress on a seekable file, ends those on a
-pipe (``trio.ClosedResourceError``), then flushes and closes; cancelled, it
-still closes, then raises ``Cancelled`` (trio's ``aclose`` semantics).
+pipe (``trio.ClosedResourceError``; under asyncio ``_sync.ClosedResourceError``),
+then flushes and closes; cancelled, it still closes, then raises ``Cancelled``
+(trio's ``aclose`` semantics).
+
+Under asyncio, read ``Cancelled`` as ``CancelledError`` and "trio raises
+``Cancelled`` at the next checkpoint" as "the task raises ``CancelledError``
+at its next await" (``_sync`` re-arms the cancel on the task).
 """
 
 from __future__ import annotations
@@ -63,9 +70,7 @@ import warnings
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, AnyStr, ClassVar, Generic, Self, TypeVar, cast, overload
 
-import trio
-
-from . import _trio
+from . import _sync, _trio
 from ._file_buffered import _BufferedFile
 from ._file_raw import _CLOSED, _open_raw, _RawFile, _UnsupportedOperation
 from ._file_text import _TextFile
@@ -207,10 +212,10 @@ class AsyncFile(Generic[AnyStr]):
         # is the text-or-binary choice open_file made.
         self._layer: Any = layer
         self._raw = raw
-        self._lock = trio.StrictFIFOLock()
+        self._lock = _sync.fifo_lock()
         # The scopes of the calls in progress or queued on a pipe-like file
         # (see _call), which aclose cancels.
-        self._calls: set[trio.CancelScope] = set()
+        self._calls: set[_sync.Scope] = set()
 
     def __dir__(self) -> Iterable[str]:
         absent = self._absent
@@ -346,27 +351,28 @@ class AsyncFile(Generic[AnyStr]):
           cancellable, and each layer keeps what a cancelled call consumed
           (push-back, pending text, the write buffer). Its scope is registered
           so that ``aclose`` can end it: the call then raises
-          ``trio.ClosedResourceError``.
+          ``trio.ClosedResourceError`` (``_sync.closed_error``).
         """
         if self._raw.positional:
             await self._lock.acquire()
             try:
-                await trio.lowlevel.checkpoint_if_cancelled()
-                with trio.CancelScope(shield=True):
-                    return await method(*args)
+                await _sync.checkpoint_if_cancelled()
+                return await _sync.shielded(method, *args)
             finally:
                 self._lock.release()
-        scope = trio.CancelScope()
+        scope = _sync.open_scope()
         self._calls.add(scope)
         try:
-            with scope:
-                async with self._lock:
-                    await trio.lowlevel.checkpoint_if_cancelled()
-                    return await method(*args)
+            # Only aclose cancels this scope: the call, queued or in progress,
+            # is then ended by the close (closed_error).
+            return await scope.run(self._locked_call, method, args)
         finally:
             self._calls.discard(scope)
-        # Only aclose cancels this scope: the call was ended by the close.
-        raise trio.ClosedResourceError("the file was closed during the call")
+
+    async def _locked_call(self, method: Callable[..., Awaitable[_T]], args: tuple[Any, ...]) -> _T:
+        async with self._lock:
+            await _sync.checkpoint_if_cancelled()
+            return await method(*args)
 
     # -- reading
 
@@ -587,22 +593,19 @@ class AsyncFile(Generic[AnyStr]):
         # regular file are bounded and shielded: they finish first, so what
         # they wrote is flushed below.
         for scope in list(self._calls):
-            scope.cancel()
-        with trio.CancelScope(shield=True):
-            await self._lock.acquire()
+            scope.cancel("the file was closed during the call")
+        await _sync.shielded(self._lock.acquire)
         try:
             if self._raw.positional:
-                with trio.CancelScope(shield=True):
-                    await self._layer.close()
+                await _sync.shielded(self._layer.close)
             else:
                 try:
                     await self._layer.flush()
                 finally:
-                    with trio.CancelScope(shield=True):
-                        await self._raw.close()
+                    await _sync.shielded(self._raw.close)
         finally:
             self._lock.release()
-        await trio.lowlevel.checkpoint_if_cancelled()
+        await _sync.checkpoint_if_cancelled()
 
     async def __aenter__(self) -> Self:
         self._raw.check_closed(_CLOSED)
