@@ -8,7 +8,9 @@ functions around ``asyncio.run``, so that each gets a fresh event loop.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -552,3 +554,61 @@ def test_asyncio_shield_raised_after_a_cancel_was_passed_on() -> None:
         assert steps == ["result", "finished"]
     else:
         assert steps == ["result"]
+
+
+# -- to_thread -----------------------------------------------------------------------------
+
+
+async def test_trio_to_thread_runs_in_trios_worker_thread() -> None:
+    main = threading.get_ident()
+    assert await _sync.to_thread(threading.get_ident) != main
+    assert await _sync.to_thread(divmod, 7, 2) == (3, 1)
+
+
+def test_asyncio_to_thread_cancelled_while_queued_never_runs() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=1))
+        release = threading.Event()
+        ran: list[str] = []
+        busy = asyncio.create_task(_sync.to_thread(release.wait))  # holds the only thread
+        await asyncio.sleep(0.01)
+        queued = asyncio.create_task(_sync.to_thread(ran.append, "ran"))
+        await asyncio.sleep(0.01)
+        queued.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        release.set()
+        assert await busy is True
+        await _sync.to_thread(ran.append, "after")
+        assert ran == ["after"]  # the withdrawn call never ran
+
+    asyncio.run(main())
+
+
+def test_asyncio_to_thread_cancelled_while_running_returns_then_is_cancelled() -> None:
+    async def main() -> None:
+        started = threading.Event()
+        release = threading.Event()
+        got: list[str] = []
+
+        def work() -> str:
+            started.set()
+            release.wait()
+            return "result"
+
+        async def call() -> None:
+            got.append(await _sync.to_thread(work))
+            await asyncio.sleep(0)  # the cancel is raised here
+
+        task = asyncio.create_task(call())
+        await asyncio.to_thread(started.wait)  # another worker of the default executor
+        task.cancel()
+        await asyncio.sleep(0.01)
+        assert not task.done()  # it waits for the thread
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert got == ["result"]
+
+    asyncio.run(main())

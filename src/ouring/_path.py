@@ -2,8 +2,10 @@
 
 It subclasses ``trio.Path`` (and ``pathlib.PurePosixPath``), so it is a drop-in:
 ``isinstance(p, trio.Path)`` holds, pure-path operations (``/``, ``parent``,
-``with_name``...) return ``ouring.Path``, and every method not listed below keeps
-trio's version, which runs ``pathlib`` in a worker thread.
+``with_name``...) return ``ouring.Path``, and every method not listed below runs
+``pathlib``'s in a worker thread, as trio's version does (through
+``_sync.to_thread``: trio's threads under trio, the loop's default executor
+under asyncio, so that no method needs a trio run).
 
 These are io_uring operations instead, with ``pathlib.Path``'s signatures,
 results and exceptions for the running Python (3.11+):
@@ -231,7 +233,8 @@ class Path(trio.Path, pathlib.PurePosixPath):
     ``rmdir``, ``rename``, ``replace``, ``symlink_to``, ``hardlink_to``,
     ``read_bytes``, ``write_bytes``, ``read_text``, ``write_text`` and ``open``
     go through the ring, with ``pathlib.Path``'s signatures, results and
-    exceptions; every other method is trio's (a worker thread). A call that
+    exceptions; every other method is pathlib's in a worker thread, as
+    trio's. A call that
     raises ``Cancelled`` changed nothing (see the module docstring)."""
 
     __slots__ = ()
@@ -511,3 +514,77 @@ class Path(trio.Path, pathlib.PurePosixPath):
 
 def _nothing() -> None:
     pass
+
+
+# The methods that stay pathlib's, in a worker thread: trio.Path's wrappers
+# call trio.to_thread, which needs a trio run; these call _sync.to_thread,
+# the same thread under trio and the loop's default executor under asyncio,
+# and wrap results as trio's do (paths as this class; iterables listed in the
+# thread). Each name is trio.Path's and keeps its docstring.
+_RETURN_PATH = frozenset({"absolute", "expanduser", "readlink", "resolve"})
+_RETURN_PATHS = frozenset({"glob", "iterdir", "rglob"})
+_IN_THREAD = (
+    _RETURN_PATH
+    | _RETURN_PATHS
+    | {
+        "chmod",
+        "full_match",
+        "group",
+        "is_block_device",
+        "is_char_device",
+        "is_dir",
+        "is_fifo",
+        "is_file",
+        "is_junction",
+        "is_mount",
+        "is_socket",
+        "is_symlink",
+        "lchmod",
+        "link_to",
+        "owner",
+        "touch",
+    }
+)
+
+
+def _in_thread(name: str) -> Callable[..., Awaitable[Any]]:
+    method = getattr(pathlib.Path, name)
+
+    def call(path: Path, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        result = method(path._wrapped_cls(path), *args, **kwargs)
+        if name in _RETURN_PATHS:
+            return [*result]
+        return result
+
+    async def wrapper(self: Path, *args: Any, **kwargs: Any) -> Any:
+        result = await _sync.to_thread(call, self, args, kwargs)
+        if name in _RETURN_PATH:
+            return type(self)(result)
+        if name in _RETURN_PATHS:
+            return map(type(self), result)
+        return result
+
+    wrapper.__name__ = name
+    wrapper.__qualname__ = f"Path.{name}"
+    wrapper.__doc__ = getattr(trio.Path, name).__doc__
+    return wrapper
+
+
+def _class_in_thread(name: str) -> classmethod[Path, [], Awaitable[Path]]:
+    method = getattr(pathlib.Path, name)
+
+    async def wrapper(cls: type[Path]) -> Path:
+        return cls(await _sync.to_thread(method))
+
+    wrapper.__name__ = name
+    wrapper.__qualname__ = f"Path.{name}"
+    wrapper.__doc__ = getattr(trio.Path, name).__doc__
+    return classmethod(wrapper)
+
+
+for _name in sorted(_IN_THREAD):
+    if hasattr(trio.Path, _name):  # trio wraps what this Python's pathlib has
+        setattr(Path, _name, _in_thread(_name))
+for _name in ("cwd", "home"):
+    setattr(Path, _name, _class_in_thread(_name))
+del _name

@@ -18,6 +18,10 @@ loop for that is small, and this module is all of it:
 - ``deliver_later(awaitable)``: run something after a call's effect is done
   (a flush after the write was accepted): if it is cancelled, the call still
   returns and the cancellation is delivered at the next checkpoint;
+- ``to_thread(fn, *args)``: run a blocking function in a worker thread, as
+  ``trio.to_thread.run_sync`` does: a cancel while it waits for a thread
+  withdraws it (it did not happen); once it runs, its result is returned and
+  the cancellation delivered at the next checkpoint;
 - ``ClosedResourceError``: what a call ended by a close raises
   (``trio.ClosedResourceError`` under trio).
 
@@ -55,7 +59,7 @@ import contextlib
 import functools
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 if TYPE_CHECKING:
     import asyncio
@@ -72,6 +76,7 @@ __all__ = [
     "in_trio",
     "open_scope",
     "shielded",
+    "to_thread",
 ]
 
 _T = TypeVar("_T")
@@ -203,6 +208,50 @@ async def deliver_later(awaitable: Awaitable[object]) -> None:
         await awaitable
     except asyncio.CancelledError as exc:
         _rearm(exc)
+
+
+async def to_thread(fn: Callable[..., _T], *args: Any) -> _T:
+    """``fn(*args)`` in a worker thread (see the module docstring)."""
+    trio = _running_trio()
+    if trio is not None:
+        result: _T = await trio.to_thread.run_sync(fn, *args)
+        return result
+    import asyncio
+    import contextvars
+    import threading
+
+    loop = asyncio.get_running_loop()
+    context = contextvars.copy_context()
+    gate = threading.Lock()
+    # [started, withdrawn]: whichever of the worker and a cancel takes the
+    # gate first decides whether fn runs.
+    state = [False, False]
+
+    def job() -> _T | None:
+        with gate:
+            if state[1]:
+                return None
+            state[0] = True
+        return context.run(fn, *args)
+
+    future = loop.run_in_executor(None, job)
+    caught: asyncio.CancelledError | None = None
+    while not future.done():
+        # A future of our own, as in _AsyncioScope.run: the cancel must not
+        # reach the executor's future, whose result is the call's outcome.
+        waiter = loop.create_future()
+        future.add_done_callback(functools.partial(_wake, waiter))
+        try:
+            await waiter
+        except asyncio.CancelledError as exc:
+            with gate:
+                if not state[0]:
+                    state[1] = True  # still queued for a thread: withdrawn
+                    raise
+            caught = exc  # running: it finishes, and its result stands
+    if caught is not None:
+        _rearm(caught)
+    return cast(_T, future.result())
 
 
 class _TrioScope:
