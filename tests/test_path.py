@@ -8,10 +8,12 @@ ouring.Path is a drop-in trio.Path. Real files, FIFOs; nothing is mocked."""
 from __future__ import annotations
 
 import array
+import asyncio
 import errno
 import inspect
 import os
 import pathlib
+import pwd
 import stat
 import sys
 from collections.abc import Callable
@@ -668,7 +670,8 @@ async def test_is_a_trio_path_and_pure_operations_stay_ouring(tmp_path: pathlib.
     assert "Path" in ouring.__all__
 
 
-async def test_other_methods_are_trios_and_return_ouring_paths(tmp_path: pathlib.Path) -> None:
+async def other_methods(tmp_path: pathlib.Path) -> None:
+    """The methods that run pathlib's in a worker thread: results as trio's."""
     (tmp_path / "f").write_bytes(DATA)
     (tmp_path / "link").symlink_to("f")
     base = ouring.Path(tmp_path)
@@ -684,6 +687,30 @@ async def test_other_methods_are_trios_and_return_ouring_paths(tmp_path: pathlib
     assert type(await ouring.Path.cwd()) is ouring.Path
     await (base / "t").touch()
     assert (tmp_path / "t").exists()
+    await (base / "t").chmod(0o600)
+    assert (tmp_path / "t").stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in await base.glob("l*")) == ["link"]
+    assert await (base / "link").is_symlink()
+    assert await (base / "f").owner() == pwd.getpwuid(os.getuid()).pw_name
+
+
+async def test_other_methods_run_in_a_worker_thread_and_return_ouring_paths(
+    tmp_path: pathlib.Path,
+) -> None:
+    await other_methods(tmp_path)
+
+
+def test_other_methods_run_under_asyncio_without_a_trio_run(tmp_path: pathlib.Path) -> None:
+    asyncio.run(other_methods(tmp_path))
+
+
+def test_no_method_is_left_to_trios_worker_threads() -> None:
+    # trio.Path's own methods call trio.to_thread, which needs a trio run:
+    # every one of them is ouring's (a ring operation or _sync.to_thread).
+    for name, member in vars(trio.Path).items():
+        if inspect.iscoroutinefunction(member) or isinstance(member, classmethod):
+            assert getattr(ouring.Path, name) != getattr(trio.Path, name), name
+            assert getattr(ouring.Path, name).__doc__, name
 
 
 async def test_errors_carry_errno_and_filenames(tmp_path: pathlib.Path) -> None:

@@ -2,8 +2,10 @@
 
 It subclasses ``trio.Path`` (and ``pathlib.PurePosixPath``), so it is a drop-in:
 ``isinstance(p, trio.Path)`` holds, pure-path operations (``/``, ``parent``,
-``with_name``...) return ``ouring.Path``, and every method not listed below keeps
-trio's version, which runs ``pathlib`` in a worker thread.
+``with_name``...) return ``ouring.Path``, and every method not listed below runs
+``pathlib``'s in a worker thread, as trio's version does (through
+``_sync.to_thread``: trio's threads under trio, the loop's default executor
+under asyncio, so that no method needs a trio run).
 
 These are io_uring operations instead, with ``pathlib.Path``'s signatures,
 results and exceptions for the running Python (3.11+):
@@ -66,7 +68,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar, overload
 
 import trio
 
-from . import _trio
+from . import _sync, _trio
 from ._errors import RingClosedError
 from ._ops import fs_path
 
@@ -121,16 +123,17 @@ def _text_wrapper(
 
 async def _close(fd: int) -> None:
     """Close an fd this module opened, even when the caller is cancelled."""
-    with trio.CancelScope(shield=True):
-        try:
-            await _trio.close(fd)
-        except RingClosedError:
-            os.close(fd)  # the ring is gone; nothing of it uses the fd any more
+    await _sync.shielded(_close_now, fd)
 
 
-async def _with_fd(
-    path: Path, flags: int, body: Callable[[int, trio.CancelScope], Awaitable[T]]
-) -> T:
+async def _close_now(fd: int) -> None:
+    try:
+        await _trio.close(fd)
+    except RingClosedError:
+        os.close(fd)  # the ring is gone; nothing of it uses the fd any more
+
+
+async def _with_fd(path: Path, flags: int, body: Callable[[int, _sync.Scope], Awaitable[T]]) -> T:
     """Open ``path``, run ``body(fd, effect)``, close the fd whatever happens.
 
     The openat is the call's cancel point: if it raised ``Cancelled``, it did
@@ -142,17 +145,23 @@ async def _with_fd(
     own (bytes consumed from a FIFO)."""
     fs_path(path, None)  # pathlib opens with io.open, whose message differs from os.open's
     fd = await _trio.open(path, flags, 0o666)
-    # No checkpoint between the openat's return and the shield.
-    with trio.CancelScope(shield=bool(flags & (os.O_CREAT | os.O_TRUNC))) as effect:
-        try:
-            result = await body(fd, effect)
-        finally:
-            await _close(fd)
-    return result  # the scope is never cancelled itself: it swallows nothing
+    # No checkpoint between the openat's return and the shield. The scope is
+    # never cancelled itself (no cancel()): its run raises nothing of its own.
+    effect = _sync.open_scope(shield=bool(flags & (os.O_CREAT | os.O_TRUNC)))
+    return await effect.run(_then_close, fd, body, effect)
+
+
+async def _then_close(
+    fd: int, body: Callable[[int, _sync.Scope], Awaitable[T]], effect: _sync.Scope
+) -> T:
+    try:
+        return await body(fd, effect)
+    finally:
+        await _close(fd)
 
 
 async def _read_to_end(
-    fd: int, filename: str, before_read: Callable[[], object], effect: trio.CancelScope
+    fd: int, filename: str, before_read: Callable[[], object], effect: _sync.Scope
 ) -> bytes:
     """``FileIO(filename, "rb").readall()`` on an open fd: refuse a directory
     as ``FileIO`` does, then read until a read returns 0. A regular file is
@@ -224,7 +233,8 @@ class Path(trio.Path, pathlib.PurePosixPath):
     ``rmdir``, ``rename``, ``replace``, ``symlink_to``, ``hardlink_to``,
     ``read_bytes``, ``write_bytes``, ``read_text``, ``write_text`` and ``open``
     go through the ring, with ``pathlib.Path``'s signatures, results and
-    exceptions; every other method is trio's (a worker thread). A call that
+    exceptions; every other method is pathlib's in a worker thread, as
+    trio's. A call that
     raises ``Cancelled`` changed nothing (see the module docstring)."""
 
     __slots__ = ()
@@ -304,18 +314,21 @@ class Path(trio.Path, pathlib.PurePosixPath):
         except FileNotFoundError:
             if not parents or self.parent == self:
                 raise
-            with trio.CancelScope() as effect:
-                await self.parent._mkdir(0o777, True, True, effect)
-                await self._mkdir(mode, False, exist_ok, effect)
+            effect = _sync.open_scope()
+            await effect.run(self._mkdir_below_missing, mode, exist_ok, effect)
         except OSError:
             # As pathlib: not only EEXIST, since the kernel may report another
             # error first (EACCES, EROFS) for a directory that exists.
             if not exist_ok or not await self._is_dir():
                 raise
 
-    async def _mkdir(
-        self, mode: int, parents: bool, exist_ok: bool, effect: trio.CancelScope
-    ) -> None:
+    async def _mkdir_below_missing(self, mode: int, exist_ok: bool, effect: _sync.Scope) -> None:
+        """The missing parents, then this directory, in ``effect``: the
+        region that the first mkdirat to make a directory shields."""
+        await self.parent._mkdir(0o777, True, True, effect)
+        await self._mkdir(mode, False, exist_ok, effect)
+
+    async def _mkdir(self, mode: int, parents: bool, exist_ok: bool, effect: _sync.Scope) -> None:
         """``mkdir`` below a missing parent: ``effect`` is shielded by the
         first mkdirat that makes a directory."""
         try:
@@ -379,7 +392,7 @@ class Path(trio.Path, pathlib.PurePosixPath):
         EOF at explicit offsets, close; no worker thread."""
         filename = os.fspath(self)
 
-        def body(fd: int, effect: trio.CancelScope) -> Awaitable[bytes]:
+        def body(fd: int, effect: _sync.Scope) -> Awaitable[bytes]:
             return _read_to_end(fd, filename, _nothing, effect)
 
         return await _with_fd(self, _READ_FLAGS, body)
@@ -397,7 +410,7 @@ class Path(trio.Path, pathlib.PurePosixPath):
         def check() -> None:  # where io.open builds its TextIOWrapper
             _text_wrapper(io.BytesIO(), encoding, errors, newline).detach()
 
-        def body(fd: int, effect: trio.CancelScope) -> Awaitable[bytes]:
+        def body(fd: int, effect: _sync.Scope) -> Awaitable[bytes]:
             return _read_to_end(fd, filename, check, effect)
 
         data = await _with_fd(self, _READ_FLAGS, body)
@@ -437,7 +450,7 @@ class Path(trio.Path, pathlib.PurePosixPath):
         encoding = io.text_encoding(encoding)
         _check_text_args(encoding, errors, newline)
 
-        async def body(fd: int, effect: trio.CancelScope) -> int:
+        async def body(fd: int, effect: _sync.Scope) -> int:
             buffer = io.BytesIO()
             text = _text_wrapper(buffer, encoding, errors, newline)
             count = text.write(data)
@@ -501,3 +514,77 @@ class Path(trio.Path, pathlib.PurePosixPath):
 
 def _nothing() -> None:
     pass
+
+
+# The methods that stay pathlib's, in a worker thread: trio.Path's wrappers
+# call trio.to_thread, which needs a trio run; these call _sync.to_thread,
+# the same thread under trio and the loop's default executor under asyncio,
+# and wrap results as trio's do (paths as this class; iterables listed in the
+# thread). Each name is trio.Path's and keeps its docstring.
+_RETURN_PATH = frozenset({"absolute", "expanduser", "readlink", "resolve"})
+_RETURN_PATHS = frozenset({"glob", "iterdir", "rglob"})
+_IN_THREAD = (
+    _RETURN_PATH
+    | _RETURN_PATHS
+    | {
+        "chmod",
+        "full_match",
+        "group",
+        "is_block_device",
+        "is_char_device",
+        "is_dir",
+        "is_fifo",
+        "is_file",
+        "is_junction",
+        "is_mount",
+        "is_socket",
+        "is_symlink",
+        "lchmod",
+        "link_to",
+        "owner",
+        "touch",
+    }
+)
+
+
+def _in_thread(name: str) -> Callable[..., Awaitable[Any]]:
+    method = getattr(pathlib.Path, name)
+
+    def call(path: Path, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        result = method(path._wrapped_cls(path), *args, **kwargs)
+        if name in _RETURN_PATHS:
+            return [*result]
+        return result
+
+    async def wrapper(self: Path, *args: Any, **kwargs: Any) -> Any:
+        result = await _sync.to_thread(call, self, args, kwargs)
+        if name in _RETURN_PATH:
+            return type(self)(result)
+        if name in _RETURN_PATHS:
+            return map(type(self), result)
+        return result
+
+    wrapper.__name__ = name
+    wrapper.__qualname__ = f"Path.{name}"
+    wrapper.__doc__ = getattr(trio.Path, name).__doc__
+    return wrapper
+
+
+def _class_in_thread(name: str) -> classmethod[Path, [], Awaitable[Path]]:
+    method = getattr(pathlib.Path, name)
+
+    async def wrapper(cls: type[Path]) -> Path:
+        return cls(await _sync.to_thread(method))
+
+    wrapper.__name__ = name
+    wrapper.__qualname__ = f"Path.{name}"
+    wrapper.__doc__ = getattr(trio.Path, name).__doc__
+    return classmethod(wrapper)
+
+
+for _name in sorted(_IN_THREAD):
+    if hasattr(trio.Path, _name):  # trio wraps what this Python's pathlib has
+        setattr(Path, _name, _in_thread(_name))
+for _name in ("cwd", "home"):
+    setattr(Path, _name, _class_in_thread(_name))
+del _name
