@@ -291,6 +291,9 @@ def run_cell(row: Row, warmup: float, seconds: float) -> CellResult:
         if server.poll() is None:
             server.kill()
             server.wait()
+        for pipe in (server.stdin, server.stdout, server.stderr):
+            if pipe is not None:
+                pipe.close()  # a row that returned early (unavailable) left them open
     if done.returncode != 0:
         raise BrokenPathError(f"{row.key}: the load generator failed: {done.stderr.strip()}")
     if server.returncode != 0:
