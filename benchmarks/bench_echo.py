@@ -14,7 +14,14 @@ and send the next, for a few seconds. The servers:
   the start of its run: trio's own ``SocketListener``/``SocketStream`` over
   ouring's ``trio.socket.SocketType``, so a user's unchanged trio code runs on
   io_uring (says "unavailable" while ``ouring.trio.install`` does not exist);
-- asyncio streams (``asyncio.start_server``), on the default loop and on uvloop.
+- asyncio streams (``asyncio.start_server``), on the default loop and on uvloop,
+  and on the io_uring event loops that replace asyncio's, uringcore's and
+  rsloop's, where they install (PyPI has only their sources, a Rust build: the
+  rows say "not installed" where ``make bench-deps`` could not build them);
+- ``ouring.asyncio.start_server`` on the default loop: asyncio's own
+  ``StreamReader``/``StreamWriter`` over ouring's transports, the same handler
+  (says "unavailable" while ``ouring.asyncio`` or its ``start_server`` does not
+  exist).
 
 Why it is fair: every server is the same few lines of a user's echo handler in
 its own framework (read up to 64 KiB, write it back), runs alone in a fresh
@@ -69,6 +76,28 @@ SERVERS = {
     "trio": "trio.serve_tcp",
     "asyncio": "asyncio streams",
     "uvloop": "asyncio streams on uvloop",
+    "uringcore": "asyncio streams on uringcore",
+    "rsloop": "asyncio streams on rsloop",
+    "ouring-asyncio": "ouring.asyncio streams",
+}
+#: The event loops of the asyncio rows: (module, its loop factory); None: the default loop.
+ASYNCIO_LOOPS: dict[str, tuple[str, str] | None] = {
+    "asyncio": None,
+    "uvloop": ("uvloop", "new_event_loop"),
+    "uringcore": ("uringcore", "UringEventLoop"),
+    "rsloop": ("rsloop", "new_event_loop"),
+    "ouring-asyncio": None,
+}
+#: Why a peer loop may be missing: uvloop is in the bench extra; the two Rust loops
+#: are installed one by one by `make bench-deps`, and fail to build where PyPI's
+#: source needs what the machine lacks (on the development VM: uringcore's build
+#: fetches crates from crates.io, rsloop's wants a pinned nightly toolchain).
+MISSING = {
+    "uvloop": "uvloop is not installed (pip install '.[bench]')",
+    "uringcore": "uringcore is not installed: PyPI has only its Rust source, which did not "
+    "build here (.venv/bench-peers.log)",
+    "rsloop": "rsloop is not installed: PyPI has only its Rust source, which did not build "
+    "here (.venv/bench-peers.log)",
 }
 
 
@@ -181,11 +210,25 @@ def serve_trio(impl: str, stats: Stats, port: int) -> None:
 
 
 def serve_asyncio(impl: str, stats: Stats, port: int) -> None:
-    uvloop: Any = None
-    if impl == "uvloop":
-        uvloop = optional_module("uvloop")
-        if uvloop is None:
-            return unavailable("uvloop is not installed (pip install '.[bench]')")
+    """asyncio.start_server on the row's loop, or ouring.asyncio.start_server on
+    the default loop, with the same handler."""
+    loop_factory: Any = None
+    start_server: Any = asyncio.start_server
+    spec = ASYNCIO_LOOPS[impl]
+    if spec is not None:
+        module: Any = optional_module(spec[0])
+        if module is None:
+            return unavailable(MISSING[impl])
+        loop_factory = getattr(module, spec[1], None)
+        if loop_factory is None:
+            return unavailable(f"{spec[0]} has no {spec[1]}")
+    if impl == "ouring-asyncio":
+        ouring_asyncio: Any = optional_module("ouring.asyncio")
+        if ouring_asyncio is None:
+            return unavailable("ouring.asyncio does not exist yet")
+        start_server = getattr(ouring_asyncio, "start_server", None)
+        if start_server is None:
+            return unavailable("ouring.asyncio has no start_server yet")
 
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         stats.connections += 1
@@ -200,7 +243,7 @@ def serve_asyncio(impl: str, stats: Stats, port: int) -> None:
             writer.close()
 
     async def main() -> None:
-        server = await asyncio.start_server(echo, HOST, port)
+        server = await start_server(echo, HOST, port)
         done = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_reader(sys.stdin.fileno(), done.set)
@@ -209,17 +252,15 @@ def serve_asyncio(impl: str, stats: Stats, port: int) -> None:
             await done.wait()
         loop.remove_reader(sys.stdin.fileno())
 
-    if uvloop is not None:
-        uvloop.run(main())
-    else:
-        asyncio.run(main())
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(main())
 
 
 def serve(impl: str) -> None:
     stats = Stats()
     port = free_port()
     wall0, cpu0 = time.monotonic(), time.process_time()
-    if impl in ("asyncio", "uvloop"):
+    if impl in ASYNCIO_LOOPS:
         serve_asyncio(impl, stats, port)
     else:
         serve_trio(impl, stats, port)
@@ -291,6 +332,9 @@ def run_cell(row: Row, warmup: float, seconds: float) -> CellResult:
         if server.poll() is None:
             server.kill()
             server.wait()
+        for pipe in (server.stdin, server.stdout, server.stderr):
+            if pipe is not None:
+                pipe.close()  # a row that returned early (unavailable) left them open
     if done.returncode != 0:
         raise BrokenPathError(f"{row.key}: the load generator failed: {done.stderr.strip()}")
     if server.returncode != 0:

@@ -19,6 +19,16 @@ thread (the ceiling for one Python thread); and ``fio`` with
 ``ioengine=io_uring`` and ``psync`` (the C ceiling, ``--invalidate=0`` so the
 cache is kept).
 
+The asyncio rows of ``rand4k`` (:data:`ASYNCIO_READ_IMPLS`, in a table of their
+own): ouring under ``asyncio.run`` (the same loop as under trio; "unavailable"
+while ``ouring.read`` refuses to run outside trio), ``aiofile`` (``AIOFile.read
+(size, offset)`` on caio's default context for the loop, whichever backend caio
+picks here: the cell reports it), aiofiles and anyio as above, and
+``loop.run_in_executor(None, os.pread, ...)`` on the loop's default thread pool.
+These cells also report their process's CPU time over wall time: caio's
+io_uring backend polls its submission queue from a kernel thread (SQPOLL) when
+the kernel allows it, and that thread's time is the process's.
+
 Why it is fair: every row reads the same file, every task draws the same
 offsets (a list precomputed from a seeded ``random.Random``, so generating
 offsets costs nothing inside the timed loop and the same for every row), each
@@ -33,6 +43,7 @@ checked to report no error and the I/O count their byte count implies.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import random
@@ -102,6 +113,17 @@ READ_IMPLS = {
     "fio-io_uring": "fio io_uring",
     "fio-psync": "fio psync",
 }
+#: The rows of random reads under asyncio besides aiofiles and anyio (which every
+#: workload has): only ``rand4k``, the workload of issue 15's table.
+ASYNCIO_READ_IMPLS: dict[str, str] = {
+    "ouring-asyncio": "ouring under asyncio",
+    "aiofile": "aiofile (caio)",
+    "run_in_executor": "loop.run_in_executor(os.pread)",
+}
+#: The rows whose cells run under asyncio.run.
+ASYNCIO = {"aiofiles", "anyio", *ASYNCIO_READ_IMPLS}
+#: Peers of the bench extra that a row needs: module to import, distribution to name.
+PEERS = {"aiofiles": "aiofiles", "anyio": "anyio", "aiofile": "aiofile"}
 APPEND_LABELS = {
     "to_thread": "trio.to_thread(os.write)",
     "os": "os.write loop, 1 thread",
@@ -119,7 +141,10 @@ def rows(tasks: int) -> list[Row]:
     out: list[Row] = []
     for workload in WORKLOADS.values():
         counts = [1] if workload.kind == "append" else sorted({1, tasks})
-        for impl, label in READ_IMPLS.items():
+        impls = dict(READ_IMPLS)
+        if workload.name == "rand4k":
+            impls.update(ASYNCIO_READ_IMPLS)
+        for impl, label in impls.items():
             if workload.kind == "append":
                 if impl.startswith("ouring.read_many"):
                     continue
@@ -300,8 +325,27 @@ def read_workers(
             async with await anyio.open_file(path, "rb", buffering=0) as f:
                 await read_loop(counter, fd, offsets, block, seek_and_read(f, block))
 
+        async def with_aiofile() -> None:
+            # The positional read aiofile offers, AIOFile.read(size, offset): one
+            # request on caio's context for the running loop, no seek, no thread hop.
+            aiofile: Any = optional_module("aiofile")
+            async with aiofile.AIOFile(path, "rb") as f:
+                await read_loop(counter, fd, offsets, block, functools.partial(f.read, block))
+
+        async def with_executor() -> None:
+            run_in_executor, pread = asyncio.get_running_loop().run_in_executor, os.pread
+
+            def read_at(off: int) -> Awaitable[bytes]:
+                # A plain function: it hands back the executor's future, no await of its own.
+                return run_in_executor(None, pread, fd, block, off)
+
+            await read_loop(counter, fd, offsets, block, read_at)
+
         return {
             "ouring": with_ouring,
+            "ouring-asyncio": with_ouring,
+            "aiofile": with_aiofile,
+            "run_in_executor": with_executor,
             "ouring.read_many": with_read_many,
             "ouring.read_many-fixed": with_read_many_fixed,
             "trio.open_file": with_trio_open_file,
@@ -358,7 +402,7 @@ def run_read_cell(row: Row, path: Path, seed: int, warmup: float, seconds: float
     workload = WORKLOADS[row.workload]
     if row.impl == "os":
         return preadv_loop(path, workload, seed, warmup, seconds)
-    missing = {"aiofiles": "aiofiles", "anyio": "anyio"}.get(row.impl)
+    missing = PEERS.get(row.impl)
     if missing and optional_module(missing) is None:
         return CellResult("", unavailable=f"{missing} is not installed (pip install '.[bench]')")
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -366,9 +410,11 @@ def run_read_cell(row: Row, path: Path, seed: int, warmup: float, seconds: float
     try:
         workers = read_workers(row.impl, path, workload, row.tasks, seed, counter, fd)
         per_batch: float | None = None
-        if row.impl in ("aiofiles", "anyio"):
-            ops, elapsed = asyncio.run(timed_asyncio(counter, workers, warmup, seconds))
-        elif row.impl.startswith("ouring"):
+        if row.impl in ASYNCIO:
+            return run_asyncio_read_cell(
+                row.impl, workers, counter, fd, workload.block, warmup, seconds
+            )
+        if row.impl.startswith("ouring"):
 
             async def main() -> tuple[int, float, float]:
                 ops, elapsed = await timed_trio(counter, workers, warmup, seconds)
@@ -383,6 +429,82 @@ def run_read_cell(row: Row, path: Path, seed: int, warmup: float, seconds: float
     finally:
         os.close(fd)
     return CellResult("", ops, elapsed, ops / elapsed, workload.block, per_batch)
+
+
+class Unavailable(Exception):
+    """A row that cannot run here; its message is the table's note."""
+
+
+def caio_backend() -> str:
+    """Which of caio's backends ``aiofile`` uses here, as the table's note says it."""
+    caio: Any = optional_module("caio")
+    if caio is None:
+        return "caio is not installed"
+    backend = caio.AsyncioContext.__module__.removeprefix("caio.").removesuffix("_asyncio")
+    what = {
+        "linux_uring": "io_uring",
+        "linux_aio": "Linux AIO (io_submit)",
+        "thread_aio": "a C thread pool",
+        "python_aio": "a Python thread pool",
+    }.get(backend, backend)
+    version = getattr(caio, "__version__", "?")
+    return f"caio {version}, backend {backend} ({what})"
+
+
+async def ouring_refused(fd: int) -> str | None:
+    """Why ``ouring.read`` cannot run under the running asyncio loop, or None
+    when it can: a read of the file's first byte. Until ouring has its asyncio
+    executor the call raises RuntimeError, and ouring's asyncio rows say so."""
+    try:
+        buf, n = await ouring.read(fd, bytearray(1), 0)
+    except RuntimeError:
+        return "ouring under asyncio not available"
+    if n != 1 or bytes(buf) != os.pread(fd, 1, 0):
+        raise BrokenPathError("ouring's first read under asyncio returned the wrong byte")
+    return None
+
+
+def run_asyncio_read_cell(
+    impl: str,
+    workers: list[Worker],
+    counter: Counter,
+    fd: int,
+    block: int,
+    warmup: float,
+    seconds: float,
+) -> CellResult:
+    """One cell of a read row under ``asyncio.run`` (the default loop). Every
+    cell reports its process's CPU time over wall time (``extra["cpu"]``: the
+    threads of a pool and a kernel SQPOLL thread count); ouring's row its
+    ring's batches; aiofile's, caio's backend and whether its ring uses SQPOLL."""
+    extra: dict[str, Any] = {}
+
+    async def main() -> tuple[int, float, float | None, float]:
+        loop = asyncio.get_running_loop()
+        if impl == "ouring-asyncio" and (why := await ouring_refused(fd)) is not None:
+            raise Unavailable(why)
+        if impl == "aiofile":
+            aiofile_aio: Any = optional_module("aiofile.aio")
+            context = aiofile_aio.get_default_context()
+            sqpoll = bool(getattr(context.context, "sqpoll", False))
+            extra["caio"] = caio_backend() + (", SQPOLL" if sqpoll else "")
+        cpu0, wall0 = time.process_time(), loop.time()
+        ops, elapsed = await timed_asyncio(counter, workers, warmup, seconds)
+        cpu = (time.process_time() - cpu0) / (loop.time() - wall0)
+        per_batch: float | None = None
+        if impl == "ouring-asyncio":
+            stats = ouring.current_ring().statistics()
+            if stats.completed < counter.ops or stats.cancelled or stats.inflight:
+                raise BrokenPathError(f"ring counters disagree with the reads done: {stats}")
+            per_batch = stats.completed / max(stats.batches, 1)
+        return ops, elapsed, per_batch, cpu
+
+    try:
+        ops, elapsed, per_batch, cpu = asyncio.run(main())
+    except Unavailable as exc:
+        return CellResult("", unavailable=str(exc))
+    extra["cpu"] = cpu
+    return CellResult("", ops, elapsed, ops / elapsed, block, per_batch, extra=extra)
 
 
 # -- append rows ---------------------------------------------------------------------------
