@@ -1,5 +1,5 @@
-/* The trio executor's two hot awaitables, included by hot.c after the Core
- * and the Receiver: an inline step, an operation that usually
+/* The trio executor's two hot awaitables (a part of the extension: see
+ * internal.h; it uses the Core and the Receiver): an inline step, an operation that usually
  * completes inside the pass's io_uring_enter (_Driver.perform), and
  * `trio_receive(ring, rx, fd, take, *args)`, a take from a socket's multishot
  * queue (_Driver.receive); trio_perform decides between the first and the

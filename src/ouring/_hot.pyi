@@ -1,4 +1,4 @@
-# The C-API hot path (native/hot.c).
+# The C-API hot path (native/hot.c and the parts it includes, listed in native/internal.h).
 from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
 from typing import Any, Final, Self, TypeVar, overload

@@ -94,7 +94,7 @@ T = TypeVar("T")
 B = TypeVar("B")
 S = TypeVar("S")
 
-# Operation.state, defined once in native/hot.c (the ring core changes it):
+# Operation.state, defined once in native/internal.h (the ring core changes it):
 # CREATED    built: owns its resources; no ring has it
 # PENDING    queued in a ring, not yet in the SQ: the kernel has not seen it
 # SUBMITTED  its SQE is in the SQ: the kernel owns its memory until the final CQE
@@ -107,7 +107,7 @@ S = TypeVar("S")
 STATE_NAMES = ("CREATED", "PENDING", "SUBMITTED", "CANCELLING", "DONE", "LEAKED")
 
 _CQE_F_NOTIF = lib.IORING_CQE_F_NOTIF
-# What a CQE says when a requested cancel won (op_cancelled in native/hot.c).
+# What a CQE says when a requested cancel won (op_cancelled in native/ops.c).
 _CANCELLED = frozenset(-code for code in (errno.ECANCELED, errno.EINTR, 512, 513, 514, 516))
 _U64 = 0xFFFF_FFFF_FFFF_FFFF
 _U32 = 0xFFFF_FFFF

@@ -22,7 +22,7 @@ Kernel facts this module relies on:
   that never completed.
 
 State changes of an operation (see DESIGN.md for the table) happen only in
-the C ``RingCore`` this class extends (``native/hot.c``): ``submit``,
+the C ``RingCore`` this class extends (``native/core.c``): ``submit``,
 ``_prepare``, ``cancel``, ``abandon``, the settle of each reaped CQE,
 ``_withdraw_pending`` and ``_leak_inflight``. It keeps the operation table and
 runs once per operation, so it is C; the policy (setup, when to flush and
