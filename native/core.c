@@ -13,24 +13,110 @@
  * borrowed from the Python Ring, which frees it (ouring_exit) only after
  * _close_core(). */
 
-/* The owner thread in the owner process may drive the ring: 0. Otherwise
- * the Python check (_check_open or _check_process) raises RingClosedError
- * with the reason: -1. */
-static int core_usable(Core *c)
+/* Whether this process is not the one that opened the ring: a fork made with
+ * Python's hooks bumped fork_generation (no syscall); one made without them
+ * shows in getpid(), asked only here, off the hot path. */
+static int core_forked(Core *c)
 {
-    PyObject *r;
+    return c->generation != fork_generation || (c->pid && c->pid != getpid());
+}
 
-    if (c->thread == PyThread_get_thread_ident() && c->generation == fork_generation && c->ring)
-        return 0;
-    r = PyObject_CallMethodNoArgs((PyObject *)c, c->generation != fork_generation
-                                                     ? str_check_process
-                                                     : str_check_open);
-    Py_XDECREF(r);
-    if (r && !PyErr_Occurred())
-        PyErr_SetString(PyExc_RuntimeError, "the ring is closed");
+/* Raise the hook closed_error(message). Returns -1. */
+static int core_raise_closed(const char *message)
+{
+    PyObject *msg = PyUnicode_FromString(message), *exc;
+
+    exc = msg ? CALL_HOOK(closed_error, msg, NULL) : NULL;
+    Py_XDECREF(msg);
+    if (exc) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    }
     return -1;
 }
 
+/* The ring is open and this is its thread, or RingClosedError (-1). */
+static int core_check_open(Core *c)
+{
+    if (c->closed)
+        return core_raise_closed("the ring is closed");
+    if (c->thread != PyThread_get_thread_ident())
+        return core_raise_closed("this ring belongs to another thread; open one per thread");
+    return 0;
+}
+
+/* This is the ring's process, or RingClosedError (-1). */
+static int core_check_process(Core *c)
+{
+    if (core_forked(c))
+        return core_raise_closed(
+            "this ring belongs to the parent process; a forked child must open its own");
+    return 0;
+}
+
+/* The owner thread in the owner process may drive the ring: 0. Otherwise
+ * RingClosedError with the reason (or RuntimeError for a core with no ring
+ * memory attached): -1. */
+static int core_usable(Core *c)
+{
+    if (c->thread == PyThread_get_thread_ident() && c->generation == fork_generation && c->ring)
+        return 0;
+    if (c->generation != fork_generation ? core_check_process(c) : core_check_open(c))
+        return -1;
+    PyErr_SetString(PyExc_RuntimeError, "the ring is closed");
+    return -1;
+}
+
+/* `op` cannot be submitted: give its resources back (it never reached the
+ * ring), then say why: the ring is closed or not this thread's or process's,
+ * or the hook unsupported(op) (this kernel lacks the opcode). NULL. */
+static PyObject *core_refuse(Core *c, PyObject *op)
+{
+    PyObject *r = PyObject_CallMethodNoArgs(op, str_release), *exc;
+
+    if (!r)
+        return NULL;
+    Py_DECREF(r);
+    if (core_check_open(c) < 0 || core_check_process(c) < 0)
+        return NULL;
+    if ((exc = CALL_HOOK(unsupported, op, NULL))) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
+}
+
+/* _claim(): the calling thread drives this ring from now on. The first claim
+ * (or _open_core) also records the process and its fork generation. */
+static void core_claim(Core *c)
+{
+    c->thread = PyThread_get_thread_ident();
+    if (!c->pid) {
+        c->pid = getpid();
+        c->generation = fork_generation;
+    }
+}
+
+static PyObject *core_claim_py(Core *c, PyObject *Py_UNUSED(ignored))
+{
+    core_claim(c);
+    Py_RETURN_NONE;
+}
+
+static PyObject *core_check_open_py(Core *c, PyObject *Py_UNUSED(ignored))
+{
+    return core_check_open(c) < 0 ? NULL : Py_NewRef(Py_None);
+}
+
+static PyObject *core_check_process_py(Core *c, PyObject *Py_UNUSED(ignored))
+{
+    return core_check_process(c) < 0 ? NULL : Py_NewRef(Py_None);
+}
+
+static PyObject *core_get_forked(Core *c, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(core_forked(c));
+}
 
 static void keep_error(struct first_error *e)
 {
@@ -137,8 +223,8 @@ static int core_check_op(PyObject *op)
 }
 
 /* submit(op, waiter=None): queue op (CREATED -> PENDING); the ring now owns
- * it and its resources. Refused (self._refuse(op) raises) on a closed ring,
- * from another thread, or for an opcode this kernel lacks. */
+ * it and its resources. Refused (core_refuse raises) on a closed ring, from
+ * another thread or process, or for an opcode this kernel lacks. */
 static PyObject *core_submit(Core *c, PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *opcode_obj, *waiter;
@@ -167,11 +253,12 @@ static PyObject *core_submit(Core *c, PyObject *const *args, Py_ssize_t nargs)
     if (opcode < 0 || opcode > 255 || c->closed || !c->ring ||
         c->thread != PyThread_get_thread_ident() || c->generation != fork_generation ||
         !c->supported[opcode])
-        return PyObject_CallMethodOneArg((PyObject *)c, str_refuse, (PyObject *)op);
+        return core_refuse(c, (PyObject *)op);
     if (opcode == IORING_OP_CLOSE) {
-        /* Closing an fd does not stop the kernel's operations on it. */
+        /* Closing an fd does not stop the kernel's operations on it: the
+         * hook cancels them on every ring of this thread first. */
         PyObject *fd = PyLong_FromLong(op->fd), *r;
-        r = fd ? PyObject_CallMethodOneArg((PyObject *)c, str_cancel_fd, fd) : NULL;
+        r = fd ? CALL_HOOK(cancel_fd, (PyObject *)c, fd, NULL) : NULL;
         Py_XDECREF(fd);
         if (!r)
             return NULL;
@@ -304,8 +391,14 @@ static int core_dispatch(Core *c, int n)
             /* Not the final CQE (a multishot, or send_zc's result before its
              * notification): the operation stays in flight, and so does all
              * it owns; its _more(res, flags) takes what this CQE says. */
-            PyObject *r = PyObject_CallMethod(op, "_more", "iI", c->cqe_res[i],
-                                              (unsigned int)c->cqe_flags[i]);
+            PyObject *res = PyLong_FromLong(c->cqe_res[i]);
+            PyObject *flags = PyLong_FromUnsignedLong(c->cqe_flags[i]);
+            PyObject *r = res && flags
+                              ? PyObject_CallMethodObjArgs(op, str_more, res, flags, NULL)
+                              : NULL;
+
+            Py_XDECREF(res);
+            Py_XDECREF(flags);
             if (!r)
                 keep_error(&err);
             Py_XDECREF(r);
@@ -495,15 +588,15 @@ static PyObject *core_leak_inflight(Core *c, PyObject *Py_UNUSED(ignored))
     return stranded;
 }
 
-/* _open_core(ring_address, max_inflight, batch, thread): drive this ring. */
+/* _open_core(ring_address, max_inflight, batch): drive this ring, from this
+ * thread (it claims the ring). */
 static PyObject *core_open(Core *c, PyObject *args)
 {
     unsigned long long addr;
     Py_ssize_t max_inflight;
     unsigned int batch;
-    unsigned long thread;
 
-    if (!PyArg_ParseTuple(args, "KnIk", &addr, &max_inflight, &batch, &thread))
+    if (!PyArg_ParseTuple(args, "KnI", &addr, &max_inflight, &batch))
         return NULL;
     if (c->ring) {
         PyErr_SetString(PyExc_RuntimeError, "already attached");
@@ -521,8 +614,7 @@ static PyObject *core_open(Core *c, PyObject *args)
     c->ring = (struct ouring *)(uintptr_t)addr;
     c->max_inflight = max_inflight;
     c->batch = batch;
-    c->thread = thread;
-    c->generation = fork_generation;
+    core_claim(c);
     c->closed = 0;
     Py_RETURN_NONE;
 }
@@ -677,7 +769,14 @@ static PyMethodDef core_methods[] = {
     {"_leak_inflight", (PyCFunction)core_leak_inflight, METH_NOARGS,
      "_leak_inflight() -> the operations the kernel still owns, now LEAKED."},
     {"_open_core", (PyCFunction)core_open, METH_VARARGS,
-     "_open_core(ring_address, max_inflight, batch, thread): drive this ring."},
+     "_open_core(ring_address, max_inflight, batch): drive this ring from this thread."},
+    {"_claim", (PyCFunction)core_claim_py, METH_NOARGS,
+     "_claim(): this thread drives the ring from now on (the first claim also records\n"
+     "the process)."},
+    {"_check_open", (PyCFunction)core_check_open_py, METH_NOARGS,
+     "Raise RingClosedError unless the ring is open and this is its thread."},
+    {"_check_process", (PyCFunction)core_check_process_py, METH_NOARGS,
+     "Raise RingClosedError unless this is the ring's process (not a forked child)."},
     {"_close_core", (PyCFunction)core_close, METH_NOARGS,
      "The ring's memory is about to be freed."},
     {"_open_recv_pool", (PyCFunction)core_open_recv_pool, METH_VARARGS,
@@ -695,6 +794,8 @@ static PyMemberDef core_members[] = {
      "operations submitted since the executor's last pass began"},
     {"_alone", T_BOOL, offsetof(Core, alone), 0,
      "the executor's: the last pass submitted at most one operation"},
+    {"_thread", T_ULONG, offsetof(Core, thread), READONLY,
+     "the owner thread's ident (threading.get_ident()), set by _open_core or _claim"},
     {"_max_inflight", T_PYSSIZET, offsetof(Core, max_inflight), 0, NULL},
     {"_last_submit", T_INT, offsetof(Core, last_submit), READONLY, NULL},
     {"_submitted", T_ULONGLONG, offsetof(Core, submitted), 0, NULL},
@@ -709,6 +810,8 @@ static PyMemberDef core_members[] = {
 static PyGetSetDef core_getset[] = {
     {"executor", (getter)core_get_executor, (setter)core_set_executor,
      "the event-loop adapter that drives this ring (set by it), or None", NULL},
+    {"_forked", (getter)core_get_forked, NULL,
+     "True in a process other than the one that opened (or first claimed) the ring", NULL},
     {"_supported", (getter)core_get_supported, (setter)core_set_supported,
      "one byte per opcode: 1 if this kernel implements it", NULL},
     {NULL},

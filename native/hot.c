@@ -79,18 +79,44 @@ static PyObject *hot_cached_ring(PyObject *Py_UNUSED(m), PyObject *const *args, 
     return PyObject_CallNoArgs(args[1]);
 }
 
-static PyObject *hot_set_helpers(PyObject *Py_UNUSED(module), PyObject *args)
-{
-    PyObject *h[6];
+/* set_hooks(**hooks): every hook of struct hooks by its name, all of them, once
+ * per process (ouring._ring registers them at import). Table-driven, so a hook
+ * is added in internal.h, here and in _hot.pyi. */
+static const struct {
+    const char *name;
+    size_t offset;
+} hook_names[] = {
+    {"unlendable", offsetof(struct hooks, unlendable)},
+    {"in_use", offsetof(struct hooks, in_use)},
+    {"fileno_for", offsetof(struct hooks, fileno_for)},
+    {"file_offset", offsetof(struct hooks, file_offset)},
+    {"u32", offsetof(struct hooks, u32)},
+    {"buffer_error", offsetof(struct hooks, buffer_error)},
+    {"closed_error", offsetof(struct hooks, closed_error)},
+    {"unsupported", offsetof(struct hooks, unsupported)},
+    {"cancel_fd", offsetof(struct hooks, cancel_fd)},
+};
+#define N_HOOKS (sizeof(hook_names) / sizeof(hook_names[0]))
 
-    if (!PyArg_UnpackTuple(args, "set_helpers", 6, 6, &h[0], &h[1], &h[2], &h[3], &h[4], &h[5]))
+static PyObject *hot_set_hooks(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
+{
+    PyObject *given[N_HOOKS];
+    size_t i;
+
+    if (PyTuple_GET_SIZE(args) || !kwargs || PyDict_GET_SIZE(kwargs) != (Py_ssize_t)N_HOOKS) {
+        PyErr_Format(PyExc_TypeError, "set_hooks() takes its %zu hooks by keyword, all of them",
+                     N_HOOKS);
         return NULL;
-    Py_XSETREF(unlendable_factory, Py_NewRef(h[0]));
-    Py_XSETREF(in_use_factory, Py_NewRef(h[1]));
-    Py_XSETREF(fileno_for_helper, Py_NewRef(h[2]));
-    Py_XSETREF(file_offset_helper, Py_NewRef(h[3]));
-    Py_XSETREF(u32_helper, Py_NewRef(h[4]));
-    Py_XSETREF(buffer_error_helper, Py_NewRef(h[5]));
+    }
+    for (i = 0; i < N_HOOKS; i++) {
+        given[i] = PyDict_GetItemString(kwargs, hook_names[i].name); /* borrowed */
+        if (!given[i]) {
+            PyErr_Format(PyExc_TypeError, "set_hooks() missing the hook %s", hook_names[i].name);
+            return NULL;
+        }
+    }
+    for (i = 0; i < N_HOOKS; i++)
+        Py_XSETREF(*(PyObject **)((char *)&hooks + hook_names[i].offset), Py_NewRef(given[i]));
     Py_RETURN_NONE;
 }
 
@@ -116,9 +142,9 @@ static PyMethodDef hot_methods[] = {
     {"trio_receive", (PyCFunction)(void (*)(void))hot_trio_receive, METH_FASTCALL,
      "trio_receive(ring, rx, fd, take, *args): awaitable; take(*args) from the multishot\n"
      "queue rx once it has something (the trio executor's receive)."},
-    {"set_helpers", hot_set_helpers, METH_VARARGS,
-     "set_helpers(unlendable, in_use, fileno_for, file_offset, u32, buffer_error):\n"
-     "the Python callables behind error messages and slow-path argument checks."},
+    {"set_hooks", (PyCFunction)(void (*)(void))hot_set_hooks, METH_VARARGS | METH_KEYWORDS,
+     "set_hooks(*, unlendable, in_use, fileno_for, file_offset, u32, buffer_error,\n"
+     "closed_error, unsupported, cancel_fd): the Python the extension calls (internal.h)."},
     {NULL},
 };
 
@@ -154,13 +180,10 @@ PyMODINIT_FUNC PyInit__hot(void)
     str_opcode = PyUnicode_InternFromString("opcode");
     str_release = PyUnicode_InternFromString("release");
     str_discard = PyUnicode_InternFromString("discard");
-    str_refuse = PyUnicode_InternFromString("_refuse");
-    str_cancel_fd = PyUnicode_InternFromString("cancel_fd");
+    str_more = PyUnicode_InternFromString("_more");
     str_wake = PyUnicode_InternFromString("wake");
-    str_check_open = PyUnicode_InternFromString("_check_open");
-    str_check_process = PyUnicode_InternFromString("_check_process");
     if (!str_writes_buffer || !str_flags || !str_opcode || !str_release || !str_discard ||
-        !str_refuse || !str_cancel_fd || !str_wake || !str_check_open || !str_check_process)
+        !str_more || !str_wake)
         return NULL;
     m = PyModule_Create(&hot_module);
     if (!m)

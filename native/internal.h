@@ -30,26 +30,48 @@
  * count, never a silently truncated 32-bit length. */
 #define OURING_MAX_RW 0x7FFFF000
 
-/* -- the Python the extension calls ---------------------------------------- */
+/* -- the Python the extension calls -----------------------------------------
+ *
+ * Every call from C into Python is one of these, and nothing else:
+ * - hooks: module-level callables (and one class) registered by keyword with
+ *   set_hooks(), once, in _ring.py; typed in _hot.pyi. They keep messages and
+ *   slow-path argument checks in Python.
+ * - the operation protocol: methods and class attributes every operation has
+ *   because the C base type (Operation, ops.c) defines them or a subclass must
+ *   set them: `opcode` (class), `writes_buffer` (BufferOperation subclasses),
+ *   `completes_inline` (class, trio_await.c), release(), discard(),
+ *   _more(res, flags), result().
+ * - the executor protocol (_ring.Executor): `wake(waiter)`, looked up once
+ *   when `RingCore.executor` is set; trio_await.c also calls the trio
+ *   driver's `_perform(ring, op)` (its slow path).
+ * - idle callbacks (Ring.call_when_idle) and the callables a caller hands to
+ *   cached_ring and trio_receive.
+ * Facts C keeps and Python reads (never the other way round): the owner
+ * thread and process of a ring (RingCore._thread, _forked), the fork
+ * generation, the lifecycle fields of an operation. */
+struct hooks {
+    PyObject *unlendable;   /* (obj, writable) -> the exception: obj cannot be lent */
+    PyObject *in_use;       /* (obj) -> BufferInUseError: obj overlaps a lent buffer */
+    PyObject *fileno_for;   /* (fd, buf) -> int: an fd that is not a plain int in range */
+    PyObject *file_offset;  /* (offset) -> int: an offset that is not a plain int in range */
+    PyObject *u32;          /* (value, name) -> int: flags that are not a plain u32 */
+    PyObject *buffer_error; /* (res, buf) -> OSError of a failed operation on buf */
+    PyObject *closed_error; /* RingClosedError: a ring used after close, or elsewhere */
+    PyObject *unsupported;  /* (op) -> UnsupportedError: this kernel lacks op's opcode */
+    PyObject *cancel_fd;    /* (ring, fd) -> int: cancel every operation on fd, before
+                               a close (Ring.cancel_fd: every ring of the thread) */
+};
+static struct hooks hooks;
 
-/* Python callables registered by _buffers.py and _ops.py (set_helpers), so
- * messages and slow-path argument checks live in Python: unlendable(obj,
- * writable) and in_use(obj) build a refused lend's exception; fileno_for(fd,
- * buf), file_offset(offset) and u32(value, name) check arguments that are not
- * a plain in-range int; buffer_error(res, buf) builds a failed operation's
- * OSError. */
-static PyObject *unlendable_factory, *in_use_factory;
-static PyObject *fileno_for_helper, *file_offset_helper, *u32_helper, *buffer_error_helper;
-static PyObject *str_writes_buffer, *str_flags;
-static PyObject *str_opcode, *str_release, *str_discard, *str_refuse, *str_cancel_fd, *str_wake,
-    *str_check_open, *str_check_process;
+/* hook(args..., NULL), or SystemError if set_hooks was never called. */
+#define CALL_HOOK(hook, ...)                                                                   \
+    (hooks.hook ? PyObject_CallFunctionObjArgs(hooks.hook, __VA_ARGS__)                      \
+                : (PyErr_SetString(PyExc_SystemError, "ouring._hot: set_hooks() not called"), \
+                   (PyObject *)NULL))
 
-/* helper(args..., NULL), or SystemError if set_helpers was never called. */
-#define CALL_HELPER(helper, ...)                                                            \
-    ((helper) ? PyObject_CallFunctionObjArgs((helper), __VA_ARGS__)                         \
-              : (PyErr_SetString(PyExc_SystemError, "ouring._hot: set_helpers() not called"), \
-                 (PyObject *)NULL))
-
+/* The names C looks up (interned once, at import: hot.c). */
+static PyObject *str_writes_buffer, *str_flags, *str_opcode, *str_release, *str_discard,
+    *str_more, *str_wake;
 
 /* -- types ------------------------------------------------------------------ */
 
@@ -131,6 +153,7 @@ typedef struct {
     Py_ssize_t max_inflight;
     unsigned long thread; /* the owner: PyThread_get_thread_ident(), as threading.get_ident() */
     unsigned long generation; /* fork_generation when opened: differs in a forked child */
+    pid_t pid;                /* getpid() when opened (first claimed); 0 before */
     char closed;
     int last_submit; /* io_uring_submit's last result: a count, or -errno */
     unsigned batch;  /* CQEs copied out per pass */

@@ -134,7 +134,7 @@ static void ouring_unlease(const void *p, size_t size, int writable)
 static PyObject *raise_os_error(int res, PyObject *buf)
 {
     PyObject *code = PyLong_FromLong(res);
-    PyObject *exc = code ? CALL_HELPER(buffer_error_helper, code, buf, NULL) : NULL;
+    PyObject *exc = code ? CALL_HOOK(buffer_error, code, buf, NULL) : NULL;
 
     Py_XDECREF(code);
     if (exc) {
@@ -153,7 +153,7 @@ static int raise_unlendable(PyObject *obj, int writable)
     PyErr_NormalizeException(&type, &value, &tb);
     if (tb)
         PyException_SetTraceback(value, tb);
-    exc = CALL_HELPER(unlendable_factory, obj, writable ? Py_True : Py_False, NULL);
+    exc = CALL_HOOK(unlendable, obj, writable ? Py_True : Py_False, NULL);
     if (exc && PyExceptionInstance_Check(exc)) {
         PyException_SetCause(exc, value); /* steals value */
         PyException_SetContext(exc, Py_NewRef(value ? value : Py_None));
@@ -188,7 +188,7 @@ static int lend_acquire(struct lend *l, PyObject *obj, int writable)
                 PyErr_NoMemory();
                 return -1;
             }
-            exc = CALL_HELPER(in_use_factory, obj, NULL);
+            exc = CALL_HOOK(in_use, obj, NULL);
             if (exc) {
                 PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
                 Py_DECREF(exc);

@@ -125,7 +125,37 @@ static PyObject *op_cancelled_py(Op *self, PyObject *Py_UNUSED(ignored))
     return PyBool_FromLong(op_cancelled(self));
 }
 
+/* The operation protocol's defaults (internal.h: what C calls on every
+ * operation). release(): nothing to give back. discard(): nothing to undo. */
+static PyObject *op_nothing(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(ignored))
+{
+    Py_RETURN_NONE;
+}
+
+/* _more(res, flags): a CQE with IORING_CQE_F_MORE for an operation that never
+ * asks the kernel for several. */
+static PyObject *op_more(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_more(res, flags)");
+        return NULL;
+    }
+    unsigned long flags = PyLong_AsUnsignedLong(args[1]);
+
+    if (!PyErr_Occurred())
+        PyErr_Format(PyExc_SystemError, "ouring: an unexpected multishot CQE for %R: %S, 0x%x",
+                     self, args[0], (unsigned int)flags);
+    return NULL;
+}
+
 static PyMethodDef op_methods[] = {
+    {"release", op_nothing, METH_NOARGS,
+     "Give back what the kernel could touch. Called exactly once, by the ring."},
+    {"discard", op_nothing, METH_NOARGS,
+     "Undo a successful result that nobody will receive (close an fd)."},
+    {"_more", (PyCFunction)(void (*)(void))op_more, METH_FASTCALL,
+     "_more(res, flags): a CQE with IORING_CQE_F_MORE; more follow for this operation,\n"
+     "which stays in flight with all it owns. Only multishot and send_zc get one."},
     {"cancelled", (PyCFunction)op_cancelled_py, METH_NOARGS,
      "True when a requested cancel won: the operation did not happen (-ECANCELED,\n"
      "or -EINTR / -ERESTART* from an interrupted io-wq worker: nothing moved)."},
@@ -214,7 +244,7 @@ static int buf_fd(PyObject *fd, PyObject *buf, int *out)
         }
         PyErr_Clear();
     }
-    PyObject *r = CALL_HELPER(fileno_for_helper, fd, buf, NULL);
+    PyObject *r = CALL_HOOK(fileno_for, fd, buf, NULL);
     if (!r)
         return -1;
     v = PyLong_AsLong(r);
@@ -226,8 +256,8 @@ static int buf_fd(PyObject *fd, PyObject *buf, int *out)
 }
 
 /* An int (or an int subclass: socket.MSG_* flags are IntFlags, whose value
- * is their int) in lo..hi, else helper(value[, name]) -> a checked int. */
-static int checked_u64(PyObject *value, long long lo, unsigned long long hi, PyObject *helper,
+ * is their int) in lo..hi, else the hook *helper(value[, name]) -> a checked int. */
+static int checked_u64(PyObject *value, long long lo, unsigned long long hi, PyObject **helper,
                        PyObject *name, unsigned long long *out)
 {
     PyObject *r;
@@ -242,7 +272,11 @@ static int checked_u64(PyObject *value, long long lo, unsigned long long hi, PyO
         }
         PyErr_Clear();
     }
-    r = CALL_HELPER(helper, value, name, NULL);
+    if (!*helper) {
+        PyErr_SetString(PyExc_SystemError, "ouring._hot: set_hooks() not called");
+        return -1;
+    }
+    r = PyObject_CallFunctionObjArgs(*helper, value, name, NULL);
     if (!r)
         return -1;
     *out = PyLong_AsUnsignedLongLong(r);
@@ -306,7 +340,7 @@ static PyObject *file_op_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
         return NULL;
     /* Offset first, as before any fd or buffer is looked at: -1 (all ones)
      * means the file position, anything else must fit in 63 bits. */
-    if (offset && checked_u64(offset, -1, INT64_MAX, file_offset_helper, NULL, &off) < 0)
+    if (offset && checked_u64(offset, -1, INT64_MAX, &hooks.file_offset, NULL, &off) < 0)
         return NULL;
     return buf_make(type, fd, buf, 1, off);
 }
@@ -319,7 +353,7 @@ static PyObject *message_op_new(PyTypeObject *type, PyObject *args, PyObject *kw
 
     if (buf_args(args, kwargs, "OO|O", kwlist, &sock, &buf, &flags) < 0)
         return NULL;
-    if (flags && checked_u64(flags, 0, UINT32_MAX, u32_helper, str_flags, &f) < 0)
+    if (flags && checked_u64(flags, 0, UINT32_MAX, &hooks.u32, str_flags, &f) < 0)
         return NULL;
     return buf_make(type, sock, buf, 0, f);
 }
@@ -429,7 +463,7 @@ static PyObject *receive_op_new(PyTypeObject *type, PyObject *args, PyObject *kw
         return NULL;
     if (buf_fd(sock, Py_None, &fd) < 0)
         return NULL;
-    if (flags && checked_u64(flags, 0, UINT32_MAX, u32_helper, str_flags, &f) < 0)
+    if (flags && checked_u64(flags, 0, UINT32_MAX, &hooks.u32, str_flags, &f) < 0)
         return NULL;
     self = (BufOp *)type->tp_alloc(type, 0);
     if (!self)

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from . import _hot, _sockaddr
-from ._buffers import MAX_RW, Lease, in_use, unlendable
+from ._buffers import MAX_RW, Lease
 from ._errors import FdClosedError, RingClosedError, os_error
 from ._hot import (
     CALLER,
@@ -137,21 +137,14 @@ class Operation(_hot.Operation, Generic[T]):
     # for a device or a peer): executors may look for the CQE before parking.
     completes_inline: ClassVar[bool] = False
 
-    def release(self) -> None:
-        """Give back what the kernel could touch. Called exactly once."""
+    # release(), discard() and _more(res, flags), which the ring calls, are
+    # the C base's (nothing to give back, nothing to undo, no multishot);
+    # subclasses that own memory, make an fd or ask for several CQEs override
+    # them (native/internal.h lists what C calls).
 
     def result(self) -> T:
         """The caller's value for ``self.res``, or the exception to raise."""
         raise NotImplementedError
-
-    def discard(self) -> None:
-        """Undo a successful result that nobody will receive (close an fd)."""
-
-    def _more(self, res: int, flags: int) -> None:
-        """A CQE with ``IORING_CQE_F_MORE``: more follow for this operation,
-        which stays in flight with all it owns. Only operations that ask the
-        kernel for several CQEs (multishot, send_zc) get one."""
-        raise SystemError(f"ouring: an unexpected multishot CQE for {self!r}: {res}, {flags:#x}")
 
     def outcome(self) -> T:
         """The value to hand the waiter once the operation is DONE (or
@@ -1219,8 +1212,7 @@ def address_of(cdata: Any) -> int:
     return int(ffi.cast("uintptr_t", cdata))
 
 
-def _buffer_error(res: int, buffer: object) -> OSError:
+def buffer_error(res: int, buffer: object) -> OSError:
+    """The OSError of an operation on ``buffer`` that failed with ``res``
+    (the extension's ``buffer_error`` hook)."""
     return os_error(res, buffer=buffer)
-
-
-_hot.set_helpers(unlendable, in_use, fileno_for, file_offset, u32, _buffer_error)
