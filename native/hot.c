@@ -132,10 +132,10 @@ static PyMethodDef hot_methods[] = {
     {"cached_ring", (PyCFunction)(void (*)(void))hot_cached_ring, METH_FASTCALL,
      "cached_ring(var, find): the open ring that ContextVar var caches for this thread\n"
      "as (ring, thread ident), else find()."},
-    {"set_trio", hot_set_trio, METH_VARARGS,
-     "set_trio(checkpoint_if_cancelled, CancelShieldedCheckpoint, WaitTaskRescheduled,\n"
-     "current_task, Value, ClosedResourceError, Abort.SUCCEEDED, arm, finish): trio's\n"
-     "objects for trio_perform and trio_receive (native/trio_await.c)."},
+    {"set_trio", (PyCFunction)(void (*)(void))hot_set_trio, METH_VARARGS | METH_KEYWORDS,
+     "set_trio(*, checkpoint_if_cancelled, cancel_shielded_checkpoint,\n"
+     "wait_task_rescheduled, current_task, value, closed_error, succeeded, arm, finish):\n"
+     "trio's objects for trio_perform and trio_receive (native/trio_await.c)."},
     {"trio_perform", (PyCFunction)(void (*)(void))hot_trio_perform, METH_FASTCALL,
      "trio_perform(ring, op): the trio executor's perform; an operation that usually\n"
      "completes inside the pass's io_uring_enter yields once, in C."},

@@ -154,6 +154,7 @@ class RingCore:
 def after_fork_in_child() -> None: ...
 def cached_ring(var: ContextVar[Any], find: Callable[[], T], /) -> T: ...
 def set_trio(
+    *,
     checkpoint_if_cancelled: Any,
     cancel_shielded_checkpoint: Any,
     wait_task_rescheduled: Any,
@@ -163,7 +164,6 @@ def set_trio(
     succeeded: Any,
     arm: Callable[[Any, Receiver, int], None],
     finish: Callable[[Any, Any], Coroutine[Any, Any, Any]],
-    /,
 ) -> None: ...
 
 class TrioStep(Coroutine[Any, Any, Any]):
