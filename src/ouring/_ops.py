@@ -10,8 +10,9 @@ operation stays referenced by its ring, until the final CQE; then the ring
 calls ``release`` exactly once.
 
 The lifecycle fields (``state``, ``res``, ``cancel_by``, ``waiter``,
-``abandoned``) are written only by the ring (``_ring.py``): every state change
-lives there.
+``abandoned``, ``user_data``) are C fields of ``_hot.Operation``, written only
+by the ring core (``RingCore``, native/core.c): every state change lives
+there; ``_ring.py`` and the executors call it.
 """
 
 from __future__ import annotations
