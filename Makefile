@@ -148,7 +148,7 @@ deps: $(STAMP)
 
 # Editable install: the cffi extension is built into src/ouring/ and rebuilt
 # whenever the native sources or the build configuration change.
-$(STAMP): /usr/include/liburing.h pyproject.toml setup.py native/build.py native/shim.h native/shim.c native/hot.c native/receive.c native/pool.c native/trio_await.c native/ouring_cdef.h
+$(STAMP): /usr/include/liburing.h pyproject.toml setup.py native/build.py native/shim.h native/shim.c native/hot.c native/internal.h native/lease.c native/ops.c native/core.c native/receive.c native/pool.c native/trio_await.c native/ouring_cdef.h
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test,build]'

@@ -117,7 +117,17 @@ setup(
             include_dirs=["native"],
             libraries=["uring"],
             extra_compile_args=["-O2", "-Wall"],
-            depends=["native/shim.h", "native/receive.c", "native/pool.c", "native/trio_await.c"],
+            # hot.c includes internal.h and every part: one translation unit.
+            depends=[
+                "native/shim.h",
+                "native/internal.h",
+                "native/lease.c",
+                "native/ops.c",
+                "native/pool.c",
+                "native/receive.c",
+                "native/core.c",
+                "native/trio_await.c",
+            ],
         )
     ],
 )

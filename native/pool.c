@@ -1,6 +1,6 @@
 /* Buffer pools: page-aligned memory of ouring's own, cut into equal buffers
  * that a ring can register with the kernel (io_uring_register_buffers) for
- * READ_FIXED/WRITE_FIXED. Included by hot.c (one extension module).
+ * READ_FIXED/WRITE_FIXED. A part of the ring-core extension (see internal.h).
  *
  * `PoolCore` owns one anonymous mmap, from construction until its
  * deallocation: every `PoolBuffer` holds a strong reference to its pool, and

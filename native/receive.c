@@ -1,5 +1,6 @@
-/* Multishot receives into a provided-buffer ring: included by hot.c after the
- * Op and Core types, before core_settle (which calls receive_settled).
+/* Multishot receives into a provided-buffer ring (a part of the extension:
+ * see internal.h). The core's dispatch calls multirecv_cqe and core_settle
+ * calls receive_settled.
  *
  * Kernel facts this relies on (Linux 6.0+ for IORING_RECV_MULTISHOT; 5.19+ for
  * IORING_REGISTER_PBUF_RING; measured on 6.18):
@@ -61,7 +62,7 @@ typedef struct {
 
 static PyTypeObject ReceiverType;
 
-typedef struct {
+typedef struct MultiRecv {
     Op op;
     Receiver *receiver; /* strong; cleared once DONE */
 } MultiRecv;

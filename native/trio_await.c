@@ -1,5 +1,5 @@
-/* The trio executor's two hot awaitables, included by hot.c after the Core
- * and the Receiver: an inline step, an operation that usually
+/* The trio executor's two hot awaitables (a part of the extension: see
+ * internal.h; it uses the Core and the Receiver): an inline step, an operation that usually
  * completes inside the pass's io_uring_enter (_Driver.perform), and
  * `trio_receive(ring, rx, fd, take, *args)`, a take from a socket's multishot
  * queue (_Driver.receive); trio_perform decides between the first and the
@@ -661,15 +661,27 @@ static PyObject *hot_trio_receive(PyObject *Py_UNUSED(m), PyObject *const *args,
     return (PyObject *)s;
 }
 
-static PyObject *hot_set_trio(PyObject *Py_UNUSED(m), PyObject *args)
+/* set_trio(**objects): trio's objects, every one by keyword (_trio.py, once). */
+static PyObject *hot_set_trio(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kwargs)
 {
-    PyObject *o[9];
+    static char *kwlist[] = {"checkpoint_if_cancelled", "cancel_shielded_checkpoint",
+                             "wait_task_rescheduled", "current_task", "value", "closed_error",
+                             "succeeded", "arm", "finish", NULL};
+    PyObject *o[9] = {NULL};
+    int i;
 
-    if (!PyArg_UnpackTuple(args, "set_trio", 9, 9, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5],
-                           &o[6], &o[7], &o[8]))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOOO:set_trio", kwlist, &o[0], &o[1],
+                                     &o[2], &o[3], &o[4], &o[5], &o[6], &o[7], &o[8]))
         return NULL;
+    for (i = 0; i < 9; i++) {
+        if (!o[i]) {
+            PyErr_Format(PyExc_TypeError, "set_trio() missing %s", kwlist[i]);
+            return NULL;
+        }
+    }
     if (!PyType_Check(o[4]) || !PyExceptionClass_Check(o[5])) {
-        PyErr_SetString(PyExc_TypeError, "set_trio: Value must be a type, closed an exception");
+        PyErr_SetString(PyExc_TypeError,
+                        "set_trio: value must be a type, closed_error an exception");
         return NULL;
     }
     Py_XSETREF(trio_cic, Py_NewRef(o[0]));

@@ -6,13 +6,15 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ouring._native import lib
 
 import ouring
-from ouring import _ring
+from ouring import _hot, _ring
 from ouring._errors import setup_error
 from ouring._ops import DONE, LEAKED, PENDING, SUBMITTED, Nop, OpenAt, Read, Recv, RecvBytes
 
@@ -452,3 +454,60 @@ def test_abandoning_a_done_operation_undoes_its_result_once(tmp_path: Path) -> N
             os.fstat(reused)  # still open
         finally:
             os.close(reused)
+
+
+def test_the_owner_thread_and_process_are_kept_in_the_core_only() -> None:
+    # The core records them when it opens the ring; Python reads them and
+    # cannot set them, so the two sides can never disagree.
+    with ouring.Ring(4) as ring:
+        assert ring._thread == threading.get_ident()
+        assert ring._forked is False
+        with pytest.raises(AttributeError):
+            ring._thread = 1  # type: ignore[misc]
+        with pytest.raises(AttributeError):
+            ring._forked = True  # type: ignore[misc]
+        seen: list[BaseException] = []
+
+        def elsewhere() -> None:
+            try:
+                ring._check_open()
+            except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+                seen.append(exc)
+
+        worker = threading.Thread(target=elsewhere)
+        worker.start()
+        worker.join()
+        assert len(seen) == 1
+        assert isinstance(seen[0], ouring.RingClosedError)
+        assert "another thread" in str(seen[0])
+        ring._check_open()
+        ring._check_process()
+    with pytest.raises(ouring.RingClosedError, match="closed"):
+        ring._check_open()
+
+
+def test_set_hooks_takes_every_hook_by_keyword_or_changes_nothing() -> None:
+    set_hooks: Any = _hot.set_hooks  # called as wrong code would call it
+    with pytest.raises(TypeError, match="by keyword"):
+        set_hooks(print)
+    with pytest.raises(TypeError, match="by keyword"):
+        set_hooks(u32=print)
+    hooks = {name: print for name in _HOOKS if name != "unlendable"}
+    with pytest.raises(TypeError, match="missing the hook unlendable"):
+        set_hooks(**hooks, unknown=print)
+    # The registered hooks are untouched: a refused lend still says why.
+    with pytest.raises(TypeError, match="read-only"):
+        Read(0, b"immutable", 0)
+
+
+_HOOKS = (
+    "unlendable",
+    "in_use",
+    "fileno_for",
+    "file_offset",
+    "u32",
+    "buffer_error",
+    "closed_error",
+    "unsupported",
+    "cancel_fd",
+)

@@ -9,7 +9,7 @@ exactly once, by the operation that owns it, after the operation's final CQE
 Memory the kernel writes into (read, recv, readv) is lent exclusively: no
 other in-flight operation may hold any byte of it. Memory the kernel only
 reads (write, send) may be shared by any number of in-flight readers, but not
-with a writer. The table of lent ranges lives in C (``native/hot.c``): it is
+with a writer. The table of lent ranges lives in C (``native/lease.c``): it is
 per process because memory is (two rings must not write into one buffer
 either), and a sorted array answers "is any byte of this already lent?" in
 O(log n). Read, write, recv and send embed their lend in the operation

@@ -479,8 +479,7 @@ class ThreadRing(Ring):
         self.executor = None
         self._threads = threads
         self._closed = False
-        self._pid = os.getpid()
-        self._thread = threading.get_ident()
+        self._claim()  # this thread and process own the ring (_thread, _forked)
         self._token: trio.lowlevel.TrioToken | None = None
         self._features = self._probe_features()
         self._limiter: trio.CapacityLimiter | None = None
@@ -504,7 +503,7 @@ class ThreadRing(Ring):
     def _attach(self) -> None:
         """Bind to the current trio run (by its driver)."""
         self._token = trio.lowlevel.current_trio_token()
-        self._thread = threading.get_ident()
+        self._claim()  # the run's thread drives it from now on
         self._limiter = trio.CapacityLimiter(self._threads)
         self._wakeup = wakeup_in_run(self)
 
@@ -582,10 +581,7 @@ class ThreadRing(Ring):
     def _check_usable(self) -> None:
         if self._closed:
             raise RingClosedError("the ring is closed")
-        if os.getpid() != self._pid:
-            raise RingClosedError(
-                "this ring belongs to the parent process; a forked child must open its own"
-            )
+        self._check_process()
         if self._token is None:
             raise RuntimeError(
                 "this ring is not driven by an event loop; use "
@@ -955,10 +951,10 @@ class ThreadRing(Ring):
         ``RingClosedError``."""
         if self._closed:
             return
-        if threading.get_ident() != self._thread and os.getpid() == self._pid:
+        if threading.get_ident() != self._thread and not self._forked:
             raise RuntimeError("a Ring must be closed by the thread that created it")
         self._closed = True
-        if os.getpid() != self._pid:
+        if self._forked:
             return  # a forked child: the parent's threads did not come along
         running: list[Operation[Any]] = []
         for op, entry in list(self._entries.items()):

@@ -1,7 +1,18 @@
-# The C-API hot path (native/hot.c).
+# The C-API hot path (native/hot.c and the parts it includes, listed in native/internal.h).
+#
+# The boundary, both ways (native/internal.h says the same from the C side):
+# - Python calls: the types and functions below.
+# - C calls: the hooks given to set_hooks (once, in _ring.py); the operation
+#   protocol (Operation's release, discard, _more, result and the class
+#   attributes opcode, writes_buffer, completes_inline); the executor's wake
+#   (looked up when RingCore.executor is set) and the trio driver's _perform;
+#   Ring.call_when_idle's callbacks; the callables given to cached_ring and
+#   trio_receive.
+# - C keeps, Python reads: RingCore._thread, RingCore._forked, the fork
+#   generation (after_fork_in_child), every lifecycle field of an operation.
 from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
-from typing import Any, Final, Self, TypeVar, overload
+from typing import Any, ClassVar, Final, Self, TypeVar, overload
 
 T = TypeVar("T")
 
@@ -33,6 +44,11 @@ class Lease:
 class Operation:
     """An SQE image and a lifecycle, as C fields."""
 
+    # Read by RingCore.submit from the subclass: the IORING_OP_* it submits.
+    opcode: ClassVar[int]
+    # Read by trio_perform: the CQE usually comes in the submitting enter.
+    completes_inline: ClassVar[bool]
+
     fd: int
     addr: int
     length: int
@@ -51,9 +67,18 @@ class Operation:
     abandoned: bool
     def __init__(self, fd: int, addr: int, length: int, offset: int, op_flags: int, /) -> None: ...
     def cancelled(self) -> bool: ...
+    # Called by the ring (defaults here; subclasses override): release() once,
+    # at the final CQE or a refusal; discard() when an abandoned operation
+    # succeeded; _more(res, flags) at each CQE with IORING_CQE_F_MORE.
+    def release(self) -> None: ...
+    def discard(self) -> None: ...
+    def _more(self, res: int, flags: int, /) -> None: ...
 
 class BufferOperation(Operation):
     """An operation on one lent caller buffer."""
+
+    # Read by the constructors from the subclass: the kernel writes the buffer.
+    writes_buffer: ClassVar[bool]
 
     @property
     def buffer(self) -> Any: ...
@@ -114,12 +139,22 @@ class RingCore:
     def _enter(self, wait_nr: int, timeout_ns: int, max_cqes: int, /) -> int: ...
     def _withdraw_pending(self, by: int, /) -> None: ...
     def _leak_inflight(self) -> list[Any]: ...
-    def _open_core(self, ring: int, max_inflight: int, batch: int, thread: int, /) -> None: ...
+    # The owner, kept here only: the thread that opened (or last claimed) the
+    # ring, and whether this process is not the one that opened it.
+    @property
+    def _thread(self) -> int: ...
+    @property
+    def _forked(self) -> bool: ...
+    def _claim(self) -> None: ...
+    def _check_open(self) -> None: ...
+    def _check_process(self) -> None: ...
+    def _open_core(self, ring: int, max_inflight: int, batch: int, /) -> None: ...
     def _close_core(self) -> None: ...
 
 def after_fork_in_child() -> None: ...
 def cached_ring(var: ContextVar[Any], find: Callable[[], T], /) -> T: ...
 def set_trio(
+    *,
     checkpoint_if_cancelled: Any,
     cancel_shielded_checkpoint: Any,
     wait_task_rescheduled: Any,
@@ -129,7 +164,6 @@ def set_trio(
     succeeded: Any,
     arm: Callable[[Any, Receiver, int], None],
     finish: Callable[[Any, Any], Coroutine[Any, Any, Any]],
-    /,
 ) -> None: ...
 
 class TrioStep(Coroutine[Any, Any, Any]):
@@ -144,9 +178,19 @@ def trio_perform(ring: RingCore, op: Any, /) -> Coroutine[Any, Any, Any]: ...
 def trio_receive(
     ring: RingCore, rx: Receiver, fd: int, take: Callable[..., Any], /, *args: Any
 ) -> Coroutine[Any, Any, Any]: ...
-def set_helpers(
-    unlendable: Any, in_use: Any, fileno_for: Any, file_offset: Any, u32: Any, buffer_error: Any, /
-) -> None: ...
+def set_hooks(
+    *,
+    unlendable: Callable[[Any, bool], BaseException],
+    in_use: Callable[[Any], BaseException],
+    fileno_for: Callable[[Any, Any], int],
+    file_offset: Callable[[Any], int],
+    u32: Callable[[Any, str], int],
+    buffer_error: Callable[[int, Any], BaseException],
+    closed_error: Callable[[str], BaseException],
+    unsupported: Callable[[Any], BaseException],
+    cancel_fd: Callable[[Any, int], int],
+) -> None:
+    """The Python functions C calls, by name, all of them (native/internal.h)."""
 
 class Receiver:
     """What a socket's multishot receive delivered, in order (native/receive.c)."""

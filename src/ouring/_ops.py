@@ -10,8 +10,9 @@ operation stays referenced by its ring, until the final CQE; then the ring
 calls ``release`` exactly once.
 
 The lifecycle fields (``state``, ``res``, ``cancel_by``, ``waiter``,
-``abandoned``) are written only by the ring (``_ring.py``): every state change
-lives there.
+``abandoned``, ``user_data``) are C fields of ``_hot.Operation``, written only
+by the ring core (``RingCore``, native/core.c): every state change lives
+there; ``_ring.py`` and the executors call it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from . import _hot, _sockaddr
-from ._buffers import MAX_RW, Lease, in_use, unlendable
+from ._buffers import MAX_RW, Lease
 from ._errors import FdClosedError, RingClosedError, os_error
 from ._hot import (
     CALLER,
@@ -94,7 +95,7 @@ T = TypeVar("T")
 B = TypeVar("B")
 S = TypeVar("S")
 
-# Operation.state, defined once in native/hot.c (the ring core changes it):
+# Operation.state, defined once in native/internal.h (the ring core changes it):
 # CREATED    built: owns its resources; no ring has it
 # PENDING    queued in a ring, not yet in the SQ: the kernel has not seen it
 # SUBMITTED  its SQE is in the SQ: the kernel owns its memory until the final CQE
@@ -107,7 +108,7 @@ S = TypeVar("S")
 STATE_NAMES = ("CREATED", "PENDING", "SUBMITTED", "CANCELLING", "DONE", "LEAKED")
 
 _CQE_F_NOTIF = lib.IORING_CQE_F_NOTIF
-# What a CQE says when a requested cancel won (op_cancelled in native/hot.c).
+# What a CQE says when a requested cancel won (op_cancelled in native/ops.c).
 _CANCELLED = frozenset(-code for code in (errno.ECANCELED, errno.EINTR, 512, 513, 514, 516))
 _U64 = 0xFFFF_FFFF_FFFF_FFFF
 _U32 = 0xFFFF_FFFF
@@ -137,21 +138,14 @@ class Operation(_hot.Operation, Generic[T]):
     # for a device or a peer): executors may look for the CQE before parking.
     completes_inline: ClassVar[bool] = False
 
-    def release(self) -> None:
-        """Give back what the kernel could touch. Called exactly once."""
+    # release(), discard() and _more(res, flags), which the ring calls, are
+    # the C base's (nothing to give back, nothing to undo, no multishot);
+    # subclasses that own memory, make an fd or ask for several CQEs override
+    # them (native/internal.h lists what C calls).
 
     def result(self) -> T:
         """The caller's value for ``self.res``, or the exception to raise."""
         raise NotImplementedError
-
-    def discard(self) -> None:
-        """Undo a successful result that nobody will receive (close an fd)."""
-
-    def _more(self, res: int, flags: int) -> None:
-        """A CQE with ``IORING_CQE_F_MORE``: more follow for this operation,
-        which stays in flight with all it owns. Only operations that ask the
-        kernel for several CQEs (multishot, send_zc) get one."""
-        raise SystemError(f"ouring: an unexpected multishot CQE for {self!r}: {res}, {flags:#x}")
 
     def outcome(self) -> T:
         """The value to hand the waiter once the operation is DONE (or
@@ -1219,8 +1213,7 @@ def address_of(cdata: Any) -> int:
     return int(ffi.cast("uintptr_t", cdata))
 
 
-def _buffer_error(res: int, buffer: object) -> OSError:
+def buffer_error(res: int, buffer: object) -> OSError:
+    """The OSError of an operation on ``buffer`` that failed with ``res``
+    (the extension's ``buffer_error`` hook)."""
     return os_error(res, buffer=buffer)
-
-
-_hot.set_helpers(unlendable, in_use, fileno_for, file_offset, u32, _buffer_error)

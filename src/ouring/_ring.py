@@ -22,7 +22,7 @@ Kernel facts this module relies on:
   that never completed.
 
 State changes of an operation (see DESIGN.md for the table) happen only in
-the C ``RingCore`` this class extends (``native/hot.c``): ``submit``,
+the C ``RingCore`` this class extends (``native/core.c``): ``submit``,
 ``_prepare``, ``cancel``, ``abandon``, the settle of each reaped CQE,
 ``_withdraw_pending`` and ``_leak_inflight``. It keeps the operation table and
 runs once per operation, so it is C; the policy (setup, when to flush and
@@ -42,9 +42,10 @@ import weakref
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from threading import get_ident
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from . import _sockaddr
+from . import _hot, _sockaddr
+from ._buffers import in_use, unlendable
 from ._errors import RingClosedError, UnsupportedError, setup_error
 from ._hot import Receiver, RingCore
 from ._hot import after_fork_in_child as _hot_after_fork_in_child
@@ -81,10 +82,14 @@ from ._ops import (
     Write,
     WriteFixed,
     WriteV,
+    buffer_error,
+    file_offset,
     fileno,
+    fileno_for,
     fixed_or_plain,
     read_requests,
     socket_family,
+    u32,
     uses_fd,
 )
 
@@ -226,7 +231,6 @@ class FdRequest:
 def _live_rings_but(ring: Ring) -> list[Ring]:
     with _registry_lock:
         refs = list(_live_rings.values())
-    pid = os.getpid()
     found = (ref() for ref in refs)
     return [
         other
@@ -235,7 +239,7 @@ def _live_rings_but(ring: Ring) -> list[Ring]:
         and other is not ring
         and other._registered
         and not other._closed
-        and other._pid == pid
+        and not other._forked
     ]
 
 
@@ -354,16 +358,13 @@ class Ring(RingCore):
         if res < 0:
             raise setup_error(res)
         self._ptr: Any = out[0]
-        self._pid = os.getpid()
-        self._thread = get_ident()
         self.cq_entries: int = lib.ouring_cq_entries(self._ptr)
         self._batch = self.cq_entries  # CQEs settled per pass of the native reap
-        # From here on the core owns the ring: close() and __del__ free it.
-        # At most half the CQ in the kernel: the other half is for cancel
-        # requests, at most one per operation.
-        self._open_core(
-            int(ffi.cast("uintptr_t", self._ptr)), self.cq_entries // 2, self._batch, self._thread
-        )
+        # From here on the core owns the ring: close() and __del__ free it,
+        # and it records this thread and process as the ring's (_thread,
+        # _forked). At most half the CQ in the kernel: the other half is for
+        # cancel requests, at most one per operation.
+        self._open_core(int(ffi.cast("uintptr_t", self._ptr)), self.cq_entries // 2, self._batch)
         self.fd: int = lib.ouring_ring_fd(self._ptr)
         #: The fd that polls readable when completions wait: the ring fd, or
         #: with DEFER_TASKRUN the registered eventfd.
@@ -503,17 +504,6 @@ class Ring(RingCore):
 
     # -- the driver interface, used by executors -------------------------------------
 
-    def _refuse(self, op: Operation[Any]) -> NoReturn:
-        """``op`` cannot be submitted: give its resources back and say why."""
-        op.release()
-        self._check_open()
-        self._check_process()
-        raise UnsupportedError(
-            errno.EOPNOTSUPP,
-            f"this kernel's io_uring has no {type(op).__name__} operation "
-            f"(opcode {op.opcode}); upgrade the kernel",
-        )
-
     def flush(self, reap: bool = False) -> None:
         """Write queued cancels and operations into the SQ and submit them with
         one io_uring_enter, as far as SQ and CQ capacity allow. With ``reap``,
@@ -600,10 +590,10 @@ class Ring(RingCore):
         ``statistics().leaked``, with a ``ResourceWarning``."""
         if self._closed:
             return
-        if get_ident() != self._thread and os.getpid() == self._pid:
+        if get_ident() != self._thread and not self._forked:
             raise RuntimeError("a Ring must be closed by the thread that created it")
         self._closed = True
-        if os.getpid() != self._pid:
+        if self._forked:
             # A forked child: the ring's memory was not inherited (MADV_DONTFORK)
             # and the kernel writes only into the parent's copies of buffers.
             self._detach_pool("its ring belongs to the parent process")
@@ -668,7 +658,7 @@ class Ring(RingCore):
         name = repr(self)
         self._closed = True
         self._forget()
-        if os.getpid() == self._pid:
+        if not self._forked:
             self._leak_inflight()
         warnings.warn(
             f"unclosed {name}"
@@ -743,18 +733,6 @@ class Ring(RingCore):
                     group = self._recv_group = RECV_GROUP
         return group  # type: ignore[return-value]
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RingClosedError("the ring is closed")
-        if get_ident() != self._thread:
-            raise RingClosedError("this ring belongs to another thread; open one per thread")
-
-    def _check_process(self) -> None:
-        if os.getpid() != self._pid:
-            raise RingClosedError(
-                "this ring belongs to the parent process; a forked child must open its own"
-            )
-
     # -- registered buffers ------------------------------------------------------------
 
     def buffer_pool(self, count: int, size: int) -> BufferPool:
@@ -792,7 +770,7 @@ class Ring(RingCore):
 
     def _unregister_pool(self, pool: BufferPool) -> None:
         """``pool`` is closed and every buffer is back: no operation names it."""
-        if self._fixed_pool is not pool or self._closed or os.getpid() != self._pid:
+        if self._fixed_pool is not pool or self._closed or self._forked:
             return
         self._check_open()
         res = lib.ouring_unregister_buffers(self._ptr)
@@ -997,3 +975,28 @@ class Ring(RingCore):
         follow_symlinks: bool = True,
     ) -> None:
         await self._perform(LinkAt(src, dst, src_dir_fd, dst_dir_fd, follow_symlinks))
+
+
+def _unsupported(op: Operation[Any]) -> UnsupportedError:
+    """Why ``op`` was refused on an open ring of this thread and process."""
+    return UnsupportedError(
+        errno.EOPNOTSUPP,
+        f"this kernel's io_uring has no {type(op).__name__} operation "
+        f"(opcode {op.opcode}); upgrade the kernel",
+    )
+
+
+# Every Python function the extension calls (native/internal.h, struct hooks),
+# registered once, here. The rest of what C calls is the operation protocol
+# (methods of the C base Operation) and the executor's wake.
+_hot.set_hooks(
+    unlendable=unlendable,
+    in_use=in_use,
+    fileno_for=fileno_for,
+    file_offset=file_offset,
+    u32=u32,
+    buffer_error=buffer_error,
+    closed_error=RingClosedError,
+    unsupported=_unsupported,
+    cancel_fd=Ring.cancel_fd,
+)

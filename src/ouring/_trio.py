@@ -762,12 +762,13 @@ async def link(
 
 if _TRAPS is not None:
     _hot.set_trio(
-        _checkpoint_if_cancelled,
-        *_TRAPS,
-        _current_task,
-        outcome.Value,
-        trio.ClosedResourceError,
-        _SUCCEEDED,
-        _arm,
-        _finish,
+        checkpoint_if_cancelled=_checkpoint_if_cancelled,
+        cancel_shielded_checkpoint=_TRAPS[0],
+        wait_task_rescheduled=_TRAPS[1],
+        current_task=_current_task,
+        value=outcome.Value,
+        closed_error=trio.ClosedResourceError,
+        succeeded=_SUCCEEDED,
+        arm=_arm,
+        finish=_finish,
     )
