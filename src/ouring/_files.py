@@ -77,7 +77,7 @@ from typing import TYPE_CHECKING, Any, AnyStr, ClassVar, Generic, Self, TypeVar,
 
 import trio
 
-from . import _trio
+from . import _api
 from ._ops import fs_path
 
 if TYPE_CHECKING:
@@ -252,7 +252,7 @@ class _RawFile:
             self.pushback = self.pushback[n:]
             return buf, n
         self.check_closed()
-        buf, n = await _trio.read(self.fd, buf, self.pos if self.positional else -1)
+        buf, n = await _api.read(self.fd, buf, self.pos if self.positional else -1)
         if self.positional:
             self.pos += n
         return buf, n
@@ -265,7 +265,7 @@ class _RawFile:
             # Where the kernel's position stays if nothing is appended (an empty
             # write), as after the builtin's seek.
             os.lseek(self.fd, self.pos, os.SEEK_SET)
-        buf, n = await _trio.write(self.fd, buf, offset)
+        buf, n = await _api.write(self.fd, buf, offset)
         if self.positional:
             if self.kernel_appends:
                 # The kernel wrote at the end and moved its own position there.
@@ -291,7 +291,7 @@ class _RawFile:
             bufsize = DEFAULT_BUFFER_SIZE
             if self.positional and not self.pushback:
                 self.check_closed()
-                end = (await _trio.stat(self.fd)).st_size
+                end = (await _api.stat(self.fd)).st_size
                 if end >= self.pos:
                     bufsize = end - self.pos + 1
             while True:
@@ -387,7 +387,7 @@ class _RawFile:
             new = self.pos + pos
         elif whence == os.SEEK_END:
             self.check_closed()
-            new = (await _trio.stat(self.fd)).st_size + pos
+            new = (await _api.stat(self.fd)).st_size + pos
         else:  # SEEK_DATA/SEEK_HOLE (or invalid): the kernel's answer
             self.check_closed()
             new = os.lseek(self.fd, pos, whence)
@@ -412,7 +412,7 @@ class _RawFile:
         if size < 0:
             raise _einval()
         self.check_closed()
-        await _trio.ftruncate(self.fd, size)
+        await _api.ftruncate(self.fd, size)
         return int(size)
 
     async def flush(self) -> None:
@@ -423,7 +423,7 @@ class _RawFile:
             return
         self.closed = True
         if self.closefd:
-            await _trio.close(self.fd)
+            await _api.close(self.fd)
         elif self.positional:
             # The fd stays open for its owner: leave the kernel's position where
             # this file's position is, as the builtin (which uses it) would.
@@ -1992,7 +1992,7 @@ class AsyncFile(Generic[AnyStr]):
         self._raw.check_readable()
         if offset < 0:
             raise ValueError(f"offset must be >= 0, not {offset}")
-        return await _trio.read(self._raw.fd, buf, offset)
+        return await _api.read(self._raw.fd, buf, offset)
 
     async def write_at(self, buf: Any, offset: int) -> tuple[Any, int]:
         """``pwrite``: one write from ``buf`` at ``offset``; no lock, no position
@@ -2001,7 +2001,7 @@ class AsyncFile(Generic[AnyStr]):
         self._raw.check_writable()
         if offset < 0:
             raise ValueError(f"offset must be >= 0, not {offset}")
-        return await _trio.write(self._raw.fd, buf, offset)
+        return await _api.write(self._raw.fd, buf, offset)
 
     # -- closing
 
@@ -2288,7 +2288,7 @@ async def _open_raw(
         if not closefd:
             raise ValueError("Cannot use closefd=False with file name")
         if opener is None:
-            fd = await _trio.open(file, flags, 0o666)
+            fd = await _api.open(file, flags, 0o666)
         else:
             await trio.lowlevel.checkpoint_if_cancelled()  # before the opener acts
             fd = opener(file, flags)
@@ -2310,7 +2310,7 @@ async def _open_raw(
     # which, like trio.open_file's, waits for the peer whatever the cancel).
     with trio.CancelScope(shield=owned and bool(flags & (os.O_CREAT | os.O_TRUNC))):
         try:
-            st = await _trio.stat(fd)
+            st = await _api.stat(fd)
             if stat_module.S_ISDIR(st.st_mode):
                 raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), file)
             blksize = st.st_blksize if st.st_blksize > 1 else DEFAULT_BUFFER_SIZE
