@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
 
 import pytest
+
+T = TypeVar("T")
 
 
 def open_fds() -> set[int]:
@@ -52,3 +56,19 @@ def executor_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
         monkeypatch.setattr(_Driver, "perform", _Driver._perform_in_python)
         monkeypatch.setattr(_Driver, "receive", _Driver._receive_in_python)
     return str(request.param)
+
+
+# -- running a coroutine function under each executor ------------------------------------
+
+
+def run_under(executor: str, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+    """``fn(*args)`` to completion under ``executor``, from sync code."""
+    if executor == "trio":
+        import trio
+
+        return trio.run(fn, *args)
+    if executor == "asyncio":
+        return asyncio.run(fn(*args))
+    import uvloop
+
+    return uvloop.run(fn(*args))

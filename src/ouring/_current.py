@@ -11,6 +11,9 @@ Detection, in this order (both libraries can be imported in one process, but
 one thread runs one of them at a time):
 
 - trio, if ``trio`` is imported and ``trio.lowlevel.in_trio_run()``;
+- asyncio, if ``asyncio._get_running_loop()`` returns a loop (the C
+  accessor behind ``asyncio.get_running_loop``, without its exception; uvloop
+  sets it as the default loop does);
 - else ``RuntimeError``.
 
 The cache is per context: an asyncio task copies its creator's context, a
@@ -41,28 +44,35 @@ _innermost: ContextVar[Ring | None] = ContextVar("ouring_ring", default=None)
 #: The cache ``ring_of_task`` reads: ``(ring, thread ident)``.
 _task_ring: ContextVar[tuple[Ring, int] | None] = ContextVar("ouring_task_ring", default=None)
 
-_NOT_IN_A_LOOP = "ouring operations must be awaited inside trio.run"
+_NOT_IN_A_LOOP = "ouring operations must be awaited inside trio.run or a running asyncio loop"
 
 
 def current_library() -> str:
-    """``"trio"``: what runs the current task. Not cached
+    """``"trio"`` or ``"asyncio"``: what runs the current task. Not cached
     (for open_ring and the rare paths); operations use ``ring_of_task``."""
     trio = sys.modules.get("trio")
     if trio is not None and trio.lowlevel.in_trio_run():
         return "trio"
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is not None and asyncio._get_running_loop() is not None:
+        return "asyncio"
     raise RuntimeError(_NOT_IN_A_LOOP)
 
 
 def adapter() -> Any:
-    """The adapter module of the library running this task: ``_trio``. It
-    provides ``run_ring()`` (the run's own ring, made on first use),
-    ``drive(ring)`` (a driver with ``ring`` and ``close()``, for
-    ``open_ring``) and ``Event`` (``set()``, ``await wait()``). Imported on
-    first use: this module imports no event-loop library."""
-    current_library()
-    from . import _trio
+    """The adapter module of the library running this task: ``_trio`` or
+    ``_asyncio``. Each provides ``run_ring()`` (the run's or the loop's own
+    ring, made on first use), ``drive(ring)`` (a driver with ``ring`` and
+    ``close()``, for ``open_ring``) and ``Event`` (``set()``, ``await
+    wait()``). Imported on first use: this module imports no event-loop
+    library."""
+    if current_library() == "trio":
+        from . import _trio
 
-    return _trio
+        return _trio
+    from . import _asyncio
+
+    return _asyncio
 
 
 def _find_ring() -> Ring:
