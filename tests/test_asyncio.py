@@ -21,6 +21,7 @@ import uvloop
 from conftest import open_fds, run_under
 
 import ouring
+from ouring._errors import FdClosedError
 
 pytestmark = pytest.mark.io_uring_only  # the thread fallback is trio's only, for now
 
@@ -310,6 +311,26 @@ def test_a_coroutine_closed_while_parked_leaves_its_op_to_the_ring(
         assert b.recv(10) == b"data"
 
     run(main)
+
+
+def test_close_ends_a_recv_parked_on_the_fd(run: Any) -> None:
+    a, b = socket.socketpair()
+    fd = a.detach()
+
+    async def main() -> None:
+        task = asyncio.create_task(ouring.recv(fd, bytearray(4)))
+        await asyncio.sleep(0.01)
+        ring = ouring.current_ring()
+        assert ring.statistics().inflight == 1
+        await ouring.close(fd)  # cancels the recv first: the kernel pins the file
+        with pytest.raises(FdClosedError):
+            await task
+        assert ring.statistics().inflight == 0
+
+    with b:
+        run(main)
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        os.fstat(fd)
 
 
 # -- one ring per loop, and its teardown ------------------------------------------------------
