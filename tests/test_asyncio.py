@@ -10,6 +10,7 @@ import gc
 import os
 import socket
 import sys
+import threading
 import weakref
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -331,6 +332,42 @@ def test_close_ends_a_recv_parked_on_the_fd(run: Any) -> None:
         run(main)
     with pytest.raises(OSError, match="Bad file descriptor"):
         os.fstat(fd)
+
+
+def test_a_close_in_another_thread_ends_a_recv_parked_on_this_loop(run: Any) -> None:
+    """The closing thread's ring asks the parked recv's ring (another loop, in
+    another thread) to end its operations on the fd, through that loop's
+    call_soon_threadsafe, and waits for the answer before it closes."""
+    a, b = socket.socketpair()
+    fd = a.detach()
+    parked = threading.Event()
+    ended: list[BaseException] = []
+
+    def other_loop() -> None:
+        async def main() -> None:
+            task = asyncio.create_task(ouring.recv(fd, bytearray(4)))
+            await asyncio.sleep(0.01)
+            parked.set()
+            try:
+                await asyncio.wait_for(task, 5)
+            except BaseException as exc:  # noqa: BLE001 - what ended it is the point
+                ended.append(exc)
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=other_loop)
+    thread.start()
+    try:
+        assert parked.wait(5)
+
+        async def close() -> None:
+            await ouring.close(fd)
+
+        with b:
+            run(close)
+    finally:
+        thread.join(10)
+    assert [type(exc) for exc in ended] == [FdClosedError]
 
 
 # -- one ring per loop, and its teardown ------------------------------------------------------
