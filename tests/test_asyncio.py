@@ -19,10 +19,11 @@ from typing import Any
 import anyio
 import pytest
 import uvloop
-from conftest import open_fds, run_under
+from conftest import open_fds, run_under, tcp_pair
 
 import ouring
 from ouring._errors import FdClosedError
+from ouring._hot import Receiver
 
 pytestmark = pytest.mark.io_uring_only  # the thread fallback is trio's only, for now
 
@@ -368,6 +369,48 @@ def test_a_close_in_another_thread_ends_a_recv_parked_on_this_loop(run: Any) -> 
     finally:
         thread.join(10)
     assert [type(exc) for exc in ended] == [FdClosedError]
+
+
+def test_multishot_receive_takes_in_order_and_a_cancel_takes_nothing(run: Any) -> None:
+    """The executor's receive (the multishot queue trio's socket layers read):
+    parked until something arrives, a take is a checkpoint, and a cancelled
+    receive, parked or at that checkpoint, takes nothing."""
+    client, server = tcp_pair()
+
+    async def main() -> None:
+        ring = ouring.current_ring()
+        assert ring.recv_group() is not None
+        executor = ring.executor
+        assert executor is not None
+        rx = Receiver()
+
+        def receive(size: int) -> Coroutine[Any, Any, Any]:
+            return executor.receive(ring, rx, server.fileno(), rx.take, size)
+
+        parked = asyncio.create_task(receive(100))
+        await asyncio.sleep(0.01)
+        assert not parked.done()
+        parked.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await parked
+        client.send(b"hello")
+        await asyncio.sleep(0.01)
+        assert rx.queued == 5  # the multishot stayed armed
+        at_checkpoint = asyncio.create_task(receive(100))
+        await asyncio.sleep(0)  # it yields before it takes ...
+        at_checkpoint.cancel()  # ... and is cancelled there
+        with pytest.raises(asyncio.CancelledError):
+            await at_checkpoint
+        assert rx.queued == 5
+        assert await receive(3) == b"hel"
+        assert await receive(100) == b"lo"
+        later = asyncio.create_task(receive(100))
+        await asyncio.sleep(0.01)
+        client.send(b"more")
+        assert await later == b"more"
+
+    with client, server:
+        run(main)
 
 
 # -- one ring per loop, and its teardown ------------------------------------------------------
