@@ -81,10 +81,9 @@ from typing import Any, TypeVar
 
 from ._errors import FdClosedError, UnsupportedError
 from ._fallback import ThreadRing, make_ring
-from ._hot import Group, Receiver
-from ._ops import DONE, MultishotReceive, Operation
-from ._ring import RECV_GROUP as _RECV_GROUP
-from ._ring import FdRequest, Ring
+from ._hot import Receiver
+from ._ops import DONE, Operation
+from ._ring import FdRequest, Ring, arm_receive, submit_group
 
 __all__ = ["AsyncioDriver", "Event", "drive", "loop_ring", "run_ring"]
 
@@ -223,16 +222,7 @@ class AsyncioDriver:
         final CQE; if any was cancelled the batch raises ``CancelledError``
         and what did complete is dropped (read_many's reads at explicit offsets
         move no file position)."""
-        group = Group(len(ops), None)
-        for i, op in enumerate(ops):
-            try:
-                ring.submit(op, group)
-            except BaseException:
-                for rest in ops[i + 1 :]:
-                    rest.release()
-                for submitted in ops[:i]:
-                    ring.abandon(submitted)
-                raise
+        group = submit_group(ring, ops)
         loop = _running_loop()
         self._queue_flush()
         try:
@@ -275,13 +265,7 @@ class AsyncioDriver:
             if rx.closed:
                 raise FdClosedError(errno.EBADF, "another task closed this socket")
             if rx.op is None:
-                # Not armed (first receive, or the kernel ended the last one).
-                op = MultishotReceive(fd, rx, _RECV_GROUP)
-                try:
-                    ring.submit(op)
-                except BaseException:
-                    rx.op = None
-                    raise
+                arm_receive(ring, rx, fd)
                 self._queue_flush()
             fut = rx.waiter = loop.create_future()
             try:

@@ -56,14 +56,12 @@ import trio
 from . import _hot
 from ._errors import FdClosedError
 from ._fallback import ThreadDriver, ThreadRing, make_ring, wait_answered, wakeup_in_run
-from ._hot import Group, Receiver
+from ._hot import Receiver
 from ._ops import (
     DONE,
-    MultishotReceive,
     Operation,
 )
-from ._ring import RECV_GROUP as _RECV_GROUP
-from ._ring import Ring
+from ._ring import Ring, arm_receive, submit_group
 
 T = TypeVar("T")
 B = TypeVar("B")
@@ -202,16 +200,7 @@ class _Driver(trio.abc.Instrument):
             for op in ops:
                 op.release()  # never submitted: the caller keeps everything
             raise
-        group = Group(len(ops), None)  # no waiter while the task only yields
-        for i, op in enumerate(ops):
-            try:
-                ring.submit(op, group)
-            except BaseException:
-                for rest in ops[i + 1 :]:
-                    rest.release()
-                for submitted in ops[:i]:
-                    ring.abandon(submitted)
-                raise
+        group = submit_group(ring, ops)  # no waiter while the task only yields
         if all(op.completes_inline for op in ops):
             # Page-cache reads complete in the io_uring_enter of this pass's
             # before_io_wait: one yield, and usually nothing to park for.
@@ -429,14 +418,7 @@ async def _finish(ring: Ring, op: Operation[T]) -> T:
     return _outcome(op)
 
 
-def _arm(ring: Ring, rx: Receiver, fd: int) -> None:
-    """Arm ``rx``'s multishot receive on ``ring`` (receive, in C or not)."""
-    op = MultishotReceive(fd, rx, _RECV_GROUP)
-    try:
-        ring.submit(op)
-    except BaseException:
-        rx.op = None
-        raise
+_arm = arm_receive  # receive's, in C or not
 
 
 # -- the adapter surface that _current.py and _api.py use ------------------------------
