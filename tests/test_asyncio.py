@@ -356,18 +356,20 @@ def test_a_close_in_another_thread_ends_a_recv_parked_on_this_loop(run: Any) -> 
 
         asyncio.run(main())
 
+    async def close() -> None:
+        await ouring.close(fd)
+
     thread = threading.Thread(target=other_loop)
-    thread.start()
-    try:
-        assert parked.wait(5)
-
-        async def close() -> None:
-            await ouring.close(fd)
-
-        with b:
+    # The peer stays open until the other loop is done: its close would end
+    # the recv with b"" (the kernel holds the file) if the cancel, requested
+    # before the close is answered, reached the kernel after it.
+    with b:
+        thread.start()
+        try:
+            assert parked.wait(5)
             run(close)
-    finally:
-        thread.join(10)
+        finally:
+            thread.join(10)
     assert [type(exc) for exc in ended] == [FdClosedError]
 
 
