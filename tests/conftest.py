@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
+import inspect
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
 
 import pytest
+
+T = TypeVar("T")
 
 
 def open_fds() -> set[int]:
@@ -52,3 +58,59 @@ def executor_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
         monkeypatch.setattr(_Driver, "perform", _Driver._perform_in_python)
         monkeypatch.setattr(_Driver, "receive", _Driver._receive_in_python)
     return str(request.param)
+
+
+# -- running one async test under each executor ------------------------------------------
+#
+# An ``async def`` test that asks for the ``executor`` fixture runs three
+# times: under trio (pytest-trio, as every async test here), under
+# ``asyncio.run`` on the default loop, and under ``uvloop.run``. The same test
+# body, parametrized rather than copied; it may use sync fixtures and ouring's
+# calls, nothing of trio or asyncio itself.
+
+# Under OURING_FALLBACK (tests/test_fallback.py runs the suite so) only trio:
+# the thread ring has no asyncio driver yet.
+EXECUTORS = (
+    ("trio", "asyncio", "uvloop")
+    if os.environ.get("OURING_FALLBACK", "").strip() in ("", "off")
+    else ("trio",)
+)
+
+
+def run_under(executor: str, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+    """``fn(*args)`` to completion under ``executor``, from sync code."""
+    if executor == "trio":
+        import trio
+
+        return trio.run(fn, *args)
+    if executor == "asyncio":
+        return asyncio.run(fn(*args))
+    import uvloop
+
+    return uvloop.run(fn(*args))
+
+
+@pytest.fixture(params=EXECUTORS)
+def executor(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # pytest-trio's trio_mode marks every async test; those of the asyncio
+    # executors run in pytest_pyfunc_call below instead.
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("executor", "trio") != "trio":
+            item.own_markers = [mark for mark in item.own_markers if mark.name != "trio"]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    executor = pyfuncitem.funcargs.get("executor", "trio")
+    if executor == "trio" or not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    names = pyfuncitem._fixtureinfo.argnames
+    kwargs = {name: pyfuncitem.funcargs[name] for name in names}
+    run_under(str(executor), functools.partial(pyfuncitem.obj, **kwargs))
+    return True

@@ -91,7 +91,9 @@ def data_file(tmp_path: Path) -> Path:
         (0, 0, b""),  # zero-length buffer
     ],
 )
-async def test_read_at_an_offset(data_file: Path, offset: int, size: int, expected: bytes) -> None:
+async def test_read_at_an_offset(
+    executor: str, data_file: Path, offset: int, size: int, expected: bytes
+) -> None:
     with opened(data_file) as fd:
         buf = bytearray(b"-" * size)
         got, n = await ouring.read(fd, buf, offset)
@@ -102,7 +104,9 @@ async def test_read_at_an_offset(data_file: Path, offset: int, size: int, expect
         assert position(fd) == 0  # a positional read leaves the file position alone
 
 
-async def test_read_and_write_at_minus_one_use_the_file_position(data_file: Path) -> None:
+async def test_read_and_write_at_minus_one_use_the_file_position(
+    executor: str, data_file: Path
+) -> None:
     with opened(data_file, os.O_RDWR) as fd:
         buf, n = await ouring.read(fd, bytearray(3))
         assert (bytes(buf), n, position(fd)) == (b"012", 3, 3)
@@ -117,7 +121,7 @@ async def test_read_and_write_at_minus_one_use_the_file_position(data_file: Path
     assert contents(data_file) == b"012345abXYZ"
 
 
-async def test_write_at_offsets_leaves_the_position(tmp_path: Path) -> None:
+async def test_write_at_offsets_leaves_the_position(executor: str, tmp_path: Path) -> None:
     path = tmp_path / "out"
     with opened(path, os.O_RDWR | os.O_CREAT) as fd:
         data = b"hello"
@@ -132,7 +136,9 @@ async def test_write_at_offsets_leaves_the_position(tmp_path: Path) -> None:
     assert contents(path) == b"hello\0\0\0world"
 
 
-async def test_read_into_a_memoryview_slice_fills_only_the_slice(data_file: Path) -> None:
+async def test_read_into_a_memoryview_slice_fills_only_the_slice(
+    executor: str, data_file: Path
+) -> None:
     backing = bytearray(b"........")
     view = memoryview(backing)[2:6]
     with opened(data_file) as fd:
@@ -211,7 +217,7 @@ async def test_write_from_any_buffer(tmp_path: Path, make: Callable[[bytes], Any
     assert contents(path) == b"\0\0\0" + DATA
 
 
-async def test_readv_scatters_across_buffers(data_file: Path) -> None:
+async def test_readv_scatters_across_buffers(executor: str, data_file: Path) -> None:
     backing = bytearray(b"......")
     bufs = [bytearray(3), bytearray(0), memoryview(backing)[1:3], bytearray(10)]
     with opened(data_file) as fd:
@@ -238,7 +244,7 @@ async def test_readv_and_writev_at_minus_one_use_the_file_position(data_file: Pa
     assert contents(data_file) == b"01234abcdef"
 
 
-async def test_writev_at_an_offset_and_empty_vectors(tmp_path: Path) -> None:
+async def test_writev_at_an_offset_and_empty_vectors(executor: str, tmp_path: Path) -> None:
     path = tmp_path / "out"
     with opened(path, os.O_RDWR | os.O_CREAT) as fd:
         _, n = await ouring.writev(fd, [b"abc", b"", b"def"], 2)
@@ -250,7 +256,7 @@ async def test_writev_at_an_offset_and_empty_vectors(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("datasync", [False, True])
-async def test_write_then_fsync(tmp_path: Path, datasync: bool) -> None:
+async def test_write_then_fsync(executor: str, tmp_path: Path, datasync: bool) -> None:
     path = tmp_path / "out"
     with opened(path, os.O_WRONLY | os.O_CREAT) as fd:
         await ouring.write(fd, b"durable", 0)
@@ -263,7 +269,7 @@ async def test_write_then_fsync(tmp_path: Path, datasync: bool) -> None:
 # -- open, close, stat ---------------------------------------------------------------
 
 
-async def test_open_creates_with_the_mode_and_close_on_exec(tmp_path: Path) -> None:
+async def test_open_creates_with_the_mode_and_close_on_exec(executor: str, tmp_path: Path) -> None:
     path = tmp_path / "new"
     fd = await ouring.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o640)
     try:
@@ -288,7 +294,9 @@ async def test_open_reads_an_existing_file(data_file: Path) -> None:
         os.close(fd)
 
 
-async def test_open_exclusive_twice_raises_file_exists_with_the_filename(tmp_path: Path) -> None:
+async def test_open_exclusive_twice_raises_file_exists_with_the_filename(
+    executor: str, tmp_path: Path
+) -> None:
     path = str(tmp_path / "once")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     fd = await ouring.open(path, flags)
@@ -310,7 +318,7 @@ async def test_open_exclusive_twice_raises_file_exists_with_the_filename(tmp_pat
     ],
 )
 async def test_open_errors_carry_the_filename(
-    data_file: Path, name: str, flags: int, exc: type[OSError]
+    executor: str, data_file: Path, name: str, flags: int, exc: type[OSError]
 ) -> None:
     path = os.path.join(data_file.parent, name)
     with pytest.raises(exc) as info:
@@ -318,7 +326,7 @@ async def test_open_errors_carry_the_filename(
     assert info.value.filename == path
 
 
-async def test_open_relative_to_dir_fd(tmp_path: Path) -> None:
+async def test_open_relative_to_dir_fd(executor: str, tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "inside").write_bytes(b"found")
     with opened(tmp_path / "sub", os.O_RDONLY | os.O_DIRECTORY) as dir_fd:
@@ -334,7 +342,7 @@ async def test_open_relative_to_dir_fd(tmp_path: Path) -> None:
     assert (tmp_path / "sub" / "created").exists()
 
 
-async def test_close_closes_an_int_fd(data_file: Path) -> None:
+async def test_close_closes_an_int_fd(executor: str, data_file: Path) -> None:
     ouring.current_ring()  # the run's ring has its fd before counting
     fd = os.open(data_file, os.O_RDONLY)
     before = fd_count()
@@ -384,7 +392,9 @@ def tree(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("name", ["file", "dir", "link-to-file", "link-to-dir"])
 @pytest.mark.parametrize("follow_symlinks", [True, False])
-async def test_stat_matches_os_stat(tree: Path, name: str, follow_symlinks: bool) -> None:
+async def test_stat_matches_os_stat(
+    executor: str, tree: Path, name: str, follow_symlinks: bool
+) -> None:
     path = tree / name
     got = await ouring.stat(path, follow_symlinks=follow_symlinks)
     assert_same_stat(got, os.stat(path, follow_symlinks=follow_symlinks))
@@ -420,7 +430,9 @@ async def test_stat_of_an_fd_and_a_device(tree: Path) -> None:
     assert null.st_rdev != 0
 
 
-async def test_stat_of_a_missing_path_raises_with_the_filename(tmp_path: Path) -> None:
+async def test_stat_of_a_missing_path_raises_with_the_filename(
+    executor: str, tmp_path: Path
+) -> None:
     path = str(tmp_path / "missing")
     with pytest.raises(FileNotFoundError) as info:
         await ouring.stat(path)
@@ -508,7 +520,7 @@ async def stream(
 
 @pytest.mark.parametrize("kind", ACCEPT_KINDS)
 async def test_accept_returns_a_working_socket_and_the_peer_address(
-    kind: str, tmp_path: Path
+    executor: str, kind: str, tmp_path: Path
 ) -> None:
     with ExitStack() as stack:
         connection = await connected(kind, tmp_path, stack)
@@ -644,7 +656,7 @@ async def test_send_after_a_tcp_reset_is_connection_reset(kind: str, tmp_path: P
 @pytest.mark.parametrize(
     "family", [socket.AF_INET, pytest.param(socket.AF_INET6, marks=needs_ipv6)]
 )
-async def test_connect_to_a_closed_port_is_refused(family: int) -> None:
+async def test_connect_to_a_closed_port_is_refused(executor: str, family: int) -> None:
     with socket.socket(family) as bound, socket.socket(family) as client:
         bound.bind((LOOPBACK[family], 0))  # bound but not listening: the port refuses
         ouring.current_ring()
@@ -656,7 +668,7 @@ async def test_connect_to_a_closed_port_is_refused(family: int) -> None:
         assert_idle()
 
 
-async def test_connect_resolves_a_host_name(tmp_path: Path) -> None:
+async def test_connect_resolves_a_host_name(executor: str, tmp_path: Path) -> None:
     with listening(socket.AF_INET, tmp_path) as listener, socket.socket() as client:
         port = listener.getsockname()[1]
         await ouring.connect(client, ("localhost", port))
@@ -768,7 +780,9 @@ UDP_FAMILIES = [socket.AF_INET, pytest.param(socket.AF_INET6, marks=needs_ipv6)]
 
 
 @pytest.mark.parametrize("family", UDP_FAMILIES)
-async def test_udp_sendmsg_to_an_address_and_recvmsg_as_the_socket_module(family: int) -> None:
+async def test_udp_sendmsg_to_an_address_and_recvmsg_as_the_socket_module(
+    executor: str, family: int
+) -> None:
     with udp_pair(family) as (rx, tx):
         for _ in range(2):
             _, n = await ouring.sendmsg(tx, [b"da", memoryview(b"tagram")], (), 0, rx.getsockname())
@@ -914,7 +928,9 @@ async def test_more_buffers_than_iov_max_is_emsgsize_with_the_buffers(
     assert_idle()
 
 
-async def test_sendmsg_resolves_a_host_name() -> None:
+async def test_sendmsg_resolves_a_host_name(
+    executor: str,
+) -> None:
     with udp_pair(socket.AF_INET) as (rx, tx):
         _, n = await ouring.sendmsg(tx, [b"named"], (), 0, ("localhost", rx.getsockname()[1]))
         assert n == 5
@@ -997,6 +1013,7 @@ def two_buffers(size: int) -> list[bytearray]:
     ],
 )
 async def test_error_completions_carry_the_buffer(
+    executor: str,
     pipe: tuple[int, int],
     call: Callable[[tuple[int, int], Any], Awaitable[tuple[Any, int]]],
     make: Callable[[int], Any],
@@ -1237,6 +1254,7 @@ def env(pipe: tuple[int, int], tmp_path: Path) -> Iterator[Env]:
 
 @pytest.mark.parametrize(("call", "raises", "code", "carries_buffer"), BAD_INPUT)
 async def test_bad_input_raises_and_leaves_nothing_behind(
+    executor: str,
     env: Env,
     call: Callable[[Env], Awaitable[object]],
     raises: type[BaseException] | tuple[type[BaseException], ...],
@@ -1577,7 +1595,7 @@ def names_in(root: Path) -> Callable[[str], str]:
 
 @pytest.mark.parametrize(("os_call", "ring_call"), TREE_CASES)
 async def test_path_operations_match_os(
-    os_call: TreeCall, ring_call: TreeCall, tmp_path: Path
+    executor: str, os_call: TreeCall, ring_call: TreeCall, tmp_path: Path
 ) -> None:
     ring = ouring.current_ring()
     results = []
@@ -1646,7 +1664,7 @@ def needs_ftruncate() -> None:
     ("offset", "length"), [(0, 100), (0, 1 << 20), (4096, 10), (5, 3), (1 << 20, 1)]
 )
 async def test_fallocate_grows_the_file_as_posix_fallocate(
-    tmp_path: Path, offset: int, length: int
+    executor: str, tmp_path: Path, offset: int, length: int
 ) -> None:
     for name in ("os", "ring"):
         (tmp_path / name).write_bytes(DATA)
@@ -1692,7 +1710,9 @@ async def test_fadvise_accepts_every_advice_as_posix_fadvise(
 
 
 @pytest.mark.parametrize("length", [0, 3, 10, 4096, 1 << 33])
-async def test_ftruncate_grows_and_shrinks_as_os_ftruncate(tmp_path: Path, length: int) -> None:
+async def test_ftruncate_grows_and_shrinks_as_os_ftruncate(
+    executor: str, tmp_path: Path, length: int
+) -> None:
     needs_ftruncate()
     for name in ("os", "ring"):
         (tmp_path / name).write_bytes(DATA)
@@ -1795,6 +1815,7 @@ async def test_shutdown_errors_are_socket_shutdowns(how: int) -> None:
 
 
 async def test_shutdown_wr_makes_the_peer_recv_return_zero(
+    executor: str,
     socketpair: tuple[socket.socket, socket.socket],
 ) -> None:
     a, b = socketpair
@@ -1970,6 +1991,7 @@ BAD_PATH_AND_SPACE_INPUT = [
 
 @pytest.mark.parametrize(("call", "raises", "code", "carries_buffer"), BAD_PATH_AND_SPACE_INPUT)
 async def test_bad_path_space_and_socket_input_raises_and_leaves_nothing_behind(
+    executor: str,
     env: Env,
     call: Callable[[Env], Awaitable[object]],
     raises: type[BaseException] | tuple[type[BaseException], ...],
@@ -1980,7 +2002,9 @@ async def test_bad_path_space_and_socket_input_raises_and_leaves_nothing_behind(
         needs_ftruncate()
     # The same checks as the table above: the exception, no operation in
     # flight, no fd, no lease left behind.
-    await test_bad_input_raises_and_leaves_nothing_behind(env, call, raises, code, carries_buffer)
+    await test_bad_input_raises_and_leaves_nothing_behind(
+        executor, env, call, raises, code, carries_buffer
+    )
 
 
 # Each path function beside the os function it mirrors, with the argument that

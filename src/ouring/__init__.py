@@ -7,13 +7,7 @@ happens to the caller, and hands it back with the result::
     buf, n = await ouring.read(fd, bytearray(4096), offset)
 """
 
-from ._errors import BufferInUseError, RingClosedError, UnsupportedError
-from ._files import AsyncFile, open_file
-from ._path import Path
-from ._pool import BufferPool, PoolBuffer, PoolExhaustedError
-from ._ring import DEFAULT_SETUP_FLAGS, Ring, RingStatistics
-from ._sendfile import sendfile
-from ._trio import (
+from ._api import (
     accept,
     close,
     connect,
@@ -47,6 +41,12 @@ from ._trio import (
     write_fixed,
     writev,
 )
+from ._errors import BufferInUseError, RingClosedError, UnsupportedError
+from ._files import AsyncFile, open_file
+from ._path import Path
+from ._pool import BufferPool, PoolBuffer, PoolExhaustedError
+from ._ring import DEFAULT_SETUP_FLAGS, Ring, RingStatistics
+from ._sendfile import sendfile
 
 __all__ = [
     "DEFAULT_SETUP_FLAGS",

@@ -45,10 +45,10 @@ from typing import Any
 
 import trio
 
+from ._current import ring_of_task as current_ring  # no Python frame: asked per operation
 from ._errors import os_error
 from ._ops import CLOSED, PENDING, SUBMITTED, AcceptMulti
 from ._ring import Ring
-from ._trio import ring_of_task as current_ring  # no Python frame: asked per operation
 
 __all__ = ["ACCEPT_QUEUE_BOUND", "Acceptor"]
 

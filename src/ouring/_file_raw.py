@@ -31,7 +31,7 @@ import stat as stat_module
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import _sync, _trio
+from . import _api, _sync
 from ._ops import fs_path
 
 DEFAULT_BUFFER_SIZE = io.DEFAULT_BUFFER_SIZE
@@ -169,7 +169,7 @@ class _RawFile:
             self.pushback = self.pushback[n:]
             return buf, n
         self.check_closed()
-        buf, n = await _trio.read(self.fd, buf, self.pos if self.positional else -1)
+        buf, n = await _api.read(self.fd, buf, self.pos if self.positional else -1)
         if self.positional:
             self.pos += n
         return buf, n
@@ -182,7 +182,7 @@ class _RawFile:
             # Where the kernel's position stays if nothing is appended (an empty
             # write), as after the builtin's seek.
             os.lseek(self.fd, self.pos, os.SEEK_SET)
-        buf, n = await _trio.write(self.fd, buf, offset)
+        buf, n = await _api.write(self.fd, buf, offset)
         if self.positional:
             if self.kernel_appends:
                 # The kernel wrote at the end and moved its own position there.
@@ -208,7 +208,7 @@ class _RawFile:
             bufsize = DEFAULT_BUFFER_SIZE
             if self.positional and not self.pushback:
                 self.check_closed()
-                end = (await _trio.stat(self.fd)).st_size
+                end = (await _api.stat(self.fd)).st_size
                 if end >= self.pos:
                     bufsize = end - self.pos + 1
             while True:
@@ -304,7 +304,7 @@ class _RawFile:
             new = self.pos + pos
         elif whence == os.SEEK_END:
             self.check_closed()
-            new = (await _trio.stat(self.fd)).st_size + pos
+            new = (await _api.stat(self.fd)).st_size + pos
         else:  # SEEK_DATA/SEEK_HOLE (or invalid): the kernel's answer
             self.check_closed()
             new = os.lseek(self.fd, pos, whence)
@@ -329,7 +329,7 @@ class _RawFile:
         if size < 0:
             raise _einval()
         self.check_closed()
-        await _trio.ftruncate(self.fd, size)
+        await _api.ftruncate(self.fd, size)
         return int(size)
 
     async def flush(self) -> None:
@@ -340,7 +340,7 @@ class _RawFile:
             return
         self.closed = True
         if self.closefd:
-            await _trio.close(self.fd)
+            await _api.close(self.fd)
         elif self.positional:
             # The fd stays open for its owner: leave the kernel's position where
             # this file's position is, as the builtin (which uses it) would.
@@ -391,7 +391,7 @@ async def _open_raw(
         if not closefd:
             raise ValueError("Cannot use closefd=False with file name")
         if opener is None:
-            fd = await _trio.open(file, flags, 0o666)
+            fd = await _api.open(file, flags, 0o666)
         else:
             await _sync.checkpoint_if_cancelled()  # before the opener acts
             fd = opener(file, flags)
@@ -404,7 +404,7 @@ async def _open_raw(
     async def inspect() -> _RawFile:
         """Check the fd and find its kind (closing it if that fails)."""
         try:
-            st = await _trio.stat(fd)
+            st = await _api.stat(fd)
             if stat_module.S_ISDIR(st.st_mode):
                 raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), file)
             blksize = st.st_blksize if st.st_blksize > 1 else DEFAULT_BUFFER_SIZE

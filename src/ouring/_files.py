@@ -70,7 +70,7 @@ import warnings
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, AnyStr, ClassVar, Generic, Self, TypeVar, cast, overload
 
-from . import _sync, _trio
+from . import _api, _sync
 from ._file_buffered import _BufferedFile
 from ._file_raw import _CLOSED, _open_raw, _RawFile, _UnsupportedOperation
 from ._file_text import _TextFile
@@ -546,7 +546,7 @@ class AsyncFile(Generic[AnyStr]):
         self._raw.check_readable()
         if offset < 0:
             raise ValueError(f"offset must be >= 0, not {offset}")
-        return await _trio.read(self._raw.fd, buf, offset)
+        return await _api.read(self._raw.fd, buf, offset)
 
     async def write_at(self, buf: Any, offset: int) -> tuple[Any, int]:
         """``pwrite``: one write from ``buf`` at ``offset``; no lock, no position
@@ -555,7 +555,7 @@ class AsyncFile(Generic[AnyStr]):
         self._raw.check_writable()
         if offset < 0:
             raise ValueError(f"offset must be >= 0, not {offset}")
-        return await _trio.write(self._raw.fd, buf, offset)
+        return await _api.write(self._raw.fd, buf, offset)
 
     # -- closing
 

@@ -68,7 +68,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar, overload
 
 import trio
 
-from . import _sync, _trio
+from . import _api, _sync
 from ._errors import RingClosedError
 from ._ops import fs_path
 
@@ -128,7 +128,7 @@ async def _close(fd: int) -> None:
 
 async def _close_now(fd: int) -> None:
     try:
-        await _trio.close(fd)
+        await _api.close(fd)
     except RingClosedError:
         os.close(fd)  # the ring is gone; nothing of it uses the fd any more
 
@@ -144,7 +144,7 @@ async def _with_fd(path: Path, flags: int, body: Callable[[int, _sync.Scope], Aw
     next checkpoint. ``body`` shields it too once it makes an effect of its
     own (bytes consumed from a FIFO)."""
     fs_path(path, None)  # pathlib opens with io.open, whose message differs from os.open's
-    fd = await _trio.open(path, flags, 0o666)
+    fd = await _api.open(path, flags, 0o666)
     # No checkpoint between the openat's return and the shield. The scope is
     # never cancelled itself (no cancel()): its run raises nothing of its own.
     effect = _sync.open_scope(shield=bool(flags & (os.O_CREAT | os.O_TRUNC)))
@@ -174,7 +174,7 @@ async def _read_to_end(
     later call: after the first of them, it reads on to EOF shielded (as
     ``trio.Path.read_bytes``, a worker thread, does from its start), so that
     ``Cancelled`` still means nothing was consumed."""
-    st = await _trio.stat(fd)
+    st = await _api.stat(fd)
     if stat_module.S_ISDIR(st.st_mode):
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), filename)
     before_read()
@@ -185,7 +185,7 @@ async def _read_to_end(
     while True:
         # A fresh buffer per read: the ring leases it until the CQE, and no
         # view of it outlives the call, so it can be trimmed right after.
-        buf, n = await _trio.read(fd, bytearray(size), total if positional else -1)
+        buf, n = await _api.read(fd, bytearray(size), total if positional else -1)
         if n == 0:
             break
         if not positional:
@@ -212,7 +212,7 @@ async def _write_all(fd: int, view: memoryview) -> int:
     while written < nbytes:
         chunk = data[written:] if written else data
         try:
-            _, n = await _trio.write(fd, chunk, offset)
+            _, n = await _api.write(fd, chunk, offset)
         except OSError as exc:
             if exc.errno != errno.ESPIPE or offset == -1:
                 raise
@@ -248,7 +248,7 @@ class Path(trio.Path, pathlib.PurePosixPath):
 
     async def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
         """Like :meth:`pathlib.Path.stat`, through statx."""
-        return await _trio.stat(self, follow_symlinks=follow_symlinks)
+        return await _api.stat(self, follow_symlinks=follow_symlinks)
 
     async def lstat(self) -> os.stat_result:
         """Like :meth:`pathlib.Path.lstat`, through statx."""
@@ -272,7 +272,7 @@ class Path(trio.Path, pathlib.PurePosixPath):
         which calls its ``stat()``: a coroutine for a ``trio.Path``.)"""
         st = await self.stat()
         if isinstance(other_path, (pathlib.Path, trio.Path)):
-            other = await _trio.stat(other_path)  # what its stat() does
+            other = await _api.stat(other_path)  # what its stat() does
         else:
             other = await type(self)(other_path).stat()  # pathlib's type check
         return os.path.samestat(st, other)
@@ -310,7 +310,7 @@ class Path(trio.Path, pathlib.PurePosixPath):
         shielded (bounded: a few mkdirat), so that it never raises
         ``Cancelled`` after making only some of them."""
         try:
-            await _trio.mkdir(self, mode)
+            await _api.mkdir(self, mode)
         except FileNotFoundError:
             if not parents or self.parent == self:
                 raise
@@ -332,7 +332,7 @@ class Path(trio.Path, pathlib.PurePosixPath):
         """``mkdir`` below a missing parent: ``effect`` is shielded by the
         first mkdirat that makes a directory."""
         try:
-            await _trio.mkdir(self, mode)
+            await _api.mkdir(self, mode)
             effect.shield = True  # made: the rest of the call finishes
         except FileNotFoundError:
             if not parents or self.parent == self:
@@ -347,12 +347,12 @@ class Path(trio.Path, pathlib.PurePosixPath):
 
     async def rmdir(self) -> None:
         """Like :meth:`pathlib.Path.rmdir`, through unlinkat."""
-        await _trio.rmdir(self)
+        await _api.rmdir(self)
 
     async def unlink(self, missing_ok: bool = False) -> None:
         """Like :meth:`pathlib.Path.unlink`, through unlinkat."""
         try:
-            await _trio.unlink(self)
+            await _api.unlink(self)
         except FileNotFoundError:
             if not missing_ok:
                 raise
@@ -360,7 +360,7 @@ class Path(trio.Path, pathlib.PurePosixPath):
     async def rename(self, target: StrPath) -> Self:
         """Like :meth:`pathlib.Path.rename`, through renameat: replaces an
         existing ``target`` as ``os.rename`` does on Linux. Returns the new path."""
-        await _trio.rename(self, target)
+        await _api.rename(self, target)
         return type(self)(target)
 
     async def replace(self, target: StrPath) -> Self:
@@ -368,13 +368,13 @@ class Path(trio.Path, pathlib.PurePosixPath):
         and ``os.rename`` are the same call on Linux). Returns the new path."""
         fs_path(self, "replace", "src")  # a NUL gets os.replace's message, not os.rename's
         fs_path(target, "replace", "dst")
-        await _trio.rename(self, target)
+        await _api.rename(self, target)
         return type(self)(target)
 
     async def symlink_to(self, target: StrOrBytesPath, target_is_directory: bool = False) -> None:
         """Like :meth:`pathlib.Path.symlink_to`, through symlinkat.
         ``target_is_directory`` matters only on Windows."""
-        await _trio.symlink(target, self)
+        await _api.symlink(target, self)
 
     async def hardlink_to(self, target: StrOrBytesPath) -> None:
         """Like :meth:`pathlib.Path.hardlink_to`, through linkat.
@@ -383,7 +383,7 @@ class Path(trio.Path, pathlib.PurePosixPath):
         symlink ``target`` itself before Python 3.14 (it calls ``link(2)``,
         which does not follow; CPython gh-81793) and the file it points to
         since; this does the same for the running Python."""
-        await _trio.link(target, self, follow_symlinks=_LINK_FOLLOWS)
+        await _api.link(target, self, follow_symlinks=_LINK_FOLLOWS)
 
     # -- contents --------------------------------------------------------------------------
 

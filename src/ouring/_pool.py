@@ -58,7 +58,7 @@ class BufferPool(PoolCore):
 
     def __init__(self, count: int, size: int, *, ring: Ring | None = None) -> None:
         if ring is None:
-            from ._trio import current_ring
+            from ._api import current_ring
 
             ring = current_ring()
         self._ring: weakref.ref[Ring] = weakref.ref(ring)

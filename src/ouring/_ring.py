@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from . import _hot, _sockaddr
 from ._buffers import in_use, unlendable
 from ._errors import RingClosedError, UnsupportedError, setup_error
-from ._hot import Receiver, RingCore
+from ._hot import Group, Receiver, RingCore
 from ._hot import after_fork_in_child as _hot_after_fork_in_child
 from ._native import ffi, lib
 from ._ops import (
@@ -62,6 +62,7 @@ from ._ops import (
     Ftruncate,
     LinkAt,
     MkdirAt,
+    MultishotReceive,
     Nop,
     OpenAt,
     Operation,
@@ -96,7 +97,15 @@ from ._ops import (
 if TYPE_CHECKING:
     from ._pool import BufferPool
 
-__all__ = ["DEFAULT_SETUP_FLAGS", "Executor", "FdRequest", "Ring", "RingStatistics"]
+__all__ = [
+    "DEFAULT_SETUP_FLAGS",
+    "Executor",
+    "FdRequest",
+    "Ring",
+    "RingStatistics",
+    "arm_receive",
+    "submit_group",
+]
 
 T = TypeVar("T")
 B = TypeVar("B")
@@ -241,6 +250,37 @@ def _live_rings_but(ring: Ring) -> list[Ring]:
         and not other._closed
         and not other._forked
     ]
+
+
+def submit_group(ring: Ring, ops: Sequence[Operation[Any]]) -> Group:
+    """Submit every operation of ``ops`` with one ``Group`` as their waiter
+    (for an executor's ``perform_many``): the ring wakes the group's waiter,
+    set by the executor, once, when the last is DONE. If a submit fails, the
+    operations not yet submitted are released, those submitted are abandoned
+    (the ring keeps their memory until their CQEs), and the error raised."""
+    group = Group(len(ops), None)  # no waiter yet: the executor sets its own
+    for i, op in enumerate(ops):
+        try:
+            ring.submit(op, group)
+        except BaseException:
+            for rest in ops[i + 1 :]:
+                rest.release()
+            for submitted in ops[:i]:
+                ring.abandon(submitted)
+            raise
+    return group
+
+
+def arm_receive(ring: Ring, rx: Receiver, fd: int) -> None:
+    """Arm ``rx``'s multishot receive on ``ring`` (for an executor's
+    ``receive``, when ``rx.op`` is None: its first receive, or the kernel
+    ended the last one)."""
+    op = MultishotReceive(fd, rx, RECV_GROUP)
+    try:
+        ring.submit(op)
+    except BaseException:
+        rx.op = None
+        raise
 
 
 class Executor(Protocol):

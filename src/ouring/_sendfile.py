@@ -35,10 +35,10 @@ from typing import Any
 
 import trio
 
+from ._current import ring_of_task as current_ring  # no Python frame: asked per operation
 from ._native import lib
 from ._ops import Read, Send, Splice, fileno
 from ._ring import Ring
-from ._trio import ring_of_task as current_ring  # no Python frame: asked per operation
 
 __all__ = ["sendfile"]
 

@@ -45,13 +45,9 @@ Facts about trio this module relies on:
 
 from __future__ import annotations
 
-import functools
-import os
 import socket
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
-from contextlib import asynccontextmanager, suppress
-from contextvars import ContextVar
-from threading import get_ident
+from collections.abc import Coroutine, Sequence
+from contextlib import suppress
 from typing import Any, TypeVar
 
 import outcome
@@ -60,37 +56,18 @@ import trio
 from . import _hot
 from ._errors import FdClosedError
 from ._fallback import ThreadDriver, ThreadRing, make_ring, wait_answered, wakeup_in_run
-from ._hot import Group, Receiver
+from ._hot import Receiver
 from ._ops import (
     DONE,
-    MultishotReceive,
     Operation,
-    Read,
-    ReadFixed,
-    ReadV,
-    Recv,
-    RecvMsg,
-    Send,
-    SendMsg,
-    Splice,
-    Write,
-    WriteFixed,
-    WriteV,
-    fileno,
-    fixed_or_plain,
-    read_requests,
-    socket_family,
 )
-from ._ring import RECV_GROUP as _RECV_GROUP
-from ._ring import Ring
-from ._sockaddr import is_numeric
+from ._ring import Ring, arm_receive, submit_group
 
 T = TypeVar("T")
 B = TypeVar("B")
 S = TypeVar("S")
 
 _run_driver: trio.lowlevel.RunVar[_Driver | ThreadDriver] = trio.lowlevel.RunVar("ouring_driver")
-_innermost: ContextVar[Ring | None] = ContextVar("ouring_ring", default=None)
 # Looked up once: perform() runs once per operation.
 _current_task = trio.lowlevel.current_task
 _checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
@@ -98,7 +75,6 @@ _cancel_shielded_checkpoint = trio.lowlevel.cancel_shielded_checkpoint
 _wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
 _SUCCEEDED = trio.lowlevel.Abort.SUCCEEDED
 _FAILED = trio.lowlevel.Abort.FAILED
-_task_ring: ContextVar[tuple[Ring, int] | None] = ContextVar("ouring_task_ring", default=None)
 
 
 def _trio_traps() -> tuple[Any, Any] | None:
@@ -224,16 +200,7 @@ class _Driver(trio.abc.Instrument):
             for op in ops:
                 op.release()  # never submitted: the caller keeps everything
             raise
-        group = Group(len(ops), None)  # no waiter while the task only yields
-        for i, op in enumerate(ops):
-            try:
-                ring.submit(op, group)
-            except BaseException:
-                for rest in ops[i + 1 :]:
-                    rest.release()
-                for submitted in ops[:i]:
-                    ring.abandon(submitted)
-                raise
+        group = submit_group(ring, ops)  # no waiter while the task only yields
         if all(op.completes_inline for op in ops):
             # Page-cache reads complete in the io_uring_enter of this pass's
             # before_io_wait: one yield, and usually nothing to park for.
@@ -451,313 +418,33 @@ async def _finish(ring: Ring, op: Operation[T]) -> T:
     return _outcome(op)
 
 
-def _arm(ring: Ring, rx: Receiver, fd: int) -> None:
-    """Arm ``rx``'s multishot receive on ``ring`` (receive, in C or not)."""
-    op = MultishotReceive(fd, rx, _RECV_GROUP)
-    try:
-        ring.submit(op)
-    except BaseException:
-        rx.op = None
-        raise
+_arm = arm_receive  # receive's, in C or not
 
 
-def current_ring() -> Ring:
-    """The ring that module-level operations use: the innermost
-    ``open_ring()`` of this task's context, else the run's own ring."""
-    return ring_of_task()
+# -- the adapter surface that _current.py and _api.py use ------------------------------
+
+Event = trio.Event
 
 
-def _find_ring() -> Ring:
-    ring = _innermost.get()
-    if ring is not None:
-        return ring  # even closed: its operations raise RingClosedError
+def drive(ring: Ring) -> _Driver | ThreadDriver:
+    """Drive ``ring`` in the current run until its driver is closed (or the
+    run ends). A ThreadRing runs its operations itself: no instrument, no
+    reaper; its driver only binds it to the run and closes it at the end."""
+    return ThreadDriver(ring) if isinstance(ring, ThreadRing) else _Driver(ring)
+
+
+def run_ring() -> Ring:
+    """The current run's own ring, made on first use; a ring closed after a
+    kernel failure is replaced for the rest of the run."""
     try:
         ring = _run_driver.get().ring
     except LookupError:
         ring = None
-    except RuntimeError:
-        raise RuntimeError("ouring operations must be awaited inside trio.run") from None
     if ring is None or ring.closed:
-        # closed after a kernel failure: the rest of the run gets a new ring
-        driver = _drive(make_ring())
+        driver = drive(make_ring())
         _run_driver.set(driver)
         ring = driver.ring
-    _task_ring.set((ring, get_ident()))
     return ring
-
-
-# current_ring() without a Python frame, for the modules that ask at every
-# operation. The answer is cached in the task's context as (ring, thread
-# ident): one ContextVar lookup. open_ring() sets the cache for its block;
-# otherwise the first operation of a task caches the run's ring (_find_ring).
-# A context copied into a worker thread, and from there into another
-# trio.run, carries the cache along: the thread check catches that; a ring
-# closed (at the end of its run, or after a kernel failure) fails the closed
-# check; both go to _find_ring.
-ring_of_task: Callable[[], Ring] = functools.partial(_hot.cached_ring, _task_ring, _find_ring)
-
-
-def _drive(ring: Ring) -> _Driver | ThreadDriver:
-    # A ThreadRing runs its operations itself: no instrument, no reaper; its
-    # driver only binds it to the run and closes it at the end.
-    return ThreadDriver(ring) if isinstance(ring, ThreadRing) else _Driver(ring)
-
-
-async def wait_all_ops_completed(ring: Ring | None = None) -> None:
-    """Park until ``ring`` (default: the current ring) has no operation pending
-    or in the kernel. For tests: ``trio.testing.wait_all_tasks_blocked`` and
-    ``MockClock`` cannot see operations in flight in the kernel."""
-    ring = ring_of_task() if ring is None else ring
-    idle = trio.Event()
-    ring.call_when_idle(idle.set)
-    await idle.wait()
-
-
-@asynccontextmanager
-async def open_ring(
-    entries: int = 256,
-    *,
-    cq_entries: int | None = None,
-    setup_flags: int | None = None,
-    teardown_timeout: float = 5.0,
-    fallback: str | None = None,
-) -> AsyncIterator[Ring]:
-    """A ring of its own for the enclosed code (and tasks it spawns), closed
-    on exit: in-flight operations are cancelled and reaped first.
-
-    When io_uring is unavailable, ``fallback="threads"`` (default:
-    ``$OURING_FALLBACK``, else ``"off"``) gives a ring that runs the same
-    operations on worker threads and readiness waits instead of raising
-    ``UnsupportedError``; ``"always-threads"`` never tries io_uring."""
-    driver = _drive(
-        make_ring(
-            entries,
-            cq_entries=cq_entries,
-            setup_flags=setup_flags,
-            teardown_timeout=teardown_timeout,
-            fallback=fallback,
-        )
-    )
-    ring = driver.ring
-    token = _innermost.set(ring)
-    cached = _task_ring.set((ring, get_ident()))
-    try:
-        yield ring
-    finally:
-        _task_ring.reset(cached)
-        _innermost.reset(token)
-        driver.close()
-
-
-# -- module-level operations on the current ring ---------------------------------------
-#
-# The hot ones are plain functions that build their operation and return the
-# executor's coroutine: arguments are checked at the call, and awaiting them
-# goes through one coroutine frame fewer than an ``async def`` wrapper would
-# (each frame costs on every suspension and resumption).
-
-
-def read(fd: Any, buf: B, offset: int = -1) -> Coroutine[Any, Any, tuple[B, int]]:
-    """Read into ``buf`` (a writable buffer) at ``offset``, or at the file
-    position when it is -1. Returns the same buffer and the byte count."""
-    ring = ring_of_task()  # first: nothing is acquired outside a run
-    return ring._perform(Read(fd, buf, offset))
-
-
-def write(fd: Any, buf: B, offset: int = -1) -> Coroutine[Any, Any, tuple[B, int]]:
-    """Write from ``buf`` at ``offset`` (-1: the file position)."""
-    ring = ring_of_task()
-    return ring._perform(Write(fd, buf, offset))
-
-
-def read_many(requests: Iterable[tuple[Any, B, int]]) -> Coroutine[Any, Any, list[tuple[B, int]]]:
-    """Read a batch of ``(fd, buffer, offset)`` requests (explicit offsets,
-    >= 0) and return ``[(buffer, count), ...]`` in order: one checkpoint and
-    at most one wakeup for the whole batch. The first failure raises (its
-    ``OSError.buffer`` says which); a cancelled batch raises ``Cancelled``
-    once the kernel has given every buffer back."""
-    ring = ring_of_task()
-    return ring._perform_many(read_requests(requests, ring._fixed_pool))
-
-
-def read_fixed(fd: Any, buf: B, offset: int = -1) -> Coroutine[Any, Any, tuple[B, int]]:
-    """``read`` into a buffer of a :class:`BufferPool` (or a memoryview of
-    one): a fixed read (IORING_OP_READ_FIXED) when the pool is registered with
-    this ring, a plain read otherwise. Any other buffer: ``TypeError``."""
-    ring = ring_of_task()
-    return ring._perform(fixed_or_plain(ring._fixed_pool, ReadFixed, Read, fd, buf, offset))
-
-
-def write_fixed(fd: Any, buf: B, offset: int = -1) -> Coroutine[Any, Any, tuple[B, int]]:
-    """``write`` from a buffer of a :class:`BufferPool`, as :func:`read_fixed`."""
-    ring = ring_of_task()
-    return ring._perform(fixed_or_plain(ring._fixed_pool, WriteFixed, Write, fd, buf, offset))
-
-
-def readv(fd: Any, bufs: S, offset: int = -1) -> Coroutine[Any, Any, tuple[S, int]]:
-    """Scatter-read into a sequence of writable buffers."""
-    ring = ring_of_task()
-    return ring._perform(ReadV(fd, bufs, offset))
-
-
-def writev(fd: Any, bufs: S, offset: int = -1) -> Coroutine[Any, Any, tuple[S, int]]:
-    """Gather-write from a sequence of buffers."""
-    ring = ring_of_task()
-    return ring._perform(WriteV(fd, bufs, offset))
-
-
-def recv(sock: Any, buf: B, flags: int = 0) -> Coroutine[Any, Any, tuple[B, int]]:
-    """Receive into ``buf``; 0 bytes means the peer closed its side."""
-    ring = ring_of_task()
-    return ring._perform(Recv(sock, buf, flags))
-
-
-def send(sock: Any, buf: B, flags: int = 0) -> Coroutine[Any, Any, tuple[B, int]]:
-    """Send from ``buf``; may send less than all of it."""
-    ring = ring_of_task()
-    return ring._perform(Send(sock, buf, flags))
-
-
-def send_zc(sock: Any, buf: B, flags: int = 0) -> Coroutine[Any, Any, tuple[B, int]]:
-    """Send from ``buf`` without copying it into the socket buffer
-    (IORING_OP_SEND_ZC): the network stack reads ``buf`` itself, so the
-    operation keeps it (lent, a ``bytearray`` cannot be resized) until the
-    kernel's notification that it is done with it, after the byte count.
-    Returns ``(buf, n)``; may send less than all. Where the kernel has no
-    send_zc (``Ring.features()["send_zc"]``) or the socket cannot send
-    without copying (``AF_UNIX``), a plain :func:`send`."""
-    return ring_of_task().send_zc(sock, buf, flags)
-
-
-def recvmsg(
-    sock: Any, bufs: S, ancbufsize: int = 0, flags: int = 0
-) -> Coroutine[Any, Any, tuple[S, int, list[tuple[int, int, bytes]], int, Any]]:
-    """``socket.recvmsg_into`` with owned buffers: receive into a sequence of
-    writable buffers and up to ``ancbufsize`` bytes of ancillary data. Returns
-    ``(bufs, nbytes, ancdata, msg_flags, address)``: the same sequence, then
-    what ``recvmsg_into`` returns (``ancdata`` as ``[(level, type, data)]``,
-    ``msg_flags`` with ``MSG_TRUNC``/``MSG_CTRUNC``, the sender's address or
-    None)."""
-    ring = ring_of_task()
-    return ring._perform(RecvMsg(sock, bufs, ancbufsize, flags))
-
-
-def sendmsg(
-    sock: Any, bufs: S, ancdata: Any = (), flags: int = 0, address: Any = None
-) -> Coroutine[Any, Any, tuple[S, int]]:
-    """``socket.sendmsg`` with owned buffers: send from a sequence of buffers
-    with ancillary data ``[(level, type, data)]``, to ``address`` (None: the
-    connected peer; a host name is resolved with trio's resolver). Returns
-    ``(bufs, nbytes)``."""
-    ring = ring_of_task()
-    if address is not None and not is_numeric(socket_family(sock, fileno(sock)), address):
-        return ring.sendmsg(sock, bufs, ancdata, flags, address)
-    return ring._perform(SendMsg(sock, bufs, ancdata, flags, address))
-
-
-async def accept(sock: Any) -> tuple[socket.socket, Any]:
-    """Accept a connection: ``(socket.socket, address)``."""
-    return await ring_of_task().accept(sock)
-
-
-async def connect(sock: Any, address: Any) -> None:
-    """Connect ``sock``; host names are resolved with trio's resolver."""
-    await ring_of_task().connect(sock, address)
-
-
-async def open(  # noqa: A001 - the issue's name, mirroring os.open
-    path: Any, flags: int = os.O_RDONLY, mode: int = 0o666, *, dir_fd: Any = None
-) -> int:
-    """``os.open`` through io_uring: returns a close-on-exec fd."""
-    return await ring_of_task().open(path, flags, mode, dir_fd=dir_fd)
-
-
-async def close(fd: Any) -> None:
-    """Close an int fd, or a ``socket.socket`` (detached once closed)."""
-    await ring_of_task().close_fd(fd)
-
-
-def splice(
-    fd_in: Any, off_in: int, fd_out: Any, off_out: int, nbytes: int, flags: int = 0
-) -> Coroutine[Any, Any, int]:
-    """``os.splice`` through io_uring: move up to ``nbytes`` from ``fd_in`` at
-    ``off_in`` to ``fd_out`` at ``off_out`` without copying through user
-    memory; one of the two must be a pipe, and a pipe's offset is -1 (so is
-    a file's to use and move its position). ``flags`` are ``os.SPLICE_F_*``.
-    Returns the count moved, 0 at the end of the input. Cancelled while it
-    waits (an empty pipe, a full socket), nothing moved."""
-    ring = ring_of_task()
-    return ring._perform(Splice(fd_in, off_in, fd_out, off_out, nbytes, flags))
-
-
-async def fsync(fd: Any, *, datasync: bool = False) -> None:
-    """``os.fsync`` (or ``os.fdatasync`` with ``datasync=True``)."""
-    await ring_of_task().fsync(fd, datasync=datasync)
-
-
-async def stat(path: Any, *, dir_fd: Any = None, follow_symlinks: bool = True) -> os.stat_result:
-    """``os.stat`` through statx; ``path`` may also be an open fd."""
-    return await ring_of_task().stat(path, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
-
-
-async def shutdown(sock: Any, how: int) -> None:
-    """``socket.shutdown``; unlike ``close``, it ends operations in flight on
-    the socket (a pending recv returns 0)."""
-    await ring_of_task().shutdown(sock, how)
-
-
-async def fallocate(fd: Any, offset: int, length: int, *, mode: int = 0) -> None:
-    """``fallocate(2)``: ``os.posix_fallocate`` with mode 0, or ``FALLOC_FL_*`` flags."""
-    await ring_of_task().fallocate(fd, offset, length, mode=mode)
-
-
-async def fadvise(fd: Any, offset: int, length: int, advice: int) -> None:
-    """``os.posix_fadvise``."""
-    await ring_of_task().fadvise(fd, offset, length, advice)
-
-
-async def ftruncate(fd: Any, length: int) -> None:
-    """``os.ftruncate`` (needs Linux 6.9; ``UnsupportedError`` before)."""
-    await ring_of_task().ftruncate(fd, length)
-
-
-async def unlink(path: Any, *, dir_fd: Any = None) -> None:
-    """``os.unlink``."""
-    await ring_of_task().unlink(path, dir_fd=dir_fd)
-
-
-async def rmdir(path: Any, *, dir_fd: Any = None) -> None:
-    """``os.rmdir``."""
-    await ring_of_task().rmdir(path, dir_fd=dir_fd)
-
-
-async def mkdir(path: Any, mode: int = 0o777, *, dir_fd: Any = None) -> None:
-    """``os.mkdir``."""
-    await ring_of_task().mkdir(path, mode, dir_fd=dir_fd)
-
-
-async def rename(src: Any, dst: Any, *, src_dir_fd: Any = None, dst_dir_fd: Any = None) -> None:
-    """``os.rename``, which on Linux replaces ``dst`` as ``os.replace`` does."""
-    await ring_of_task().rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
-
-
-async def symlink(src: Any, dst: Any, *, dir_fd: Any = None) -> None:
-    """``os.symlink``: make ``dst`` a symbolic link to ``src``."""
-    await ring_of_task().symlink(src, dst, dir_fd=dir_fd)
-
-
-async def link(
-    src: Any,
-    dst: Any,
-    *,
-    src_dir_fd: Any = None,
-    dst_dir_fd: Any = None,
-    follow_symlinks: bool = True,
-) -> None:
-    """``os.link``: make ``dst`` a hard link to ``src``."""
-    await ring_of_task().link(
-        src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd, follow_symlinks=follow_symlinks
-    )
 
 
 if _TRAPS is not None:

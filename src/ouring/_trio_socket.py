@@ -87,6 +87,7 @@ import trio
 
 from ._accept import Acceptor, peer_address
 from ._buffers import MAX_RW
+from ._current import ring_of_task as current_ring  # no Python frame: asked per operation
 from ._hot import Receiver
 from ._ops import (
     CANCELLING,
@@ -103,7 +104,6 @@ from ._ops import (
     SendMsg,
 )
 from ._ring import Ring
-from ._trio import ring_of_task as current_ring  # no Python frame: asked per operation
 
 if TYPE_CHECKING:
     from types import TracebackType

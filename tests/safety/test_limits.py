@@ -32,7 +32,7 @@ def data_fd(tmp_path: Path) -> int:
     ids=["across-eof", "last-byte", "at-eof", "past-eof", "whole-file-short"],
 )
 async def test_short_reads_at_and_across_eof(
-    data_fd: int, offset: int, size: int, expected: bytes
+    executor: str, data_fd: int, offset: int, size: int, expected: bytes
 ) -> None:
     try:
         buf = bytearray(b"\xee") * size
@@ -50,7 +50,7 @@ async def test_short_reads_at_and_across_eof(
 
 
 async def test_zero_length_buffers(
-    data_fd: int, socketpair: tuple[socket.socket, socket.socket]
+    executor: str, data_fd: int, socketpair: tuple[socket.socket, socket.socket]
 ) -> None:
     a, b = socketpair
     try:

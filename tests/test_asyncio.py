@@ -1,0 +1,528 @@
+"""The asyncio executor (``ouring._asyncio``) on the default loop and on
+uvloop: operations, trio's cancellation rule under ``Task.cancel`` and
+``asyncio.timeout``, one ring per loop torn down with the loop, ``open_ring``,
+and anyio on both of its backends. Real rings, files and sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import socket
+import sys
+import threading
+import weakref
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import uvloop
+from conftest import open_fds, run_under, tcp_pair
+
+import ouring
+from ouring._errors import FdClosedError
+from ouring._hot import Receiver
+
+pytestmark = pytest.mark.io_uring_only  # the thread fallback is trio's only, for now
+
+DATA = b"0123456789" * 410  # a bit over 4 KiB
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request: pytest.FixtureRequest) -> Callable[[Callable[[], Coroutine[Any, Any, Any]]], Any]:
+    """Run ``fn()`` under asyncio.run on the default loop, or under uvloop."""
+    return lambda fn: run_under(str(request.param), fn)
+
+
+@pytest.fixture
+def data_file(tmp_path: Path) -> Path:
+    path = tmp_path / "data"
+    path.write_bytes(DATA)
+    return path
+
+
+def test_outside_a_loop_the_error_names_both_libraries() -> None:
+    with pytest.raises(RuntimeError, match=r"inside trio\.run or a running asyncio loop"):
+        ouring.current_ring()
+
+
+def test_file_operations(run: Any, data_file: Path, tmp_path: Path) -> None:
+    async def main() -> None:
+        fd = await ouring.open(data_file)
+        try:
+            buf, n = await ouring.read(fd, bytearray(10), 5)
+            assert (bytes(buf), n) == (DATA[5:15], 10)
+            assert (await ouring.stat(fd)).st_size == len(DATA)
+            assert (await ouring.stat(data_file)).st_ino == os.stat(data_file).st_ino
+            batch = await ouring.read_many([(fd, bytearray(4), i * 4) for i in range(50)])
+            assert b"".join(bytes(b[:n]) for b, n in batch) == DATA[:200]
+        finally:
+            await ouring.close(fd)
+        with pytest.raises(OSError, match="Bad file descriptor"):
+            os.fstat(fd)
+        out = await ouring.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT, 0o600)
+        _, n = await ouring.write(out, b"hello", 0)
+        assert n == 5
+        await ouring.close(out)
+        assert ouring.current_ring().statistics().inflight == 0
+
+    run(main)
+    assert (tmp_path / "out").read_bytes() == b"hello"
+
+
+def test_send_and_recv_on_a_socketpair(
+    run: Any, socketpair: tuple[socket.socket, socket.socket]
+) -> None:
+    a, b = socketpair
+
+    async def main() -> None:
+        receiver = asyncio.create_task(ouring.recv(b, bytearray(100)))
+        await asyncio.sleep(0.01)  # parked in the kernel: nothing to receive
+        assert not receiver.done()
+        _, sent = await ouring.send(a, b"ping")
+        buf, n = await receiver
+        assert (sent, bytes(buf[:n])) == (4, b"ping")
+
+    run(main)
+
+
+def test_many_tasks_reading_at_once(run: Any, data_file: Path) -> None:
+    fd = os.open(data_file, os.O_RDONLY)
+
+    async def reader(offset: int) -> bytes:
+        buf, n = await ouring.read(fd, bytearray(7), offset)
+        return bytes(buf[:n])
+
+    async def main() -> list[bytes]:
+        return list(await asyncio.gather(*(reader(i) for i in range(200))))
+
+    try:
+        assert run(main) == [DATA[i : i + 7] for i in range(200)]
+    finally:
+        os.close(fd)
+
+
+# -- cancellation: trio's rule -------------------------------------------------------------
+
+
+def test_cancelled_before_the_kernel_saw_it_is_withdrawn(
+    run: Any, socketpair: tuple[socket.socket, socket.socket]
+) -> None:
+    a, b = socketpair
+
+    async def main() -> None:
+        # Two operations in the kernel at most: the third of three receives
+        # waits in Python for a CQE to make room, and a cancel withdraws it.
+        async with ouring.open_ring() as ring:
+            ring._max_inflight = 2
+            tasks = [asyncio.create_task(ouring.recv(b, bytearray(10))) for _ in range(3)]
+            await asyncio.sleep(0.01)
+            assert ring.statistics().pending == 1
+            tasks[2].cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await tasks[2]
+            stats = ring.statistics()
+            assert (stats.submitted, stats.cancelled, stats.inflight) == (2, 1, 2)
+            a.send(b"x")
+            await asyncio.sleep(0.01)
+            a.send(b"y")
+            done = [bytes(buf[:n]) for buf, n in await asyncio.gather(*tasks[:2])]
+            assert sorted(done) == [b"x", b"y"]
+
+    run(main)
+
+
+def test_cancelled_in_the_kernel_waits_for_the_final_cqe_and_consumes_nothing(
+    run: Any, socketpair: tuple[socket.socket, socket.socket]
+) -> None:
+    a, b = socketpair
+    buf = bytearray(10)
+
+    async def main() -> None:
+        task = asyncio.create_task(ouring.recv(b, buf))
+        await asyncio.sleep(0.01)
+        ring = ouring.current_ring()
+        assert ring.statistics().inflight == 1
+        with pytest.raises(BufferError):
+            buf.extend(b"!")  # lent to the kernel
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        stats = ring.statistics()
+        assert (stats.inflight, stats.cancelled) == (0, 1)
+        buf.extend(b"!")  # given back with the final CQE
+        a.send(b"data")
+        assert b.recv(10) == b"data"  # nothing was consumed
+
+    run(main)
+
+
+def test_completed_despite_the_cancel_is_returned_and_the_task_stays_cancelled(
+    run: Any, socketpair: tuple[socket.socket, socket.socket]
+) -> None:
+    a, b = socketpair
+    seen: list[Any] = []
+
+    async def receiver() -> None:
+        buf, n = await ouring.recv(b, bytearray(10))
+        task = asyncio.current_task()
+        assert task is not None
+        seen.append((bytes(buf[:n]), task.cancelling()))
+        await asyncio.sleep(0)  # the next suspension sees the cancellation
+
+    async def main() -> None:
+        task = asyncio.create_task(receiver())
+        await asyncio.sleep(0.01)
+        a.send(b"data")  # the recv completes: its CQE waits in the CQ
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert seen == [(b"data", 1)]
+        assert ouring.current_ring().statistics().cancelled == 0
+
+    run(main)
+
+
+def test_timeout_on_an_operation_that_did_not_happen_is_timeout_error(
+    run: Any, socketpair: tuple[socket.socket, socket.socket]
+) -> None:
+    a, b = socketpair
+
+    async def main() -> None:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.01):
+                await ouring.recv(b, bytearray(10))
+        task = asyncio.current_task()
+        assert task is not None
+        assert task.cancelling() == 0
+        await asyncio.sleep(0)  # nothing left over
+        a.send(b"data")
+        buf, n = await ouring.recv(b, bytearray(10))
+        assert bytes(buf[:n]) == b"data"
+
+    run(main)
+
+
+async def _recv_as_the_deadline_passes(
+    a: socket.socket, b: socket.socket, then_await: bool
+) -> tuple[bytes, bool]:
+    """A recv that completes in the iteration where its timeout expires: the
+    data, and whether the block raised TimeoutError."""
+    loop = asyncio.get_running_loop()
+    got = b""
+    timed_out = False
+
+    async def expire_as_data_arrives() -> None:
+        await asyncio.sleep(0.01)
+        a.send(b"data")  # the recv's CQE waits in the CQ ...
+        cm.reschedule(loop.time() - 1)  # ... and the deadline passes with it
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(expire_as_data_arrives())
+        try:
+            async with asyncio.timeout(None) as cm:
+                buf, n = await ouring.recv(b, bytearray(10))
+                got = bytes(buf[:n])
+                if then_await:
+                    await asyncio.sleep(0)
+        except TimeoutError:
+            timed_out = True
+    return got, timed_out
+
+
+def test_timeout_when_the_operation_completed_anyway_returns_its_data(
+    run: Any, socketpair: tuple[socket.socket, socket.socket]
+) -> None:
+    a, b = socketpair
+    after: list[str] = []
+
+    async def main() -> None:
+        got = await _recv_as_the_deadline_passes(a, b, then_await=False)
+        assert got == (b"data", False)  # it happened: no TimeoutError
+        # 3.13's uncancel() drops the pending cancel with the last request;
+        # 3.11 and 3.12 keep it for the next suspension (see _asyncio.py).
+        try:
+            await asyncio.sleep(0)
+            after.append("ran on")
+        except asyncio.CancelledError:
+            after.append("cancelled")
+
+    run(main)
+    assert after == (["ran on"] if sys.version_info >= (3, 13) else ["cancelled"])
+
+
+def test_timeout_when_a_later_await_in_the_block_sees_the_cancel(
+    run: Any, socketpair: tuple[socket.socket, socket.socket]
+) -> None:
+    a, b = socketpair
+
+    async def main() -> None:
+        got = await _recv_as_the_deadline_passes(a, b, then_await=True)
+        assert got == (b"data", True)  # the data, and then the TimeoutError
+        task = asyncio.current_task()
+        assert task is not None
+        assert task.cancelling() == 0
+        await asyncio.sleep(0)
+
+    run(main)
+
+
+def test_cancel_of_read_many_waits_for_every_buffer(
+    run: Any, socketpair: tuple[socket.socket, socket.socket], data_file: Path
+) -> None:
+    _, b = socketpair
+    bufs = [bytearray(10) for _ in range(3)]
+
+    async def main() -> None:
+        # A read_many's reads at explicit offsets on a socket wait for data.
+        fd = os.open(data_file, os.O_RDONLY)
+        try:
+            task = asyncio.create_task(
+                ouring.read_many([(fd, bufs[0], 0), (b, bufs[1], 0), (b, bufs[2], 0)])
+            )
+            await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        finally:
+            os.close(fd)
+        assert ouring.current_ring().statistics().inflight == 0
+        for buf in bufs:
+            buf.extend(b"!")  # every buffer given back
+
+    run(main)
+
+
+def test_a_coroutine_closed_while_parked_leaves_its_op_to_the_ring(
+    run: Any, socketpair: tuple[socket.socket, socket.socket]
+) -> None:
+    a, b = socketpair
+    buf = bytearray(10)
+
+    async def main() -> None:
+        coro = ouring.recv(b, buf)
+        coro.send(None)  # parked on its Future, the recv in the ring's queue
+        coro.close()
+        ring = ouring.current_ring()
+        await asyncio.sleep(0.01)
+        assert ring.statistics().inflight == 0  # abandoned: cancelled
+        buf.extend(b"!")
+        a.send(b"data")
+        assert b.recv(10) == b"data"
+
+    run(main)
+
+
+def test_close_ends_a_recv_parked_on_the_fd(run: Any) -> None:
+    a, b = socket.socketpair()
+    fd = a.detach()
+
+    async def main() -> None:
+        task = asyncio.create_task(ouring.recv(fd, bytearray(4)))
+        await asyncio.sleep(0.01)
+        ring = ouring.current_ring()
+        assert ring.statistics().inflight == 1
+        await ouring.close(fd)  # cancels the recv first: the kernel pins the file
+        with pytest.raises(FdClosedError):
+            await task
+        assert ring.statistics().inflight == 0
+
+    with b:
+        run(main)
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        os.fstat(fd)
+
+
+def test_a_close_in_another_thread_ends_a_recv_parked_on_this_loop(run: Any) -> None:
+    """The closing thread's ring asks the parked recv's ring (another loop, in
+    another thread) to end its operations on the fd, through that loop's
+    call_soon_threadsafe, and waits for the answer before it closes."""
+    a, b = socket.socketpair()
+    fd = a.detach()
+    parked = threading.Event()
+    ended: list[BaseException] = []
+
+    def other_loop() -> None:
+        async def main() -> None:
+            task = asyncio.create_task(ouring.recv(fd, bytearray(4)))
+            await asyncio.sleep(0.01)
+            parked.set()
+            try:
+                await asyncio.wait_for(task, 5)
+            except BaseException as exc:  # noqa: BLE001 - what ended it is the point
+                ended.append(exc)
+
+        asyncio.run(main())
+
+    async def close() -> None:
+        await ouring.close(fd)
+
+    thread = threading.Thread(target=other_loop)
+    # The peer stays open until the other loop is done: its close would end
+    # the recv with b"" (the kernel holds the file) if the cancel, requested
+    # before the close is answered, reached the kernel after it.
+    with b:
+        thread.start()
+        try:
+            assert parked.wait(5)
+            run(close)
+        finally:
+            thread.join(10)
+    assert [type(exc) for exc in ended] == [FdClosedError]
+
+
+def test_multishot_receive_takes_in_order_and_a_cancel_takes_nothing(run: Any) -> None:
+    """The executor's receive (the multishot queue trio's socket layers read):
+    parked until something arrives, a take is a checkpoint, and a cancelled
+    receive, parked or at that checkpoint, takes nothing."""
+    client, server = tcp_pair()
+
+    async def main() -> None:
+        ring = ouring.current_ring()
+        assert ring.recv_group() is not None
+        executor = ring.executor
+        assert executor is not None
+        rx = Receiver()
+
+        def receive(size: int) -> Coroutine[Any, Any, Any]:
+            return executor.receive(ring, rx, server.fileno(), rx.take, size)
+
+        parked = asyncio.create_task(receive(100))
+        await asyncio.sleep(0.01)
+        assert not parked.done()
+        parked.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await parked
+        client.send(b"hello")
+        await asyncio.sleep(0.01)
+        assert rx.queued == 5  # the multishot stayed armed
+        at_checkpoint = asyncio.create_task(receive(100))
+        await asyncio.sleep(0)  # it yields before it takes ...
+        at_checkpoint.cancel()  # ... and is cancelled there
+        with pytest.raises(asyncio.CancelledError):
+            await at_checkpoint
+        assert rx.queued == 5
+        assert await receive(3) == b"hel"
+        assert await receive(100) == b"lo"
+        later = asyncio.create_task(receive(100))
+        await asyncio.sleep(0.01)
+        client.send(b"more")
+        assert await later == b"more"
+
+    with client, server:
+        run(main)
+
+
+# -- one ring per loop, and its teardown ------------------------------------------------------
+
+
+def test_one_ring_per_loop_shared_by_its_tasks(run: Any) -> None:
+    async def ring_of_a_task() -> ouring.Ring:
+        await ouring.stat("/")
+        return ouring.current_ring()
+
+    async def main() -> ouring.Ring:
+        rings = await asyncio.gather(*(ring_of_a_task() for _ in range(5)))
+        assert all(ring is rings[0] for ring in rings)
+        return rings[0]
+
+    first, second = run(main), run(main)
+    assert first.closed  # each closed with its loop
+    assert second.closed
+
+
+@pytest.mark.parametrize("runner", ["asyncio", "uvloop"])
+def test_a_hundred_runs_leave_no_fd(runner: str, data_file: Path) -> None:
+    async def main() -> None:
+        fd = await ouring.open(data_file)
+        await ouring.read(fd, bytearray(10), 0)
+        # One op left in the kernel at the end of the run: the teardown
+        # cancels it and reaps its CQE.
+        left, right = socket.socketpair()
+        with left, right:
+            asyncio.get_running_loop().create_task(ouring.recv(left, bytearray(1)))
+            await asyncio.sleep(0)
+        await ouring.close(fd)
+
+    run_under(runner, main)
+    gc.collect()
+    before = open_fds()
+    for _ in range(100):
+        run_under(runner, main)
+    gc.collect()
+    assert open_fds() == before
+
+
+@pytest.mark.parametrize("new_loop", [asyncio.new_event_loop, uvloop.new_event_loop])
+def test_a_loop_closed_without_asyncio_run_has_its_ring_closed(
+    new_loop: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
+    async def a_ring() -> ouring.Ring:
+        await ouring.stat("/")
+        return ouring.current_ring()
+
+    before = open_fds()
+    loop = new_loop()
+    ring = loop.run_until_complete(a_ring())
+    loop.close()
+    assert not ring.closed
+    gone = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert gone() is None
+    assert ring.closed  # by the finalizer of the collected loop
+    assert open_fds() == before
+
+    # A closed loop still referenced: its ring goes at the next lookup.
+    kept = new_loop()
+    ring = kept.run_until_complete(a_ring())
+    kept.close()
+    asyncio.run(a_ring())
+    assert ring.closed
+    assert open_fds() == before
+
+
+def test_open_ring_under_asyncio(run: Any, data_file: Path) -> None:
+    async def main() -> None:
+        loop_ring = ouring.current_ring()
+        async with ouring.open_ring(8) as ring:
+            assert ouring.current_ring() is ring is not loop_ring
+            fd = await ouring.open(data_file)
+            buf, n = await ouring.read(fd, bytearray(4), 0)
+            await ouring.close(fd)
+            assert bytes(buf[:n]) == DATA[:4]
+            assert ring.statistics().submitted == 3
+
+            async def child() -> ouring.Ring:
+                return ouring.current_ring()
+
+            assert await asyncio.create_task(child()) is ring  # the context is copied
+        assert ring.closed
+        assert ouring.current_ring() is loop_ring
+        await ouring.wait_all_ops_completed()
+
+    run(main)
+
+
+def test_the_thread_fallback_is_refused_with_the_reason(run: Any) -> None:
+    async def main() -> None:
+        with pytest.raises(ouring.UnsupportedError, match="driven by trio only"):
+            async with ouring.open_ring(fallback="always-threads"):
+                pass
+
+    run(main)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_anyio_on_either_backend(backend: str, data_file: Path) -> None:
+    async def main() -> tuple[bytes, int]:
+        fd = os.open(data_file, os.O_RDONLY)
+        try:
+            buf, n = await ouring.read(fd, bytearray(6), 2)
+        finally:
+            os.close(fd)
+        return bytes(buf[:n]), (await ouring.stat(data_file)).st_size
+
+    assert anyio.run(main, backend=backend) == (DATA[2:8], len(DATA))
