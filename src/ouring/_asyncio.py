@@ -162,7 +162,7 @@ class AsyncioDriver:
         else:
             ring.submit(op)
             inline = op.completes_inline
-        if not self._flush_queued:  # _queue_flush, inline: once per operation
+        if not self._flush_queued:  # flush_soon, inline: once per operation
             self._flush_queued = True
             _running_loop().call_soon(self._flush)
         if inline:
@@ -185,11 +185,11 @@ class AsyncioDriver:
         op.waiter = None  # a withdrawn op is settled inside cancel(): no wake
         if not isinstance(exc, CancelledError):
             ring.abandon(op)  # closed or thrown into: nobody receives it
-            self._queue_flush()  # its cancel request
+            self.flush_soon()  # its cancel request
             raise exc
         if ring.cancel(op):
             raise exc  # withdrawn: the kernel never saw it
-        self._queue_flush()  # the cancel request
+        self.flush_soon()  # the cancel request
         await self._until_done(ring, (op,))
         if op.cancelled():
             raise exc
@@ -211,7 +211,7 @@ class AsyncioDriver:
                 except BaseException:
                     for rest in ops:
                         ring.abandon(rest)
-                    self._queue_flush()
+                    self.flush_soon()
                     raise
                 op.waiter = None
 
@@ -224,7 +224,7 @@ class AsyncioDriver:
         move no file position)."""
         group = submit_group(ring, ops)
         loop = _running_loop()
-        self._queue_flush()
+        self.flush_soon()
         try:
             if all(op.completes_inline for op in ops):
                 await _yield()
@@ -236,11 +236,11 @@ class AsyncioDriver:
             if not isinstance(exc, CancelledError):
                 for op in ops:
                     ring.abandon(op)
-                self._queue_flush()
+                self.flush_soon()
                 raise
             for op in ops:
                 ring.cancel(op)
-            self._queue_flush()
+            self.flush_soon()
             await self._until_done(ring, ops)
             if any(op.cancelled() for op in ops):
                 raise
@@ -266,7 +266,7 @@ class AsyncioDriver:
                 raise FdClosedError(errno.EBADF, "another task closed this socket")
             if rx.op is None:
                 arm_receive(ring, rx, fd)
-                self._queue_flush()
+                self.flush_soon()
             fut = rx.waiter = loop.create_future()
             try:
                 await fut
@@ -300,7 +300,7 @@ class AsyncioDriver:
         # to the kernel with the next flush.
         self.ring._answer_fd_requests()
         if self.ring._cancels and not self._closed:
-            self._queue_flush()
+            self.flush_soon()
 
     async def resolve(self, family: int, address: Any) -> Any:
         host, port, *rest = address
@@ -333,9 +333,10 @@ class AsyncioDriver:
 
     # -- loop callbacks -----------------------------------------------------------------
 
-    def _queue_flush(self) -> None:
+    def flush_soon(self) -> None:
         """Flush in the next iteration: operations and cancel requests queued
-        in this one go to the kernel together."""
+        in this one go to the kernel together. For code that submits outside
+        ``perform`` (the transports of ``ouring.asyncio``) too."""
         if not self._flush_queued:
             self._flush_queued = True
             _running_loop().call_soon(self._flush)
@@ -357,7 +358,7 @@ class AsyncioDriver:
             # The kernel wanted CQEs reaped before more SQEs: the rest goes
             # next iteration. Operations held back by the in-flight cap wait
             # for a CQE instead (_reap), so a full ring does not spin the loop.
-            self._queue_flush()
+            self.flush_soon()
 
     def _reap(self) -> None:
         ring = self.ring
@@ -367,7 +368,7 @@ class AsyncioDriver:
             self.close()
             return
         if ring._pending or ring._cancels:
-            self._queue_flush()  # room in the kernel again
+            self.flush_soon()  # room in the kernel again
 
     # -- lifetime -----------------------------------------------------------------------
 

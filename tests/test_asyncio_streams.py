@@ -1,0 +1,385 @@
+"""``ouring.asyncio``: asyncio transports, servers and streams over the ring,
+on the default loop and on uvloop, against real sockets on 127.0.0.1 and
+Unix sockets in tmp_path."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import random
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import open_fds
+
+import ouring.asyncio as oa
+
+uvloop = pytest.importorskip("uvloop")
+
+LOOPS = ["default", "uvloop"]
+
+
+@pytest.fixture(params=LOOPS)
+def run(request: pytest.FixtureRequest) -> Callable[[Callable[[], Awaitable[Any]]], Any]:
+    def runner(main: Callable[[], Awaitable[Any]]) -> Any:
+        if request.param == "uvloop":
+            return uvloop.run(main())
+        return asyncio.run(main())  # type: ignore[arg-type]
+
+    return runner
+
+
+async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.write_eof()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+
+async def echo_server() -> tuple[oa.RingServer, int]:
+    server = await oa.start_server(echo, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def test_echo_round_trips_and_large_transfers_are_byte_exact(run: Any) -> None:
+    async def main() -> None:
+        server, port = await echo_server()
+        async with server:
+            reader, writer = await oa.open_connection("127.0.0.1", port)
+            for size in (1, 64, 16384, 100_000):
+                payload = random.randbytes(size)
+                writer.write(payload)
+                assert await reader.readexactly(size) == payload
+            payload = random.randbytes(8 << 20)
+
+            async def send() -> None:
+                for i in range(0, len(payload), 65536):
+                    writer.write(payload[i : i + 65536])
+                    await writer.drain()
+                writer.write_eof()
+
+            _, got = await asyncio.gather(send(), reader.read(-1))
+            assert got == payload
+            assert reader.at_eof()
+            writer.close()
+            await writer.wait_closed()
+
+    run(main)
+
+
+def test_readuntil_readline_and_their_limits(run: Any) -> None:
+    async def main() -> None:
+        server, port = await echo_server()
+        async with server:
+            reader, writer = await oa.open_connection("127.0.0.1", port, limit=1024)
+            writer.write(b"one\ntwo|three\n")
+            assert await reader.readline() == b"one\n"
+            assert await reader.readuntil(b"|") == b"two|"
+            assert await reader.readline() == b"three\n"
+            writer.write(b"x" * 4000 + b"\n")
+            with pytest.raises(ValueError, match="limit"):  # readline's LimitOverrunError
+                await reader.readline()
+            writer.write_eof()
+            with pytest.raises(asyncio.IncompleteReadError):
+                await reader.readexactly(10_000)
+            writer.close()
+            await writer.wait_closed()
+
+    run(main)
+
+
+def test_half_close_the_peer_still_sends_after_our_eof(run: Any) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        data = await reader.read(-1)  # until our write_eof
+        writer.write(b"got " + str(len(data)).encode())
+        await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        server = await oa.start_server(handler, "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            reader, writer = await oa.open_connection("127.0.0.1", port)
+            assert writer.can_write_eof()
+            writer.write(b"a" * 5000)
+            writer.write_eof()
+            with pytest.raises(RuntimeError):
+                writer.write(b"late")
+            assert await reader.read(-1) == b"got 5000"
+            writer.close()
+            await writer.wait_closed()
+
+    run(main)
+
+
+def test_flow_control_pauses_a_fast_writer_for_a_slow_reader(run: Any) -> None:
+    received = bytearray()
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while chunk := await reader.read(4096):
+            received.extend(chunk)
+            await asyncio.sleep(0.001)
+        writer.close()
+
+    async def main() -> None:
+        server = await oa.start_server(slow, "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            reader, writer = await oa.open_connection("127.0.0.1", port)
+            transport = writer.transport
+            transport.set_write_buffer_limits(high=64 * 1024)
+            assert transport.get_write_buffer_limits() == (16 * 1024, 64 * 1024)
+            payload = random.randbytes(4 << 20)
+            writer.write(payload)  # far above the high-water mark: the protocol pauses
+            assert transport.get_write_buffer_size() > 64 * 1024
+            await writer.drain()  # returns once the buffer is under the low mark
+            assert transport.get_write_buffer_size() <= 16 * 1024
+            writer.write_eof()
+            await reader.read()
+            writer.close()
+            await writer.wait_closed()
+            assert bytes(received) == payload
+
+    run(main)
+
+
+def test_a_peer_reset_ends_the_connection_with_its_error(run: Any) -> None:
+    async def main() -> None:
+        listener = socket.create_server(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        reader, writer = await oa.open_connection("127.0.0.1", port)
+        peer, _ = listener.accept()
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer.close()  # linger 0: a reset
+        listener.close()
+        with pytest.raises(ConnectionResetError):
+            await reader.read(100)
+        assert writer.transport.is_closing()
+        writer.close()
+        with pytest.raises(ConnectionResetError):  # as asyncio's: connection_lost's error
+            await writer.wait_closed()
+
+    run(main)
+
+
+def test_server_close_with_clients_connected(run: Any) -> None:
+    reported: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _, ctx: reported.append(ctx))
+        server, port = await echo_server()
+        clients = [await oa.open_connection("127.0.0.1", port) for _ in range(5)]
+        for reader, writer in clients:
+            writer.write(b"ping")
+            assert await reader.readexactly(4) == b"ping"
+        server.close()
+        assert not server.is_serving()
+        with pytest.raises(ConnectionRefusedError):
+            await oa.open_connection("127.0.0.1", port)
+        for reader, writer in clients:  # still connected until they end
+            writer.write(b"pong")
+            assert await reader.readexactly(4) == b"pong"
+        server.close_clients()
+        await asyncio.wait_for(server.wait_closed(), 5)
+        for reader, writer in clients:
+            assert await reader.read() == b""
+            writer.close()
+            await writer.wait_closed()
+        gc.collect()  # a task that failed unseen is reported when collected
+        await asyncio.sleep(0)
+
+    run(main)
+    assert reported == []  # the accept cut by close() is no error
+
+
+class Collect(asyncio.BufferedProtocol):
+    def __init__(self) -> None:
+        self.buf = bytearray(1000)
+        self.data = bytearray()
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.calls = 0
+
+    def get_buffer(self, sizehint: int) -> bytearray:
+        return self.buf
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.calls += 1
+        self.data += self.buf[:nbytes]
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.done.set_result(None)
+
+
+def test_a_buffered_protocol_receives_into_its_own_buffer(run: Any) -> None:
+    async def main() -> None:
+        listener = socket.create_server(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        transport, protocol = await oa.create_connection(Collect, "127.0.0.1", port)
+        peer, _ = listener.accept()
+        payload = random.randbytes(50_000)
+        peer.sendall(payload)
+        peer.close()
+        listener.close()
+        assert isinstance(protocol, Collect)
+        await asyncio.wait_for(protocol.done, 5)
+        assert bytes(protocol.data) == payload
+        assert protocol.calls >= 50  # never more than its 1000-byte buffer at once
+        assert transport.is_closing()
+
+    run(main)
+
+
+def test_unix_connection_and_server(run: Any, tmp_path: Path) -> None:
+    path = tmp_path / "sock"
+
+    async def main() -> None:
+        server = await oa.start_unix_server(echo, path)
+        async with server:
+            reader, writer = await oa.open_unix_connection(path)
+            writer.write(b"over unix")
+            assert await reader.readexactly(9) == b"over unix"
+            writer.close()
+            await writer.wait_closed()
+
+    run(main)
+
+
+def test_extra_info_and_transport_surface(run: Any) -> None:
+    async def main() -> None:
+        server, port = await echo_server()
+        async with server:
+            reader, writer = await oa.open_connection("127.0.0.1", port)
+            transport = writer.transport
+            assert isinstance(transport, oa.RingTransport)
+            assert transport.get_extra_info("peername") == ("127.0.0.1", port)
+            assert transport.get_extra_info("sockname")[0] == "127.0.0.1"
+            assert transport.get_extra_info("socket").family == socket.AF_INET
+            assert transport.get_extra_info("nothing", 7) == 7
+            assert transport.is_reading()
+            transport.pause_reading()
+            assert not transport.is_reading()
+            writer.write(b"while paused")
+            await asyncio.sleep(0.05)
+            assert not reader._buffer  # type: ignore[attr-defined]
+            transport.resume_reading()
+            assert await reader.readexactly(12) == b"while paused"
+            with pytest.raises(TypeError):
+                transport.write("text")  # type: ignore[arg-type]
+            transport.abort()
+            await writer.wait_closed()
+            assert transport.is_closing()
+
+    run(main)
+
+
+def test_random_timeouts_on_read_lose_no_byte(run: Any) -> None:
+    # A numbered stream: every 4-byte number in order, whatever the timeouts
+    # cut (asyncio's StreamReader over ouring's transport).
+    count = 500_000
+    rng = random.Random(3)
+
+    async def produce(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for start in range(0, count, 50):  # small writes: the reader often waits
+            writer.write(struct.pack("<50I", *range(start, start + 50)))
+            await writer.drain()
+            await asyncio.sleep(0)
+        writer.close()
+
+    async def main() -> None:
+        server = await oa.start_server(produce, "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            reader, writer = await oa.open_connection("127.0.0.1", port)
+            got = bytearray()
+            timeouts = 0
+            while True:
+                try:
+                    async with asyncio.timeout(rng.choice([0, 1e-5, 1e-4, 1e-3])):
+                        chunk = await reader.read(rng.randint(1, 200))
+                except TimeoutError:
+                    timeouts += 1
+                    continue
+                if not chunk:
+                    break
+                got += chunk
+            assert len(got) == 4 * count
+            assert list(struct.unpack(f"<{count}I", got)) == list(range(count))
+            assert timeouts > 1000
+            writer.close()
+            await writer.wait_closed()
+
+    run(main)
+
+
+def test_connections_leave_no_fd_behind(run: Any) -> None:
+    async def main() -> None:
+        server, port = await echo_server()
+        async with server:
+            for _ in range(50):
+                reader, writer = await oa.open_connection("127.0.0.1", port)
+                writer.write(b"x")
+                assert await reader.readexactly(1) == b"x"
+                writer.close()
+                await writer.wait_closed()
+
+    run(main)  # the loop's ring made, then closed with its loop
+    before = open_fds()
+    run(main)
+    assert open_fds() == before
+
+
+def test_bad_input_is_refused_at_the_call(run: Any) -> None:
+    async def main() -> None:
+        with pytest.raises(ValueError, match="host and port"):
+            await oa.open_connection()
+        with pytest.raises(NotImplementedError, match="TLS"):
+            await oa.open_connection("127.0.0.1", 1, ssl=True)
+        listener = socket.create_server(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        listener.close()
+        with pytest.raises(ConnectionRefusedError):
+            await oa.open_connection("127.0.0.1", port)
+
+    run(main)
+
+
+def test_cancelled_connects_and_accepts_leave_no_fd(run: Any) -> None:
+    # Timeouts cut open_connection at every point: before the connect is
+    # submitted, while the kernel has it, after it completed. Whatever
+    # connected is either handed out or closed; nothing stays open.
+    rng = random.Random(5)
+
+    async def main() -> None:
+        server, port = await echo_server()
+        async with server:
+            made = 0
+            for _ in range(300):
+                try:
+                    async with asyncio.timeout(rng.choice([0, 1e-5, 1e-4, 1e-3])):
+                        reader, writer = await oa.open_connection("127.0.0.1", port)
+                except TimeoutError:
+                    continue
+                made += 1
+                writer.write(b"!")
+                assert await reader.readexactly(1) == b"!"
+                writer.close()
+                await writer.wait_closed()
+            assert 0 < made < 300
+            server.close_clients()
+
+    run(main)  # the loop's ring made and closed once
+    before = open_fds()
+    run(main)
+    assert open_fds() == before
