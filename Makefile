@@ -148,11 +148,11 @@ deps: $(STAMP)
 
 # Editable install: the cffi extension is built into src/ouring/ and rebuilt
 # whenever the native sources or the build configuration change.
-$(STAMP): /usr/include/liburing.h pyproject.toml setup.py native/build.py native/shim.h native/shim.c native/hot.c native/internal.h native/lease.c native/ops.c native/core.c native/receive.c native/pool.c native/trio_await.c native/ouring_cdef.h
+$(STAMP): /usr/include/liburing.h pyproject.toml setup.py native/build.py native/shim.h native/shim.c native/ringcore.c native/internal.h native/lease.c native/ops.c native/core.c native/receive.c native/pool.c native/trio_await.c native/ouring_cdef.h
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test,build]'
 	touch $@
 
 clean:
-	rm -rf $(VENV) .venv-3.* build dist src/*.egg-info src/ouring/_native* src/ouring/_hot*.so
+	rm -rf $(VENV) .venv-3.* build dist src/*.egg-info src/ouring/_native* src/ouring/_ringcore*.so

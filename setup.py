@@ -1,5 +1,5 @@
-"""Builds ``ouring._native`` (cffi, from native/build.py) and ``ouring._hot``
-(native/hot.c). cffi_modules is a setup() keyword with no pyproject.toml
+"""Builds ``ouring._native`` (cffi, from native/build.py) and ``ouring._ringcore``
+(native/ringcore.c). cffi_modules is a setup() keyword with no pyproject.toml
 spelling; the C-API hot path is a plain extension built beside it.
 
 Both link liburing. ``build_ext`` first asks the configured compiler (CC,
@@ -112,12 +112,12 @@ setup(
     cffi_modules=["native/build.py:ffibuilder"],
     ext_modules=[
         Extension(
-            "ouring._hot",
-            ["native/hot.c"],
+            "ouring._ringcore",
+            ["native/ringcore.c"],
             include_dirs=["native"],
             libraries=["uring"],
             extra_compile_args=["-O2", "-Wall"],
-            # hot.c includes internal.h and every part: one translation unit.
+            # ringcore.c includes internal.h and every part: one translation unit.
             depends=[
                 "native/shim.h",
                 "native/internal.h",

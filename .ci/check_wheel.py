@@ -1,5 +1,5 @@
 """`make wheel`'s check of the wheel it built: a manylinux tag, the two
-extensions (ouring._hot and the cffi module ouring._native), and no
+extensions (ouring._ringcore and the cffi module ouring._native), and no
 liburing.so anywhere: neither extension lists it in its DT_NEEDED entries nor
 exports liburing's symbols (it is linked in, and kept private), and auditwheel
 had nothing to graft. No extension carries an RPATH/RUNPATH of the build
@@ -30,8 +30,8 @@ def problems_of(wheel: Path) -> list[str]:
         problems += [f"{name}: bundled in the wheel" for name in members if "liburing" in name]
         extensions = [name for name in members if name.startswith("ouring/") and ".so" in name]
         modules = sorted(Path(name).name.split(".")[0] for name in extensions)
-        if modules != ["_hot", "_native"]:
-            problems.append(f"extensions {modules}, expected ['_hot', '_native']")
+        if modules != ["_native", "_ringcore"]:
+            problems.append(f"extensions {modules}, expected ['_native', '_ringcore']")
         for name in extensions:
             path = archive.extract(name, tmp)
             dynamic = readelf("-d", path)

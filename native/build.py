@@ -3,7 +3,7 @@
 The declarations Python sees live in ``ouring_cdef.h``; the C that implements
 them in ``shim.h`` and ``shim.c``. The per-operation path (operations, buffer
 leases, the operation table with submit and reap) is a separate CPython
-extension, ``ouring._hot`` (``hot.c``, built by setup.py), because every cffi
+extension, ``ouring._ringcore`` (``ringcore.c``, built by setup.py), because every cffi
 call releases and re-takes the GIL. liburing comes from Debian's ``liburing-dev``;
 ``libraries=["uring"]`` is what setup.py's build_ext checks the header for and
 turns into a static link against ``liburing.a`` when there is one.

@@ -819,7 +819,7 @@ static PyGetSetDef core_getset[] = {
 
 static PyTypeObject CoreType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "ouring._hot.RingCore",
+    .tp_name = "ouring._ringcore.RingCore",
     .tp_doc = "The operation table of one ring and every state change of an operation.",
     .tp_basicsize = sizeof(Core),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,

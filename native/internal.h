@@ -1,5 +1,5 @@
 /* What the parts of the ring-core extension share (one translation unit:
- * hot.c includes this header, then every part; see hot.c for why). Types
+ * ringcore.c includes this header, then every part; see ringcore.c for why). Types
  * every part uses, the objects C calls back into, and the prototypes of the
  * functions one part calls in another, so the parts can be read, and
  * included, in any order. Everything stays `static`: the compiler sees the
@@ -14,7 +14,7 @@
  *   core.c        RingCore: the operation table, submit, prepare, reap and
  *                 settle, cancel, abandon, teardown
  *   trio_await.c  the trio executor's awaitables (the core never calls it)
- *   hot.c         the module: cached_ring, the hooks, after_fork_in_child, init
+ *   ringcore.c    the module: cached_ring, the hooks, after_fork_in_child, init
  */
 #ifndef OURING_INTERNAL_H
 #define OURING_INTERNAL_H
@@ -34,7 +34,7 @@
  *
  * Every call from C into Python is one of these, and nothing else:
  * - hooks: module-level callables (and one class) registered by keyword with
- *   set_hooks(), once, in _ring.py; typed in _hot.pyi. They keep messages and
+ *   set_hooks(), once, in _ring.py; typed in _ringcore.pyi. They keep messages and
  *   slow-path argument checks in Python.
  * - the operation protocol: methods and class attributes every operation has
  *   because the C base type (Operation, ops.c) defines them or a subclass must
@@ -66,10 +66,10 @@ static struct hooks hooks;
 /* hook(args..., NULL), or SystemError if set_hooks was never called. */
 #define CALL_HOOK(hook, ...)                                                                   \
     (hooks.hook ? PyObject_CallFunctionObjArgs(hooks.hook, __VA_ARGS__)                      \
-                : (PyErr_SetString(PyExc_SystemError, "ouring._hot: set_hooks() not called"), \
+                : (PyErr_SetString(PyExc_SystemError, "ouring._ringcore: set_hooks() not called"), \
                    (PyObject *)NULL))
 
-/* The names C looks up (interned once, at import: hot.c). */
+/* The names C looks up (interned once, at import: ringcore.c). */
 static PyObject *str_writes_buffer, *str_flags, *str_opcode, *str_release, *str_discard,
     *str_more, *str_wake;
 

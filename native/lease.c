@@ -375,7 +375,7 @@ static PyGetSetDef lease_getset[] = {
 
 static PyTypeObject LeaseType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "ouring._hot.Lease",
+    .tp_name = "ouring._ringcore.Lease",
     .tp_doc = "Lease(obj, writable): one buffer lent to the kernel.",
     .tp_basicsize = sizeof(Lease),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,

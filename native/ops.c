@@ -208,7 +208,7 @@ static PyGetSetDef op_getset[] = {
 
 static PyTypeObject OpType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "ouring._hot.Operation",
+    .tp_name = "ouring._ringcore.Operation",
     .tp_doc = "Operation(fd, addr, length, offset, op_flags): an SQE image and a lifecycle.",
     .tp_basicsize = sizeof(Op),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
@@ -273,7 +273,7 @@ static int checked_u64(PyObject *value, long long lo, unsigned long long hi, PyO
         PyErr_Clear();
     }
     if (!*helper) {
-        PyErr_SetString(PyExc_SystemError, "ouring._hot: set_hooks() not called");
+        PyErr_SetString(PyExc_SystemError, "ouring._ringcore: set_hooks() not called");
         return -1;
     }
     r = PyObject_CallFunctionObjArgs(*helper, value, name, NULL);
@@ -415,7 +415,7 @@ static PyMemberDef buf_members[] = {
 
 static PyTypeObject BufOpType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "ouring._hot.BufferOperation",
+    .tp_name = "ouring._ringcore.BufferOperation",
     .tp_doc = "An operation on one lent caller buffer.",
     .tp_basicsize = sizeof(BufOp),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
@@ -429,7 +429,7 @@ static PyTypeObject BufOpType = {
 
 static PyTypeObject FileOpType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "ouring._hot.FileOperation",
+    .tp_name = "ouring._ringcore.FileOperation",
     .tp_doc = "FileOperation(fd, buf, offset=-1): read/write at offset (-1: the file position).",
     .tp_basicsize = sizeof(BufOp),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
@@ -440,7 +440,7 @@ static PyTypeObject FileOpType = {
 
 static PyTypeObject MessageOpType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "ouring._hot.MessageOperation",
+    .tp_name = "ouring._ringcore.MessageOperation",
     .tp_doc = "MessageOperation(sock, buf, flags=0): recv/send with MSG_* flags.",
     .tp_basicsize = sizeof(BufOp),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
@@ -496,7 +496,7 @@ static PyMethodDef receive_methods[] = {
 
 static PyTypeObject ReceiveOpType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "ouring._hot.ReceiveOperation",
+    .tp_name = "ouring._ringcore.ReceiveOperation",
     .tp_doc = "ReceiveOperation(sock, size, flags=0): recv into new bytes, as socket.recv.",
     .tp_basicsize = sizeof(BufOp),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
@@ -524,7 +524,7 @@ static PyMethodDef count_methods[] = {
 
 static PyTypeObject CountOpType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "ouring._hot.SendOperation",
+    .tp_name = "ouring._ringcore.SendOperation",
     .tp_doc = "SendOperation(sock, buf, flags=0): send from buf; result() is the count.",
     .tp_basicsize = sizeof(BufOp),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
@@ -592,7 +592,7 @@ static PyMemberDef group_members[] = {
 
 static PyTypeObject GroupType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "ouring._hot.Group",
+    .tp_name = "ouring._ringcore.Group",
     .tp_doc = "Group(count, waiter): wake waiter once, when count operations are DONE.",
     .tp_basicsize = sizeof(Group),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,

@@ -173,7 +173,7 @@ static PyGetSetDef pool_getset[] = {
 
 static PyTypeObject PoolCoreType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "ouring._hot.PoolCore",
+    .tp_name = "ouring._ringcore.PoolCore",
     .tp_doc = "PoolCore(count, size): count page-aligned buffers of size bytes, ouring's own.",
     .tp_basicsize = sizeof(PoolCore),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,

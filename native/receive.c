@@ -337,7 +337,7 @@ static PyGetSetDef receiver_getset[] = {
 
 static PyTypeObject ReceiverType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "ouring._hot.Receiver",
+    .tp_name = "ouring._ringcore.Receiver",
     .tp_doc = "Receiver(limit=262144): what a socket's multishot receive delivered, in order.",
     .tp_basicsize = sizeof(Receiver),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
@@ -419,7 +419,7 @@ static PyGetSetDef multirecv_getset[] = {
 
 static PyTypeObject MultiRecvType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "ouring._hot.MultishotReceive",
+    .tp_name = "ouring._ringcore.MultishotReceive",
     .tp_doc = "MultishotReceive(fd, receiver, group): a multishot recv into a buffer group.",
     .tp_basicsize = sizeof(MultiRecv),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,

@@ -1,6 +1,6 @@
 /* What both native modules share: `struct ouring` and the inline helpers that
  * prepare one SQE and submit a batch while copying out the ready CQEs. The
- * ring core (hot.c, `ouring._hot`) calls those with the GIL held; the cffi
+ * ring core (ringcore.c, `ouring._ringcore`) calls those with the GIL held; the cffi
  * module (`ouring._native`) uses shim.c's setup, teardown and probe.
  *
  * Who owns what: `struct ouring` is malloc'ed by ouring_setup (shim.c) and freed only by

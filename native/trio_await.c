@@ -563,7 +563,7 @@ static PyAsyncMethods step_async = {
 
 static PyTypeObject StepType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "ouring._hot.TrioStep",
+    .tp_name = "ouring._ringcore.TrioStep",
     .tp_doc = "An awaitable of the trio executor (native/trio_await.c).",
     .tp_basicsize = sizeof(Step),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
@@ -583,7 +583,7 @@ static PyTypeObject StepType = {
  * completes inside the pass's io_uring_enter (op.completes_inline), when the
  * last pass was not a lone task's, is an inline step; anything else is the
  * driver's Python _perform (lone tasks, operations that park). */
-static PyObject *hot_trio_perform(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+static PyObject *ringcore_trio_perform(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *flag;
     Core *c;
@@ -623,7 +623,7 @@ static PyObject *hot_trio_perform(PyObject *Py_UNUSED(m), PyObject *const *args,
     return (PyObject *)s;
 }
 
-static PyObject *hot_trio_receive(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+static PyObject *ringcore_trio_receive(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 {
     Step *s;
     int fd;
@@ -662,7 +662,7 @@ static PyObject *hot_trio_receive(PyObject *Py_UNUSED(m), PyObject *const *args,
 }
 
 /* set_trio(**objects): trio's objects, every one by keyword (_trio.py, once). */
-static PyObject *hot_set_trio(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kwargs)
+static PyObject *ringcore_set_trio(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"checkpoint_if_cancelled", "cancel_shielded_checkpoint",
                              "wait_task_rescheduled", "current_task", "value", "closed_error",

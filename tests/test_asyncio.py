@@ -23,7 +23,7 @@ from conftest import open_fds, run_under, tcp_pair
 
 import ouring
 from ouring._errors import FdClosedError
-from ouring._hot import Receiver
+from ouring._ringcore import Receiver
 
 pytestmark = pytest.mark.io_uring_only  # the thread fallback is trio's only, for now
 

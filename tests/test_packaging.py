@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ouring import _hot, _native
+from ouring import _native, _ringcore
 
 SOURCE = Path(os.environ.get("OURING_SOURCE_TREE", Path(__file__).resolve().parents[1]))
 PACKAGES = ("liburing-dev", "Fedora: liburing-devel", "Alpine: liburing-dev", "Arch: liburing")
@@ -61,7 +61,7 @@ def compiler_finds(name: str) -> bool:
     return os.path.isabs(found) and os.path.isfile(found)
 
 
-@pytest.mark.parametrize("module", [_hot, _native], ids=["_hot", "_native"])
+@pytest.mark.parametrize("module", [_ringcore, _native], ids=["_native", "_ringcore"])
 def test_the_extensions_carry_liburing_instead_of_needing_liburing_so(module: object) -> None:
     # setup.py links liburing.a whenever the compiler finds it (Debian's
     # liburing-dev ships it; `make wheel` requires it). The loader then has no

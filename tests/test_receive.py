@@ -24,7 +24,7 @@ from conftest import open_fds, tcp_pair
 
 import ouring
 import ouring.trio
-from ouring import _hot
+from ouring import _ringcore
 from ouring._ops import DONE, MultishotReceive
 from ouring._ring import RECV_BUFFER_SIZE, RECV_BUFFERS, RECV_GROUP, Ring
 from ouring.trio import UringSocket
@@ -45,7 +45,7 @@ def test_a_receiver_hands_out_what_arrived_in_order_and_the_end_once_per_take() 
     a, b = socket.socketpair()  # the mechanism is per fd: any stream socket
     with Ring() as ring, a, b:
         assert ring.recv_group() == RECV_GROUP
-        rx = _hot.Receiver(limit=1 << 20)
+        rx = _ringcore.Receiver(limit=1 << 20)
         op = MultishotReceive(a.fileno(), rx, RECV_GROUP)
         assert rx.op is op
         assert op.receiver is rx
@@ -82,7 +82,7 @@ def test_an_error_is_reported_to_one_receive_after_what_arrived_before_it() -> N
     a, b = tcp_pair()
     with Ring() as ring, a:
         assert ring.recv_group() == RECV_GROUP  # the buffers, registered at first use
-        rx = _hot.Receiver()
+        rx = _ringcore.Receiver()
         ring.submit(MultishotReceive(a.fileno(), rx, RECV_GROUP))
         settle(ring, expect=False)
         b.send(b"last words")
@@ -106,7 +106,7 @@ def test_large_arrivals_are_handed_over_and_never_written_again() -> None:
     a, b = socket.socketpair()
     with Ring() as ring, a, b:
         assert ring.recv_group() == RECV_GROUP
-        rx = _hot.Receiver(limit=1 << 20)
+        rx = _ringcore.Receiver(limit=1 << 20)
         ring.submit(MultishotReceive(a.fileno(), rx, RECV_GROUP))
         settle(ring, expect=False)
         sent: list[bytes] = []
@@ -129,7 +129,7 @@ def test_handed_over_buffers_are_freed_with_their_bytes() -> None:
     payload = bytes(RECV_BUFFER_SIZE)
     with Ring() as ring, a, b:
         assert ring.recv_group() == RECV_GROUP
-        rx = _hot.Receiver(limit=1 << 20)
+        rx = _ringcore.Receiver(limit=1 << 20)
         ring.submit(MultishotReceive(a.fileno(), rx, RECV_GROUP))
         settle(ring, expect=False)
 
@@ -154,9 +154,9 @@ def test_handed_over_buffers_are_freed_with_their_bytes() -> None:
 
 
 def test_receiver_misuse_is_refused_at_the_call() -> None:
-    rx = _hot.Receiver()
+    rx = _ringcore.Receiver()
     with pytest.raises(ValueError, match="limit"):
-        _hot.Receiver(limit=0)
+        _ringcore.Receiver(limit=0)
     with pytest.raises(ValueError, match="size"):
         rx.take(0)
     with pytest.raises(BufferError):

@@ -14,7 +14,7 @@ import pytest
 from ouring._native import lib
 
 import ouring
-from ouring import _hot, _ring
+from ouring import _ring, _ringcore
 from ouring._errors import setup_error
 from ouring._ops import DONE, LEAKED, PENDING, SUBMITTED, Nop, OpenAt, Read, Recv, RecvBytes
 
@@ -487,7 +487,7 @@ def test_the_owner_thread_and_process_are_kept_in_the_core_only() -> None:
 
 
 def test_set_hooks_takes_every_hook_by_keyword_or_changes_nothing() -> None:
-    set_hooks: Any = _hot.set_hooks  # called as wrong code would call it
+    set_hooks: Any = _ringcore.set_hooks  # called as wrong code would call it
     with pytest.raises(TypeError, match="by keyword"):
         set_hooks(print)
     with pytest.raises(TypeError, match="by keyword"):

@@ -18,7 +18,7 @@ import trio.testing
 from conftest import tcp_pair
 
 import ouring
-from ouring import _hot, _trio
+from ouring import _ringcore, _trio
 from ouring.trio import UringSocket
 
 
@@ -36,8 +36,8 @@ def test_trios_traps_are_what_the_c_steps_yield() -> None:
     from trio._core._traps import CancelShieldedCheckpoint, WaitTaskRescheduled
 
     assert _trio._trio_traps() == (CancelShieldedCheckpoint, WaitTaskRescheduled)
-    assert _trio._Driver.perform is _hot.trio_perform  # type: ignore[comparison-overlap]
-    assert _trio._Driver.receive is _hot.trio_receive
+    assert _trio._Driver.perform is _ringcore.trio_perform  # type: ignore[comparison-overlap]
+    assert _trio._Driver.receive is _ringcore.trio_receive
 
 
 async def test_a_step_is_a_coroutine_to_trio(tmp_path: Path) -> None:
@@ -47,7 +47,7 @@ async def test_a_step_is_a_coroutine_to_trio(tmp_path: Path) -> None:
     try:
         batching()
         step = ouring.read(fd, bytearray(4), 0)
-        assert type(step) is _hot.TrioStep
+        assert type(step) is _ringcore.TrioStep
         assert isinstance(step, collections.abc.Coroutine)
         assert await step == (bytearray(b"step"), 4)
         with pytest.raises(RuntimeError, match="cannot reuse"):

@@ -81,9 +81,9 @@ from typing import Any, TypeVar
 
 from ._errors import FdClosedError, UnsupportedError
 from ._fallback import ThreadRing, make_ring
-from ._hot import Receiver
 from ._ops import DONE, Operation
 from ._ring import FdRequest, Ring, arm_receive, submit_group
+from ._ringcore import Receiver
 
 __all__ = ["AsyncioDriver", "Event", "drive", "loop_ring", "run_ring"]
 

@@ -45,9 +45,9 @@ from typing import Any
 
 from . import _asyncio
 from ._errors import FdClosedError
-from ._hot import Receiver
 from ._ops import RecvBytes, Send
 from ._ring import Ring, arm_receive
+from ._ringcore import Receiver
 
 __all__ = [
     "RingServer",

@@ -13,7 +13,7 @@ with a writer. The table of lent ranges lives in C (``native/lease.c``): it is
 per process because memory is (two rings must not write into one buffer
 either), and a sorted array answers "is any byte of this already lent?" in
 O(log n). Read, write, recv and send embed their lend in the operation
-(``_hot.BufferOperation``), and so does a receive into new bytes
+(``_ringcore.BufferOperation``), and so does a receive into new bytes
 (``RecvBytes``); ``Lease`` is the same lend as an object of its own, for
 operations that carry several buffers (readv, writev). The functions here
 build the exceptions of a refused lend.
@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._errors import BufferInUseError
-from ._hot import MAX_RW, Lease
+from ._ringcore import MAX_RW, Lease
 
 __all__ = ["MAX_RW", "Lease", "in_use", "unlendable"]
 

@@ -1,7 +1,7 @@
 """Which ring the module-level operations use: loop-neutral.
 
 Imports neither trio nor asyncio at import time. Every operation asks
-``ring_of_task()``: one ContextVar lookup in C (``_hot.cached_ring``) when the
+``ring_of_task()``: one ContextVar lookup in C (``_ringcore.cached_ring``) when the
 task's context caches ``(ring, thread ident)`` for an open ring. On a miss
 ``_find_ring`` picks the innermost ``open_ring()`` of the context, else asks
 the adapter of the library running this task for its own ring (trio: one per
@@ -32,7 +32,7 @@ from contextvars import ContextVar
 from threading import get_ident
 from typing import TYPE_CHECKING, Any
 
-from . import _hot
+from . import _ringcore
 
 if TYPE_CHECKING:
     from ._ring import Ring
@@ -87,4 +87,4 @@ def _find_ring() -> Ring:
 #: The ring module-level operations use: the innermost ``open_ring()`` of this
 #: task's context, else the run's (trio) or the loop's (asyncio). No Python
 #: frame on a cache hit.
-ring_of_task: Callable[[], Ring] = functools.partial(_hot.cached_ring, _task_ring, _find_ring)
+ring_of_task: Callable[[], Ring] = functools.partial(_ringcore.cached_ring, _task_ring, _find_ring)

@@ -10,7 +10,7 @@ operation stays referenced by its ring, until the final CQE; then the ring
 calls ``release`` exactly once.
 
 The lifecycle fields (``state``, ``res``, ``cancel_by``, ``waiter``,
-``abandoned``, ``user_data``) are C fields of ``_hot.Operation``, written only
+``abandoned``, ``user_data``) are C fields of ``_ringcore.Operation``, written only
 by the ring core (``RingCore``, native/core.c): every state change lives
 there; ``_ring.py`` and the executors call it.
 """
@@ -28,10 +28,11 @@ import warnings
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
-from . import _hot, _sockaddr
+from . import _ringcore, _sockaddr
 from ._buffers import MAX_RW, Lease
 from ._errors import FdClosedError, RingClosedError, os_error
-from ._hot import (
+from ._native import ffi, lib
+from ._ringcore import (
     CALLER,
     CANCELLING,
     CLOSED,
@@ -43,7 +44,6 @@ from ._hot import (
     SUBMITTED,
     PoolBuffer,
 )
-from ._native import ffi, lib
 
 __all__ = [
     "CALLER",
@@ -118,10 +118,10 @@ _IOV_MAX = 1024
 _NULL = ffi.NULL
 
 
-class Operation(_hot.Operation, Generic[T]):
+class Operation(_ringcore.Operation, Generic[T]):
     """Base of every operation. ``T`` is what awaiting it returns.
 
-    The SQE image and the lifecycle are C fields of ``_hot.Operation``:
+    The SQE image and the lifecycle are C fields of ``_ringcore.Operation``:
     ``Operation(fd, addr, length, offset, op_flags)`` fills the SQE image (see
     ouring_prep in native/shim.h for each opcode's use); ``addr`` is an address
     as an int, and the memory it points at is held by the operation's own
@@ -188,7 +188,7 @@ class Nop(_Status):
         super().__init__(-1, 0, 0, 0, 0)
 
 
-class _FileOperation(_hot.FileOperation, Operation[tuple[B, int]]):
+class _FileOperation(_ringcore.FileOperation, Operation[tuple[B, int]]):
     """read/write: ``(fd, buf, offset=-1)``, -1 meaning the file position.
     Built in one C call (this is the hottest constructor): it checks the
     arguments, lends ``buf`` (``writes_buffer`` says how) and fills the SQE
@@ -198,7 +198,7 @@ class _FileOperation(_hot.FileOperation, Operation[tuple[B, int]]):
     writes_buffer: ClassVar[bool]
     completes_inline = True  # from and into the page cache
 
-    if TYPE_CHECKING:  # built by _hot.FileOperation's __new__; typed here for B
+    if TYPE_CHECKING:  # built by _ringcore.FileOperation's __new__; typed here for B
 
         def __init__(self, fd: Any, buf: B, offset: int = -1) -> None: ...
 
@@ -267,14 +267,14 @@ def fixed_or_plain(
     return plain(fd, buf, offset)
 
 
-class _MessageOperation(_hot.MessageOperation, Operation[tuple[B, int]]):
+class _MessageOperation(_ringcore.MessageOperation, Operation[tuple[B, int]]):
     """recv/send: ``(sock, buf, flags=0)`` with ``MSG_*`` flags; built in C
     like ``_FileOperation``."""
 
     __slots__ = ()
     writes_buffer: ClassVar[bool]
 
-    if TYPE_CHECKING:  # built by _hot.MessageOperation's __new__; typed here for B
+    if TYPE_CHECKING:  # built by _ringcore.MessageOperation's __new__; typed here for B
 
         def __init__(self, sock: Any, buf: B, flags: int = 0) -> None: ...
 
@@ -287,7 +287,7 @@ class Recv(_MessageOperation[B]):
     writes_buffer = True
 
 
-class RecvBytes(_hot.ReceiveOperation, Operation[bytes]):
+class RecvBytes(_ringcore.ReceiveOperation, Operation[bytes]):
     """IORING_OP_RECV into a new bytes object of up to ``size`` bytes, handed
     out cut to the received count: what ``socket.recv`` returns, with no copy
     out of a reused buffer (the kernel writes into the bytes themselves).
@@ -297,15 +297,15 @@ class RecvBytes(_hot.ReceiveOperation, Operation[bytes]):
     __slots__ = ()
     opcode = lib.IORING_OP_RECV
 
-    if TYPE_CHECKING:  # built by _hot.ReceiveOperation's __new__
+    if TYPE_CHECKING:  # built by _ringcore.ReceiveOperation's __new__
 
         def __init__(self, sock: Any, size: int, flags: int = 0) -> None: ...
 
 
-class MultishotReceive(_hot.MultishotReceive, Operation[None]):
+class MultishotReceive(_ringcore.MultishotReceive, Operation[None]):
     """``MultishotReceive(fd, receiver, group)``: a multishot recv into the
     ring's provided buffers (group ``group``, see ``Ring.recv_group``). Armed
-    once, it puts every arrival into its ``Receiver`` (a ``_hot.Receiver``,
+    once, it puts every arrival into its ``Receiver`` (a ``_ringcore.Receiver``,
     one per socket) until the kernel ends it; the CQEs are handled in C
     (native/receive.c). It owns no memory: the buffers are the ring's, and
     each is copied out and given back in the dispatch of its CQE."""
@@ -323,7 +323,7 @@ class Send(_MessageOperation[B]):
     completes_inline = True
 
 
-class SendCount(_hot.SendOperation, Operation[int]):
+class SendCount(_ringcore.SendOperation, Operation[int]):
     """IORING_OP_SEND, as :class:`Send`, whose result is the count alone
     (``socket.send``'s value)."""
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import weakref
 from typing import TYPE_CHECKING, Self
 
-from ._hot import PoolBuffer, PoolCore
+from ._ringcore import PoolBuffer, PoolCore
 
 if TYPE_CHECKING:
     from ._ring import Ring

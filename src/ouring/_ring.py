@@ -44,11 +44,9 @@ from dataclasses import dataclass
 from threading import get_ident
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from . import _hot, _sockaddr
+from . import _ringcore, _sockaddr
 from ._buffers import in_use, unlendable
 from ._errors import RingClosedError, UnsupportedError, setup_error
-from ._hot import Group, Receiver, RingCore
-from ._hot import after_fork_in_child as _hot_after_fork_in_child
 from ._native import ffi, lib
 from ._ops import (
     CLOSED,
@@ -93,6 +91,8 @@ from ._ops import (
     u32,
     uses_fd,
 )
+from ._ringcore import Group, Receiver, RingCore
+from ._ringcore import after_fork_in_child as _ringcore_after_fork_in_child
 
 if TYPE_CHECKING:
     from ._pool import BufferPool
@@ -144,7 +144,7 @@ _FEATURE_OPCODES = {
 # A forked child has no ring memory (MADV_DONTFORK): the core refuses every
 # ring opened before the fork from then on (a counter, not a getpid() syscall
 # per check). Forks made without Python's hooks are not seen.
-os.register_at_fork(after_in_child=_hot_after_fork_in_child)
+os.register_at_fork(after_in_child=_ringcore_after_fork_in_child)
 
 # Memory of operations the kernel never completed before their ring closed. It
 # is never freed: the kernel may still write into it.
@@ -1029,7 +1029,7 @@ def _unsupported(op: Operation[Any]) -> UnsupportedError:
 # Every Python function the extension calls (native/internal.h, struct hooks),
 # registered once, here. The rest of what C calls is the operation protocol
 # (methods of the C base Operation) and the executor's wake.
-_hot.set_hooks(
+_ringcore.set_hooks(
     unlendable=unlendable,
     in_use=in_use,
     fileno_for=fileno_for,

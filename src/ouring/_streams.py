@@ -50,7 +50,6 @@ import trio
 from ._accept import Acceptor
 from ._buffers import MAX_RW
 from ._current import ring_of_task as current_ring  # no Python frame: asked per operation
-from ._hot import Receiver
 from ._ops import (
     CANCELLING,
     PENDING,
@@ -63,6 +62,7 @@ from ._ops import (
     Shutdown,
 )
 from ._ring import Ring
+from ._ringcore import Receiver
 from ._trio_socket import (
     INITIAL_RECEIVE_SIZE,
     MIN_RECEIVE_SIZE,

@@ -53,15 +53,15 @@ from typing import Any, TypeVar
 import outcome
 import trio
 
-from . import _hot
+from . import _ringcore
 from ._errors import FdClosedError
 from ._fallback import ThreadDriver, ThreadRing, make_ring, wait_answered, wakeup_in_run
-from ._hot import Receiver
 from ._ops import (
     DONE,
     Operation,
 )
 from ._ring import Ring, arm_receive, submit_group
+from ._ringcore import Receiver
 
 T = TypeVar("T")
 B = TypeVar("B")
@@ -133,7 +133,7 @@ class _Driver(trio.abc.Instrument):
 
     def perform(self, ring: Ring, op: Operation[T]) -> Coroutine[Any, Any, T]:
         # Where trio's traps are as native/trio_await.c expects, this is
-        # _hot.trio_perform (assigned after _receive): an operation that usually
+        # _ringcore.trio_perform (assigned after _receive): an operation that usually
         # completes inside the pass's io_uring_enter (sends with socket-buffer
         # room, page-cache reads and writes) when the last pass was not a lone
         # task's is done in C: checkpoint_if_cancelled, submit, one
@@ -279,8 +279,8 @@ class _Driver(trio.abc.Instrument):
     _perform_in_python = perform
     _receive_in_python = _receive
     if _TRAPS is not None:
-        perform = staticmethod(_hot.trio_perform)  # type: ignore[assignment]
-        receive = staticmethod(_hot.trio_receive)
+        perform = staticmethod(_ringcore.trio_perform)  # type: ignore[assignment]
+        receive = staticmethod(_ringcore.trio_receive)
     else:
         receive = _receive  # type: ignore[assignment]
 
@@ -448,7 +448,7 @@ def run_ring() -> Ring:
 
 
 if _TRAPS is not None:
-    _hot.set_trio(
+    _ringcore.set_trio(
         checkpoint_if_cancelled=_checkpoint_if_cancelled,
         cancel_shielded_checkpoint=_TRAPS[0],
         wait_task_rescheduled=_TRAPS[1],

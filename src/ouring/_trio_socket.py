@@ -88,7 +88,6 @@ import trio
 from ._accept import Acceptor, peer_address
 from ._buffers import MAX_RW
 from ._current import ring_of_task as current_ring  # no Python frame: asked per operation
-from ._hot import Receiver
 from ._ops import (
     CANCELLING,
     CLOSED,
@@ -104,6 +103,7 @@ from ._ops import (
     SendMsg,
 )
 from ._ring import Ring
+from ._ringcore import Receiver
 
 if TYPE_CHECKING:
     from types import TracebackType

@@ -15,7 +15,7 @@
 # initialised by Python first, so that gives no false positives.
 #
 # The log goes to $VALGRIND_LOG (default: valgrind-safety.log). The script
-# exits 1 if an error frame mentions _native, _hot, liburing or ouring.
+# exits 1 if an error frame mentions _native, _ringcore, liburing or ouring.
 set -eu
 cd "$(dirname "$0")/../.."
 LOG=${VALGRIND_LOG:-valgrind-safety.log}
@@ -34,6 +34,6 @@ echo "--- valgrind summary ($LOG)"
 grep -E "ERROR SUMMARY" "$LOG" | tail -1
 # Each error block: print those whose stack names ouring's native code.
 awk '/^==[0-9]+== (Invalid|Conditional|Use of|Syscall param|Source and destination)/ {blk=$0; inb=1; next}
-     inb && /^==[0-9]+== *$/ {if (blk ~ /_native|_hot|liburing|ouring_/) {print blk; hits++}; inb=0; next}
+     inb && /^==[0-9]+== *$/ {if (blk ~ /_native|_ringcore|liburing|ouring_/) {print blk; hits++}; inb=0; next}
      inb {blk = blk "\n" $0}
-     END {exit hits ? 1 : 0}' "$LOG" && echo "no error attributed to ouring (_native / _hot / liburing frames)"
+     END {exit hits ? 1 : 0}' "$LOG" && echo "no error attributed to ouring (_native / _ringcore / liburing frames)"

@@ -1,4 +1,4 @@
-# The C-API hot path (native/hot.c and the parts it includes, listed in native/internal.h).
+# The C-API hot path (native/ringcore.c and the parts it includes, listed in native/internal.h).
 #
 # The boundary, both ways (native/internal.h says the same from the C side):
 # - Python calls: the types and functions below.

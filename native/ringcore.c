@@ -1,4 +1,4 @@
-/* ouring._hot: the per-operation path, in the CPython C API.
+/* ouring._ringcore: the per-operation path, in the CPython C API.
  *
  * cffi releases and re-takes the GIL around every foreign call and saves and
  * restores errno (about 2,400 instructions a call), and in Python the
@@ -40,7 +40,7 @@
  * task as (ring, thread ident), if it was cached by this thread and is still
  * open; else find(). Every operation asks (_trio.current_ring), so the
  * common case costs no Python frame. */
-static PyObject *hot_cached_ring(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+static PyObject *ringcore_cached_ring(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *cached = NULL;
 
@@ -81,7 +81,7 @@ static PyObject *hot_cached_ring(PyObject *Py_UNUSED(m), PyObject *const *args, 
 
 /* set_hooks(**hooks): every hook of struct hooks by its name, all of them, once
  * per process (ouring._ring registers them at import). Table-driven, so a hook
- * is added in internal.h, here and in _hot.pyi. */
+ * is added in internal.h, here and in _ringcore.pyi. */
 static const struct {
     const char *name;
     size_t offset;
@@ -98,7 +98,7 @@ static const struct {
 };
 #define N_HOOKS (sizeof(hook_names) / sizeof(hook_names[0]))
 
-static PyObject *hot_set_hooks(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
+static PyObject *ringcore_set_hooks(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
     PyObject *given[N_HOOKS];
     size_t i;
@@ -120,43 +120,43 @@ static PyObject *hot_set_hooks(PyObject *Py_UNUSED(module), PyObject *args, PyOb
     Py_RETURN_NONE;
 }
 
-static PyObject *hot_after_fork_in_child(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
+static PyObject *ringcore_after_fork_in_child(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
 {
     fork_generation++;
     Py_RETURN_NONE;
 }
 
-static PyMethodDef hot_methods[] = {
-    {"after_fork_in_child", hot_after_fork_in_child, METH_NOARGS,
+static PyMethodDef ringcore_methods[] = {
+    {"after_fork_in_child", ringcore_after_fork_in_child, METH_NOARGS,
      "Registered with os.register_at_fork: every ring opened before is the parent's."},
-    {"cached_ring", (PyCFunction)(void (*)(void))hot_cached_ring, METH_FASTCALL,
+    {"cached_ring", (PyCFunction)(void (*)(void))ringcore_cached_ring, METH_FASTCALL,
      "cached_ring(var, find): the open ring that ContextVar var caches for this thread\n"
      "as (ring, thread ident), else find()."},
-    {"set_trio", (PyCFunction)(void (*)(void))hot_set_trio, METH_VARARGS | METH_KEYWORDS,
+    {"set_trio", (PyCFunction)(void (*)(void))ringcore_set_trio, METH_VARARGS | METH_KEYWORDS,
      "set_trio(*, checkpoint_if_cancelled, cancel_shielded_checkpoint,\n"
      "wait_task_rescheduled, current_task, value, closed_error, succeeded, arm, finish):\n"
      "trio's objects for trio_perform and trio_receive (native/trio_await.c)."},
-    {"trio_perform", (PyCFunction)(void (*)(void))hot_trio_perform, METH_FASTCALL,
+    {"trio_perform", (PyCFunction)(void (*)(void))ringcore_trio_perform, METH_FASTCALL,
      "trio_perform(ring, op): the trio executor's perform; an operation that usually\n"
      "completes inside the pass's io_uring_enter yields once, in C."},
-    {"trio_receive", (PyCFunction)(void (*)(void))hot_trio_receive, METH_FASTCALL,
+    {"trio_receive", (PyCFunction)(void (*)(void))ringcore_trio_receive, METH_FASTCALL,
      "trio_receive(ring, rx, fd, take, *args): awaitable; take(*args) from the multishot\n"
      "queue rx once it has something (the trio executor's receive)."},
-    {"set_hooks", (PyCFunction)(void (*)(void))hot_set_hooks, METH_VARARGS | METH_KEYWORDS,
+    {"set_hooks", (PyCFunction)(void (*)(void))ringcore_set_hooks, METH_VARARGS | METH_KEYWORDS,
      "set_hooks(*, unlendable, in_use, fileno_for, file_offset, u32, buffer_error,\n"
      "closed_error, unsupported, cancel_fd): the Python the extension calls (internal.h)."},
     {NULL},
 };
 
-static struct PyModuleDef hot_module = {
+static struct PyModuleDef ringcore_module = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "ouring._hot",
+    .m_name = "ouring._ringcore",
     .m_doc = "The per-operation hot path of ouring in the CPython C API.",
     .m_size = -1,
-    .m_methods = hot_methods,
+    .m_methods = ringcore_methods,
 };
 
-PyMODINIT_FUNC PyInit__hot(void)
+PyMODINIT_FUNC PyInit__ringcore(void)
 {
     PyObject *m;
 
@@ -185,7 +185,7 @@ PyMODINIT_FUNC PyInit__hot(void)
     if (!str_writes_buffer || !str_flags || !str_opcode || !str_release || !str_discard ||
         !str_more || !str_wake)
         return NULL;
-    m = PyModule_Create(&hot_module);
+    m = PyModule_Create(&ringcore_module);
     if (!m)
         return NULL;
     if (PyModule_AddObjectRef(m, "Lease", (PyObject *)&LeaseType) < 0 ||
