@@ -37,7 +37,7 @@ from . import _ringcore
 if TYPE_CHECKING:
     from ._ring import Ring
 
-__all__ = ["adapter", "current_library", "ring_of_task"]
+__all__ = ["adapter", "current_library", "ring_of_task", "running_trio"]
 
 #: The ring of the innermost ``open_ring()`` of this context, or None.
 _innermost: ContextVar[Ring | None] = ContextVar("ouring_ring", default=None)
@@ -47,11 +47,19 @@ _task_ring: ContextVar[tuple[Ring, int] | None] = ContextVar("ouring_task_ring",
 _NOT_IN_A_LOOP = "ouring operations must be awaited inside trio.run or a running asyncio loop"
 
 
+def running_trio() -> Any:
+    """The trio module if this thread runs inside ``trio.run``, else None. A
+    dict lookup when trio was never imported; trio's thread-local check else."""
+    trio = sys.modules.get("trio")
+    if trio is not None and trio.lowlevel.in_trio_run():
+        return trio
+    return None
+
+
 def current_library() -> str:
     """``"trio"`` or ``"asyncio"``: what runs the current task. Not cached
     (for open_ring and the rare paths); operations use ``ring_of_task``."""
-    trio = sys.modules.get("trio")
-    if trio is not None and trio.lowlevel.in_trio_run():
+    if running_trio() is not None:
         return "trio"
     asyncio = sys.modules.get("asyncio")
     if asyncio is not None and asyncio._get_running_loop() is not None:

@@ -57,9 +57,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+
+from ._current import running_trio
 
 if TYPE_CHECKING:
     import asyncio
@@ -120,24 +121,14 @@ class Scope(Protocol):
         """``await fn(*args)`` inside the region."""
 
 
-def _running_trio() -> Any:
-    """The trio module if this thread runs inside ``trio.run``, else None
-    (asyncio). A dict lookup when trio was never imported; trio's
-    thread-local check else."""
-    trio = sys.modules.get("trio")
-    if trio is not None and trio.lowlevel.in_trio_run():
-        return trio
-    return None
-
-
 def in_trio() -> bool:
     """Whether this thread runs inside ``trio.run`` (else: asyncio)."""
-    return _running_trio() is not None
+    return running_trio() is not None
 
 
 def fifo_lock() -> Lock:
     """A lock for the running library, granted in arrival order."""
-    trio = _running_trio()
+    trio = running_trio()
     if trio is not None:
         lock: Lock = trio.StrictFIFOLock()
         return lock
@@ -148,7 +139,7 @@ def fifo_lock() -> Lock:
 
 def closed_error(reason: str) -> Exception:
     """The running library's "closed while in use" exception."""
-    trio = _running_trio()
+    trio = running_trio()
     if trio is not None:
         error: Exception = trio.ClosedResourceError(reason)
         return error
@@ -157,7 +148,7 @@ def closed_error(reason: str) -> Exception:
 
 async def checkpoint_if_cancelled() -> None:
     """Raise the pending cancellation, if any; do not yield otherwise."""
-    trio = _running_trio()
+    trio = running_trio()
     if trio is not None:
         await trio.lowlevel.checkpoint_if_cancelled()
         return
@@ -176,7 +167,7 @@ async def shielded(fn: Callable[..., Awaitable[_T]], *args: Any) -> _T:
     """``await fn(*args)`` to its end whatever cancels the caller meanwhile;
     then return (or raise) what it did, with the cancellation delivered at the
     caller's next checkpoint (trio: ``CancelScope(shield=True)``)."""
-    trio = _running_trio()
+    trio = running_trio()
     if trio is not None:
         with trio.CancelScope(shield=True):
             return await fn(*args)
@@ -186,7 +177,7 @@ async def shielded(fn: Callable[..., Awaitable[_T]], *args: Any) -> _T:
 
 def open_scope(shield: bool = False) -> Scope:
     """A new region for the running library (see :class:`Scope`)."""
-    trio = _running_trio()
+    trio = running_trio()
     if trio is not None:
         return _TrioScope(trio, shield)
     return _AsyncioScope(shield)
@@ -196,7 +187,7 @@ async def deliver_later(awaitable: Awaitable[object]) -> None:
     """Await ``awaitable``, which runs after the call's effect happened: if it
     is cancelled, return anyway and leave the cancellation pending, to be
     raised at the caller's next checkpoint."""
-    trio = _running_trio()
+    trio = running_trio()
     if trio is not None:
         # The scope stays cancelled: trio raises again at the next checkpoint.
         with contextlib.suppress(trio.Cancelled):
@@ -212,7 +203,7 @@ async def deliver_later(awaitable: Awaitable[object]) -> None:
 
 async def to_thread(fn: Callable[..., _T], *args: Any) -> _T:
     """``fn(*args)`` in a worker thread (see the module docstring)."""
-    trio = _running_trio()
+    trio = running_trio()
     if trio is not None:
         result: _T = await trio.to_thread.run_sync(fn, *args)
         return result
