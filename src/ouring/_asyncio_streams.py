@@ -333,31 +333,24 @@ class RingTransport(asyncio.Transport):
         self._maybe_pause_protocol()
 
     def _maybe_pause_protocol(self) -> None:
-        if self._protocol_paused or self._buffer_size <= self._high:
-            return
-        self._protocol_paused = True
-        try:
-            self._protocol.pause_writing()
-        except Exception as exc:  # noqa: BLE001 - the protocol's bug ends the connection
-            self._loop.call_exception_handler(
-                {
-                    "message": "protocol.pause_writing() failed",
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
+        if not self._protocol_paused and self._buffer_size > self._high:
+            self._protocol_paused = True
+            self._tell_protocol("pause_writing")
 
     def _maybe_resume_protocol(self) -> None:
-        if not self._protocol_paused or self._buffer_size > self._low:
-            return
-        self._protocol_paused = False
+        if self._protocol_paused and self._buffer_size <= self._low:
+            self._protocol_paused = False
+            self._tell_protocol("resume_writing")
+
+    def _tell_protocol(self, method: str) -> None:
+        # As asyncio's _FlowControlMixin: a failing flow-control callback is
+        # reported to the loop and does not end the connection.
         try:
-            self._protocol.resume_writing()
-        except Exception as exc:  # noqa: BLE001 - the protocol's bug ends the connection
+            getattr(self._protocol, method)()
+        except Exception as exc:  # noqa: BLE001 - reported, as asyncio does
             self._loop.call_exception_handler(
                 {
-                    "message": "protocol.resume_writing() failed",
+                    "message": f"protocol.{method}() failed",
                     "exception": exc,
                     "transport": self,
                     "protocol": self._protocol,
