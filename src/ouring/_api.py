@@ -107,13 +107,13 @@ def read(fd: Any, buf: B, offset: int = -1) -> Coroutine[Any, Any, tuple[B, int]
     """Read into ``buf`` (a writable buffer) at ``offset``, or at the file
     position when it is -1. Returns the same buffer and the byte count."""
     ring = ring_of_task()  # first: nothing is acquired outside a run
-    return ring._perform(Read(fd, buf, offset))
+    return ring.perform(Read(fd, buf, offset))
 
 
 def write(fd: Any, buf: B, offset: int = -1) -> Coroutine[Any, Any, tuple[B, int]]:
     """Write from ``buf`` at ``offset`` (-1: the file position)."""
     ring = ring_of_task()
-    return ring._perform(Write(fd, buf, offset))
+    return ring.perform(Write(fd, buf, offset))
 
 
 def read_many(requests: Iterable[tuple[Any, B, int]]) -> Coroutine[Any, Any, list[tuple[B, int]]]:
@@ -123,7 +123,7 @@ def read_many(requests: Iterable[tuple[Any, B, int]]) -> Coroutine[Any, Any, lis
     ``OSError.buffer`` says which); a cancelled batch raises ``Cancelled``
     once the kernel has given every buffer back."""
     ring = ring_of_task()
-    return ring._perform_many(read_requests(requests, ring._fixed_pool))
+    return ring.perform_many(read_requests(requests, ring._fixed_pool))
 
 
 def read_fixed(fd: Any, buf: B, offset: int = -1) -> Coroutine[Any, Any, tuple[B, int]]:
@@ -131,37 +131,37 @@ def read_fixed(fd: Any, buf: B, offset: int = -1) -> Coroutine[Any, Any, tuple[B
     one): a fixed read (IORING_OP_READ_FIXED) when the pool is registered with
     this ring, a plain read otherwise. Any other buffer: ``TypeError``."""
     ring = ring_of_task()
-    return ring._perform(fixed_or_plain(ring._fixed_pool, ReadFixed, Read, fd, buf, offset))
+    return ring.perform(fixed_or_plain(ring._fixed_pool, ReadFixed, Read, fd, buf, offset))
 
 
 def write_fixed(fd: Any, buf: B, offset: int = -1) -> Coroutine[Any, Any, tuple[B, int]]:
     """``write`` from a buffer of a :class:`BufferPool`, as :func:`read_fixed`."""
     ring = ring_of_task()
-    return ring._perform(fixed_or_plain(ring._fixed_pool, WriteFixed, Write, fd, buf, offset))
+    return ring.perform(fixed_or_plain(ring._fixed_pool, WriteFixed, Write, fd, buf, offset))
 
 
 def readv(fd: Any, bufs: S, offset: int = -1) -> Coroutine[Any, Any, tuple[S, int]]:
     """Scatter-read into a sequence of writable buffers."""
     ring = ring_of_task()
-    return ring._perform(ReadV(fd, bufs, offset))
+    return ring.perform(ReadV(fd, bufs, offset))
 
 
 def writev(fd: Any, bufs: S, offset: int = -1) -> Coroutine[Any, Any, tuple[S, int]]:
     """Gather-write from a sequence of buffers."""
     ring = ring_of_task()
-    return ring._perform(WriteV(fd, bufs, offset))
+    return ring.perform(WriteV(fd, bufs, offset))
 
 
 def recv(sock: Any, buf: B, flags: int = 0) -> Coroutine[Any, Any, tuple[B, int]]:
     """Receive into ``buf``; 0 bytes means the peer closed its side."""
     ring = ring_of_task()
-    return ring._perform(Recv(sock, buf, flags))
+    return ring.perform(Recv(sock, buf, flags))
 
 
 def send(sock: Any, buf: B, flags: int = 0) -> Coroutine[Any, Any, tuple[B, int]]:
     """Send from ``buf``; may send less than all of it."""
     ring = ring_of_task()
-    return ring._perform(Send(sock, buf, flags))
+    return ring.perform(Send(sock, buf, flags))
 
 
 def send_zc(sock: Any, buf: B, flags: int = 0) -> Coroutine[Any, Any, tuple[B, int]]:
@@ -185,7 +185,7 @@ def recvmsg(
     ``msg_flags`` with ``MSG_TRUNC``/``MSG_CTRUNC``, the sender's address or
     None)."""
     ring = ring_of_task()
-    return ring._perform(RecvMsg(sock, bufs, ancbufsize, flags))
+    return ring.perform(RecvMsg(sock, bufs, ancbufsize, flags))
 
 
 def sendmsg(
@@ -198,7 +198,7 @@ def sendmsg(
     ring = ring_of_task()
     if address is not None and not is_numeric(socket_family(sock, fileno(sock)), address):
         return ring.sendmsg(sock, bufs, ancdata, flags, address)
-    return ring._perform(SendMsg(sock, bufs, ancdata, flags, address))
+    return ring.perform(SendMsg(sock, bufs, ancdata, flags, address))
 
 
 async def accept(sock: Any) -> tuple[socket.socket, Any]:
@@ -233,7 +233,7 @@ def splice(
     Returns the count moved, 0 at the end of the input. Cancelled while it
     waits (an empty pipe, a full socket), nothing moved."""
     ring = ring_of_task()
-    return ring._perform(Splice(fd_in, off_in, fd_out, off_out, nbytes, flags))
+    return ring.perform(Splice(fd_in, off_in, fd_out, off_out, nbytes, flags))
 
 
 async def fsync(fd: Any, *, datasync: bool = False) -> None:

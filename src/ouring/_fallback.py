@@ -450,7 +450,7 @@ class ThreadRing(Ring):
     pipes). See the module docstring for the cancellation semantics.
 
     Driven by a :class:`ThreadDriver` (``open_ring``/``current_ring`` make one):
-    no reaper, no instrument; ``_perform`` is the executor itself. It has no
+    no reaper, no instrument; ``perform`` is the executor itself. It has no
     ring fd: ``fd`` and ``wait_fd`` are -1, and the queue sizes, setup flags and
     ``batches`` are 0. ``reason`` is the ``UnsupportedError`` that made
     :func:`make_ring` fall back (None when forced).
@@ -509,10 +509,10 @@ class ThreadRing(Ring):
 
     # -- the executor ---------------------------------------------------------------
 
-    def _perform(self, op: Operation[T]) -> Coroutine[Any, Any, T]:
+    def perform(self, op: Operation[T]) -> Coroutine[Any, Any, T]:
         return self._run(op)
 
-    def _perform_many(self, ops: Sequence[Operation[T]]) -> Coroutine[Any, Any, list[T]]:
+    def perform_many(self, ops: Sequence[Operation[T]]) -> Coroutine[Any, Any, list[T]]:
         return self._run_many(ops)
 
     async def _run_many(self, ops: Sequence[Operation[T]]) -> list[T]:

@@ -824,7 +824,11 @@ class Ring(RingCore):
 
     # -- operations ------------------------------------------------------------------------
 
-    def _perform(self, op: Operation[T]) -> Coroutine[Any, Any, T]:
+    def perform(self, op: Operation[T]) -> Coroutine[Any, Any, T]:
+        """Hand ``op`` (a new operation, owned by the ring from here on) to
+        the executor that drives this ring: the awaitable of its outcome. The
+        layers above the ring (streams, sockets, files) build operations and
+        await this; the module-level functions are built on it."""
         # Every socket call comes here: the executor is read here rather than
         # through _driver_of, which costs a tuple and a call per operation.
         executor = self.executor
@@ -832,7 +836,8 @@ class Ring(RingCore):
             executor = self._driver_of((op,))  # releases op and raises
         return executor.perform(self, op)
 
-    def _perform_many(self, ops: Sequence[Operation[T]]) -> Coroutine[Any, Any, list[T]]:
+    def perform_many(self, ops: Sequence[Operation[T]]) -> Coroutine[Any, Any, list[T]]:
+        """``perform`` for a batch: one wait, the outcomes in order."""
         return self._driver_of(ops).perform_many(self, ops)
 
     def _driver_of(self, ops: Sequence[Operation[Any]]) -> Executor:
@@ -842,73 +847,73 @@ class Ring(RingCore):
                 op.release()
             raise RuntimeError(
                 "this ring is not driven by an event loop; use "
-                "`async with ouring.open_ring()` inside trio.run"
+                "`async with ouring.open_ring()` inside trio.run or a running asyncio loop"
             )
         return self.executor
 
     async def nop(self) -> None:
-        await self._perform(Nop())
+        await self.perform(Nop())
 
     async def read(self, fd: Any, buf: B, offset: int = -1) -> tuple[B, int]:
-        return await self._perform(Read(fd, buf, offset))
+        return await self.perform(Read(fd, buf, offset))
 
     async def write(self, fd: Any, buf: B, offset: int = -1) -> tuple[B, int]:
-        return await self._perform(Write(fd, buf, offset))
+        return await self.perform(Write(fd, buf, offset))
 
     async def read_fixed(self, fd: Any, buf: B, offset: int = -1) -> tuple[B, int]:
-        return await self._perform(
+        return await self.perform(
             fixed_or_plain(self._fixed_pool, ReadFixed, Read, fd, buf, offset)
         )
 
     async def write_fixed(self, fd: Any, buf: B, offset: int = -1) -> tuple[B, int]:
-        return await self._perform(
+        return await self.perform(
             fixed_or_plain(self._fixed_pool, WriteFixed, Write, fd, buf, offset)
         )
 
     async def read_many(self, requests: Iterable[tuple[Any, B, int]]) -> list[tuple[B, int]]:
-        return await self._perform_many(read_requests(requests, self._fixed_pool))
+        return await self.perform_many(read_requests(requests, self._fixed_pool))
 
     async def readv(self, fd: Any, bufs: S, offset: int = -1) -> tuple[S, int]:
-        return await self._perform(ReadV(fd, bufs, offset))
+        return await self.perform(ReadV(fd, bufs, offset))
 
     async def writev(self, fd: Any, bufs: S, offset: int = -1) -> tuple[S, int]:
-        return await self._perform(WriteV(fd, bufs, offset))
+        return await self.perform(WriteV(fd, bufs, offset))
 
     async def recv(self, sock: Any, buf: B, flags: int = 0) -> tuple[B, int]:
-        return await self._perform(Recv(sock, buf, flags))
+        return await self.perform(Recv(sock, buf, flags))
 
     async def send(self, sock: Any, buf: B, flags: int = 0) -> tuple[B, int]:
-        return await self._perform(Send(sock, buf, flags))
+        return await self.perform(Send(sock, buf, flags))
 
     async def send_zc(self, sock: Any, buf: B, flags: int = 0) -> tuple[B, int]:
         if self.has("send_zc"):
             try:
-                return await self._perform(SendZC(sock, buf, flags))
+                return await self.perform(SendZC(sock, buf, flags))
             except OSError as exc:
                 # A socket without zero-copy support (AF_UNIX): the kernel
                 # refused before sending anything; a plain send does it.
                 if exc.errno != errno.EOPNOTSUPP:
                     raise
-        return await self._perform(Send(sock, buf, flags))
+        return await self.perform(Send(sock, buf, flags))
 
     async def recvmsg(
         self, sock: Any, bufs: S, ancbufsize: int = 0, flags: int = 0
     ) -> tuple[S, int, list[tuple[int, int, bytes]], int, Any]:
-        return await self._perform(RecvMsg(sock, bufs, ancbufsize, flags))
+        return await self.perform(RecvMsg(sock, bufs, ancbufsize, flags))
 
     async def sendmsg(
         self, sock: Any, bufs: S, ancdata: Any = (), flags: int = 0, address: Any = None
     ) -> tuple[S, int]:
         if address is not None:
             address = await self._numeric_address(sock, address)
-        return await self._perform(SendMsg(sock, bufs, ancdata, flags, address))
+        return await self.perform(SendMsg(sock, bufs, ancdata, flags, address))
 
     async def accept(self, sock: Any) -> tuple[Any, Any]:
-        return await self._perform(Accept(sock))
+        return await self.perform(Accept(sock))
 
     async def connect(self, sock: Any, address: Any) -> None:
         address = await self._numeric_address(sock, address)
-        await self._perform(Connect(sock, address))
+        await self.perform(Connect(sock, address))
 
     async def _numeric_address(self, sock: Any, address: Any) -> Any:
         """``address`` with its host name resolved (by the event loop: it may
@@ -926,7 +931,7 @@ class Ring(RingCore):
     async def open(
         self, path: Any, flags: int = os.O_RDONLY, mode: int = 0o666, *, dir_fd: Any = None
     ) -> int:
-        return await self._perform(OpenAt(path, flags, mode, dir_fd))
+        return await self.perform(OpenAt(path, flags, mode, dir_fd))
 
     async def close_fd(self, fd: Any) -> None:
         """Close ``fd`` (an int or a ``socket.socket``) after cancelling every
@@ -958,52 +963,52 @@ class Ring(RingCore):
                 op.release()
                 raise
         del rings
-        await self._perform(op)
+        await self.perform(op)
 
     async def _wait_answered(self, requests: Sequence[FdRequest]) -> None:
         await self._driver_of(()).wait_answered(requests)
 
     async def fsync(self, fd: Any, *, datasync: bool = False) -> None:
-        await self._perform(Fsync(fd, datasync))
+        await self.perform(Fsync(fd, datasync))
 
     async def splice(
         self, fd_in: Any, off_in: int, fd_out: Any, off_out: int, nbytes: int, flags: int = 0
     ) -> int:
-        return await self._perform(Splice(fd_in, off_in, fd_out, off_out, nbytes, flags))
+        return await self.perform(Splice(fd_in, off_in, fd_out, off_out, nbytes, flags))
 
     async def stat(
         self, path: Any, *, dir_fd: Any = None, follow_symlinks: bool = True
     ) -> os.stat_result:
-        return await self._perform(Statx(path, dir_fd, follow_symlinks))
+        return await self.perform(Statx(path, dir_fd, follow_symlinks))
 
     async def shutdown(self, sock: Any, how: int) -> None:
-        await self._perform(Shutdown(sock, how))
+        await self.perform(Shutdown(sock, how))
 
     async def fallocate(self, fd: Any, offset: int, length: int, *, mode: int = 0) -> None:
-        await self._perform(Fallocate(fd, offset, length, mode))
+        await self.perform(Fallocate(fd, offset, length, mode))
 
     async def fadvise(self, fd: Any, offset: int, length: int, advice: int) -> None:
-        await self._perform(Fadvise(fd, offset, length, advice))
+        await self.perform(Fadvise(fd, offset, length, advice))
 
     async def ftruncate(self, fd: Any, length: int) -> None:
-        await self._perform(Ftruncate(fd, length))
+        await self.perform(Ftruncate(fd, length))
 
     async def unlink(self, path: Any, *, dir_fd: Any = None) -> None:
-        await self._perform(UnlinkAt(path, dir_fd))
+        await self.perform(UnlinkAt(path, dir_fd))
 
     async def rmdir(self, path: Any, *, dir_fd: Any = None) -> None:
-        await self._perform(UnlinkAt(path, dir_fd, rmdir=True))
+        await self.perform(UnlinkAt(path, dir_fd, rmdir=True))
 
     async def mkdir(self, path: Any, mode: int = 0o777, *, dir_fd: Any = None) -> None:
-        await self._perform(MkdirAt(path, mode, dir_fd))
+        await self.perform(MkdirAt(path, mode, dir_fd))
 
     async def rename(
         self, src: Any, dst: Any, *, src_dir_fd: Any = None, dst_dir_fd: Any = None
     ) -> None:
-        await self._perform(RenameAt(src, dst, src_dir_fd, dst_dir_fd))
+        await self.perform(RenameAt(src, dst, src_dir_fd, dst_dir_fd))
 
     async def symlink(self, src: Any, dst: Any, *, dir_fd: Any = None) -> None:
-        await self._perform(SymlinkAt(src, dst, dir_fd))
+        await self.perform(SymlinkAt(src, dst, dir_fd))
 
     async def link(
         self,
@@ -1014,7 +1019,7 @@ class Ring(RingCore):
         dst_dir_fd: Any = None,
         follow_symlinks: bool = True,
     ) -> None:
-        await self._perform(LinkAt(src, dst, src_dir_fd, dst_dir_fd, follow_symlinks))
+        await self.perform(LinkAt(src, dst, src_dir_fd, dst_dir_fd, follow_symlinks))
 
 
 def _unsupported(op: Operation[Any]) -> UnsupportedError:

@@ -145,7 +145,7 @@ async def _splice(ring: Ring, sock_fd: int, file_fd: int, offset: int, count: in
         sent = 0
         while sent < count:
             try:
-                loaded = await ring._perform(
+                loaded = await ring.perform(
                     Splice(file_fd, offset + sent, w, -1, min(count - sent, size))
                 )
             except OSError as exc:
@@ -156,7 +156,7 @@ async def _splice(ring: Ring, sock_fd: int, file_fd: int, offset: int, count: in
                 break  # end of file
             while loaded:
                 try:
-                    moved = await ring._perform(Splice(r, -1, sock_fd, -1, loaded))
+                    moved = await ring.perform(Splice(r, -1, sock_fd, -1, loaded))
                 except BlockingIOError:
                     # A full O_NONBLOCK socket: nothing moved; wait for room.
                     await trio.lowlevel.wait_writable(sock_fd)
@@ -179,7 +179,7 @@ async def _copy(ring: Ring, sock_fd: int, file_fd: int, offset: int, count: int)
     buf = bytearray(min(count, COPY_CHUNK))
     sent = 0
     while sent < count:
-        buf, n = await ring._perform(Read(file_fd, buf, offset + sent))
+        buf, n = await ring.perform(Read(file_fd, buf, offset + sent))
         if n == 0:
             break
         n = min(n, count - sent)
@@ -187,7 +187,7 @@ async def _copy(ring: Ring, sock_fd: int, file_fd: int, offset: int, count: int)
             done = 0
             while done < n:
                 try:
-                    _, m = await ring._perform(Send(sock_fd, view[done:n], _SEND_FLAGS))
+                    _, m = await ring.perform(Send(sock_fd, view[done:n], _SEND_FLAGS))
                 except OSError as exc:
                     raise _SocketError from exc
                 done += m

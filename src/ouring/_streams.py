@@ -260,7 +260,7 @@ class SocketStream(trio.abc.HalfCloseableStream):
             self._send_op = op
             self._send_ring = ring
             try:
-                sent = await ring._perform(op)
+                sent = await ring.perform(op)
             except OSError as exc:
                 raise _stream_error(exc) from exc
             if sent < length:
@@ -286,7 +286,7 @@ class SocketStream(trio.abc.HalfCloseableStream):
                 self._send_op = op
                 self._send_ring = ring
                 try:
-                    _, n = await ring._perform(op)
+                    _, n = await ring.perform(op)
                 except OSError as exc:
                     raise _stream_error(exc) from exc
                 finally:
@@ -334,7 +334,7 @@ class SocketStream(trio.abc.HalfCloseableStream):
             self._send_op = op
             self._send_ring = ring
             try:
-                await ring._perform(op)
+                await ring.perform(op)
             except OSError as exc:
                 raise _stream_error(exc) from exc
             self._did_shutdown_wr = True
@@ -387,7 +387,7 @@ class SocketStream(trio.abc.HalfCloseableStream):
         self._recv_ring = ring
         self._receiving = True
         try:
-            data: bytes = await ring._perform(op)
+            data: bytes = await ring.perform(op)
         except OSError as exc:
             raise _stream_error(exc) from exc
         finally:
@@ -432,7 +432,7 @@ class SocketStream(trio.abc.HalfCloseableStream):
         self._recv_ring = ring
         self._receiving = True
         try:
-            return await ring._perform(op)
+            return await ring.perform(op)
         except OSError as exc:
             raise _stream_error(exc) from exc
         finally:
@@ -569,7 +569,7 @@ class SocketListener(trio.abc.Listener[SocketStream]):
                         op = Accept(fd)
                         self._accept_op = op
                         self._accept_ring = ring
-                        conn, _ = await ring._perform(op)
+                        conn, _ = await ring.perform(op)
                 except OSError as exc:
                     if exc.errno == errno.EBADF:
                         raise trio.ClosedResourceError("this listener was already closed") from None

@@ -570,11 +570,11 @@ class UringSocket(trio.socket.SocketType):
         op = RecvBytes(fd, size, flags & _WAIT if flags else 0)
         self._read_op = op
         self._read_ring = ring
-        # The executor's coroutine itself: Ring._perform (which a ring driven
+        # The executor's coroutine itself: Ring.perform (which a ring driven
         # by hand needs: it releases op and raises) would cost one more frame.
         executor = ring.executor
         if executor is None:
-            return ring._perform(op)
+            return ring.perform(op)
         return executor.perform(ring, op)
 
     def _from_queue(
@@ -646,7 +646,7 @@ class UringSocket(trio.socket.SocketType):
             raise ValueError("receive_into needs a buffer of at least one byte")
         self._read_op = new
         self._read_ring = ring
-        return ring._perform(new)
+        return ring.perform(new)
 
     def _reading(self) -> bool:
         """A receive or accept of another task holds the read direction."""
@@ -698,7 +698,7 @@ class UringSocket(trio.socket.SocketType):
         self._read_op = op
         self._read_ring = ring
         try:
-            _, n = await ring._perform(op)
+            _, n = await ring.perform(op)
             return n
         finally:
             if self._read_op is op:
@@ -732,7 +732,7 @@ class UringSocket(trio.socket.SocketType):
         op = Accept(fd)
         self._read_op = op
         self._read_ring = ring
-        conn, address = await ring._perform(op)
+        conn, address = await ring.perform(op)
         # Nothing between the ring's answer and the return may raise but the
         # wrapping itself, which then closes the new fd.
         try:
@@ -768,7 +768,7 @@ class UringSocket(trio.socket.SocketType):
         self._write_ring = ring
         executor = ring.executor
         if executor is None:
-            return ring._perform(op)
+            return ring.perform(op)
         return executor.perform(ring, op)
 
     async def _send_slow(self, data: Any, flags: Any) -> int:
@@ -793,7 +793,7 @@ class UringSocket(trio.socket.SocketType):
             self._write_op = op
             self._write_ring = ring
             try:
-                await ring._perform(op)
+                await ring.perform(op)
             except OSError as exc:
                 if exc.errno is None or isinstance(exc, trio.ClosedResourceError):
                     raise
@@ -817,7 +817,7 @@ class UringSocket(trio.socket.SocketType):
             self._read_op = op
             self._read_ring = ring
         try:
-            return await ring._perform(op)
+            return await ring.perform(op)
         finally:
             if self._write_op is op:
                 self._write_op = None
@@ -987,7 +987,7 @@ class UringSocket(trio.socket.SocketType):
             queued = self._queued_sends = {}
         queued[op] = ring
         try:
-            return await ring._perform(op)
+            return await ring.perform(op)
         finally:
             del queued[op]
 

@@ -191,7 +191,7 @@ async def test_closed_coroutine_whose_op_cannot_be_stopped(tmp_path: Path) -> No
             async def reader(buf: Buffer) -> None:
                 op = Read(fd, buf, 0)
                 op.sqe_flags = lib.IOSQE_ASYNC
-                await drop_on_cancel(ring._perform(op))
+                await drop_on_cancel(ring.perform(op))
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(reader, buf)
