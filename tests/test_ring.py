@@ -511,3 +511,45 @@ _HOOKS = (
     "unsupported",
     "cancel_fd",
 )
+
+
+def test_has_queued_says_what_the_next_flush_would_hand_the_kernel() -> None:
+    # What an executor asks after a flush or a reap: operations and cancel
+    # requests that still wait for io_uring_enter.
+    a, b = socket.socketpair()
+    with ouring.Ring() as ring, a, b:
+        assert not ring.has_queued()
+        op = Recv(a.fileno(), bytearray(10))  # waits: nothing to receive
+        ring.submit(op)
+        assert ring.has_queued()
+        assert ring.has_queued(room_only=True)
+        ring.flush()
+        assert op.state == SUBMITTED
+        assert not ring.has_queued()
+        assert not ring.cancel(op)  # in the kernel: a cancel request is queued
+        assert ring.has_queued()
+        ring.flush()
+        assert not ring.has_queued()
+        ring.wait(1)
+        assert op.state == DONE
+
+
+def test_has_queued_room_only_leaves_out_what_waits_for_the_in_flight_cap() -> None:
+    a, b = socket.socketpair()
+    with ouring.Ring() as ring, a, b:
+        ring._max_inflight = 1
+        first, second = Recv(a.fileno(), bytearray(10)), Recv(a.fileno(), bytearray(10))
+        ring.submit(first)
+        ring.submit(second)
+        ring.flush()
+        assert (first.state, second.state) == (SUBMITTED, PENDING)
+        assert ring.has_queued()  # the second waits...
+        assert not ring.has_queued(room_only=True)  # ...for a CQE, not a flush
+        b.send(b"x")
+        ring.wait(1)  # the first completes: room again
+        assert first.state == DONE
+        assert ring.has_queued(room_only=True)
+        b.send(b"y")
+        ring.flush()
+        ring.wait(1)
+        assert second.state == DONE

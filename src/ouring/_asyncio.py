@@ -299,7 +299,7 @@ class AsyncioDriver:
         # In the loop's thread: the cancels of the operations on those fds go
         # to the kernel with the next flush.
         self.ring._answer_fd_requests()
-        if self.ring._cancels and not self._closed:
+        if self.ring.has_queued() and not self._closed:
             self.flush_soon()
 
     async def resolve(self, family: int, address: Any) -> Any:
@@ -354,7 +354,7 @@ class AsyncioDriver:
         except Exception:  # noqa: BLE001 - io_uring_enter failed outright: close
             self.close()
             return
-        if ring._cancels or (ring._pending and len(ring._inflight) < ring._max_inflight):
+        if ring.has_queued(room_only=True):
             # The kernel wanted CQEs reaped before more SQEs: the rest goes
             # next iteration. Operations held back by the in-flight cap wait
             # for a CQE instead (_reap), so a full ring does not spin the loop.
@@ -367,7 +367,7 @@ class AsyncioDriver:
         except Exception:  # noqa: BLE001 - the ring cannot be trusted: close
             self.close()
             return
-        if ring._pending or ring._cancels:
+        if ring.has_queued():
             self.flush_soon()  # room in the kernel again
 
     # -- lifetime -----------------------------------------------------------------------

@@ -284,7 +284,32 @@ def arm_receive(ring: Ring, rx: Receiver, fd: int) -> None:
 
 
 class Executor(Protocol):
-    """What an event-loop adapter provides to drive a ring."""
+    """What an event-loop adapter provides to drive a ring.
+
+    The contract, both ways (``_trio.py`` and ``_asyncio.py`` use nothing
+    else of the ring):
+
+    - The adapter sets ``ring.executor`` (the ring then calls its ``wake``
+      for every DONE operation that has a waiter), ``ring._on_close`` (called
+      by ``close`` before the ring fd goes, so the loop drops its waits on the
+      number) and ``ring._wakeup`` (thread-safe: asks the loop to run
+      ``ring._answer_fd_requests()`` soon; other threads' closes go through it).
+    - It hands operations to the ring with ``submit(op, waiter)`` (or
+      ``submit_group``/``arm_receive``), asks for cancels with ``cancel(op)``
+      (True: withdrawn, it did not happen) and gives up on an operation whose
+      caller is gone with ``abandon(op)``; the ring keeps the memory either way.
+    - It decides when the kernel sees them: ``flush(reap=True)`` once per loop
+      pass or iteration, ``reap()`` when ``wait_fd`` polls readable, and again
+      when ``has_queued()`` says operations or cancel requests still wait for
+      the kernel (a full SQ, or the in-flight cap). ``ring._pass_submits``
+      (operations submitted since the last flush, counted by the ring) and
+      ``ring._alone`` (set by the adapter: the last flush had at most one) let
+      it submit a lone task's operation at once instead of batching it.
+    - From an operation it reads ``state`` (DONE), ``waiter``,
+      ``cancel_by``, ``completes_inline`` (usually done inside the submitting
+      ``io_uring_enter``), ``cancelled()``, ``result()`` and ``outcome()``.
+    - It closes the ring (``close``) when its run or loop ends.
+    """
 
     def perform(self, ring: Ring, op: Operation[T]) -> Coroutine[Any, Any, T]:
         """Submit ``op`` on ``ring``, park the current task until it is DONE,
@@ -823,6 +848,16 @@ class Ring(RingCore):
             pool._unregistered(f"{reason}; its buffers are plain buffers now")
 
     # -- operations ------------------------------------------------------------------------
+
+    def has_queued(self, *, room_only: bool = False) -> bool:
+        """Whether operations or cancel requests wait for the next flush. With
+        ``room_only``, queued operations count only while the in-flight cap
+        has room for them (those over it wait for a CQE, not for a flush)."""
+        if self._cancels:
+            return True
+        if not self._pending:
+            return False
+        return not room_only or len(self._inflight) < self._max_inflight
 
     def perform(self, op: Operation[T]) -> Coroutine[Any, Any, T]:
         """Hand ``op`` (a new operation, owned by the ring from here on) to
