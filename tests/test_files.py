@@ -17,6 +17,7 @@ import hypothesis
 import pytest
 import trio
 import trio.testing
+from conftest import EXECUTORS, run_under
 from hypothesis import strategies as st
 
 import ouring
@@ -142,14 +143,19 @@ async def run_ouring(
 
 
 def compare(
-    tmp: Path, mode: str, kwargs: dict[str, Any], calls: Sequence[Call], initial: bytes
+    tmp: Path,
+    mode: str,
+    kwargs: dict[str, Any],
+    calls: Sequence[Call],
+    initial: bytes,
+    executor: str = "trio",
 ) -> None:
     calls = with_cpython_311_workaround(mode, calls)
     a, b = tmp / "builtin.dat", tmp / "ouring.dat"
     prepare(a, mode, initial)
     prepare(b, mode, initial)
     expected = run_builtin(a, mode, kwargs, calls)
-    got = trio.run(run_ouring, b, mode, kwargs, calls)
+    got = run_under(executor, run_ouring, b, mode, kwargs, calls)
     for i, (call, want, have) in enumerate(zip(calls, expected[0], got, strict=True)):
         assert have == want, f"call {i} {call} in mode {mode!r} {kwargs}"
     contents = b.read_bytes() if b.exists() else None
@@ -240,32 +246,37 @@ TEXT_SETTINGS: list[dict[str, Any]] = [
 
 @pytest.mark.parametrize("buffering", BINARY_BUFFERINGS)
 @pytest.mark.parametrize("mode", [m for m in MODES if "b" in m])
-def test_binary_modes_match_the_builtin(tmp_path: Path, mode: str, buffering: int) -> None:
+def test_binary_modes_match_the_builtin(
+    tmp_path: Path, mode: str, buffering: int, executor: str
+) -> None:
     script = BINARY_SCRIPT
     if buffering == 0:  # FileIO has no read1
         script = [call for call in script if call[0] != "read1"]
-    compare(tmp_path, mode, {"buffering": buffering}, script, BINARY * 3)
+    compare(tmp_path, mode, {"buffering": buffering}, script, BINARY * 3, executor)
 
 
 @pytest.mark.parametrize("settings", TEXT_SETTINGS, ids=repr)
 @pytest.mark.parametrize("mode", [m for m in MODES if "b" not in m])
-def test_text_modes_match_the_builtin(tmp_path: Path, mode: str, settings: dict[str, Any]) -> None:
+def test_text_modes_match_the_builtin(
+    tmp_path: Path, mode: str, settings: dict[str, Any], executor: str
+) -> None:
     encoding = settings.get("encoding", "utf-8")
     initial = TEXT.encode(encoding, errors="replace") * 3
-    compare(tmp_path, mode, settings, TEXT_SCRIPT, initial)
+    compare(tmp_path, mode, settings, TEXT_SCRIPT, initial, executor)
 
 
-def test_large_text_spanning_many_chunks(tmp_path: Path) -> None:
+def test_large_text_spanning_many_chunks(tmp_path: Path, executor: str) -> None:
     initial = (TEXT * 2000).encode("utf-8")
     calls: list[Call] = [("read", (9000,)), ("tell", ()), ("readline", ()), ("tell", ())]
     calls += [("read", (5000,)), ("write", ("X" * 20000,)), ("tell", ()), ("seek", (0,))]
     calls += [("seek", (("cookie", 0), 0)), ("read", (10,)), ("readlines", ()), ("tell", ())]
     for mode in ("r", "r+", "a+"):
-        compare(tmp_path, mode, {"encoding": "utf-8"}, calls, initial)
-        compare(tmp_path, mode, {"encoding": "utf-16"}, calls, (TEXT * 2000).encode("utf-16"))
+        compare(tmp_path, mode, {"encoding": "utf-8"}, calls, initial, executor)
+        utf16 = (TEXT * 2000).encode("utf-16")
+        compare(tmp_path, mode, {"encoding": "utf-16"}, calls, utf16, executor)
 
 
-def test_large_binary_reads_and_writes(tmp_path: Path) -> None:
+def test_large_binary_reads_and_writes(tmp_path: Path, executor: str) -> None:
     initial = os.urandom(300_000)
     calls: list[Call] = [("read", (70_000,)), ("read1", (100_000,)), ("readinto", (50_000,))]
     calls += [("write", (b"w" * 100_000,)), ("tell", ()), ("seek", (1000,)), ("read", ())]
@@ -273,7 +284,7 @@ def test_large_binary_reads_and_writes(tmp_path: Path) -> None:
     for mode in ("rb", "r+b", "a+b"):
         for buffering in (-1, 0, 4096, 10_000):
             script = [c for c in calls if buffering or c[0] != "read1"]
-            compare(tmp_path, mode, {"buffering": buffering}, script, initial)
+            compare(tmp_path, mode, {"buffering": buffering}, script, initial, executor)
 
 
 # -- hypothesis: random sequences ---------------------------------------------------------
@@ -320,6 +331,7 @@ SETTINGS = hypothesis.settings(
     buffering=st.sampled_from([-1, 0, 1 << 12, 5, 16]),
     initial=st.binary(max_size=80),
     calls=st.lists(binary_calls, max_size=25),
+    executor=st.sampled_from(EXECUTORS),
 )
 def test_random_binary_sequences_match_the_builtin(
     tmp_path_factory: pytest.TempPathFactory,
@@ -327,10 +339,12 @@ def test_random_binary_sequences_match_the_builtin(
     buffering: int,
     initial: bytes,
     calls: list[Call],
+    executor: str,
 ) -> None:
     if buffering == 0:
         calls = [c for c in calls if c[0] != "read1"]
-    compare(tmp_path_factory.mktemp("b"), mode, {"buffering": buffering}, calls, initial)
+    tmp = tmp_path_factory.mktemp("b")
+    compare(tmp, mode, {"buffering": buffering}, calls, initial, executor)
 
 
 @SETTINGS
@@ -341,6 +355,7 @@ def test_random_binary_sequences_match_the_builtin(
     buffering=st.sampled_from([-1, 1, 3, 16]),
     initial=st.text(alphabet=st.sampled_from("xy\r\n €é𝄞"), max_size=40),
     calls=st.lists(text_calls, max_size=25),
+    executor=st.sampled_from(EXECUTORS),
 )
 def test_random_text_sequences_match_the_builtin(
     tmp_path_factory: pytest.TempPathFactory,
@@ -350,10 +365,11 @@ def test_random_text_sequences_match_the_builtin(
     buffering: int,
     initial: str,
     calls: list[Call],
+    executor: str,
 ) -> None:
     kwargs = {"encoding": encoding, "newline": newline, "buffering": buffering}
     raw = initial.encode(encoding, errors="replace")
-    compare(tmp_path_factory.mktemp("t"), mode, kwargs, calls, raw)
+    compare(tmp_path_factory.mktemp("t"), mode, kwargs, calls, raw, executor)
 
 
 # -- opening: arguments, errors, attributes --------------------------------------------------
@@ -388,7 +404,10 @@ BAD_OPENS: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
 
 @pytest.mark.parametrize(("args", "kwargs"), BAD_OPENS, ids=repr)
 async def test_bad_open_arguments_raise_as_the_builtin_does(
-    tmp_path: Path, args: tuple[Any, ...], kwargs: dict[str, Any]
+    tmp_path: Path,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    executor: str,
 ) -> None:
     path = tmp_path / "f"
     path.write_bytes(b"data")
@@ -404,7 +423,7 @@ async def test_bad_open_arguments_raise_as_the_builtin_does(
 
 @pytest.mark.parametrize("opener", [None, os.open])
 @pytest.mark.parametrize("target", [None, 1.5, -1, "bad\0name", b"bad\0name"])
-async def test_bad_files_raise_as_the_builtin_does(target: Any, opener: Any) -> None:
+async def test_bad_files_raise_as_the_builtin_does(target: Any, opener: Any, executor: str) -> None:
     # A name with a NUL gets io.open's message, which differs from os.open's
     # on some Pythons, before any opener is called.
     with pytest.raises(Exception) as builtin:  # noqa: PT011
@@ -414,7 +433,7 @@ async def test_bad_files_raise_as_the_builtin_does(target: Any, opener: Any) -> 
     assert ours.value.args == builtin.value.args
 
 
-async def test_missing_file_and_directory(tmp_path: Path) -> None:
+async def test_missing_file_and_directory(tmp_path: Path, executor: str) -> None:
     with pytest.raises(FileNotFoundError) as exc:
         await ouring.open_file(tmp_path / "missing")
     assert exc.value.filename == str(tmp_path / "missing")
@@ -425,7 +444,7 @@ async def test_missing_file_and_directory(tmp_path: Path) -> None:
         await ouring.open_file(tmp_path, "w")
 
 
-async def test_attributes_match_the_builtin(tmp_path: Path) -> None:
+async def test_attributes_match_the_builtin(tmp_path: Path, executor: str) -> None:
     path = tmp_path / "f"
     for mode in MODES:
         for buffering in (-1, 0) if "b" in mode else (-1,):
@@ -446,7 +465,7 @@ async def test_attributes_match_the_builtin(tmp_path: Path) -> None:
         assert f.name == str(path)  # a path-like's fspath, as the builtin keeps it
 
 
-async def test_default_buffer_size_is_the_block_size(tmp_path: Path) -> None:
+async def test_default_buffer_size_is_the_block_size(tmp_path: Path, executor: str) -> None:
     path = tmp_path / "f"
     path.write_bytes(bytes(100_000))
     blksize = os.stat(path).st_blksize
@@ -455,7 +474,7 @@ async def test_default_buffer_size_is_the_block_size(tmp_path: Path) -> None:
         assert len(await f.read1(-1)) == blksize - 1
 
 
-async def test_binary_line_buffering_warns_like_the_builtin(tmp_path: Path) -> None:
+async def test_binary_line_buffering_warns_like_the_builtin(tmp_path: Path, executor: str) -> None:
     path = tmp_path / "f"
     path.write_bytes(b"x")
     with pytest.warns(RuntimeWarning, match="line buffering"):
@@ -463,7 +482,7 @@ async def test_binary_line_buffering_warns_like_the_builtin(tmp_path: Path) -> N
     await f.aclose()
 
 
-async def test_opener_is_called_with_the_builtin_flags(tmp_path: Path) -> None:
+async def test_opener_is_called_with_the_builtin_flags(tmp_path: Path, executor: str) -> None:
     seen: list[tuple[Any, int]] = []
 
     def opener(path: Any, flags: int) -> int:
@@ -482,7 +501,9 @@ async def test_opener_is_called_with_the_builtin_flags(tmp_path: Path) -> None:
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
 
-async def test_int_fd_with_closefd_false_keeps_the_fd_and_its_position(tmp_path: Path) -> None:
+async def test_int_fd_with_closefd_false_keeps_the_fd_and_its_position(
+    tmp_path: Path, executor: str
+) -> None:
     path = tmp_path / "f"
     path.write_bytes(b"0123456789")
     fd = os.open(path, os.O_RDWR)
@@ -503,7 +524,9 @@ async def test_int_fd_with_closefd_false_keeps_the_fd_and_its_position(tmp_path:
 # -- exceptions on misuse ---------------------------------------------------------------------
 
 
-async def test_reading_a_file_opened_for_writing_raises_unsupported(tmp_path: Path) -> None:
+async def test_reading_a_file_opened_for_writing_raises_unsupported(
+    tmp_path: Path, executor: str
+) -> None:
     path = tmp_path / "f"
     async with await ouring.open_file(path, "w") as f:
         with pytest.raises(io.UnsupportedOperation, match="not readable"):
@@ -520,7 +543,7 @@ async def test_reading_a_file_opened_for_writing_raises_unsupported(tmp_path: Pa
             await fr.read_at(bytearray(1), 0) and await fr.write_at(b"x", 0)
 
 
-async def test_operations_after_close_raise_value_error(tmp_path: Path) -> None:
+async def test_operations_after_close_raise_value_error(tmp_path: Path, executor: str) -> None:
     path = tmp_path / "f"
     path.write_text("x\n")
     for mode, buffering in (("r", -1), ("rb", -1), ("r+b", 0)):
@@ -544,7 +567,7 @@ async def test_operations_after_close_raise_value_error(tmp_path: Path) -> None:
             await f.read_at(bytearray(1), 0)
 
 
-async def test_negative_seek_raises_like_the_builtin(tmp_path: Path) -> None:
+async def test_negative_seek_raises_like_the_builtin(tmp_path: Path, executor: str) -> None:
     path = tmp_path / "f"
     path.write_text("abc")
     async with await ouring.open_file(path, "rb") as f:
@@ -560,7 +583,7 @@ async def test_negative_seek_raises_like_the_builtin(tmp_path: Path) -> None:
 # -- iteration, owned buffers, pread/pwrite -----------------------------------------------------
 
 
-async def test_async_iteration_yields_lines(tmp_path: Path) -> None:
+async def test_async_iteration_yields_lines(tmp_path: Path, executor: str) -> None:
     path = tmp_path / "f"
     path.write_bytes(b"a\r\nb\rc\nd")
     async with await ouring.open_file(path) as f:
@@ -570,7 +593,9 @@ async def test_async_iteration_yields_lines(tmp_path: Path) -> None:
         assert [line async for line in fb] == [b"a\r\n", b"b\rc\n", b"d"]
 
 
-async def test_text_tell_is_disabled_while_iterating_as_in_the_builtin(tmp_path: Path) -> None:
+async def test_text_tell_is_disabled_while_iterating_as_in_the_builtin(
+    tmp_path: Path, executor: str
+) -> None:
     path = tmp_path / "f"
     path.write_text("a\nb\nc\n")
     with open(path) as b:  # noqa: ASYNC230 - the reference
@@ -585,7 +610,7 @@ async def test_text_tell_is_disabled_while_iterating_as_in_the_builtin(tmp_path:
         assert await f.readline() == "b\n"
 
 
-async def test_owned_buffer_methods(tmp_path: Path) -> None:
+async def test_owned_buffer_methods(tmp_path: Path, executor: str) -> None:
     path = tmp_path / "f"
     path.write_bytes(b"0123456789")
     for buffering in (-1, 0, 4):
@@ -613,7 +638,9 @@ async def test_owned_buffer_methods(tmp_path: Path) -> None:
             await t.read_into(bytearray(1))
 
 
-async def test_append_mode_writes_at_the_end_and_tells_the_end(tmp_path: Path) -> None:
+async def test_append_mode_writes_at_the_end_and_tells_the_end(
+    tmp_path: Path, executor: str
+) -> None:
     path = tmp_path / "f"
     path.write_bytes(b"start")
     async with await ouring.open_file(path, "a+b") as f:
@@ -628,7 +655,9 @@ async def test_append_mode_writes_at_the_end_and_tells_the_end(tmp_path: Path) -
     assert path.read_bytes() == b"startEND!"
 
 
-async def test_text_files_flush_on_newline_with_line_buffering(tmp_path: Path) -> None:
+async def test_text_files_flush_on_newline_with_line_buffering(
+    tmp_path: Path, executor: str
+) -> None:
     path = tmp_path / "f"
     async with await ouring.open_file(path, "w", buffering=1) as f:
         assert f.line_buffering
@@ -641,7 +670,9 @@ async def test_text_files_flush_on_newline_with_line_buffering(tmp_path: Path) -
 # -- pipes and FIFOs -------------------------------------------------------------------------------
 
 
-async def test_pipe_fds_read_and_write_at_the_current_position(pipe: tuple[int, int]) -> None:
+async def test_pipe_fds_read_and_write_at_the_current_position(
+    pipe: tuple[int, int], executor: str
+) -> None:
     r, w = pipe
     reader = await ouring.open_file(r, "rb", closefd=False)
     writer = await ouring.open_file(w, "wb", closefd=False)
@@ -661,7 +692,9 @@ async def test_pipe_fds_read_and_write_at_the_current_position(pipe: tuple[int, 
     await reader.aclose()
 
 
-async def test_update_modes_on_a_pipe_need_a_seekable_file(pipe: tuple[int, int]) -> None:
+async def test_update_modes_on_a_pipe_need_a_seekable_file(
+    pipe: tuple[int, int], executor: str
+) -> None:
     r, _ = pipe
     with pytest.raises(io.UnsupportedOperation) as builtin:
         open(r, "r+b", closefd=False)  # noqa: SIM115, ASYNC230 - the reference
@@ -1040,7 +1073,7 @@ async def test_append_read_cancelled_after_its_flush_changes_nothing(tmp_path: P
         assert path.read_bytes() == b"y" * 100 + b"XYZ"
 
 
-async def test_text_write_drops_the_decoded_read_ahead(tmp_path: Path) -> None:
+async def test_text_write_drops_the_decoded_read_ahead(tmp_path: Path, executor: str) -> None:
     ref, path = tmp_path / "ref", tmp_path / "f"
     for p in (ref, path):
         p.write_text("abcdefghi\n")

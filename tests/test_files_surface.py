@@ -609,7 +609,9 @@ async def cancel_when_parked(call: Callable[[], Any]) -> None:
         scope.cancel()
 
 
-async def test_peek_on_a_pipe_keeps_the_bytes_for_the_next_read(pipe: tuple[int, int]) -> None:
+async def test_peek_on_a_pipe_keeps_the_bytes_for_the_next_read(
+    pipe: tuple[int, int], executor: str
+) -> None:
     r, w = pipe
     async with await ouring.open_file(r, "rb", buffering=8, closefd=False) as f:
         os.write(w, b"0123456789abc")

@@ -306,31 +306,39 @@ CONTENT_CASES: dict[str, Case] = {
 
 
 @pytest.mark.parametrize("case", STAT_CASES.values(), ids=STAT_CASES.keys())
-async def test_stat_lstat_exists_match_pathlib(case: Case, tmp_path: pathlib.Path) -> None:
+async def test_stat_lstat_exists_match_pathlib(
+    case: Case, tmp_path: pathlib.Path, executor: str
+) -> None:
     await assert_same(case, tmp_path)
 
 
 @pytest.mark.parametrize("case", MKDIR_CASES.values(), ids=MKDIR_CASES.keys())
-async def test_mkdir_matches_pathlib(case: Case, tmp_path: pathlib.Path) -> None:
+async def test_mkdir_matches_pathlib(case: Case, tmp_path: pathlib.Path, executor: str) -> None:
     await assert_same(case, tmp_path)
 
 
 @pytest.mark.parametrize("case", REMOVE_CASES.values(), ids=REMOVE_CASES.keys())
-async def test_unlink_and_rmdir_match_pathlib(case: Case, tmp_path: pathlib.Path) -> None:
+async def test_unlink_and_rmdir_match_pathlib(
+    case: Case, tmp_path: pathlib.Path, executor: str
+) -> None:
     await assert_same(case, tmp_path)
 
 
 @pytest.mark.parametrize("case", NAME_CASES.values(), ids=NAME_CASES.keys())
-async def test_rename_replace_and_links_match_pathlib(case: Case, tmp_path: pathlib.Path) -> None:
+async def test_rename_replace_and_links_match_pathlib(
+    case: Case, tmp_path: pathlib.Path, executor: str
+) -> None:
     await assert_same(case, tmp_path)
 
 
 @pytest.mark.parametrize("case", CONTENT_CASES.values(), ids=CONTENT_CASES.keys())
-async def test_reading_and_writing_match_pathlib(case: Case, tmp_path: pathlib.Path) -> None:
+async def test_reading_and_writing_match_pathlib(
+    case: Case, tmp_path: pathlib.Path, executor: str
+) -> None:
     await assert_same(case, tmp_path)
 
 
-async def test_stat_is_the_same_stat_result(tmp_path: pathlib.Path) -> None:
+async def test_stat_is_the_same_stat_result(tmp_path: pathlib.Path, executor: str) -> None:
     path = tmp_path / "file"
     path.write_bytes(DATA)
     assert await ouring.Path(path).stat() == path.stat()
@@ -338,7 +346,9 @@ async def test_stat_is_the_same_stat_result(tmp_path: pathlib.Path) -> None:
     assert await ouring.Path(tmp_path / "link").lstat() == (tmp_path / "link").lstat()
 
 
-async def test_mkdir_modes_are_those_of_pathlib_under_any_umask(tmp_path: pathlib.Path) -> None:
+async def test_mkdir_modes_are_those_of_pathlib_under_any_umask(
+    tmp_path: pathlib.Path, executor: str
+) -> None:
     old = os.umask(0o027)
     try:
         for mode in (0o777, 0o755, 0o700, 0o2777, 0):
@@ -355,7 +365,9 @@ async def test_mkdir_modes_are_those_of_pathlib_under_any_umask(tmp_path: pathli
         os.umask(old)
 
 
-async def test_rename_and_replace_return_an_ouring_path(tmp_path: pathlib.Path) -> None:
+async def test_rename_and_replace_return_an_ouring_path(
+    tmp_path: pathlib.Path, executor: str
+) -> None:
     (tmp_path / "a").write_bytes(DATA)
     source = ouring.Path(tmp_path / "a")
     moved = await source.rename(tmp_path / "b")
@@ -403,7 +415,10 @@ TEXT_READ_ARGS: list[dict[str, Any]] = [
 @pytest.mark.parametrize("kwargs", TEXT_READ_ARGS, ids=repr)
 @pytest.mark.parametrize("raw", TRICKY_BYTES, ids=lambda raw: repr(raw[:24]))
 async def test_read_text_decodes_as_pathlib(
-    raw: bytes, kwargs: dict[str, Any], tmp_path: pathlib.Path
+    raw: bytes,
+    kwargs: dict[str, Any],
+    tmp_path: pathlib.Path,
+    executor: str,
 ) -> None:
     path = tmp_path / "text"
     path.write_bytes(raw)
@@ -450,7 +465,10 @@ TEXT_WRITE_ARGS: list[dict[str, Any]] = [
 @pytest.mark.parametrize("kwargs", TEXT_WRITE_ARGS, ids=repr)
 @pytest.mark.parametrize("text", TRICKY_TEXT, ids=repr)
 async def test_write_text_encodes_as_pathlib(
-    text: str, kwargs: dict[str, Any], tmp_path: pathlib.Path
+    text: str,
+    kwargs: dict[str, Any],
+    tmp_path: pathlib.Path,
+    executor: str,
 ) -> None:
     expected_path, got_path = tmp_path / "expected", tmp_path / "got"
     try:
@@ -465,7 +483,7 @@ async def test_write_text_encodes_as_pathlib(
     assert got_path.read_bytes() == expected_path.read_bytes()
 
 
-async def test_signatures_are_pathlibs() -> None:
+async def test_signatures_are_pathlibs(executor: str) -> None:
     for name in (
         "stat",
         "lstat",
@@ -591,13 +609,13 @@ async def test_read_bytes_of_a_fifo_reads_until_eof(tmp_path: pathlib.Path) -> N
     assert got == [b"through the fifo"]
 
 
-async def test_read_bytes_of_a_file_stat_cannot_size() -> None:
+async def test_read_bytes_of_a_file_stat_cannot_size(executor: str) -> None:
     # /proc files report st_size 0: read until a read returns 0.
     path = pathlib.Path("/proc/version")
     assert await ouring.Path(path).read_bytes() == contents(path)
 
 
-async def test_read_and_write_large_files(tmp_path: pathlib.Path) -> None:
+async def test_read_and_write_large_files(tmp_path: pathlib.Path, executor: str) -> None:
     data = os.urandom(3 * 1024 * 1024 + 17)
     path = ouring.Path(tmp_path / "big")
     assert await path.write_bytes(data) == len(data)
@@ -621,7 +639,7 @@ async def test_a_cancelled_call_never_reaches_the_kernel(tmp_path: pathlib.Path)
 # -- open -----------------------------------------------------------------------------------
 
 
-async def test_open_is_ouring_open_file(tmp_path: pathlib.Path) -> None:
+async def test_open_is_ouring_open_file(tmp_path: pathlib.Path, executor: str) -> None:
     ring = ouring.current_ring()
     path = ouring.Path(tmp_path / "f")
     before = ring.statistics().submitted
@@ -713,7 +731,7 @@ def test_no_method_is_left_to_trios_worker_threads() -> None:
             assert getattr(ouring.Path, name).__doc__, name
 
 
-async def test_errors_carry_errno_and_filenames(tmp_path: pathlib.Path) -> None:
+async def test_errors_carry_errno_and_filenames(tmp_path: pathlib.Path, executor: str) -> None:
     path = ouring.Path(tmp_path / "missing")
     with pytest.raises(FileNotFoundError) as info:
         await path.read_bytes()
