@@ -526,3 +526,32 @@ def test_anyio_on_either_backend(backend: str, data_file: Path) -> None:
         return bytes(buf[:n]), (await ouring.stat(data_file)).st_size
 
     assert anyio.run(main, backend=backend) == (DATA[2:8], len(DATA))
+
+
+def test_a_pipe_read_done_despite_a_cancel_is_returned(run: Any) -> None:
+    """A call on a pipe runs as a region task (ouring._sync); its read may
+    complete although the cancel reached it, and then the bytes are the
+    call's. The region's coroutine returns with that cancel re-armed, and a
+    task returning with a cancel pending ends cancelled, dropping its value:
+    the bytes must reach the caller all the same, not vanish."""
+
+    async def main() -> bytes:
+        r, w = os.pipe()
+        os.write(w, b"abcdefgh")
+        os.close(w)
+        async with await ouring.open_file(r, "rb", buffering=0) as f:
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+            try:
+                got = await f.read(3)
+            except asyncio.CancelledError:
+                got = b""  # did not happen: the bytes stay in the pipe
+            else:
+                # It happened: the cancellation is delivered at the next await.
+                with pytest.raises(asyncio.CancelledError):
+                    await asyncio.sleep(0)
+            task.uncancel()
+            return got + await f.read()
+
+    assert run(main) == b"abcdefgh"

@@ -17,6 +17,12 @@ attempt did not happen, so:
 - pipes: what the readers got, in order, must be exactly what the writer's
   returned calls wrote: nothing lost, nothing duplicated.
 
+Every case runs under each executor (trio, asyncio, uvloop). Under asyncio
+a step is one send or throw into a task's coroutine (counted by a task
+factory), the steps of the region tasks ouring._sync starts for a call count
+as the caller's, and an attempt's scope is a one-shot ``Task.cancel()`` of the
+caller, withdrawn with ``uncancel()`` on exit, as ``asyncio.timeout`` does.
+
 A failure prints the seed, the configuration and the log of calls; the
 sequence of calls is a function of the seed (the interleaving of several
 tasks also depends on trio's scheduler, which is seeded, and on the kernel).
@@ -24,12 +30,17 @@ tasks also depends on trio's scheduler, which is seeded, and on the kernel).
 
 from __future__ import annotations
 
+import asyncio
+import collections.abc
 import contextlib
+import contextvars
+import functools
 import importlib
 import io
+import itertools
 import os
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +48,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from conftest import EXECUTORS, run_under
 
 import ouring
 
@@ -53,16 +65,21 @@ EXHAUSTIVE = int(os.environ.get("OURING_MODEL_EXHAUSTIVE", "40"))
 # -- cancellation injection ------------------------------------------------------------------
 
 
-class Injector(trio.abc.Instrument):
+class Injector:
     """Cancels a task's current attempt after its k-th step; arms the cancel
-    that a ``CancellingIndex`` argument fires from inside the call."""
+    that a ``CancellingIndex`` argument fires from inside the call. The loop's
+    half (what a task, a step and a cancel scope are) is a ``Loop`` below."""
 
-    def __init__(self) -> None:
-        self.plans: dict[trio.lowlevel.Task, list[Any]] = {}  # task -> [scope, k, steps]
-        self.armed: dict[trio.lowlevel.Task, trio.CancelScope] = {}
+    def __init__(self, loop: Loop) -> None:
+        self.loop = loop
+        self.plans: dict[Any, list[Any]] = {}  # task -> [scope, k, steps]
+        self.armed: dict[Any, Any] = {}  # task -> scope
         self.trace: Callable[[int], None] | None = None  # told of each cancelled attempt
+        # When each task's call took effect, in one order (see Loop.took_effect).
+        self.clock = itertools.count()
+        self.region_ended: dict[Any, int] = {}
 
-    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+    def after_task_step(self, task: Any) -> None:
         plan = self.plans.get(task)
         if plan is None:
             return
@@ -73,6 +90,222 @@ class Injector(trio.abc.Instrument):
                 plan[0].cancel()
 
 
+class _TrioInstrument(trio.abc.Instrument):
+    def __init__(self, injector: Injector) -> None:
+        self.injector = injector
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.injector.after_task_step(task)
+
+
+class Loop:
+    """trio's half of the injection: a task is a trio task, a step ends where
+    it yields to the scheduler, an attempt's scope is a ``CancelScope``."""
+
+    name = "trio"
+    Cancelled: type[BaseException] = trio.Cancelled
+
+    def current_task(self) -> Any:
+        return trio.lowlevel.current_task()
+
+    def scope(self) -> Any:
+        return trio.CancelScope()
+
+    def took_effect(self, injector: Injector) -> int:
+        """A stamp ordering the call that just returned to this task among
+        the others. Under trio a call returns in the step that made its
+        effect: the order in which calls return is the order of their effects."""
+        return next(injector.clock)
+
+    async def checkpoint(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def run_tasks(
+        self, injector: Injector, fns: Sequence[Callable[[], Awaitable[None]]]
+    ) -> bool:
+        """Run ``fns`` as concurrent tasks under the injector; False if they
+        did not all end within HANG_GUARD seconds."""
+        instrument = _TrioInstrument(injector)
+        trio.lowlevel.add_instrument(instrument)
+        try:
+            with trio.move_on_after(HANG_GUARD) as guard:
+                async with trio.open_nursery() as nursery:
+                    for fn in fns:
+                        nursery.start_soon(fn)
+        finally:
+            trio.lowlevel.remove_instrument(instrument)
+        return not guard.cancelled_caught
+
+    async def cancelled(self, fn: Callable[[], Awaitable[Any]]) -> None:
+        """``await fn()`` in a cancelled scope."""
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await fn()
+
+    def run(self, seed: int, fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+        trio._core._run._r.seed(seed)  # the scheduler's batch order
+        trio.run(fn, *args)
+
+
+# The model task an asyncio task works for: the ones ouring's _sync starts (a
+# region of a call runs as a task of its own) inherit it from the caller, so
+# their steps count as the caller's, as a region's checkpoints are the
+# caller's own under trio.
+_OWNER: contextvars.ContextVar[asyncio.Task[Any]] = contextvars.ContextVar("owner")
+
+
+class _Counted(collections.abc.Coroutine):  # type: ignore[type-arg]
+    """A task's coroutine whose every step (a send or throw by the task, which
+    ends where the coroutine yields) is reported to the injector, as trio's
+    ``after_task_step`` reports them."""
+
+    def __init__(self, coro: Any, injector: Injector) -> None:
+        self._coro = coro
+        self._injector = injector
+
+    def _after(self) -> None:
+        owner = _OWNER.get(None)
+        if owner is not None:
+            self._injector.after_task_step(owner)
+
+    def _ended(self) -> None:
+        owner = _OWNER.get(None)
+        if owner is not None and owner is not asyncio.current_task():
+            self._injector.region_ended[owner] = next(self._injector.clock)
+
+    def send(self, value: Any) -> Any:
+        try:
+            return self._coro.send(value)
+        except BaseException:
+            self._ended()
+            raise
+        finally:
+            self._after()
+
+    def throw(self, *args: Any) -> Any:
+        try:
+            return self._coro.throw(*args)
+        except BaseException:
+            self._ended()
+            raise
+        finally:
+            self._after()
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __await__(self) -> Any:
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+
+class _AsyncioScope:
+    """An attempt's cancel scope under asyncio, as ``asyncio.timeout`` makes
+    one: its ``cancel()`` is a ``Task.cancel()`` of the model task, withdrawn
+    (``uncancel()``) when the scope exits, and the ``CancelledError`` it
+    caused ends there. Unlike trio's, the cancel is one-shot: a call that
+    catches it and returns leaves nothing pending unless it re-arms it."""
+
+    def __init__(self) -> None:
+        self.task = asyncio.current_task()
+        self.fired = False
+        self.inside = False
+
+    def cancel(self) -> None:
+        if self.fired:
+            return
+        self.fired = True
+        if self.inside:
+            assert self.task is not None
+            self.task.cancel()
+
+    def __enter__(self) -> _AsyncioScope:
+        self.inside = True
+        if self.fired:
+            assert self.task is not None
+            self.task.cancel()
+        return self
+
+    def __exit__(self, et: Any, exc: Any, tb: Any) -> bool:
+        self.inside = False
+        if not self.fired:
+            return False
+        assert self.task is not None
+        return self.task.uncancel() == 0 and et is asyncio.CancelledError
+
+
+class AsyncioLoop(Loop):
+    """asyncio's half: steps counted by a task factory (``_Counted``), the
+    model task cancelled with ``Task.cancel()``."""
+
+    Cancelled = asyncio.CancelledError
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def current_task(self) -> Any:
+        return _OWNER.get(None) or asyncio.current_task()
+
+    def scope(self) -> Any:
+        return _AsyncioScope()
+
+    def took_effect(self, injector: Injector) -> int:
+        # A call on a pipe runs in a region task (ouring._sync), and its caller
+        # resumes in a later step of the loop: other calls' regions may take
+        # effect and return first. The region's end is the call's effect.
+        owner = self.current_task()
+        stamp = injector.region_ended.pop(owner, None)
+        return next(injector.clock) if stamp is None else stamp
+
+    async def checkpoint(self) -> None:
+        await asyncio.sleep(0)
+
+    async def run_tasks(
+        self, injector: Injector, fns: Sequence[Callable[[], Awaitable[None]]]
+    ) -> bool:
+        loop = asyncio.get_running_loop()
+
+        def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kw: Any) -> asyncio.Task[Any]:
+            return asyncio.Task(_Counted(coro, injector), loop=loop, **kw)
+
+        async def owned(fn: Callable[[], Awaitable[None]]) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            _OWNER.set(task)
+            await fn()
+
+        loop.set_task_factory(factory)
+        try:
+            async with asyncio.timeout(HANG_GUARD):
+                async with asyncio.TaskGroup() as group:
+                    for fn in fns:
+                        group.create_task(owned(fn))
+        except TimeoutError:
+            return False
+        finally:
+            loop.set_task_factory(None)
+        return True
+
+    async def cancelled(self, fn: Callable[[], Awaitable[Any]]) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        try:
+            await fn()
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            task.uncancel()
+
+    def run(self, seed: int, fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+        run_under(self.name, fn, *args)
+
+
+def loop_for(executor: str) -> Loop:
+    return Loop() if executor == "trio" else AsyncioLoop(executor)
+
+
 class CancellingIndex:
     """A size whose conversion cancels the call it is passed to (when armed)."""
 
@@ -81,7 +314,7 @@ class CancellingIndex:
         self.injector = injector
 
     def __index__(self) -> int:
-        scope = self.injector.armed.pop(trio.lowlevel.current_task(), None)
+        scope = self.injector.armed.pop(self.injector.loop.current_task(), None)
         if scope is not None:
             scope.cancel()
         return self.value
@@ -110,8 +343,9 @@ async def attempt(
     as soon as the call returned or raised something other than Cancelled,
     before any other task can run: calls are replayed in the order they
     happened."""
-    task = trio.lowlevel.current_task()
-    scope = trio.CancelScope()
+    loop = injector.loop
+    task = loop.current_task()
+    scope = loop.scope()
     if k == 0:
         scope.cancel()
     if k is not None:
@@ -123,7 +357,7 @@ async def attempt(
         with scope:
             try:
                 value = await call()
-            except trio.Cancelled:
+            except loop.Cancelled:
                 raise
             except Exception as exc:  # noqa: BLE001 - compared with the reference
                 status = "raises"
@@ -132,7 +366,7 @@ async def attempt(
                 status = "ok"
                 done(status, value)
             # A call that returned inside a cancelled scope meets Cancelled here.
-            await trio.lowlevel.checkpoint()
+            await loop.checkpoint()
     finally:
         injector.plans.pop(task, None)
         injector.armed.pop(task, None)
@@ -364,7 +598,7 @@ class Reference:
 Entry = tuple[str, tuple[Any, ...], int | None, bool, bool]
 
 
-async def run_file_case(case: FileCase, tmp: Path) -> None:
+async def run_file_case(loop: Loop, case: FileCase, tmp: Path) -> None:
     ours_path = tmp / "ours"
     if "x" not in case.mode:
         ours_path.write_bytes(case.initial)
@@ -392,7 +626,7 @@ async def run_file_case(case: FileCase, tmp: Path) -> None:
 
     refs = [new_reference("io", io.open, []), new_reference("_pyio", _pyio.open, [])]
     f = await ouring.open_file(ours_path, case.mode, **case.kwargs())
-    injector = Injector()
+    injector = Injector(loop)
     rng = random.Random(case.seed)
     log: list[str] = []
     our_tells: list[Any] = []
@@ -513,19 +747,14 @@ async def run_file_case(case: FileCase, tmp: Path) -> None:
         for name, spec in script:
             await run_one(task_no, name, spec)
 
-    trio.lowlevel.add_instrument(injector)
     try:
-        with trio.move_on_after(HANG_GUARD) as guard:
-            async with trio.open_nursery() as nursery:
-                for i, script in enumerate(case.scripts):
-                    nursery.start_soon(task, i, script)
-        if guard.cancelled_caught:
+        tasks = [functools.partial(task, i, script) for i, script in enumerate(case.scripts)]
+        if not await loop.run_tasks(injector, tasks):
             fail(f"no progress in {HANG_GUARD} s: a call never returned")
         if not f.closed:
-            await run_one(0, "tell", ())
-            await run_one(0, "aclose", ())
+            await loop.run_tasks(injector, [functools.partial(run_one, 0, "tell", ())])
+            await loop.run_tasks(injector, [functools.partial(run_one, 0, "aclose", ())])
     finally:
-        trio.lowlevel.remove_instrument(injector)
         for ref in every_ref:
             ref.f.close()
     ours_bytes = ours_path.read_bytes()
@@ -537,10 +766,9 @@ async def run_file_case(case: FileCase, tmp: Path) -> None:
         fail(f"final contents differ: ours {ours_bytes!r:.300}")
 
 
-def check_file_seed(seed: int, tmp: Path) -> None:
-    case = make_file_case(seed)
-    trio._core._run._r.seed(seed)  # the scheduler's batch order
-    trio.run(run_file_case, case, tmp)
+def check_file_seed(seed: int, tmp: Path, executor: str = "trio") -> None:
+    loop = loop_for(executor)
+    loop.run(seed, run_file_case, loop, make_file_case(seed), tmp)
 
 
 FAST_FILE_SEEDS = range(150)
@@ -548,17 +776,17 @@ FAST_FILE_SEEDS = range(150)
 
 @pytest.mark.parametrize("seed", FAST_FILE_SEEDS)
 def test_file_calls_under_cancellation_match_the_builtin(
-    tmp_path_factory: pytest.TempPathFactory, seed: int
+    tmp_path_factory: pytest.TempPathFactory, seed: int, executor: str
 ) -> None:
-    check_file_seed(seed, tmp_path_factory.mktemp(f"file{seed}"))
+    check_file_seed(seed, tmp_path_factory.mktemp(f"file{seed}"), executor)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(1000, 1600))
 def test_file_calls_under_cancellation_match_the_builtin_many(
-    tmp_path_factory: pytest.TempPathFactory, seed: int
+    tmp_path_factory: pytest.TempPathFactory, seed: int, executor: str
 ) -> None:
-    check_file_seed(seed, tmp_path_factory.mktemp(f"file{seed}"))
+    check_file_seed(seed, tmp_path_factory.mktemp(f"file{seed}"), executor)
 
 
 # -- pipes -----------------------------------------------------------------------------------
@@ -611,16 +839,16 @@ def make_pipe_case(seed: int) -> PipeCase:
     return PipeCase(seed, text, wbuf, rbuf, readers, writes, reads)
 
 
-async def run_pipe_case(case: PipeCase) -> None:
+async def run_pipe_case(loop: Loop, case: PipeCase) -> None:
     r, w = os.pipe()
     kw: dict[str, Any] = {"encoding": "utf-8", "newline": ""} if case.text else {}
     mode = "" if case.text else "b"
     writer = await ouring.open_file(w, "w" + mode, buffering=case.write_buffering, **kw)
     reader = await ouring.open_file(r, "r" + mode, buffering=case.read_buffering, **kw)
-    injector = Injector()
+    injector = Injector(loop)
     log: list[str] = []
     written: list[Any] = []
-    received: list[Any] = []
+    received: list[tuple[int, list[Any]]] = []  # (when it took effect, what a call got)
     empty: Any = "" if case.text else b""
 
     def fail(msg: str) -> None:
@@ -662,18 +890,20 @@ async def run_pipe_case(case: PipeCase) -> None:
                 log.append(f"reader {no}: {name}({size}) -> {status} {value!r:.80}")
                 if status != "ok":
                     fail(f"{name}: {value!r}")
+                received.append((loop.took_effect(injector), []))
+                into = received[-1][1]
                 if name in ("readinto", "readinto1"):
                     n, got = value
-                    received.append(got[:n])
+                    into.append(got[:n])
                     eof[0] = n == 0
                 elif name == "readlines":
-                    received.extend(value)
+                    into.extend(value)
                     eof[0] = not value
                 elif name == "next":
-                    received.append(empty if value is None else value)
+                    into.append(empty if value is None else value)
                     eof[0] = value is None
                 else:
-                    received.append(value)
+                    into.append(value)
                     eof[0] = not value
 
             async def call(name: str = name, size: int = size, arg: Any = arg) -> Any:
@@ -699,46 +929,56 @@ async def run_pipe_case(case: PipeCase) -> None:
                 return
         fail(f"reader {no} did not reach the end of the stream")
 
-    trio.lowlevel.add_instrument(injector)
     try:
-        with trio.move_on_after(HANG_GUARD) as guard:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(write_task)
-                for i in range(case.readers):
-                    nursery.start_soon(read_task, i)
-        if guard.cancelled_caught:
+        tasks: list[Callable[[], Awaitable[None]]] = [write_task]
+        tasks += [functools.partial(read_task, i) for i in range(case.readers)]
+        if not await loop.run_tasks(injector, tasks):
             fail(f"no progress in {HANG_GUARD} s: a call never returned")
     finally:
-        trio.lowlevel.remove_instrument(injector)
-        with trio.CancelScope() as scope:
-            # After a failure the writer may hold bytes nobody will read: a
-            # cancelled aclose drops them and closes (it never blocks).
-            scope.cancel()
-            await writer.aclose()
+        # After a failure the writer may hold bytes nobody will read: a
+        # cancelled aclose drops them and closes (it never blocks).
+        await loop.cancelled(writer.aclose)
         await reader.aclose()
-    sent, got = empty.join(written), empty.join(received)
+    sent = empty.join(written)
+    got = empty.join(
+        chunk for _, chunks in sorted(received, key=lambda r: r[0]) for chunk in chunks
+    )
     if got != sent:
         at = next((i for i, (a, b) in enumerate(zip(got, sent, strict=False)) if a != b), None)
         fail(f"received {len(got)} != sent {len(sent)}, first difference at {at}")
 
 
-def check_pipe_seed(seed: int) -> None:
-    case = make_pipe_case(seed)
-    trio._core._run._r.seed(seed)  # the scheduler's batch order
-    trio.run(run_pipe_case, case)
+def check_pipe_seed(seed: int, executor: str = "trio") -> None:
+    loop = loop_for(executor)
+    loop.run(seed, run_pipe_case, loop, make_pipe_case(seed))
+
+
+@pytest.fixture(params=["trio-c", "trio-python", *EXECUTORS[1:]])
+def pipe_executor(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """trio twice, over its executor's hot paths in C and over the Python
+    paths they mirror (conftest's ``executor_path``), then the asyncio
+    executors, which have one path."""
+    if request.param == "trio-python":
+        from ouring._trio import _Driver
+
+        monkeypatch.setattr(_Driver, "perform", _Driver._perform_in_python)
+        monkeypatch.setattr(_Driver, "receive", _Driver._receive_in_python)
+    return "trio" if str(request.param).startswith("trio-") else str(request.param)
 
 
 @pytest.mark.parametrize("seed", range(40))
 def test_pipe_calls_under_cancellation_lose_and_repeat_nothing(
-    seed: int, executor_path: str
+    seed: int, pipe_executor: str
 ) -> None:
-    """Also over the executor's Python paths: a writer and readers share
+    """Also over the trio executor's Python paths: a writer and readers share
     passes, so their reads and writes are the C inline steps, cancelled at
     every checkpoint."""
-    check_pipe_seed(seed)
+    check_pipe_seed(seed, pipe_executor)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(1000, 1300))
-def test_pipe_calls_under_cancellation_lose_and_repeat_nothing_many(seed: int) -> None:
-    check_pipe_seed(seed)
+def test_pipe_calls_under_cancellation_lose_and_repeat_nothing_many(
+    seed: int, executor: str
+) -> None:
+    check_pipe_seed(seed, executor)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import trio
 import trio.testing
@@ -596,20 +597,22 @@ async def test_detach_and_lower_layers_share_state_as_the_builtins(tmp_path: Pat
 async def cancel_when_parked(call: Callable[[], Any]) -> None:
     """Run ``call()`` until it parks in the kernel, then cancel it; it must
     end with Cancelled (caught by its scope)."""
-    scope = trio.CancelScope()
+    scope = anyio.CancelScope()
 
     async def run() -> None:
         with scope:
             await call()
         assert scope.cancelled_caught
 
-    async with trio.open_nursery() as nursery:
+    async with anyio.create_task_group() as nursery:
         nursery.start_soon(run)
-        await trio.testing.wait_all_tasks_blocked()
+        await anyio.wait_all_tasks_blocked()
         scope.cancel()
 
 
-async def test_peek_on_a_pipe_keeps_the_bytes_for_the_next_read(pipe: tuple[int, int]) -> None:
+async def test_peek_on_a_pipe_keeps_the_bytes_for_the_next_read(
+    pipe: tuple[int, int], executor: str
+) -> None:
     r, w = pipe
     async with await ouring.open_file(r, "rb", buffering=8, closefd=False) as f:
         os.write(w, b"0123456789abc")
@@ -627,6 +630,7 @@ async def test_peek_on_a_pipe_keeps_the_bytes_for_the_next_read(pipe: tuple[int,
 
 async def test_cancelled_peek_and_readinto1_on_a_pipe_take_nothing(
     pipe: tuple[int, int],
+    executor: str,
 ) -> None:
     r, w = pipe
     async with await ouring.open_file(r, "rb", buffering=8, closefd=False) as f:
@@ -638,7 +642,9 @@ async def test_cancelled_peek_and_readinto1_on_a_pipe_take_nothing(
         assert await f.read(5) == b"after"
 
 
-async def test_cancelled_detach_leaves_the_file_attached(pipe: tuple[int, int]) -> None:
+async def test_cancelled_detach_leaves_the_file_attached(
+    pipe: tuple[int, int], executor: str
+) -> None:
     """detach() flushes first; cancelled while the flush waits on a full pipe,
     it did not happen: the file is still usable, and its bytes still come."""
     r, w = pipe
@@ -654,7 +660,7 @@ async def test_cancelled_detach_leaves_the_file_attached(pipe: tuple[int, int]) 
     assert await f.write(b"buffered") == 8  # fits the buffer: not written yet
     await cancel_when_parked(f.detach)
     assert not f.closed  # still attached: no ValueError
-    async with trio.open_nursery() as nursery:
+    async with anyio.create_task_group() as nursery:
         nursery.start_soon(_drain, r, capacity)
         raw = await f.detach()  # the flush completes once the pipe drains
     with pytest.raises(ValueError, match="raw stream has been detached"):
@@ -666,10 +672,12 @@ async def test_cancelled_detach_leaves_the_file_attached(pipe: tuple[int, int]) 
 
 async def _drain(fd: int, n: int) -> None:
     while n:
-        n -= len(await trio.to_thread.run_sync(os.read, fd, min(n, 65536)))
+        n -= len(await anyio.to_thread.run_sync(os.read, fd, min(n, 65536)))
 
 
-async def test_a_layer_waits_for_a_call_on_the_file_above(pipe: tuple[int, int]) -> None:
+async def test_a_layer_waits_for_a_call_on_the_file_above(
+    pipe: tuple[int, int], executor: str
+) -> None:
     """raw/buffer share the file's lock: a call on f.raw while f.read is
     parked on the pipe does not send its own read (which could take the bytes
     f.read is waiting for); it runs after, in arrival order."""
@@ -677,20 +685,28 @@ async def test_a_layer_waits_for_a_call_on_the_file_above(pipe: tuple[int, int])
     async with await ouring.open_file(r, "rb", buffering=8, closefd=False) as f:
         results: list[bytes] = []
 
+        above_done = anyio.Event()
+
         async def above() -> None:
             results.append(await f.read(5))
+            above_done.set()
 
         async def below() -> None:
             results.append(await f.raw.read(3))
 
-        async with trio.open_nursery() as nursery:
+        async with anyio.create_task_group() as nursery:
             nursery.start_soon(above)
-            await trio.testing.wait_all_tasks_blocked()
+            await anyio.wait_all_tasks_blocked()
             nursery.start_soon(below)
-            await trio.testing.wait_all_tasks_blocked()
+            await anyio.wait_all_tasks_blocked()
             assert ouring.current_ring().statistics().inflight == 1  # f.read's only
             os.write(w, b"abcdefgh")  # f.read takes all 8 into its buffer
-            await trio.testing.wait_all_tasks_blocked()
+            # Under asyncio the read's completion reaches the loop through the
+            # ring's eventfd in the selector, which anyio's
+            # wait_all_tasks_blocked does not poll: wait for f.read's return.
+            with anyio.fail_after(10):  # a failure, not a synchronization
+                await above_done.wait()
+            await anyio.wait_all_tasks_blocked()  # f.raw.read runs, parks
             assert results == [b"abcde"]
             os.write(w, b"XYZ")  # the raw read comes after what f buffered
         assert results == [b"abcde", b"XYZ"]

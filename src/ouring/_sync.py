@@ -301,6 +301,12 @@ class _AsyncioScope:
         # before that (see _region).
         self._started = False
         self._cancel_pending: tuple[str | None] | None = None
+        # What fn returned, kept here rather than only as the task's result:
+        # a task whose coroutine returns while a cancel is pending on it
+        # (``_must_cancel``: an operation inside completed despite the cancel
+        # passed on and re-armed it for the next suspension, and none came)
+        # ends cancelled and drops the value. The call happened all the same.
+        self._returned: tuple[Any] | None = None
 
     @property
     def shield(self) -> bool:
@@ -344,7 +350,9 @@ class _AsyncioScope:
             task = asyncio.current_task()
             assert task is not None
             task.cancel(self._cancel_pending[0])
-        return await fn(*args)
+        value = await fn(*args)
+        self._returned = (value,)
+        return value
 
     async def run(self, fn: Callable[..., Awaitable[_T]], *args: Any) -> _T:
         import asyncio
@@ -368,6 +376,12 @@ class _AsyncioScope:
                 if not self._shield and not self._passed_on:
                     self._passed_on = True
                     self._cancel_region(exc.args[0] if exc.args else None)
+        if task.cancelled() and self._returned is not None:
+            # fn returned, then the task ended cancelled (see _returned): its
+            # result stands, and a cancel of the caller is delivered later.
+            if caught is not None:
+                _rearm(caught)
+            return cast(_T, self._returned[0])
         if task.cancelled():
             if caught is not None:
                 raise caught  # the caller's cancellation: the region did not finish
