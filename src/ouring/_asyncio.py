@@ -56,7 +56,10 @@ where it matters here):
   made, whose ``finally`` closes it (cancel, reap, leak what never completes)
   while the loop still runs. A loop closed without ``shutdown_asyncgens`` has
   its ring closed at the next ring lookup of its thread, or when it is
-  collected (a ``weakref.finalize``); the ring core refuses calls from any
+  collected (a ``weakref.finalize``). A task still parked on an operation
+  keeps its loop alive (the op's Future holds it, the ring holds the op), so
+  such a loop's ring goes at the lookup, or at exit; that close reaps the
+  final CQEs without waking into the closed loop. The ring core refuses calls from any
   other thread than its own, so a collection in another thread leaves the
   ring to ``Ring.__del__``, which keeps in-flight memory forever.
 - ``loop.call_soon_threadsafe`` is the thread-safe wakeup (other threads'
@@ -102,8 +105,12 @@ def _yield() -> Generator[None, None, None]:
 
 def _wake(fut: asyncio.Future[None]) -> None:
     # A Future cancelled by Task.cancel() stays the op's waiter until the task
-    # runs again and takes it off: its CQE may come first.
-    if not fut.done():
+    # runs again and takes it off: its CQE may come first. A loop closed with
+    # the task still parked (loop.close() without asyncio.run's teardown) has
+    # its ring closed later, by another loop's lookup or a finalizer: that
+    # close reaps the final CQE, and the Future's loop can schedule nothing
+    # any more (set_result would raise out of the reap).
+    if not fut.done() and not fut.get_loop().is_closed():
         fut.set_result(None)
 
 
@@ -338,8 +345,14 @@ class AsyncioDriver:
         in this one go to the kernel together. For code that submits outside
         ``perform`` (the transports of ``ouring.asyncio``) too."""
         if not self._flush_queued:
+            loop = self._loop()
+            if loop is None or loop.is_closed():
+                # A coroutine closed after its loop (the loop's garbage, or a
+                # task destroyed pending): the cancel request stays queued on
+                # the ring, whose close cancels and reaps what is in flight.
+                return
             self._flush_queued = True
-            _running_loop().call_soon(self._flush)
+            loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         """Once per iteration that submitted: everything it queued goes to the
