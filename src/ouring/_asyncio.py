@@ -84,7 +84,7 @@ from typing import Any, TypeVar
 
 from ._errors import FdClosedError, UnsupportedError
 from ._fallback import ThreadRing, make_ring
-from ._ops import DONE, Operation
+from ._ops import DONE, LEAKED, Operation
 from ._ring import FdRequest, Ring, arm_receive, submit_group
 from ._ringcore import Receiver
 
@@ -179,6 +179,10 @@ class AsyncioDriver:
                 return await self._cancelled(ring, op, exc)
             if op.state == DONE:
                 return op.result() if not op.cancel_by else op.outcome()
+            if op.state == LEAKED:
+                # The ring was closed during the yield: its close woke no
+                # waiter (there was none yet), and no CQE will ever come.
+                return op.outcome()  # RingClosedError
         fut = _running_loop().create_future()
         op.waiter = fut
         try:
@@ -209,7 +213,9 @@ class AsyncioDriver:
         end the wait (they stay counted in ``cancelling()``)."""
         loop = _running_loop()
         for op in ops:
-            while op.state != DONE:
+            # LEAKED: the ring closed meanwhile and woke the waiter; no CQE
+            # will come (the memory stays the ring's forever).
+            while op.state != DONE and op.state != LEAKED:
                 fut = op.waiter = loop.create_future()
                 try:
                     await fut
