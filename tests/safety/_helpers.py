@@ -122,17 +122,25 @@ async def all_ops_completed(ring: ouring.Ring | None = None, bound: float = 5.0)
         await ouring.wait_all_ops_completed(ring)
 
 
-async def wait_parked(ring: ouring.Ring, submitted: int, bound: float = 5.0) -> None:
+async def wait_parked(
+    ring: ouring.Ring, submitted: int, *, inflight: int = 0, bound: float = 5.0
+) -> None:
     """Until the tasks just started have parked on their operations. Under
     trio, ``wait_all_tasks_blocked`` (every other task blocked); asyncio has
     no such hook: until ``ring`` has submitted ``submitted`` operations in
     all and queues none (a flush runs after the tasks that queued its
-    operations have parked)."""
+    operations have parked) or, with ``inflight``, until that many
+    operations are queued or in the kernel (more than the ring's in-flight
+    cap: a task parks as it queues one that cannot be submitted)."""
     if current_library() == "trio":
         await trio.testing.wait_all_tasks_blocked()
         return
     with anyio.fail_after(bound):
-        while (stats := ring.statistics()).submitted < submitted or stats.pending:
+        while inflight and ring.statistics().inflight < inflight:
+            await anyio.lowlevel.checkpoint()
+        while not inflight and (
+            (stats := ring.statistics()).submitted < submitted or stats.pending
+        ):
             await anyio.lowlevel.checkpoint()
 
 
