@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import select
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import anyio
@@ -189,3 +189,22 @@ async def drop_in_own_task(coro: Coroutine[Any, Any, T]) -> T:
         else:
             await trio.lowlevel.cancel_shielded_checkpoint()
             to_send = outcome.Value(None)
+
+
+async def wait_until(predicate: Callable[[], bool], bound: float = 5.0) -> None:
+    """Checkpoint until ``predicate()`` holds, under any executor (failing,
+    never hanging, after ``bound`` seconds)."""
+    with anyio.fail_after(bound):
+        while not predicate():
+            await anyio.lowlevel.checkpoint()
+
+
+def fd_closed_error() -> type[BaseException]:
+    """What an operation raises when its fd was closed through the library
+    while it was in flight: trio's ClosedResourceError under trio, the
+    library's own FdClosedError (an OSError, EBADF) under asyncio."""
+    if current_library() == "trio":
+        return trio.ClosedResourceError
+    from ouring._errors import FdClosedError
+
+    return FdClosedError
