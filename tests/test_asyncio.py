@@ -435,9 +435,12 @@ def test_one_ring_per_loop_shared_by_its_tasks(run: Any) -> None:
 
 @pytest.mark.parametrize("runner", ["asyncio", "uvloop"])
 def test_a_hundred_runs_leave_no_fd(runner: str, data_file: Path) -> None:
+    rings: list[ouring.Ring] = []
+
     async def main() -> None:
         fd = await ouring.open(data_file)
         await ouring.read(fd, bytearray(10), 0)
+        rings.append(ouring.current_ring())
         # One op left in the kernel at the end of the run: the teardown
         # cancels it and reaps its CQE.
         left, right = socket.socketpair()
@@ -453,6 +456,9 @@ def test_a_hundred_runs_leave_no_fd(runner: str, data_file: Path) -> None:
         run_under(runner, main)
     gc.collect()
     assert open_fds() == before
+    assert len({id(ring) for ring in rings}) == 101  # a ring per loop, each closed with it
+    assert all(ring.closed for ring in rings)
+    assert sum(ring.statistics().leaked for ring in rings) == 0
 
 
 @pytest.mark.parametrize("new_loop", [asyncio.new_event_loop, uvloop.new_event_loop])
@@ -555,3 +561,51 @@ def test_a_pipe_read_done_despite_a_cancel_is_returned(run: Any) -> None:
             return got + await f.read()
 
     assert run(main) == b"abcdefgh"
+
+
+@pytest.mark.parametrize("new_loop", [asyncio.new_event_loop, uvloop.new_event_loop])
+def test_a_loop_closed_with_a_recv_in_the_kernel(
+    new_loop: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
+    """``loop.close()`` without ``asyncio.run``'s teardown while a recv on an
+    idle socketpair is in the kernel: the task stays parked on a Future of the
+    closed loop, which keeps the loop (and its ring) alive until the ring is
+    closed by the next lookup of this thread. That close cancels the recv and
+    reaps its final CQE (no wake into the closed loop, which would raise out of
+    the reap), and only then is the buffer released: settled, not leaked."""
+    left, right = socket.socketpair()
+    buf = bytearray(8)
+
+    async def park() -> tuple[ouring.Ring, asyncio.Task[Any]]:
+        task = asyncio.get_running_loop().create_task(ouring.recv(left, buf))
+        ring = ouring.current_ring()
+        await asyncio.sleep(0)  # the task submits and queues the flush
+        await asyncio.sleep(0)  # the flush: the recv is in the kernel
+        assert ring.statistics().submitted == 1
+        return ring, task
+
+    async def another_loops_op() -> None:
+        await ouring.stat("/")
+
+    with left, right:
+        before = open_fds()
+        loop = new_loop()
+        ring, task = loop.run_until_complete(park())
+        loop.close()
+        assert not ring.closed
+        assert ring.statistics().inflight == 1
+        with pytest.raises(BufferError):  # the kernel still owns it
+            buf.append(0)
+        del task
+        gone = weakref.ref(loop)
+        del loop
+        run_under("asyncio", another_loops_op)  # closes the closed loop's ring
+        assert ring.closed
+        stats = ring.statistics()
+        assert (stats.cancelled, stats.leaked, stats.inflight) == (1, 0, 0)
+        buf.append(0)  # released after the final CQE
+        right.send(b"late")  # nothing reads it: the recv did not happen
+        assert left.recv(8) == b"late"
+        gc.collect()
+        assert gone() is None  # the parked task's Future no longer holds it
+        assert open_fds() == before

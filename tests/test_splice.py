@@ -8,6 +8,7 @@ import errno
 import os
 import random
 import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -351,3 +352,30 @@ async def test_a_cancelled_sendfile_leaves_no_fd_and_no_operation(data_file: Pat
             assert await ouring.sendfile(a, f, 0, 1000) == 1000
             a.shutdown(socket.SHUT_WR)
         assert got == DATA[:1000]
+
+
+async def test_sendfile_into_a_full_nonblocking_socket_under_every_executor(
+    executor: str, data_file: Path
+) -> None:
+    """300 kB into an O_NONBLOCK socketpair (far more than its buffer): the
+    socket splices return EAGAIN and sendfile waits for POLLOUT with the
+    running executor's own poller; a thread reads the peer side. A zero
+    count is a checkpoint of that executor too."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    got = bytearray()
+
+    def drain() -> None:
+        while chunk := b.recv(1 << 16):
+            got.extend(chunk)
+
+    reader = threading.Thread(target=drain)
+    with a, b, data_file.open("rb") as f:
+        reader.start()
+        try:
+            assert await ouring.sendfile(a, f, 0) == len(DATA)
+            assert await ouring.sendfile(a, f, 0, 0) == 0
+        finally:
+            a.shutdown(socket.SHUT_WR)
+            reader.join()
+    assert got == DATA

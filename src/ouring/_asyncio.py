@@ -56,7 +56,10 @@ where it matters here):
   made, whose ``finally`` closes it (cancel, reap, leak what never completes)
   while the loop still runs. A loop closed without ``shutdown_asyncgens`` has
   its ring closed at the next ring lookup of its thread, or when it is
-  collected (a ``weakref.finalize``); the ring core refuses calls from any
+  collected (a ``weakref.finalize``). A task still parked on an operation
+  keeps its loop alive (the op's Future holds it, the ring holds the op), so
+  such a loop's ring goes at the lookup, or at exit; that close reaps the
+  final CQEs without waking into the closed loop. The ring core refuses calls from any
   other thread than its own, so a collection in another thread leaves the
   ring to ``Ring.__del__``, which keeps in-flight memory forever.
 - ``loop.call_soon_threadsafe`` is the thread-safe wakeup (other threads'
@@ -81,7 +84,7 @@ from typing import Any, TypeVar
 
 from ._errors import FdClosedError, UnsupportedError
 from ._fallback import ThreadRing, make_ring
-from ._ops import DONE, Operation
+from ._ops import DONE, LEAKED, Operation
 from ._ring import FdRequest, Ring, arm_receive, submit_group
 from ._ringcore import Receiver
 
@@ -102,8 +105,12 @@ def _yield() -> Generator[None, None, None]:
 
 def _wake(fut: asyncio.Future[None]) -> None:
     # A Future cancelled by Task.cancel() stays the op's waiter until the task
-    # runs again and takes it off: its CQE may come first.
-    if not fut.done():
+    # runs again and takes it off: its CQE may come first. A loop closed with
+    # the task still parked (loop.close() without asyncio.run's teardown) has
+    # its ring closed later, by another loop's lookup or a finalizer: that
+    # close reaps the final CQE, and the Future's loop can schedule nothing
+    # any more (set_result would raise out of the reap).
+    if not fut.done() and not fut.get_loop().is_closed():
         fut.set_result(None)
 
 
@@ -172,6 +179,10 @@ class AsyncioDriver:
                 return await self._cancelled(ring, op, exc)
             if op.state == DONE:
                 return op.result() if not op.cancel_by else op.outcome()
+            if op.state == LEAKED:
+                # The ring was closed during the yield: its close woke no
+                # waiter (there was none yet), and no CQE will ever come.
+                return op.outcome()  # RingClosedError
         fut = _running_loop().create_future()
         op.waiter = fut
         try:
@@ -202,7 +213,9 @@ class AsyncioDriver:
         end the wait (they stay counted in ``cancelling()``)."""
         loop = _running_loop()
         for op in ops:
-            while op.state != DONE:
+            # LEAKED: the ring closed meanwhile and woke the waiter; no CQE
+            # will come (the memory stays the ring's forever).
+            while op.state != DONE and op.state != LEAKED:
                 fut = op.waiter = loop.create_future()
                 try:
                     await fut
@@ -338,8 +351,14 @@ class AsyncioDriver:
         in this one go to the kernel together. For code that submits outside
         ``perform`` (the transports of ``ouring.asyncio``) too."""
         if not self._flush_queued:
+            loop = self._loop()
+            if loop is None or loop.is_closed():
+                # A coroutine closed after its loop (the loop's garbage, or a
+                # task destroyed pending): the cancel request stays queued on
+                # the ring, whose close cancels and reaps what is in flight.
+                return
             self._flush_queued = True
-            _running_loop().call_soon(self._flush)
+            loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         """Once per iteration that submitted: everything it queued goes to the

@@ -11,7 +11,8 @@ Kernel facts this relies on:
 - io_uring runs every splice in an io-wq worker and does not retry on
   ``EAGAIN``: a splice into an ``O_NONBLOCK`` socket (trio's sockets, ouring's
   ``UringSocket``) sends what fits and returns the count, or ``-EAGAIN``; the
-  rest waits for ``trio.lowlevel.wait_writable`` on the socket. Into a
+  rest waits for the socket to poll writable, on the running executor's own
+  poller (trio's ``wait_writable``, the asyncio loop's ``add_writer``). Into a
   blocking socket the worker waits for room itself.
 - A splice from a file into an empty pipe never waits for the pipe, and one
   from the pipe into the socket only moves what the file splice put there, so
@@ -35,6 +36,7 @@ from typing import Any
 
 import trio
 
+from ._current import current_library
 from ._current import ring_of_task as current_ring  # no Python frame: asked per operation
 from ._native import lib
 from ._ops import Read, Send, Splice, fileno
@@ -101,13 +103,13 @@ async def sendfile(
             raise ValueError(f"count must be >= 0 or None, not {total}")
     sock_fd = sock.fileno()
     if sock_fd < 0:
-        await trio.lowlevel.checkpoint()
+        await _checkpoint()
         if stream:
             raise trio.ClosedResourceError("this socket was already closed")
         raise OSError(errno.EBADF, os.strerror(errno.EBADF))
     ring = current_ring()
     if total == 0:
-        await trio.lowlevel.checkpoint()
+        await _checkpoint()
         return 0
     sent = 0
     try:
@@ -125,6 +127,38 @@ async def sendfile(
         if error.errno == errno.EBADF:
             raise trio.ClosedResourceError("this socket was already closed") from error
         raise trio.BrokenResourceError(f"socket connection broken: {error}") from error
+
+
+async def _checkpoint() -> None:
+    """A cancel point that yields once, under the executor running the task
+    (a sendfile that moves nothing is still a checkpoint)."""
+    if current_library() == "trio":
+        await trio.lowlevel.checkpoint()
+    else:
+        import asyncio
+
+        await asyncio.sleep(0)
+
+
+async def _wait_writable(fd: int) -> None:
+    """Until ``fd`` polls writable, under the executor running the task."""
+    if current_library() == "trio":
+        await trio.lowlevel.wait_writable(fd)
+        return
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def writable() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_writer(fd, writable)
+    try:
+        await ready
+    finally:
+        loop.remove_writer(fd)
 
 
 class _SocketError(Exception):
@@ -159,7 +193,7 @@ async def _splice(ring: Ring, sock_fd: int, file_fd: int, offset: int, count: in
                     moved = await ring.perform(Splice(r, -1, sock_fd, -1, loaded))
                 except BlockingIOError:
                     # A full O_NONBLOCK socket: nothing moved; wait for room.
-                    await trio.lowlevel.wait_writable(sock_fd)
+                    await _wait_writable(sock_fd)
                     continue
                 except OSError as exc:
                     raise _SocketError from exc

@@ -1,17 +1,22 @@
-"""Helpers shared by the safety suite: fd counting, lease probes, and a
-trio-protocol-abiding way to close a coroutine while it is parked."""
+"""Helpers shared by the safety suite: fd counting, lease probes, a way to
+close a coroutine while it is parked (abiding by trio's protocol under trio,
+by asyncio's under asyncio), and waits that work under every executor."""
 
 from __future__ import annotations
 
 import os
 import select
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+import anyio
+import anyio.lowlevel
 import outcome
 import trio
+import trio.testing
 
 import ouring
+from ouring._current import current_library
 
 T = TypeVar("T")
 
@@ -43,6 +48,42 @@ def is_lent(buf: bytearray) -> bool:
 
 
 async def drop_on_cancel(coro: Coroutine[Any, Any, T]) -> T:
+    """``await coro``, except that cancelling the awaiting task while ``coro``
+    is parked closes ``coro`` (GeneratorExit at its park: the library's
+    ``Ring.abandon`` path) instead of asking it to finish; under the executor
+    running the task."""
+    if current_library() == "trio":
+        return await _drop_on_cancel_trio(coro)
+    return await _drop_on_cancel_asyncio(coro)
+
+
+async def _drop_on_cancel_asyncio(coro: Coroutine[Any, Any, T]) -> T:
+    """asyncio's protocol: ``coro`` yields the Future it parks on (the op's
+    waiter) or ``None`` (one pass of the loop). This task waits on that same
+    Future; ``Task.cancel()`` cancels it, this task gets ``CancelledError``
+    and closes ``coro`` (the ring's wake skips a cancelled Future)."""
+    import asyncio
+
+    while True:
+        try:
+            msg = coro.send(None)
+        except StopIteration as done:
+            result: T = done.value
+            return result
+        try:
+            if msg is None:
+                await asyncio.sleep(0)
+            else:
+                # As Task.__step does with a yielded Future: take the
+                # "blocking" flag off before waiting on it here.
+                msg._asyncio_future_blocking = False
+                await msg
+        except asyncio.CancelledError:
+            coro.close()
+            raise
+
+
+async def _drop_on_cancel_trio(coro: Coroutine[Any, Any, T]) -> T:
     """``await coro``, except that cancelling the awaiting task while ``coro``
     is parked *closes* ``coro`` (drops it, as a Rust runtime drops a future)
     instead of asking it to finish.
@@ -77,8 +118,30 @@ async def drop_on_cancel(coro: Coroutine[Any, Any, T]) -> T:
 async def all_ops_completed(ring: ouring.Ring | None = None, bound: float = 5.0) -> None:
     """``ouring.wait_all_ops_completed``, failing instead of hanging when an
     operation never completes (an abandoned recv left armed, say)."""
-    with trio.fail_after(bound):
+    with anyio.fail_after(bound):
         await ouring.wait_all_ops_completed(ring)
+
+
+async def wait_parked(
+    ring: ouring.Ring, submitted: int, *, inflight: int = 0, bound: float = 5.0
+) -> None:
+    """Until the tasks just started have parked on their operations. Under
+    trio, ``wait_all_tasks_blocked`` (every other task blocked); asyncio has
+    no such hook: until ``ring`` has submitted ``submitted`` operations in
+    all and queues none (a flush runs after the tasks that queued its
+    operations have parked) or, with ``inflight``, until that many
+    operations are queued or in the kernel (more than the ring's in-flight
+    cap: a task parks as it queues one that cannot be submitted)."""
+    if current_library() == "trio":
+        await trio.testing.wait_all_tasks_blocked()
+        return
+    with anyio.fail_after(bound):
+        while inflight and ring.statistics().inflight < inflight:
+            await anyio.lowlevel.checkpoint()
+        while not inflight and (
+            (stats := ring.statistics()).submitted < submitted or stats.pending
+        ):
+            await anyio.lowlevel.checkpoint()
 
 
 class _Dropped(Exception):
@@ -126,3 +189,22 @@ async def drop_in_own_task(coro: Coroutine[Any, Any, T]) -> T:
         else:
             await trio.lowlevel.cancel_shielded_checkpoint()
             to_send = outcome.Value(None)
+
+
+async def wait_until(predicate: Callable[[], bool], bound: float = 5.0) -> None:
+    """Checkpoint until ``predicate()`` holds, under any executor (failing,
+    never hanging, after ``bound`` seconds)."""
+    with anyio.fail_after(bound):
+        while not predicate():
+            await anyio.lowlevel.checkpoint()
+
+
+def fd_closed_error() -> type[BaseException]:
+    """What an operation raises when its fd was closed through the library
+    while it was in flight: trio's ClosedResourceError under trio, the
+    library's own FdClosedError (an OSError, EBADF) under asyncio."""
+    if current_library() == "trio":
+        return trio.ClosedResourceError
+    from ouring._errors import FdClosedError
+
+    return FdClosedError

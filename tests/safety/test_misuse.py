@@ -80,7 +80,7 @@ async def test_a_ring_used_inside_a_trio_run_in_another_thread(pipe: tuple[int, 
     assert not is_lent(buf)
 
 
-async def test_after_close(pipe: tuple[int, int]) -> None:
+async def test_after_close(executor: str, pipe: tuple[int, int]) -> None:
     async with ouring.open_ring(4) as ring:
         pass
     buf = bytearray(4)
@@ -125,7 +125,8 @@ async def test_a_closed_run_ring_is_replaced_for_the_rest_of_the_run(
     pipe: tuple[int, int],
 ) -> None:
     """The driver closes the run's ring when the kernel fails it; the next
-    operation of the same run gets a fresh ring, not RingClosedError."""
+    operation of the same run gets a fresh ring, not RingClosedError. (Trio's
+    run driver; the asyncio loop's ring is replaced by ``loop_ring`` alike.)"""
     from ouring import _trio
 
     old = ouring.current_ring()

