@@ -29,16 +29,17 @@ where it matters here):
   it did not happen. A submitted one gets IORING_OP_ASYNC_CANCEL and the task
   keeps waiting (further cancels do not abandon it) for its final CQE, which
   decides: cancelled means ``CancelledError``; anything else happened, so the
-  result is returned and the cancellation is not swallowed: ``uncancel()`` then
-  ``cancel()`` leaves ``cancelling()`` as it was and makes the task's next
-  suspension raise ``CancelledError`` (``_must_cancel``).
-- Per version: since 3.13 ``uncancel()`` bringing the count to 0 also drops a
-  pending cancellation. An ``asyncio.timeout`` block whose deadline hit an
-  operation that completed anyway and that ends without another suspension
-  exits normally on every version (no ``TimeoutError``: the operation
-  happened); on 3.13 the cancellation ends there, on 3.11 and 3.12 its
-  ``uncancel()`` leaves it pending and the task's next suspension after the
-  block raises ``CancelledError``, as a ``Task.cancel()`` would.
+  result is returned and the cancellation is not swallowed: it is re-armed
+  (``uncancel()`` + ``cancel()``, the count unchanged) once the task suspends
+  again, so its next await raises ``CancelledError`` (``_sync._rearm``).
+- The re-arm waits for that suspension (``call_soon``) and is skipped if the
+  request was taken back meanwhile: an ``asyncio.timeout`` (or anyio cancel
+  scope) whose deadline met an operation that completed anyway, and that ends
+  without another suspension, exits normally (no ``TimeoutError``: the
+  operation happened) and its cancellation ends with it, on every version.
+  Arming at once would not do: on 3.11 and 3.12 the scope's ``uncancel()``
+  does not drop an armed cancel, which then escaped the scope; and a task
+  returning with a cancel armed ends cancelled, dropping its result.
 - A coroutine closed or thrown into (anything but ``CancelledError``) while
   its operation is in flight leaves the operation to the ring
   (``ring.abandon``): the memory is kept until the final CQE and a result
@@ -82,6 +83,7 @@ from contextlib import suppress
 from threading import get_ident
 from typing import Any, TypeVar
 
+from . import _sync
 from ._errors import FdClosedError, UnsupportedError
 from ._fallback import ThreadRing, make_ring
 from ._ops import DONE, LEAKED, Operation
@@ -115,13 +117,10 @@ def _wake(fut: asyncio.Future[None]) -> None:
 
 
 def _recancel(exc: BaseException) -> None:
-    """The operation happened although the task was cancelled meanwhile: keep
-    the cancellation for the task's next suspension, with ``cancelling()`` as
-    it was (the request was counted once, and its CancelledError consumed)."""
-    task = _current_task()
-    if task is not None:
-        task.uncancel()
-        task.cancel(*exc.args[:1])
+    """The operation happened although the task was cancelled meanwhile: the
+    result is returned and the cancellation delivered at the task's next
+    suspension (``_sync._rearm``)."""
+    _sync._rearm(exc)  # type: ignore[arg-type]
 
 
 class AsyncioDriver:

@@ -271,15 +271,32 @@ class _TrioScope:
 
 
 def _rearm(exc: asyncio.CancelledError) -> None:
-    """Deliver the cancellation ``exc`` (caught, not re-raised) again at the
-    current task's next suspension, keeping ``cancelling()`` as it was."""
+    """Deliver the cancellation ``exc`` (caught, not re-raised: the call
+    returns, its effect happened) again at the current task's next
+    suspension, unless whoever asked for it takes the request back first.
+
+    The caught request still counts in ``cancelling()``. The re-arm waits for
+    the task to suspend (``call_soon``): an ``asyncio.timeout`` or anyio cancel
+    scope that ends before that calls ``uncancel()`` on its way out, and the
+    request is then gone (not re-armed: it must not escape the scope, and on
+    3.11/3.12 an ``uncancel()`` does not drop an armed cancel). Otherwise it is
+    re-armed with ``uncancel()`` + ``cancel()`` (the count unchanged) and the
+    task's pending await raises ``CancelledError``: trio's "Cancelled at the
+    next checkpoint", alike on 3.11-3.13."""
     import asyncio
 
     task = asyncio.current_task()
     if task is None:  # pragma: no cover - every coroutine here runs in a task
         raise exc
-    task.uncancel()
-    task.cancel(exc.args[0] if exc.args else None)
+    asked = task.cancelling()
+    message = exc.args[0] if exc.args else None
+
+    def rearm() -> None:
+        if not task.done() and task.cancelling() >= asked:
+            task.uncancel()
+            task.cancel(message)
+
+    task.get_loop().call_soon(rearm)
 
 
 def _wake(waiter: asyncio.Future[None], _: object) -> None:
