@@ -135,12 +135,33 @@ static int restore_error(struct first_error *e)
     return -1;
 }
 
+/* `queue` (pending or cancels) is about to stop being empty: the executor's
+ * on_queue hook, if any, is told. An executor that flushes at a point of its
+ * loop's own (trio: every pass) sets none; one without such a point
+ * (asyncio) schedules its flush there, once per batch, whoever queues:
+ * perform, a cancel, an abandon, a close of an fd, a transport's callbacks,
+ * a receive queue past its limit. Per queue, because operations held back
+ * by the in-flight cap wait in `pending` for a CQE, not for a flush, while a
+ * cancel request must not wait behind them. Called before the append: a
+ * failing hook is reported and changes nothing here. */
+static void core_queueing(Core *c, PyObject *queue)
+{
+    PyObject *r;
+
+    if (!c->on_queue || c->on_queue == Py_None || PyList_GET_SIZE(queue))
+        return;
+    if (!(r = PyObject_CallNoArgs(c->on_queue)))
+        PyErr_WriteUnraisable(c->on_queue);
+    Py_XDECREF(r);
+}
+
 /* SUBMITTED -> CANCELLING: an IORING_OP_ASYNC_CANCEL for `op` goes into the SQ
  * at the next _prepare; its final CQE still decides. The one place a
  * submitted operation is asked to stop (cancel(), and a receive queue past its
  * limit in receive.c). */
 static int core_request_cancel(Core *c, Op *op, int by)
 {
+    core_queueing(c, c->cancels);
     if (PyList_Append(c->cancels, (PyObject *)op) < 0)
         return -1;
     op->cancel_by = by;
@@ -264,6 +285,7 @@ static PyObject *core_submit(Core *c, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         Py_DECREF(r);
     }
+    core_queueing(c, c->pending);
     if (PyList_Append(c->pending, (PyObject *)op) < 0)
         return NULL;
     op->opcode = (unsigned char)opcode;
@@ -685,6 +707,7 @@ static int core_traverse(Core *c, visitproc visit, void *arg)
     Py_VISIT(c->idle_callbacks);
     Py_VISIT(c->executor);
     Py_VISIT(c->wake);
+    Py_VISIT(c->on_queue);
     return 0;
 }
 
@@ -697,6 +720,7 @@ static int core_clear(Core *c)
 {
     Py_CLEAR(c->executor);
     Py_CLEAR(c->wake);
+    Py_CLEAR(c->on_queue);
     return 0;
 }
 
@@ -790,6 +814,8 @@ static PyMemberDef core_members[] = {
     {"_cancels", T_OBJECT_EX, offsetof(Core, cancels), READONLY, NULL},
     {"_idle_callbacks", T_OBJECT_EX, offsetof(Core, idle_callbacks), 0, NULL},
     {"_closed", T_BOOL, offsetof(Core, closed), 0, NULL},
+    {"_on_queue", T_OBJECT, offsetof(Core, on_queue), 0,
+     "the executor's: called when the ring starts queueing for the kernel again"},
     {"_pass_submits", T_ULONGLONG, offsetof(Core, pass_submits), 0,
      "operations submitted since the executor's last pass began"},
     {"_alone", T_BOOL, offsetof(Core, alone), 0,

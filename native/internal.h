@@ -143,6 +143,7 @@ typedef struct {
     PyObject *idle_callbacks; /* list: called once nothing is pending or in flight */
     PyObject *executor;       /* the event-loop adapter, or NULL */
     PyObject *wake;           /* executor.wake, looked up when executor is set */
+    PyObject *on_queue;       /* the executor's: called when pending and cancels stop being empty */
     unsigned long long next_user_data, submitted, completed, cancelled, leaked, batches;
     unsigned long long more; /* CQEs with IORING_CQE_F_MORE: not final */
     /* The executor's batching heuristic, kept here so that its perform can

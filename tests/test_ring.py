@@ -553,3 +553,35 @@ def test_has_queued_room_only_leaves_out_what_waits_for_the_in_flight_cap() -> N
         ring.flush()
         ring.wait(1)
         assert second.state == DONE
+
+
+def test_on_queue_is_called_when_a_queue_for_the_kernel_stops_being_empty() -> None:
+    # The hook an executor without a "before I/O wait" point (asyncio) uses to
+    # schedule its flush, whoever queues: once per queue and batch.
+    a, b = socket.socketpair()
+    calls: list[str] = []
+    with ouring.Ring() as ring, a, b:
+        ring._on_queue = lambda: calls.append("queued")
+        first, second = Recv(a.fileno(), bytearray(10)), Recv(a.fileno(), bytearray(10))
+        ring.submit(first)
+        ring.submit(second)  # pending was not empty: no second call
+        assert calls == ["queued"]
+        ring.flush()
+        ring._max_inflight = 2  # the next one waits for a CQE, in pending
+        third = Recv(a.fileno(), bytearray(10))
+        ring.submit(third)
+        ring.flush()
+        assert calls == ["queued", "queued"]
+        assert third.state == PENDING
+        # A cancel request does not wait behind what the in-flight cap holds
+        # back: its own queue was empty, so the executor hears of it.
+        assert not ring.cancel(first)
+        assert calls == ["queued", "queued", "queued"]
+        ring._on_queue = None  # the executor left: nobody is told any more
+        ring.cancel(second)
+        assert len(calls) == 3
+        ring.flush()
+        b.send(b"x")
+        while third.state != DONE:
+            ring.wait(1)
+            ring.flush()

@@ -9,9 +9,10 @@ where it matters here):
   the callbacks of ready fds, then runs exactly the callbacks that were ready
   when it started: one added by ``call_soon`` during an iteration runs in the
   next one, after those already queued. There is no "before I/O wait" hook, so
-  the first operation submitted in an iteration schedules one flush with
-  ``call_soon``; every task that submits in that iteration is in its batch, and
-  the flush runs before the tasks it wakes (they are queued behind it).
+  the ring's ``_on_queue`` hook (called whenever its queue of operations or
+  of cancel requests stops being empty, whoever queued) schedules one flush
+  with ``call_soon``; everything queued in that iteration is in its batch,
+  and the flush runs before the tasks it wakes (they are queued behind it).
 - A coroutine that yields ``None`` (``asyncio.sleep(0)``'s bare ``yield``) is
   put back at the end of the ready queue: behind the flush its first
   operation scheduled. An operation that usually completes inside its own
@@ -116,13 +117,6 @@ def _wake(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-def _recancel(exc: BaseException) -> None:
-    """The operation happened although the task was cancelled meanwhile: the
-    result is returned and the cancellation delivered at the task's next
-    suspension (``_sync._rearm``)."""
-    _sync._rearm(exc)  # type: ignore[arg-type]
-
-
 class AsyncioDriver:
     """Drives one ring in one asyncio loop: one flush per loop iteration for
     what the iteration submitted, completions reaped by a reader on the ring's
@@ -146,6 +140,9 @@ class AsyncioDriver:
         ring.executor = self
         ring._wakeup = self._wakeup  # other threads' closes reach the ring through it
         ring._on_close = self._detach  # whoever closes the ring, before its fd goes
+        # Whoever queues for the kernel (perform, a cancel, an abandon, a close
+        # of an fd, a transport) schedules this iteration's flush through it.
+        ring._on_queue = self.flush_soon
         loop.add_reader(ring.wait_fd, self._reap)
         self._guard = self._start_guard()
         self._finalizer: weakref.finalize[Any, Any] | None = None
@@ -166,11 +163,8 @@ class AsyncioDriver:
                 _running_loop().call_soon(self.close)
             inline = True
         else:
-            ring.submit(op)
+            ring.submit(op)  # the ring's on_queue hook schedules the flush
             inline = op.completes_inline
-        if not self._flush_queued:  # flush_soon, inline: once per operation
-            self._flush_queued = True
-            _running_loop().call_soon(self._flush)
         if inline:
             try:
                 await _yield()
@@ -195,15 +189,13 @@ class AsyncioDriver:
         op.waiter = None  # a withdrawn op is settled inside cancel(): no wake
         if not isinstance(exc, CancelledError):
             ring.abandon(op)  # closed or thrown into: nobody receives it
-            self.flush_soon()  # its cancel request
             raise exc
         if ring.cancel(op):
             raise exc  # withdrawn: the kernel never saw it
-        self.flush_soon()  # the cancel request
         await self._until_done(ring, (op,))
         if op.cancelled():
             raise exc
-        _recancel(exc)
+        _sync._rearm(exc)
         return op.outcome()
 
     async def _until_done(self, ring: Ring, ops: Sequence[Operation[Any]]) -> None:
@@ -223,7 +215,6 @@ class AsyncioDriver:
                 except BaseException:
                     for rest in ops:
                         ring.abandon(rest)
-                    self.flush_soon()
                     raise
                 op.waiter = None
 
@@ -236,7 +227,6 @@ class AsyncioDriver:
         move no file position)."""
         group = submit_group(ring, ops)
         loop = _running_loop()
-        self.flush_soon()
         try:
             if all(op.completes_inline for op in ops):
                 await _yield()
@@ -248,15 +238,13 @@ class AsyncioDriver:
             if not isinstance(exc, CancelledError):
                 for op in ops:
                     ring.abandon(op)
-                self.flush_soon()
                 raise
             for op in ops:
                 ring.cancel(op)
-            self.flush_soon()
             await self._until_done(ring, ops)
             if any(op.cancelled() for op in ops):
                 raise
-            _recancel(exc)
+            _sync._rearm(exc)
         return [op.result() if not op.cancel_by else op.outcome() for op in ops]
 
     async def receive(
@@ -278,7 +266,6 @@ class AsyncioDriver:
                 raise FdClosedError(errno.EBADF, "another task closed this socket")
             if rx.op is None:
                 arm_receive(ring, rx, fd)
-                self.flush_soon()
             fut = rx.waiter = loop.create_future()
             try:
                 await fut
@@ -305,14 +292,8 @@ class AsyncioDriver:
         return True
 
     def _wakeup(self) -> bool:
-        return self.call_soon(self._answer_fd_requests)
-
-    def _answer_fd_requests(self) -> None:
-        # In the loop's thread: the cancels of the operations on those fds go
-        # to the kernel with the next flush.
-        self.ring._answer_fd_requests()
-        if self.ring.has_queued() and not self._closed:
-            self.flush_soon()
+        # In the loop's thread, the answer's cancels schedule the flush.
+        return self.call_soon(self.ring._answer_fd_requests)
 
     async def resolve(self, family: int, address: Any) -> Any:
         host, port, *rest = address
@@ -347,9 +328,9 @@ class AsyncioDriver:
 
     def flush_soon(self) -> None:
         """Flush in the next iteration: operations and cancel requests queued
-        in this one go to the kernel together. For code that submits outside
-        ``perform`` (the transports of ``ouring.asyncio``) too."""
-        if not self._flush_queued:
+        in this one go to the kernel together. The ring's ``_on_queue`` hook:
+        called by the ring whenever it starts queueing again."""
+        if not self._flush_queued and not self._closed:
             loop = self._loop()
             if loop is None or loop.is_closed():
                 # A coroutine closed after its loop (the loop's garbage, or a
@@ -425,6 +406,7 @@ class AsyncioDriver:
         if self._closed:
             return
         self._closed = True
+        self.ring._on_queue = None  # the close's own cancels are reaped by the close
         loop = self._loop()
         if loop is not None and not loop.is_closed():
             with suppress(RuntimeError, ValueError):

@@ -82,7 +82,6 @@ class RingTransport(asyncio.Transport):
         self._sock = sock
         self._fd = sock.fileno()
         self._ring: Ring = _asyncio.loop_ring()
-        self._driver: Any = self._ring.executor
         self._protocol = protocol
         self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
         self._server = server
@@ -187,7 +186,6 @@ class RingTransport(asyncio.Transport):
             return
         if rx.op is None:  # not armed: the first read, or the kernel ended the last
             arm_receive(self._ring, rx, self._fd)
-            self._driver.flush_soon()
         fut = self._read_fut = self._loop.create_future()
         rx.waiter = fut
         fut.add_done_callback(self._arrived)
@@ -204,7 +202,6 @@ class RingTransport(asyncio.Transport):
         op = self._recv_op = RecvBytes(self._fd, _READ_SIZE)
         fut = self._loop.create_future()
         self._ring.submit(op, fut)  # the ring wakes fut at the final CQE
-        self._driver.flush_soon()
         fut.add_done_callback(self._received_one_shot)
 
     def _received_one_shot(self, _: asyncio.Future[None]) -> None:
@@ -273,7 +270,6 @@ class RingTransport(asyncio.Transport):
         op = self._send_op = Send(self._fd, chunk)
         fut = self._send_fut = self._loop.create_future()
         self._ring.submit(op, fut)  # the ring wakes fut at the final CQE
-        self._driver.flush_soon()
         fut.add_done_callback(self._sent)
 
     def _sent(self, _: asyncio.Future[None]) -> None:
@@ -425,8 +421,8 @@ class RingTransport(asyncio.Transport):
         # Every operation on the fd ends before its number can be reused:
         # queued ones are withdrawn, the kernel's cancelled (a send in flight
         # keeps its buffer until its CQE); the requests go in this iteration.
-        if not ring.closed and ring.cancel_fd(self._fd):
-            self._driver.flush_soon()
+        if not ring.closed:
+            ring.cancel_fd(self._fd)
         self._send_op = self._recv_op = None
         if self._server is not None:
             self._server._detach(self)
@@ -557,8 +553,8 @@ class RingServer(asyncio.AbstractServer):
         self._accepting = []
         ring = _asyncio.loop_ring()
         for sock in self._listeners:
-            if not ring.closed and ring.cancel_fd(sock):  # an accept in flight takes none
-                ring.executor.flush_soon()  # type: ignore[union-attr]
+            if not ring.closed:
+                ring.cancel_fd(sock)  # an accept in flight takes no connection
             # An accept in the kernel holds the listening file until its
             # cancel completes (next iteration): shutdown() stops the
             # listening now, so a connect from here on is refused.

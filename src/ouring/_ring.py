@@ -301,7 +301,12 @@ class Executor(Protocol):
     - It decides when the kernel sees them: ``flush(reap=True)`` once per loop
       pass or iteration, ``reap()`` when ``wait_fd`` polls readable, and again
       when ``has_queued()`` says operations or cancel requests still wait for
-      the kernel (a full SQ, or the in-flight cap). ``ring._pass_submits``
+      the kernel (a full SQ, or the in-flight cap). An adapter whose loop has
+      no "before the I/O wait" point sets ``ring._on_queue``: the ring calls
+      it whenever its queue of operations, or of cancel requests, stops being
+      empty, whoever queued (a layer's ``perform``, a cancel, an abandon, a
+      close of an fd, the asyncio transports' callbacks), and the adapter
+      schedules its flush there. ``ring._pass_submits``
       (operations submitted since the last flush, counted by the ring) and
       ``ring._alone`` (set by the adapter: the last flush had at most one) let
       it submit a lone task's operation at once instead of batching it.

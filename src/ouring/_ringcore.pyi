@@ -121,6 +121,7 @@ class RingCore:
     _leaked: int
     _batches: int
     _more_cqes: int
+    _on_queue: Callable[[], object] | None
     _pass_submits: int
     _alone: bool
     @property
