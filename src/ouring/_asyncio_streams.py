@@ -43,7 +43,7 @@ from asyncio import trsock
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import _asyncio
+from . import _asyncio, _sync
 from ._errors import FdClosedError
 from ._ops import RecvBytes, Send
 from ._ring import Ring, arm_receive
@@ -424,8 +424,6 @@ class RingTransport(asyncio.Transport):
         if not ring.closed:
             ring.cancel_fd(self._fd)
         self._send_op = self._recv_op = None
-        if self._server is not None:
-            self._server._detach(self)
         self._loop.call_soon(self._call_connection_lost, exc)
 
     def _call_connection_lost(self, exc: Exception | None) -> None:
@@ -434,7 +432,11 @@ class RingTransport(asyncio.Transport):
         finally:
             self._sock.close()
             self._protocol = None  # type: ignore[assignment]
-            self._server = None
+            # As asyncio's: the server's wait_closed() returns once every
+            # connection's socket is closed, not before.
+            server, self._server = self._server, None
+            if server is not None:
+                server._detach(self)
 
     def __del__(self) -> None:
         if getattr(self, "_sock", None) is not None and not getattr(self, "_lost", True):
@@ -484,7 +486,9 @@ class RingServer(asyncio.AbstractServer):
 
     async def start_serving(self) -> None:
         self._start()
-        await asyncio.sleep(0)
+        # A schedule point, as asyncio's, after the effect: the server serves,
+        # and a cancel arriving here is delivered at the caller's next await.
+        await _sync.deliver_later(asyncio.sleep(0))
 
     def _start(self) -> None:
         if self._serving or self._closed:
@@ -622,12 +626,16 @@ def _no_ssl(kwds: dict[str, Any]) -> None:
 async def _connected_transport(
     sock: socket.socket, protocol_factory: Callable[[], asyncio.BaseProtocol]
 ) -> tuple[RingTransport, asyncio.BaseProtocol]:
+    """The transport of a connected ``sock``, once ``connection_made`` ran.
+    The connection exists already: a cancel while waiting for that is
+    delivered at the caller's next await, and the transport returned (the
+    call happened; closing it would not undo the connect)."""
     loop = asyncio.get_running_loop()
     protocol = protocol_factory()
     waiter = loop.create_future()
     transport = RingTransport(loop, sock, protocol, waiter)
     try:
-        await waiter
+        await _sync.deliver_later(asyncio.shield(waiter))
     except BaseException:
         transport.close()
         raise
@@ -762,8 +770,7 @@ async def create_server(
         listener.setblocking(False)
     server = RingServer(loop, sockets, protocol_factory, backlog)
     if start_serving:
-        server._start()
-        await asyncio.sleep(0)
+        await server.start_serving()  # listening: the call happened
     return server
 
 
