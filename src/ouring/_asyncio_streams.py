@@ -43,7 +43,7 @@ from asyncio import trsock
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import _asyncio, _sync
+from . import _api, _asyncio, _sync
 from ._errors import FdClosedError
 from ._ops import RecvBytes, Send
 from ._ring import Ring, arm_receive
@@ -499,7 +499,6 @@ class RingServer(asyncio.AbstractServer):
             self._accepting.append(self._loop.create_task(self._accept_loop(sock)))
 
     async def _accept_loop(self, listener: socket.socket) -> None:
-        from . import _api
 
         while True:
             try:
@@ -656,7 +655,6 @@ async def create_connection(
 ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
     """``loop.create_connection`` over the ring: the addresses of ``host`` are
     tried in turn (``ssl``, happy eyeballs: not supported yet)."""
-    from . import _api
 
     _no_ssl(kwds)
     if sock is not None:
@@ -700,7 +698,6 @@ async def create_unix_connection(
     **kwds: Any,
 ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
     """``loop.create_unix_connection`` over the ring."""
-    from . import _api
 
     _no_ssl(kwds)
     if sock is None:
