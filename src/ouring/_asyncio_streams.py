@@ -101,7 +101,6 @@ class RingTransport(asyncio.Transport):
         self._buffer: collections.deque[bytes | memoryview] = collections.deque()
         self._buffer_size = 0
         self._send_op: Send[Any] | None = None
-        self._send_fut: asyncio.Future[None] | None = None
         self._eof_requested = False
         self._eof_written = False
         self._high = 64 * 1024
@@ -110,7 +109,6 @@ class RingTransport(asyncio.Transport):
         # Closing: close() waits for the buffer; abort() and errors do not.
         self._closing = False
         self._lost = False
-        self._conn_lost = 0
         if server is not None:
             server._attach(self)
         loop.call_soon(self._start, waiter)
@@ -248,9 +246,8 @@ class RingTransport(asyncio.Transport):
             )
         if self._eof_requested:
             raise RuntimeError("Cannot call write() after write_eof()")
-        if self._closing or self._lost:
-            self._conn_lost += 1  # asyncio ignores writes after close, and so do we
-            return
+        if self._closing:  # (set before _lost, by close, abort and errors)
+            return  # asyncio's transports ignore writes after close too
         if not data:
             return
         chunk = data if type(data) is bytes else bytes(data)
@@ -268,12 +265,12 @@ class RingTransport(asyncio.Transport):
         buffer = self._buffer
         chunk = buffer.popleft() if len(buffer) == 1 else b"".join(_drain(buffer))
         op = self._send_op = Send(self._fd, chunk)
-        fut = self._send_fut = self._loop.create_future()
+        fut = self._loop.create_future()
         self._ring.submit(op, fut)  # the ring wakes fut at the final CQE
         fut.add_done_callback(self._sent)
 
     def _sent(self, _: asyncio.Future[None]) -> None:
-        op, self._send_op, self._send_fut = self._send_op, None, None
+        op, self._send_op = self._send_op, None
         if op is None or self._lost:
             return
         try:
