@@ -24,8 +24,6 @@ import ouring
 from ouring._errors import FdClosedError
 from ouring._ringcore import Receiver
 
-pytestmark = pytest.mark.io_uring_only  # the thread fallback is trio's only, for now
-
 DATA = b"0123456789" * 410  # a bit over 4 KiB
 
 
@@ -106,6 +104,8 @@ def test_many_tasks_reading_at_once(run: Any, data_file: Path) -> None:
 # -- cancellation: trio's rule -------------------------------------------------------------
 
 
+# An operation queued behind the in-flight cap: the thread ring has no queue.
+@pytest.mark.io_uring_only
 def test_cancelled_before_the_kernel_saw_it_is_withdrawn(
     run: Any, socketpair: tuple[socket.socket, socket.socket]
 ) -> None:
@@ -158,6 +158,9 @@ def test_cancelled_in_the_kernel_waits_for_the_final_cqe_and_consumes_nothing(
     run(main)
 
 
+# The kernel completed the recv before the cancel. On threads the readiness wait is
+# cancelled first: the recv did not happen and the data stays queued (test_fallback).
+@pytest.mark.io_uring_only
 def test_completed_despite_the_cancel_is_returned_and_the_task_stays_cancelled(
     run: Any, socketpair: tuple[socket.socket, socket.socket]
 ) -> None:
@@ -231,6 +234,8 @@ async def _recv_as_the_deadline_passes(
     return got, timed_out
 
 
+# As above: a completion the kernel posted before the deadline.
+@pytest.mark.io_uring_only
 def test_timeout_when_the_operation_completed_anyway_returns_its_data(
     run: Any, socketpair: tuple[socket.socket, socket.socket]
 ) -> None:
@@ -252,6 +257,8 @@ def test_timeout_when_the_operation_completed_anyway_returns_its_data(
     assert after == ["ran on"]
 
 
+# As above: a completion the kernel posted before the deadline.
+@pytest.mark.io_uring_only
 def test_timeout_when_a_later_await_in_the_block_sees_the_cancel(
     run: Any, socketpair: tuple[socket.socket, socket.socket]
 ) -> None:
@@ -372,6 +379,8 @@ def test_a_close_in_another_thread_ends_a_recv_parked_on_this_loop(run: Any) -> 
     assert [type(exc) for exc in ended] == [FdClosedError]
 
 
+# Provided buffers (recv_group): the thread ring has none.
+@pytest.mark.io_uring_only
 def test_multishot_receive_takes_in_order_and_a_cancel_takes_nothing(run: Any) -> None:
     """The executor's receive (the multishot queue trio's socket layers read):
     parked until something arrives, a take is a checkpoint, and a cancelled
@@ -460,6 +469,10 @@ def test_a_hundred_runs_leave_no_fd(runner: str, data_file: Path) -> None:
     assert sum(ring.statistics().leaked for ring in rings) == 0
 
 
+# A thread ring's worker thread may drop the last reference to a closed loop, whose
+# finalizer then runs in that thread, where the ring cannot be closed: it goes at the
+# thread's next ring lookup instead (known gap, see the fallback notes in DESIGN.md).
+@pytest.mark.io_uring_only
 @pytest.mark.parametrize("new_loop", [asyncio.new_event_loop, uvloop.new_event_loop])
 def test_a_loop_closed_without_asyncio_run_has_its_ring_closed(
     new_loop: Callable[[], asyncio.AbstractEventLoop],
@@ -511,15 +524,6 @@ def test_open_ring_under_asyncio(run: Any, data_file: Path) -> None:
     run(main)
 
 
-def test_the_thread_fallback_is_refused_with_the_reason(run: Any) -> None:
-    async def main() -> None:
-        with pytest.raises(ouring.UnsupportedError, match="driven by trio only"):
-            async with ouring.open_ring(fallback="always-threads"):
-                pass
-
-    run(main)
-
-
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_anyio_on_either_backend(backend: str, data_file: Path) -> None:
     async def main() -> tuple[bytes, int]:
@@ -562,6 +566,8 @@ def test_a_pipe_read_done_despite_a_cancel_is_returned(run: Any) -> None:
     assert run(main) == b"abcdefgh"
 
 
+# A recv in the kernel when the loop closes: io_uring teardown.
+@pytest.mark.io_uring_only
 @pytest.mark.parametrize("new_loop", [asyncio.new_event_loop, uvloop.new_event_loop])
 def test_a_loop_closed_with_a_recv_in_the_kernel(
     new_loop: Callable[[], asyncio.AbstractEventLoop],

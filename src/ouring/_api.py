@@ -72,8 +72,7 @@ async def open_ring(
     When io_uring is unavailable, ``fallback="threads"`` (default:
     ``$OURING_FALLBACK``, else ``"off"``) gives a ring that runs the same
     operations on worker threads and readiness waits instead of raising
-    ``UnsupportedError``; ``"always-threads"`` never tries io_uring (trio
-    only, for now)."""
+    ``UnsupportedError``; ``"always-threads"`` never tries io_uring."""
     drive = adapter().drive  # first: outside a run or loop, nothing is built
     driver = drive(
         make_ring(

@@ -75,6 +75,7 @@ import asyncio
 import errno
 import socket
 import sys
+import threading
 import types
 import weakref
 from asyncio import CancelledError
@@ -85,13 +86,13 @@ from threading import get_ident
 from typing import Any, TypeVar
 
 from . import _sync
-from ._errors import FdClosedError, UnsupportedError
+from ._errors import FdClosedError
 from ._fallback import ThreadRing, make_ring
 from ._ops import DONE, LEAKED, Operation
 from ._ring import FdRequest, Ring, arm_receive, submit_group
 from ._ringcore import Receiver
 
-__all__ = ["AsyncioDriver", "Event", "drive", "loop_ring", "run_ring"]
+__all__ = ["AsyncioDriver", "Event", "ThreadDriver", "drive", "loop_ring", "run_ring"]
 
 T = TypeVar("T")
 
@@ -117,35 +118,124 @@ def _wake(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-class AsyncioDriver:
+class _LoopDriver:
+    """What a driver of either backend does in one asyncio loop: it is the
+    loop's for the ring's lifetime, and closes the ring when the loop shuts
+    its async generators down (or is collected); other threads' closes of an
+    fd reach the ring through ``call_soon_threadsafe``."""
+
+    def __init__(self, ring: Ring | ThreadRing, loop: asyncio.AbstractEventLoop) -> None:
+        self.ring = ring
+        self._loop = weakref.ref(loop)  # the loop holds the driver, not back
+        self._thread = get_ident()
+        self._closed = False
+        ring._wakeup = self._wakeup  # other threads' closes reach the ring through it
+        self._guard = self._start_guard()
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+
+    def call_soon(self, fn: Callable[..., object], *args: Any) -> bool:
+        loop = self._loop()
+        if loop is None:
+            return False
+        try:
+            loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop is closed
+            return False
+        return True
+
+    def _wakeup(self) -> bool:
+        # In the loop's thread, the answer's cancels schedule the flush.
+        return self.call_soon(self.ring._answer_fd_requests)
+
+    async def resolve(self, family: int, address: Any) -> Any:
+        host, port, *rest = address
+        infos = await _running_loop().getaddrinfo(
+            host, port, family=family, type=socket.SOCK_STREAM
+        )
+        return (infos[0][4][0], port, *rest)
+
+    async def wait_answered(self, requests: Sequence[FdRequest]) -> None:
+        """Wait until other threads' rings have answered every request (their
+        answers arrive in their threads, and reach this loop through
+        ``call_soon_threadsafe``)."""
+        loop = _running_loop()
+        done = loop.create_future()
+        left = len(requests)
+
+        def one_answered() -> None:  # in this loop's thread
+            nonlocal left
+            left -= 1
+            if left == 0 and not done.done():
+                done.set_result(None)
+
+        def answered() -> None:  # in the answering ring's thread (or this one)
+            with suppress(RuntimeError):  # this close was cancelled, loop closed
+                loop.call_soon_threadsafe(one_answered)
+
+        for request in requests:
+            request.when_answered(answered)
+        await done
+
+    def _start_guard(self) -> Any:
+        """An async generator, registered with the loop by its firstiter hook,
+        whose ``finally`` closes the ring when ``shutdown_asyncgens`` acloses
+        it (asyncio.run, uvloop.run), still inside the loop."""
+
+        async def guard() -> Any:
+            try:
+                yield
+            finally:
+                if not self._closed and get_ident() == self._thread:
+                    if asyncio._get_running_loop() is not None:
+                        await _yield()  # other generators' aclose() start first
+                    self.close()
+
+        gen = guard()
+        # The finalizer hook (the loop's bound method) is stored in the
+        # generator at its first step and would keep the loop alive through
+        # the driver: only firstiter, which registers it for
+        # shutdown_asyncgens, is wanted.
+        hooks = sys.get_asyncgen_hooks()
+        sys.set_asyncgen_hooks(hooks.firstiter, None)
+        try:
+            step = gen.asend(None)
+            with suppress(StopIteration):
+                step.send(None)
+        finally:
+            sys.set_asyncgen_hooks(*hooks)
+        return gen
+
+    def _detach(self) -> None:
+        """Leave the loop (before the ring closes)."""
+        self._closed = True
+
+    def close(self) -> None:
+        self._detach()
+        self.ring.close()
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        guard, self._guard = self._guard, None
+        if guard is not None and guard.ag_frame is not None and not guard.ag_running:
+            step = guard.aclose()  # its finally sees _closed: nothing awaited
+            with suppress(StopIteration):
+                step.send(None)
+
+
+class AsyncioDriver(_LoopDriver):
     """Drives one ring in one asyncio loop: one flush per loop iteration for
     what the iteration submitted, completions reaped by a reader on the ring's
     ``wait_fd``."""
 
     def __init__(self, ring: Ring, loop: asyncio.AbstractEventLoop) -> None:
-        if isinstance(ring, ThreadRing):
-            ring.close()
-            raise UnsupportedError(
-                errno.EOPNOTSUPP,
-                "io_uring is unavailable here, and ouring's thread fallback "
-                f"({ring!r}) is driven by trio only for now: run under trio, or "
-                "enable io_uring (kernel.io_uring_disabled=0, a seccomp profile "
-                "that allows io_uring_setup/enter/register)",
-            )
-        self.ring = ring
-        self._loop = weakref.ref(loop)  # the loop holds the driver, not back
-        self._thread = get_ident()
-        self._closed = False
+        super().__init__(ring, loop)
+        self.ring: Ring = ring
         self._flush_queued = False
         ring.executor = self
-        ring._wakeup = self._wakeup  # other threads' closes reach the ring through it
         ring._on_close = self._detach  # whoever closes the ring, before its fd goes
         # Whoever queues for the kernel (perform, a cancel, an abandon, a close
         # of an fd, a transport) schedules this iteration's flush through it.
         ring._on_queue = self.flush_soon
         loop.add_reader(ring.wait_fd, self._reap)
-        self._guard = self._start_guard()
-        self._finalizer: weakref.finalize[Any, Any] | None = None
 
     # -- Executor ---------------------------------------------------------------------
 
@@ -281,49 +371,6 @@ class AsyncioDriver:
     # a perform_many group's, or a receive's rx.waiter).
     wake = staticmethod(_wake)
 
-    def call_soon(self, fn: Callable[..., object], *args: Any) -> bool:
-        loop = self._loop()
-        if loop is None:
-            return False
-        try:
-            loop.call_soon_threadsafe(fn, *args)
-        except RuntimeError:  # the loop is closed
-            return False
-        return True
-
-    def _wakeup(self) -> bool:
-        # In the loop's thread, the answer's cancels schedule the flush.
-        return self.call_soon(self.ring._answer_fd_requests)
-
-    async def resolve(self, family: int, address: Any) -> Any:
-        host, port, *rest = address
-        infos = await _running_loop().getaddrinfo(
-            host, port, family=family, type=socket.SOCK_STREAM
-        )
-        return (infos[0][4][0], port, *rest)
-
-    async def wait_answered(self, requests: Sequence[FdRequest]) -> None:
-        """Wait until other threads' rings have answered every request (their
-        answers arrive in their threads, and reach this loop through
-        ``call_soon_threadsafe``)."""
-        loop = _running_loop()
-        done = loop.create_future()
-        left = len(requests)
-
-        def one_answered() -> None:  # in this loop's thread
-            nonlocal left
-            left -= 1
-            if left == 0 and not done.done():
-                done.set_result(None)
-
-        def answered() -> None:  # in the answering ring's thread (or this one)
-            with suppress(RuntimeError):  # this close was cancelled, loop closed
-                loop.call_soon_threadsafe(one_answered)
-
-        for request in requests:
-            request.when_answered(answered)
-        await done
-
     # -- loop callbacks -----------------------------------------------------------------
 
     def flush_soon(self) -> None:
@@ -371,35 +418,6 @@ class AsyncioDriver:
 
     # -- lifetime -----------------------------------------------------------------------
 
-    def _start_guard(self) -> Any:
-        """An async generator, registered with the loop by its firstiter hook,
-        whose ``finally`` closes the ring when ``shutdown_asyncgens`` acloses
-        it (asyncio.run, uvloop.run), still inside the loop."""
-
-        async def guard() -> Any:
-            try:
-                yield
-            finally:
-                if not self._closed and get_ident() == self._thread:
-                    if asyncio._get_running_loop() is not None:
-                        await _yield()  # other generators' aclose() start first
-                    self.close()
-
-        gen = guard()
-        # The finalizer hook (the loop's bound method) is stored in the
-        # generator at its first step and would keep the loop alive through
-        # the driver: only firstiter, which registers it for
-        # shutdown_asyncgens, is wanted.
-        hooks = sys.get_asyncgen_hooks()
-        sys.set_asyncgen_hooks(hooks.firstiter, None)
-        try:
-            step = gen.asend(None)
-            with suppress(StopIteration):
-                step.send(None)
-        finally:
-            sys.set_asyncgen_hooks(*hooks)
-        return gen
-
     def _detach(self) -> None:
         """Leave the loop: ``Ring.close`` calls this (whoever closes the ring)
         before it closes the ring fd, while the number is still the ring's."""
@@ -412,40 +430,104 @@ class AsyncioDriver:
             with suppress(RuntimeError, ValueError):
                 loop.remove_reader(self.ring.wait_fd)
 
-    def close(self) -> None:
-        self._detach()
-        self.ring.close()
-        if self._finalizer is not None:
-            self._finalizer.detach()
-        guard, self._guard = self._guard, None
-        if guard is not None and guard.ag_frame is not None and not guard.ag_running:
-            step = guard.aclose()  # its finally sees _closed: nothing awaited
-            with suppress(StopIteration):
-                step.send(None)
+
+class ThreadDriver(_LoopDriver):
+    """Drives a ``ThreadRing`` in one asyncio loop: the
+    ``_fallback.ThreadExecutor`` it asks for worker threads and readiness.
+    Worker threads are daemon threads of their own, one per running syscall
+    (the ring's semaphore bounds them): a syscall that never returns (an
+    ``open`` of a FIFO nobody opens) holds neither the loop's default
+    executor nor the interpreter's exit."""
+
+    closed_error = _sync.ClosedResourceError
+    Event = asyncio.Event
+    Semaphore = asyncio.Semaphore
+
+    def __init__(self, ring: ThreadRing, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(ring, loop)
+        self.ring: ThreadRing = ring
+        ring._attach(self)
+
+    def owns_current_task(self) -> bool:
+        loop = asyncio._get_running_loop()
+        return loop is not None and loop is self._loop()
+
+    checkpoint_if_cancelled = staticmethod(_sync.checkpoint_if_cancelled)
+
+    async def schedule_point(self) -> None:
+        try:
+            await _yield()
+        except CancelledError as exc:
+            _sync._rearm(exc)  # it happened: the cancel comes at the next await
+
+    async def in_thread(self, op: Operation[Any], job: Callable[[], None]) -> None:
+        loop = _running_loop()
+        threading.Thread(target=job, name="ouring thread-ring worker", daemon=True).start()
+        # The ring wakes the task when the thread's result is settled; a
+        # Task.cancel() meanwhile cancels only the Future, and the task waits
+        # on: the syscall is not abandoned, its result is returned, and the
+        # cancellation is re-armed for the next await. LEAKED: the ring was
+        # closed without waiting for the thread, and woke the task.
+        caught: CancelledError | None = None
+        while op.state != DONE and op.state != LEAKED:
+            fut = op.waiter = loop.create_future()
+            try:
+                await fut
+            except CancelledError as exc:
+                caught = exc
+        if caught is not None:
+            _sync._rearm(caught)
+
+    wake = staticmethod(_wake)
+
+    async def wait_fd(self, fd: int, out: bool) -> None:
+        loop = _running_loop()
+        fut = loop.create_future()
+        if out:
+            loop.add_writer(fd, _wake, fut)
+        else:
+            loop.add_reader(fd, _wake, fut)
+        try:
+            await fut
+        finally:
+            if out:
+                loop.remove_writer(fd)
+            else:
+                loop.remove_reader(fd)
+
+    def notify_closing(self, fd: int) -> None:
+        """asyncio has no waits of its own to end: the ring's readiness waits
+        are ended by the ring (their regions), and another reader or writer on
+        the fd is its owner's to remove."""
+
+    def outcome(self, op: Operation[T]) -> T:
+        return op.outcome()
 
 
 # -- the adapter surface that _current.py and _api.py use ------------------------------
 
-_drivers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncioDriver] = (
+_drivers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopDriver] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _loop_collected(driver: AsyncioDriver) -> None:
+def _loop_collected(driver: _LoopDriver) -> None:
     if get_ident() == driver._thread and not driver._closed:
         driver.close()
 
 
-def drive(ring: Ring) -> AsyncioDriver:
+def drive(ring: Ring | ThreadRing) -> _LoopDriver:
     """Drive ``ring`` in the running loop until its driver is closed (or the
     loop shuts its async generators down)."""
     loop = asyncio.get_running_loop()
-    driver = AsyncioDriver(ring, loop)
+    driver: _LoopDriver = (
+        ThreadDriver(ring, loop) if isinstance(ring, ThreadRing) else AsyncioDriver(ring, loop)
+    )
     driver._finalizer = weakref.finalize(loop, _loop_collected, driver)
     return driver
 
 
-def loop_ring() -> Ring:
+def loop_ring() -> Ring | ThreadRing:
     """The running loop's own ring, made on first use; a ring closed after a
     kernel failure is replaced. The rings of this thread's loops that were
     closed without ``shutdown_asyncgens`` are closed here."""

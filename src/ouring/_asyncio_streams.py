@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import _api, _asyncio, _sync
-from ._errors import FdClosedError
+from ._errors import FdClosedError, UnsupportedError
 from ._ops import RecvBytes, Send
 from ._ring import Ring, arm_receive
 from ._ringcore import Receiver
@@ -81,7 +81,7 @@ class RingTransport(asyncio.Transport):
         self._loop = loop
         self._sock = sock
         self._fd = sock.fileno()
-        self._ring: Ring = _asyncio.loop_ring()
+        self._ring: Ring = _loop_uring()
         self._protocol = protocol
         self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
         self._server = server
@@ -619,6 +619,22 @@ def _no_ssl(kwds: dict[str, Any]) -> None:
         )
 
 
+def _loop_uring() -> Ring:
+    """The running loop's io_uring ring. The transports are built on its
+    queue (``submit`` with a Future as the waiter, multishot receives), which
+    the thread fallback's ring does not have: there, this raises before any
+    socket is made."""
+    ring = _asyncio.loop_ring()
+    if not isinstance(ring, Ring):
+        raise UnsupportedError(
+            errno.EOPNOTSUPP,
+            f"ouring.asyncio's transports need io_uring, and this loop runs the thread "
+            f"fallback ({ring!r}): asyncio's own transports (loop.create_connection, "
+            "asyncio.open_connection, asyncio.start_server) do the same over readiness",
+        )
+    return ring
+
+
 async def _connected_transport(
     sock: socket.socket, protocol_factory: Callable[[], asyncio.BaseProtocol]
 ) -> tuple[RingTransport, asyncio.BaseProtocol]:
@@ -654,6 +670,7 @@ async def create_connection(
     tried in turn (``ssl``, happy eyeballs: not supported yet)."""
 
     _no_ssl(kwds)
+    _loop_uring()
     if sock is not None:
         if host is not None or port is not None:
             raise ValueError("host/port and sock can not be specified at the same time")
@@ -697,6 +714,7 @@ async def create_unix_connection(
     """``loop.create_unix_connection`` over the ring."""
 
     _no_ssl(kwds)
+    _loop_uring()
     if sock is None:
         if path is None:
             raise ValueError("no path and sock were specified")
@@ -728,6 +746,7 @@ async def create_server(
 ) -> RingServer:
     """``loop.create_server`` over the ring."""
     _no_ssl(kwds)
+    _loop_uring()
     loop = asyncio.get_running_loop()
     if sock is not None:
         if host is not None or port is not None:
@@ -779,6 +798,7 @@ async def create_unix_server(
 ) -> RingServer:
     """``loop.create_unix_server`` over the ring."""
     _no_ssl(kwds)
+    _loop_uring()
     if sock is None:
         if path is None:
             raise ValueError("path was not specified, and no sock specified")

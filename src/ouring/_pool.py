@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Self
 from ._ringcore import PoolBuffer, PoolCore
 
 if TYPE_CHECKING:
-    from ._ring import Ring
+    from ._backend import Backend
 
 __all__ = ["BufferPool", "PoolBuffer", "PoolExhaustedError"]
 
@@ -53,15 +53,15 @@ class BufferPool(PoolCore):
     registered: bool
     reason: str | None
 
-    def __new__(cls, count: int, size: int, *, ring: Ring | None = None) -> Self:
+    def __new__(cls, count: int, size: int, *, ring: Backend | None = None) -> Self:
         return super().__new__(cls, count, size)
 
-    def __init__(self, count: int, size: int, *, ring: Ring | None = None) -> None:
+    def __init__(self, count: int, size: int, *, ring: Backend | None = None) -> None:
         if ring is None:
             from ._api import current_ring
 
             ring = current_ring()
-        self._ring: weakref.ref[Ring] = weakref.ref(ring)
+        self._ring: weakref.ref[Backend] = weakref.ref(ring)
         self._closed = False
         self.registered = False
         self.reason = ring._register_pool(self)
@@ -89,7 +89,7 @@ class BufferPool(PoolCore):
         buf.release()
 
     @property
-    def ring(self) -> Ring | None:
+    def ring(self) -> Backend | None:
         """The ring the pool was made for (None once that ring is gone)."""
         return self._ring()
 

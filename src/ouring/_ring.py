@@ -35,16 +35,15 @@ import errno
 import os
 import resource
 import sys
-import threading
 import time
 import warnings
-import weakref
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from threading import get_ident
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from . import _ringcore, _sockaddr
+from ._backend import Backend, FdRequest, _live_rings_but
 from ._buffers import in_use, unlendable
 from ._errors import RingClosedError, UnsupportedError, setup_error
 from ._native import ffi, lib
@@ -101,6 +100,7 @@ __all__ = [
     "DEFAULT_SETUP_FLAGS",
     "Executor",
     "FdRequest",
+    "Operations",
     "Ring",
     "RingStatistics",
     "arm_receive",
@@ -151,38 +151,6 @@ os.register_at_fork(after_in_child=_ringcore_after_fork_in_child)
 _leaked_forever: list[Operation[Any]] = []
 
 
-# -- closing an fd across rings ------------------------------------------------------
-#
-# close(2) does not stop the io_uring operations on an fd (each holds its own
-# reference to the file), and an operation still queued in Python names the fd
-# by number until the kernel consumes its SQE, when the number may already name
-# another file. So closing an fd through ouring first asks every live ring of
-# the process to withdraw or cancel its operations on that fd, whichever ring
-# runs the close. A ring is only ever touched by its own thread (its core
-# checks the thread; the operation table and the SQ have no lock): the rings
-# of the closing thread are asked directly (Ring.cancel_fd); a ring of another
-# thread gets an FdRequest in its queue, answered by its own thread when its
-# event loop runs the wakeup the executor installed (trio: TrioToken.
-# run_sync_soon, thread-safe, wakes the I/O wait) or, for a ring driven by
-# hand, at its next flush() or wait(). Ring.close_fd waits for the answers of
-# the rings that have a wakeup before it submits the close.
-
-_registry_lock = threading.Lock()  # guards _live_rings and every ring's request queue
-_live_rings: dict[int, weakref.ref[Ring]] = {}
-
-
-def _registry_after_fork_in_child() -> None:
-    # Another thread of the parent may have held the lock at the fork: the
-    # child's copy would stay locked forever. None of the parent's rings is
-    # usable in the child (see above), so the child starts with no ring.
-    global _registry_lock
-    _registry_lock = threading.Lock()
-    _live_rings.clear()
-
-
-os.register_at_fork(after_in_child=_registry_after_fork_in_child)
-
-
 # The provided buffers of multishot receives (Ring.recv_group): 128 of 16 KiB,
 # each the storage of a bytes object (native/receive.c): an arrival of half a
 # buffer or more is handed over as that object, with no copy. At setup two
@@ -206,50 +174,6 @@ def _kernel_at_least(major: int, minor: int) -> bool:
     except ValueError:
         return False
     return found >= (major, minor)
-
-
-class FdRequest:
-    """A request, posted by a close in another thread, to withdraw or cancel a
-    ring's operations on ``fd``. Answered once, by the ring's own thread."""
-
-    __slots__ = ("_callbacks", "answered", "fd")
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.answered = False
-        self._callbacks: list[Callable[[], object]] = []
-
-    def when_answered(self, callback: Callable[[], object]) -> None:
-        """Call ``callback`` (in the answering thread, or now) once answered."""
-        with _registry_lock:
-            if not self.answered:
-                self._callbacks.append(callback)
-                return
-        callback()
-
-    def answer(self) -> None:
-        with _registry_lock:
-            if self.answered:
-                return
-            self.answered = True
-            callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
-            callback()
-
-
-def _live_rings_but(ring: Ring) -> list[Ring]:
-    with _registry_lock:
-        refs = list(_live_rings.values())
-    found = (ref() for ref in refs)
-    return [
-        other
-        for other in found
-        if other is not None
-        and other is not ring
-        and other._registered
-        and not other._closed
-        and not other._forked
-    ]
 
 
 def submit_group(ring: Ring, ops: Sequence[Operation[Any]]) -> Group:
@@ -356,6 +280,23 @@ class Executor(Protocol):
         ...
 
 
+def queue_sizes(entries: int, cq_entries: int | None) -> int:
+    """The CQ size for ``entries`` SQEs and the asked ``cq_entries`` (None:
+    the default), or the ``TypeError``/``ValueError`` of bad sizes. Checked
+    by every ring, the thread fallback's too: bad input raises at the call."""
+    if not isinstance(entries, int) or isinstance(entries, bool):
+        raise TypeError(f"entries must be an int, not {type(entries).__name__}")
+    if not 1 <= entries <= _MAX_ENTRIES:
+        raise ValueError(f"entries must be in 1..{_MAX_ENTRIES}, not {entries}")
+    if cq_entries is None:
+        return min(max(2 * entries, _DEFAULT_MIN_CQ), _MAX_CQ_ENTRIES)
+    if not isinstance(cq_entries, int) or isinstance(cq_entries, bool):
+        raise TypeError(f"cq_entries must be an int, not {type(cq_entries).__name__}")
+    if not entries <= cq_entries <= _MAX_CQ_ENTRIES:
+        raise ValueError(f"cq_entries must be in {entries}..{_MAX_CQ_ENTRIES}, not {cq_entries}")
+    return cq_entries
+
+
 @dataclass(frozen=True, slots=True)
 class RingStatistics:
     """A snapshot of one ring's counters."""
@@ -375,16 +316,9 @@ class RingStatistics:
     more: int = 0
 
 
-class Ring(RingCore):
-    """One io_uring and the operations in flight on it.
-
-    ``entries`` sizes the submission queue; ``cq_entries`` the completion
-    queue (default: at least 4096, and twice ``entries``). ``setup_flags``
-    defaults to :data:`DEFAULT_SETUP_FLAGS`, falling back to none on kernels
-    that reject them; with ``IORING_SETUP_DEFER_TASKRUN`` a registered eventfd
-    becomes :attr:`wait_fd`. ``teardown_timeout`` bounds how long
-    :meth:`close` waits for the kernel to finish cancelled operations.
-    """
+class _IoUring(RingCore, Backend):
+    """The io_uring half of :class:`Ring`: setup, the queue its executors
+    drive, teardown. The operation methods are :class:`Operations`'."""
 
     #: Set by the event-loop adapter that drives this ring.
     executor: Executor | None
@@ -404,18 +338,7 @@ class Ring(RingCore):
         setup_flags: int | None = None,
         teardown_timeout: float = 5.0,
     ) -> None:
-        if not isinstance(entries, int) or isinstance(entries, bool):
-            raise TypeError(f"entries must be an int, not {type(entries).__name__}")
-        if not 1 <= entries <= _MAX_ENTRIES:
-            raise ValueError(f"entries must be in 1..{_MAX_ENTRIES}, not {entries}")
-        if cq_entries is None:
-            cq_entries = min(max(2 * entries, _DEFAULT_MIN_CQ), _MAX_CQ_ENTRIES)
-        elif not isinstance(cq_entries, int) or isinstance(cq_entries, bool):
-            raise TypeError(f"cq_entries must be an int, not {type(cq_entries).__name__}")
-        elif not entries <= cq_entries <= _MAX_CQ_ENTRIES:
-            raise ValueError(
-                f"cq_entries must be in {entries}..{_MAX_CQ_ENTRIES}, not {cq_entries}"
-            )
+        cq_entries = queue_sizes(entries, cq_entries)
         if teardown_timeout < 0:
             raise ValueError("teardown_timeout must be >= 0")
 
@@ -480,98 +403,6 @@ class Ring(RingCore):
         )
         return features
 
-    def features(self) -> dict[str, bool]:
-        """What this ring can do, probed when it was set up: ``"io_uring"``
-        (False on the thread fallback), ``"fixed_buffers"`` (READ_FIXED and
-        WRITE_FIXED: a :class:`BufferPool` can register; ``RLIMIT_MEMLOCK`` is
-        only known when one tries, see ``BufferPool.reason``), the setup
-        modes (``"coop_taskrun"``, ``"defer_taskrun"``, ``"nodrop"``) and the
-        calls whose opcode only newer kernels have (``"stat"``,
-        ``"ftruncate"``, ``"mkdir"``...: False means the call raises
-        ``UnsupportedError``), ``"multishot_recv"`` (TCP sockets receive
-        through one multishot recv into provided buffers, see
-        :meth:`recv_group`), ``"multishot_accept"`` (listeners keep one
-        accept armed), ``"send_zc"`` (:func:`ouring.send_zc` sends without
-        copying)."""
-        return dict(self._features)
-
-    def has(self, feature: str) -> bool:
-        """``features()[feature]`` without copying the table: for the paths
-        that ask at every call (accept, send_zc)."""
-        return self._features[feature]
-
-    # -- the registry of live rings (closing an fd across rings) ----------------------
-
-    def _register(self) -> None:
-        #: Called by any thread to have this ring's thread answer its requests
-        #: soon; False if it cannot (its event loop has ended). Set by the
-        #: executor that drives the ring; None when it is driven by hand.
-        self._wakeup: Callable[[], bool] | None = None
-        self._fd_requests: list[FdRequest] = []
-        with _registry_lock:
-            # Entries of rings collected without close() (see _forget).
-            for key in [key for key, ref in _live_rings.items() if ref() is None]:
-                del _live_rings[key]
-            self._registered = True
-            _live_rings[id(self)] = weakref.ref(self)
-
-    def _forget(self) -> None:
-        """Leave the registry from ``__del__``: no lock (the garbage collector
-        may run inside a section that holds it, in this very thread). Nothing
-        else references a ring being finalized, so no close can be posting to
-        it; a close waiting for its answer holds it alive. Its entry, a dead
-        weak reference, is dropped by the next ``_register``."""
-        self._registered = False
-
-    def _unregister(self) -> None:
-        """Leave the registry; answer what was asked (a closing ring ends all
-        its operations anyway). Idempotent."""
-        with _registry_lock:
-            if not getattr(self, "_registered", False):
-                return
-            self._registered = False
-            ref = _live_rings.get(id(self))
-            if ref is not None and ref() in (self, None):
-                del _live_rings[id(self)]
-            requests, self._fd_requests = self._fd_requests, []
-        for request in requests:
-            request.answer()
-
-    def _post_fd_request(self, fd: int) -> FdRequest | None:
-        """From another thread: ask this ring to end its operations on ``fd``.
-        The request, if this ring's event loop will answer it soon; None if it
-        is closed, or driven by hand (it answers at its next flush or wait),
-        or its event loop has ended."""
-        request = FdRequest(fd)
-        with _registry_lock:
-            if not self._registered:
-                return None  # closed meanwhile: nothing of it is left on the fd
-            self._fd_requests.append(request)
-            wakeup = self._wakeup
-        return request if wakeup is not None and wakeup() else None
-
-    def _answer_fd_requests(self) -> None:
-        """In this ring's thread: end the operations other threads asked about.
-        Never raises: it runs as an event-loop callback."""
-        if not self._fd_requests:
-            return
-        with _registry_lock:
-            requests, self._fd_requests = self._fd_requests, []
-        for request in requests:
-            try:
-                if not self._closed:
-                    self._cancel_fd_here(request.fd)
-            except Exception:  # noqa: BLE001 - a failing ring is closed by its driver
-                pass
-            finally:
-                self._fd_request_done(request)
-
-    def _fd_request_done(self, request: FdRequest) -> None:
-        """The ring's operations on ``request.fd`` are ended: answer the
-        closing thread. (The thread ring answers later if a syscall of its
-        still runs on the fd.)"""
-        request.answer()
-
     # -- the driver interface, used by executors -------------------------------------
 
     def flush(self, reap: bool = False) -> None:
@@ -614,24 +445,6 @@ class Ring(RingCore):
                 return n
             if deadline is not None and time.monotonic() >= deadline:
                 return 0
-
-    def cancel_fd(self, fd: Any) -> int:
-        """Ask for every operation on ``fd`` to be cancelled because the fd is
-        being closed, on this ring and on every other live ring of this thread
-        (rings of other threads: see :meth:`close_fd`). The ones that do not
-        happen end with ``FdClosedError`` (trio: ``ClosedResourceError``);
-        queued ones are withdrawn at once, those in the kernel get a cancel
-        request. Closing an fd does not stop the kernel's operations on it (each
-        holds its own reference to the file), so a new file reusing the fd
-        number could otherwise see an old operation's data. Returns how many
-        operations were asked. O(operations in flight)."""
-        fd = fileno(fd)
-        count = self._cancel_fd_here(fd)
-        here = get_ident()
-        for ring in _live_rings_but(self):
-            if ring._thread == here:
-                count += ring._cancel_fd_here(fd)
-        return count
 
     def _cancel_fd_here(self, fd: int) -> int:
         """``cancel_fd`` on this ring only (its own thread)."""
@@ -749,19 +562,9 @@ class Ring(RingCore):
         return stranded
 
     @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
     def busy(self) -> bool:
         """Whether any operation is in the kernel (a CQE may come)."""
         return bool(self._inflight)
-
-    def __enter__(self) -> Ring:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"fd={self.fd}"
@@ -804,13 +607,6 @@ class Ring(RingCore):
         return group  # type: ignore[return-value]
 
     # -- registered buffers ------------------------------------------------------------
-
-    def buffer_pool(self, count: int, size: int) -> BufferPool:
-        """A :class:`BufferPool` of ``count`` buffers of ``size`` bytes,
-        registered with this ring (see ``BufferPool.registered``)."""
-        from ._pool import BufferPool
-
-        return BufferPool(count, size, ring=self)
 
     def _register_pool(self, pool: BufferPool) -> str | None:
         """Register ``pool``'s buffers with the kernel: None, or why not (the
@@ -874,11 +670,12 @@ class Ring(RingCore):
         executor = self.executor
         if executor is None:
             executor = self._driver_of((op,))  # releases op and raises
-        return executor.perform(self, op)
+        # (self is a Ring: _IoUring is only ever its base.)
+        return executor.perform(self, op)  # type: ignore[arg-type]
 
     def perform_many(self, ops: Sequence[Operation[T]]) -> Coroutine[Any, Any, list[T]]:
         """``perform`` for a batch: one wait, the outcomes in order."""
-        return self._driver_of(ops).perform_many(self, ops)
+        return self._driver_of(ops).perform_many(self, ops)  # type: ignore[arg-type]
 
     def _driver_of(self, ops: Sequence[Operation[Any]]) -> Executor:
         """The executor that performs ``ops``; without one, they are released."""
@@ -890,6 +687,16 @@ class Ring(RingCore):
                 "`async with ouring.open_ring()` inside trio.run or a running asyncio loop"
             )
         return self.executor
+
+
+class Operations(Backend):
+    """The operation methods of every ring, the io_uring ``Ring``'s and the
+    fallback ``ThreadRing``'s (``await ring.read(fd, buf)``): each builds its
+    operation and awaits the ring's ``perform``."""
+
+    if TYPE_CHECKING:
+
+        def _driver_of(self, ops: Sequence[Operation[Any]]) -> Executor: ...
 
     async def nop(self) -> None:
         await self.perform(Nop())
@@ -1060,6 +867,18 @@ class Ring(RingCore):
         follow_symlinks: bool = True,
     ) -> None:
         await self.perform(LinkAt(src, dst, src_dir_fd, dst_dir_fd, follow_symlinks))
+
+
+class Ring(_IoUring, Operations):
+    """One io_uring and the operations in flight on it.
+
+    ``entries`` sizes the submission queue; ``cq_entries`` the completion
+    queue (default: at least 4096, and twice ``entries``). ``setup_flags``
+    defaults to :data:`DEFAULT_SETUP_FLAGS`, falling back to none on kernels
+    that reject them; with ``IORING_SETUP_DEFER_TASKRUN`` a registered eventfd
+    becomes :attr:`wait_fd`. ``teardown_timeout`` bounds how long
+    :meth:`close` waits for the kernel to finish cancelled operations.
+    """
 
 
 def _unsupported(op: Operation[Any]) -> UnsupportedError:

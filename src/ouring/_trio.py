@@ -45,8 +45,10 @@ Facts about trio this module relies on:
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import socket
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from contextlib import suppress
 from typing import Any, TypeVar
 
@@ -55,12 +57,12 @@ import trio
 
 from . import _ringcore
 from ._errors import FdClosedError
-from ._fallback import ThreadDriver, ThreadRing, make_ring, wait_answered, wakeup_in_run
+from ._fallback import ThreadRing, make_ring
 from ._ops import (
     DONE,
     Operation,
 )
-from ._ring import Ring, arm_receive, submit_group
+from ._ring import FdRequest, Ring, arm_receive, submit_group
 from ._ringcore import Receiver
 
 T = TypeVar("T")
@@ -110,6 +112,44 @@ def _trio_traps() -> tuple[Any, Any] | None:
 _TRAPS = _trio_traps()
 
 
+def _call_soon(token: trio.lowlevel.TrioToken, fn: Callable[..., object], *args: Any) -> bool:
+    """``Executor.call_soon``: ``TrioToken.run_sync_soon`` is thread-safe and
+    wakes trio's I/O wait; False once the run is over."""
+    try:
+        token.run_sync_soon(fn, *args)
+    except trio.RunFinishedError:
+        return False
+    return True
+
+
+async def wait_answered(requests: Sequence[FdRequest]) -> None:
+    """Park until other threads' rings have answered every request. Their
+    answers arrive in their threads and reach this run through
+    ``run_sync_soon``."""
+    token = trio.lowlevel.current_trio_token()
+    event = trio.Event()
+    left = len(requests)
+
+    def one_answered() -> None:  # in this run's thread
+        nonlocal left
+        left -= 1
+        if left == 0:
+            event.set()
+
+    def answered() -> None:  # in the answering ring's thread (or this one)
+        _call_soon(token, one_answered)  # False: this close was cancelled, run over
+
+    for request in requests:
+        request.when_answered(answered)
+    await event.wait()
+
+
+async def _resolve(family: int, address: Any) -> Any:
+    host, port, *rest = address
+    infos = await trio.socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
+    return (infos[0][4][0], port, *rest)
+
+
 class _Driver(trio.abc.Instrument):
     """Drives one ring in the current trio run: batches submissions in
     ``before_io_wait`` and reaps completions in a system task."""
@@ -124,7 +164,8 @@ class _Driver(trio.abc.Instrument):
         # means a lone task, whose next operation goes to the kernel at once
         # instead of waiting for the batch.
         ring.executor = self
-        ring._wakeup = wakeup_in_run(ring)  # other threads' closes reach the ring through it
+        # Other threads' closes reach the ring through it.
+        ring._wakeup = functools.partial(self.call_soon, ring._answer_fd_requests)
         ring._on_close = self._detach  # whoever closes the ring, before its fd goes
         trio.lowlevel.add_instrument(self)
         trio.lowlevel.spawn_system_task(self._reap, name=f"ouring reaper (ring fd {ring.fd})")
@@ -285,21 +326,13 @@ class _Driver(trio.abc.Instrument):
         receive = _receive  # type: ignore[assignment]
 
     def call_soon(self, fn: Any, *args: Any) -> bool:
-        try:
-            self._token.run_sync_soon(fn, *args)
-        except trio.RunFinishedError:
-            return False
-        return True
+        return _call_soon(self._token, fn, *args)
 
     # The ring calls this with a waiter: the task parked in _finish (op.waiter),
     # perform_many's group's, or a receive's (rx.waiter).
     wake = staticmethod(trio.lowlevel.reschedule)
     wait_answered = staticmethod(wait_answered)
-
-    async def resolve(self, family: int, address: Any) -> Any:
-        host, port, *rest = address
-        infos = await trio.socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
-        return (infos[0][4][0], port, *rest)
+    resolve = staticmethod(_resolve)
 
     # -- scheduler hooks ----------------------------------------------------------------
 
@@ -418,6 +451,83 @@ async def _finish(ring: Ring, op: Operation[T]) -> T:
     return _outcome(op)
 
 
+class ThreadDriver:
+    """Drives a ``ThreadRing`` in the current trio run: the
+    ``_fallback.ThreadExecutor`` it asks for worker threads and readiness,
+    and the system task that closes it when the run ends (as the io_uring
+    reaper does). No instrument, no reaper: operations run when awaited."""
+
+    closed_error = trio.ClosedResourceError
+    Event = trio.Event
+    Semaphore = trio.Semaphore
+
+    def __init__(self, ring: ThreadRing) -> None:
+        self.ring = ring
+        self._closed = False
+        self._token = trio.lowlevel.current_trio_token()
+        self._scope = trio.CancelScope()
+        ring._attach(self)
+        trio.lowlevel.spawn_system_task(self._close_at_end, name="ouring thread-ring closer")
+
+    def owns_current_task(self) -> bool:
+        return trio.lowlevel.in_trio_run() and (trio.lowlevel.current_trio_token() is self._token)
+
+    def call_soon(self, fn: Callable[..., object], *args: Any) -> bool:
+        return _call_soon(self._token, fn, *args)
+
+    checkpoint_if_cancelled = staticmethod(_checkpoint_if_cancelled)
+    schedule_point = staticmethod(_cancel_shielded_checkpoint)
+
+    async def in_thread(self, op: Operation[Any], job: Callable[[], None]) -> None:
+        op.waiter = _current_task()
+        # start_thread_soon never queues: the job runs now, and reports to
+        # the ring itself (its deliver callback has nothing to do).
+        trio.lowlevel.start_thread_soon(job, _ignore)
+        # Abort.FAILED: a cancel waits for the syscall; trio raises Cancelled
+        # at the next checkpoint (its scope stays cancelled).
+        await _wait_task_rescheduled(_abort_failed)
+
+    wake = staticmethod(trio.lowlevel.reschedule)
+
+    async def wait_fd(self, fd: int, out: bool) -> None:
+        if out:
+            await trio.lowlevel.wait_writable(fd)
+        else:
+            await trio.lowlevel.wait_readable(fd)
+
+    def notify_closing(self, fd: int) -> None:
+        with contextlib.suppress(RuntimeError):  # not inside this ring's run
+            trio.lowlevel.notify_closing(fd)
+
+    def outcome(self, op: Operation[T]) -> T:
+        return _outcome(op)
+
+    wait_answered = staticmethod(wait_answered)
+    resolve = staticmethod(_resolve)
+
+    async def _close_at_end(self) -> None:
+        try:
+            with self._scope:
+                await trio.sleep_forever()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._scope.cancel()
+        self.ring.close()
+
+
+def _ignore(_: object) -> None:
+    pass
+
+
+def _abort_failed(_: object) -> trio.lowlevel.Abort:
+    return _FAILED
+
+
 _arm = arm_receive  # receive's, in C or not
 
 
@@ -426,14 +536,14 @@ _arm = arm_receive  # receive's, in C or not
 Event = trio.Event
 
 
-def drive(ring: Ring) -> _Driver | ThreadDriver:
+def drive(ring: Ring | ThreadRing) -> _Driver | ThreadDriver:
     """Drive ``ring`` in the current run until its driver is closed (or the
     run ends). A ThreadRing runs its operations itself: no instrument, no
     reaper; its driver only binds it to the run and closes it at the end."""
     return ThreadDriver(ring) if isinstance(ring, ThreadRing) else _Driver(ring)
 
 
-def run_ring() -> Ring:
+def run_ring() -> Ring | ThreadRing:
     """The current run's own ring, made on first use; a ring closed after a
     kernel failure is replaced for the rest of the run."""
     try:
