@@ -68,13 +68,9 @@ def executor_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
 # body, parametrized rather than copied; it may use sync fixtures and ouring's
 # calls, nothing of trio or asyncio itself.
 
-# Under OURING_FALLBACK (tests/test_fallback.py runs the suite so) only trio:
-# the thread ring has no asyncio driver yet.
-EXECUTORS = (
-    ("trio", "asyncio", "uvloop")
-    if os.environ.get("OURING_FALLBACK", "").strip() in ("", "off")
-    else ("trio",)
-)
+# Under OURING_FALLBACK too (tests/test_fallback.py runs the suite so): each
+# executor drives the thread ring as it drives io_uring.
+EXECUTORS = ("trio", "asyncio", "uvloop")
 
 
 def run_under(executor: str, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:

@@ -13,8 +13,6 @@ import pytest
 
 import ouring
 
-pytestmark = pytest.mark.io_uring_only  # the thread fallback drives trio only
-
 
 @pytest.fixture(params=["asyncio", "trio"])
 def backend(request: pytest.FixtureRequest) -> str:

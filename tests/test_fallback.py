@@ -9,6 +9,7 @@ the io_uring path's rules.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import gc
 import json
@@ -24,9 +25,11 @@ import outcome
 import pytest
 import trio
 import trio.testing
-from safety._helpers import is_lent
+from conftest import run_under
+from safety._helpers import is_lent, wait_parked
 
 import ouring
+from ouring._errors import FdClosedError
 from ouring._fallback import ThreadRing, _leaked_forever, fallback_mode, make_ring
 from ouring._ops import OpenAt
 
@@ -301,8 +304,9 @@ def test_bad_fallback_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_the_suite_passes_on_the_thread_ring() -> None:
-    """Every operation, file object, Path method and stream test again, on
-    worker threads and readiness waits instead of io_uring."""
+    """Every operation, file object, Path method, stream and safety test
+    again, on worker threads and readiness waits instead of io_uring, under
+    each executor (trio, asyncio, uvloop: the ``executor`` fixture)."""
     done = subprocess.run(
         [
             sys.executable,
@@ -321,15 +325,74 @@ def test_the_suite_passes_on_the_thread_ring() -> None:
             "tests/test_buffers.py",
             "tests/test_pool.py",
             "tests/test_splice.py",
+            "tests/test_files_model.py",
+            "tests/test_files_surface.py",
+            "tests/test_composite_cancel.py",
+            "tests/test_asyncio.py",
+            "tests/test_anyio.py",
+            # The safety suites whose subject is not the kernel's ownership of a
+            # parked buffer (test_objects, test_ownership: a cancelled readiness
+            # wait on threads gives its buffer back at once).
+            "tests/safety/test_bad_input.py",
+            "tests/safety/test_close_fd.py",
+            "tests/safety/test_fork.py",
+            "tests/safety/test_limits.py",
+            "tests/safety/test_misuse.py",
+            "tests/safety/test_pressure.py",
+            "tests/safety/test_races.py",
+            "tests/safety/test_signals.py",
         ],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=420,
         cwd=ROOT,
         env={**os.environ, "OURING_FALLBACK": "always-threads"},
     )
     assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-2000:]
     assert " passed" in done.stdout
+
+
+ASYNCIO_FALLBACK = """
+import asyncio, os, sys, tempfile, ouring, ouring.asyncio
+async def main():
+    ring = ouring.current_ring()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "f")
+        async with await ouring.open_file(path, "w+b") as f:
+            await f.write(b"hello")
+            await f.seek(0)
+            data = await f.read()
+        size = (await ouring.Path(path).stat()).st_size
+    r, w = os.pipe()
+    await ouring.write(w, b"pipe")
+    buf, n = await ouring.read(r, bytearray(8))
+    os.close(r); os.close(w)
+    try:
+        await ouring.asyncio.open_connection("127.0.0.1", 9)
+    except ouring.UnsupportedError as exc:
+        refused = "thread fallback" in str(exc)
+    print(type(ring).__name__, data.decode(), size, bytes(buf[:n]).decode(), refused)
+if sys.argv[1] == "uvloop":
+    import uvloop
+    uvloop.run(main())
+else:
+    asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_asyncio_runs_on_the_fallback_where_io_uring_is_blocked(loop: str) -> None:
+    """Under asyncio (the default loop and uvloop) a blocked io_uring with
+    ``OURING_FALLBACK=threads`` gives a ThreadRing: module-level operations,
+    files and paths work; ``ouring.asyncio``'s transports, built on the
+    io_uring queue, refuse clearly before making a socket."""
+    done = run_python(
+        ASYNCIO_FALLBACK.replace("sys.argv[1]", repr(loop)),
+        block="EPERM",
+        env={"OURING_FALLBACK": "threads"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["ThreadRing", "hello", "5", "pipe", "True"]
 
 
 # -- ownership and cancellation on the thread ring ---------------------------------------
@@ -603,3 +666,85 @@ async def test_read_many_on_the_thread_ring(tmp_path: Path) -> None:
     assert [(bytes(buf), n) for buf, n in results] == [
         (bytes(range(8 * i, 8 * i + 4)), 4) for i in range(3)
     ]
+
+
+# -- the same rules under asyncio (the default loop and uvloop) -------------------------
+
+LOOPS = pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+
+
+@LOOPS
+def test_under_asyncio_a_cancel_during_a_thread_syscall_returns_its_result(
+    loop: str, fifo: Path
+) -> None:
+    """As under trio: the open is not abandoned, its fd is returned, and the
+    task raises CancelledError at its next await."""
+    got: list[int] = []
+    reached: list[bool] = []
+
+    async def main() -> None:
+        async with ouring.open_ring(fallback="always-threads") as ring:
+
+            async def opener() -> None:
+                got.append(await ring.open(fifo, os.O_RDONLY))
+                await asyncio.sleep(0)
+                reached.append(True)
+
+            task = asyncio.create_task(opener())
+            await wait_parked(ring, 1)  # its worker thread has started
+            task.cancel()
+            await asyncio.to_thread(unblock, fifo)
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert ring.statistics().cancelled == 0
+            assert ring.statistics().inflight == 0
+
+    run_under(loop, main)
+    assert len(got) == 1
+    assert not reached
+    assert os.fstat(got[0]).st_ino == os.stat(fifo).st_ino
+    os.close(got[0])
+
+
+@LOOPS
+def test_under_asyncio_a_cancelled_recv_consumed_nothing(
+    loop: str, socketpair: tuple[socket.socket, socket.socket]
+) -> None:
+    a, b = socketpair
+    buf = Buffer(b"untouched")
+
+    async def main() -> None:
+        async with ouring.open_ring(fallback="always-threads") as ring:
+            task = asyncio.create_task(ring.recv(a, buf))
+            await wait_parked(ring, 1)
+            assert is_lent(buf)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert ring.statistics().cancelled == 1
+            assert ring.statistics().inflight == 0
+
+    run_under(loop, main)
+    b.send(b"data")
+    assert a.recv(16) == b"data"  # still queued: the recv did not happen
+    assert buf == b"untouched"
+    buf.extend(b"!")  # given back
+
+
+@LOOPS
+def test_under_asyncio_closing_the_fd_ends_a_waiting_recv(
+    loop: str, socketpair: tuple[socket.socket, socket.socket]
+) -> None:
+    a, _ = socketpair
+
+    async def main() -> None:
+        async with ouring.open_ring(fallback="always-threads") as ring:
+            task = asyncio.create_task(ring.recv(a, bytearray(8)))
+            await wait_parked(ring, 1)
+            await ring.close_fd(a)
+            with pytest.raises(FdClosedError):
+                await task
+            assert ring.statistics().inflight == 0
+
+    run_under(loop, main)
+    assert a.fileno() == -1  # detached: closed by the ring

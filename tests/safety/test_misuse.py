@@ -87,6 +87,14 @@ async def test_after_close(executor: str, pipe: tuple[int, int]) -> None:
     with pytest.raises(ouring.RingClosedError):
         await ring.read(pipe[0], buf)
     assert not is_lent(buf)
+    ring.close()
+
+
+@pytest.mark.io_uring_only  # the queue a ring driven by hand uses: the thread ring has none
+async def test_the_queue_after_close(executor: str) -> None:
+    async with ouring.open_ring(4) as ring:
+        pass
+    assert isinstance(ring, ouring.Ring)
     with pytest.raises(ouring.RingClosedError):
         ring.wait(0)
     assert ring.reap() == 0

@@ -126,6 +126,7 @@ async def race_recv_against_cancel(rounds: int, seed: int) -> tuple[int, int]:
     return cancelled, delivered
 
 
+@pytest.mark.io_uring_only  # races a cancel with a posted CQE (wait_fd): no CQ on threads
 async def test_cancel_complete_race_each_recv_ends_exactly_once(executor: str) -> None:
     cancelled, delivered = await race_recv_against_cancel(600, seed=2)
     assert cancelled + delivered == 600
@@ -315,6 +316,7 @@ async def accept_rounds(rounds: int, seed: int) -> None:
     assert ring.statistics().inflight == 0
 
 
+@pytest.mark.io_uring_only  # lets the accept complete first (wait_cqe_ready): no CQ on threads
 async def test_cancelled_accepts_leak_no_fd(executor: str) -> None:
     await accept_rounds(1000, seed=4)
 
