@@ -7,6 +7,8 @@ happens to the caller, and hands it back with the result::
     buf, n = await ouring.read(fd, bytearray(4096), offset)
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._api import (
     accept,
     close,
@@ -43,10 +45,8 @@ from ._api import (
 )
 from ._errors import BufferInUseError, RingClosedError, UnsupportedError
 from ._files import AsyncFile, open_file
-from ._path import Path
 from ._pool import BufferPool, PoolBuffer, PoolExhaustedError
 from ._ring import DEFAULT_SETUP_FLAGS, Ring, RingStatistics
-from ._sendfile import sendfile
 
 __all__ = [
     "DEFAULT_SETUP_FLAGS",
@@ -96,3 +96,26 @@ __all__ = [
     "writev",
 ]
 __version__ = "0.1.0"
+
+
+if TYPE_CHECKING:
+    from ._path import Path
+    from ._sendfile import sendfile
+
+
+def __getattr__(name: str) -> Any:
+    # ouring.Path subclasses trio.Path, and sendfile speaks trio's streams:
+    # each is imported at its first use, so that importing ouring (the core,
+    # the backends, the executors' common parts) imports no event loop, and
+    # an asyncio program that never touches them never imports trio.
+    if name == "Path":
+        from ._path import Path
+
+        globals()[name] = Path
+        return Path
+    if name == "sendfile":
+        from ._sendfile import sendfile
+
+        globals()[name] = sendfile
+        return sendfile
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
