@@ -439,7 +439,7 @@ def test_abandoning_a_done_operation_undoes_its_result_once(tmp_path: Path) -> N
     path = tmp_path / "f"
     path.write_bytes(b"")
     with ouring.Ring(4) as ring:
-        op = OpenAt(path, os.O_RDONLY, 0, None)
+        op = OpenAt(path, os.O_RDONLY, 0)
         ring.submit(op)
         drain(ring)
         assert op.state == DONE

@@ -47,40 +47,23 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from . import _ringcore, _sockaddr
 from ._buffers import in_use, unlendable
 from ._errors import RingClosedError, UnsupportedError, setup_error
+from ._generated_ring import RingOperations
 from ._native import ffi, lib
 from ._ops import (
     CLOSED,
     RING,
-    Accept,
     Close,
     Connect,
-    Fadvise,
-    Fallocate,
-    Fsync,
-    Ftruncate,
-    LinkAt,
-    MkdirAt,
     MultishotReceive,
     Nop,
-    OpenAt,
     Operation,
     Read,
     ReadFixed,
-    ReadV,
-    Recv,
-    RecvMsg,
-    RenameAt,
     Send,
     SendMsg,
     SendZC,
-    Shutdown,
-    Splice,
-    Statx,
-    SymlinkAt,
-    UnlinkAt,
     Write,
     WriteFixed,
-    WriteV,
     buffer_error,
     file_offset,
     fileno,
@@ -375,7 +358,7 @@ class RingStatistics:
     more: int = 0
 
 
-class Ring(RingCore):
+class Ring(RingCore, RingOperations):
     """One io_uring and the operations in flight on it.
 
     ``entries`` sizes the submission queue; ``cq_entries`` the completion
@@ -894,12 +877,6 @@ class Ring(RingCore):
     async def nop(self) -> None:
         await self.perform(Nop())
 
-    async def read(self, fd: Any, buf: B, offset: int = -1) -> tuple[B, int]:
-        return await self.perform(Read(fd, buf, offset))
-
-    async def write(self, fd: Any, buf: B, offset: int = -1) -> tuple[B, int]:
-        return await self.perform(Write(fd, buf, offset))
-
     async def read_fixed(self, fd: Any, buf: B, offset: int = -1) -> tuple[B, int]:
         return await self.perform(
             fixed_or_plain(self._fixed_pool, ReadFixed, Read, fd, buf, offset)
@@ -913,18 +890,6 @@ class Ring(RingCore):
     async def read_many(self, requests: Iterable[tuple[Any, B, int]]) -> list[tuple[B, int]]:
         return await self.perform_many(read_requests(requests, self._fixed_pool))
 
-    async def readv(self, fd: Any, bufs: S, offset: int = -1) -> tuple[S, int]:
-        return await self.perform(ReadV(fd, bufs, offset))
-
-    async def writev(self, fd: Any, bufs: S, offset: int = -1) -> tuple[S, int]:
-        return await self.perform(WriteV(fd, bufs, offset))
-
-    async def recv(self, sock: Any, buf: B, flags: int = 0) -> tuple[B, int]:
-        return await self.perform(Recv(sock, buf, flags))
-
-    async def send(self, sock: Any, buf: B, flags: int = 0) -> tuple[B, int]:
-        return await self.perform(Send(sock, buf, flags))
-
     async def send_zc(self, sock: Any, buf: B, flags: int = 0) -> tuple[B, int]:
         if self.has("send_zc"):
             try:
@@ -936,20 +901,12 @@ class Ring(RingCore):
                     raise
         return await self.perform(Send(sock, buf, flags))
 
-    async def recvmsg(
-        self, sock: Any, bufs: S, ancbufsize: int = 0, flags: int = 0
-    ) -> tuple[S, int, list[tuple[int, int, bytes]], int, Any]:
-        return await self.perform(RecvMsg(sock, bufs, ancbufsize, flags))
-
     async def sendmsg(
         self, sock: Any, bufs: S, ancdata: Any = (), flags: int = 0, address: Any = None
     ) -> tuple[S, int]:
         if address is not None:
             address = await self._numeric_address(sock, address)
         return await self.perform(SendMsg(sock, bufs, ancdata, flags, address))
-
-    async def accept(self, sock: Any) -> tuple[Any, Any]:
-        return await self.perform(Accept(sock))
 
     async def connect(self, sock: Any, address: Any) -> None:
         address = await self._numeric_address(sock, address)
@@ -967,11 +924,6 @@ class Ring(RingCore):
         if self.executor is None:
             raise RuntimeError("resolving a host name needs an event loop")
         return await self.executor.resolve(family, address)
-
-    async def open(
-        self, path: Any, flags: int = os.O_RDONLY, mode: int = 0o666, *, dir_fd: Any = None
-    ) -> int:
-        return await self.perform(OpenAt(path, flags, mode, dir_fd))
 
     async def close_fd(self, fd: Any) -> None:
         """Close ``fd`` (an int or a ``socket.socket``) after cancelling every
@@ -1007,59 +959,6 @@ class Ring(RingCore):
 
     async def _wait_answered(self, requests: Sequence[FdRequest]) -> None:
         await self._driver_of(()).wait_answered(requests)
-
-    async def fsync(self, fd: Any, *, datasync: bool = False) -> None:
-        await self.perform(Fsync(fd, datasync))
-
-    async def splice(
-        self, fd_in: Any, off_in: int, fd_out: Any, off_out: int, nbytes: int, flags: int = 0
-    ) -> int:
-        return await self.perform(Splice(fd_in, off_in, fd_out, off_out, nbytes, flags))
-
-    async def stat(
-        self, path: Any, *, dir_fd: Any = None, follow_symlinks: bool = True
-    ) -> os.stat_result:
-        return await self.perform(Statx(path, dir_fd, follow_symlinks))
-
-    async def shutdown(self, sock: Any, how: int) -> None:
-        await self.perform(Shutdown(sock, how))
-
-    async def fallocate(self, fd: Any, offset: int, length: int, *, mode: int = 0) -> None:
-        await self.perform(Fallocate(fd, offset, length, mode))
-
-    async def fadvise(self, fd: Any, offset: int, length: int, advice: int) -> None:
-        await self.perform(Fadvise(fd, offset, length, advice))
-
-    async def ftruncate(self, fd: Any, length: int) -> None:
-        await self.perform(Ftruncate(fd, length))
-
-    async def unlink(self, path: Any, *, dir_fd: Any = None) -> None:
-        await self.perform(UnlinkAt(path, dir_fd))
-
-    async def rmdir(self, path: Any, *, dir_fd: Any = None) -> None:
-        await self.perform(UnlinkAt(path, dir_fd, rmdir=True))
-
-    async def mkdir(self, path: Any, mode: int = 0o777, *, dir_fd: Any = None) -> None:
-        await self.perform(MkdirAt(path, mode, dir_fd))
-
-    async def rename(
-        self, src: Any, dst: Any, *, src_dir_fd: Any = None, dst_dir_fd: Any = None
-    ) -> None:
-        await self.perform(RenameAt(src, dst, src_dir_fd, dst_dir_fd))
-
-    async def symlink(self, src: Any, dst: Any, *, dir_fd: Any = None) -> None:
-        await self.perform(SymlinkAt(src, dst, dir_fd))
-
-    async def link(
-        self,
-        src: Any,
-        dst: Any,
-        *,
-        src_dir_fd: Any = None,
-        dst_dir_fd: Any = None,
-        follow_symlinks: bool = True,
-    ) -> None:
-        await self.perform(LinkAt(src, dst, src_dir_fd, dst_dir_fd, follow_symlinks))
 
 
 def _unsupported(op: Operation[Any]) -> UnsupportedError:
