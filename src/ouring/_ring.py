@@ -50,8 +50,12 @@ from ._errors import RingClosedError, UnsupportedError, setup_error
 from ._generated_ring import RingOperations
 from ._native import ffi, lib
 from ._ops import (
+    CANCELLING,
     CLOSED,
+    DONE,
+    PENDING,
     RING,
+    SUBMITTED,
     Close,
     Connect,
     MultishotReceive,
@@ -569,6 +573,19 @@ class Ring(RingCore, RingOperations):
         # _prepare and _enter check the thread and the process themselves.
         self._prepare()
         self._enter(0, _NO_WAIT, self._batch if reap else 0)
+
+    def cancel_now(self, op: _ringcore.Operation) -> bool:
+        """Cancel ``op`` and hand the cancel to the kernel at once, reaping in
+        the same ``io_uring_enter``: True if ``op`` is DONE on return. For a
+        layer that must know now whether the kernel still runs it
+        (``UringSocket.detach``). The cancel of an operation armed on a poll
+        (a multishot recv or accept waiting for its socket) completes inside
+        the ``io_uring_enter`` that submits it; one running in an io-wq
+        worker may not."""
+        if op.state in (PENDING, SUBMITTED, CANCELLING) and not self._closed:
+            self.cancel(op)
+            self.flush(reap=True)
+        return bool(op.state == DONE)
 
     def reap(self) -> int:
         """Settle every operation whose final CQE is ready; never blocks. On
