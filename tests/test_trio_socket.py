@@ -764,7 +764,7 @@ async def test_detach_never_drops_what_the_multishot_receive_took() -> None:
             chunk = f"chunk {i};".encode() * 100
             peer.sendall(chunk)
             sent += chunk
-            while sock._rx.queued < len(chunk):
+            while sock._rx.queued < len(chunk):  # noqa: ASYNC110 - no event: the kernel's doing
                 await trio.sleep(0.001)  # the run's ring takes it
             with pytest.raises(trio.BusyResourceError, match="received bytes not read yet"):
                 sock.detach()
@@ -778,7 +778,7 @@ async def test_detach_never_drops_what_the_multishot_receive_took() -> None:
         tail = b"arrived with no checkpoint since"
         peer.sendall(tail)
         sent += tail
-        time.sleep(0.02)
+        time.sleep(0.02)  # noqa: ASYNC251 - it arrives with no checkpoint since
         # Whether the kernel takes it in detach's own io_uring_enter (task
         # work may run before the cancel) or leaves it in the socket buffer,
         # it is received here or read from the fd below.
@@ -808,9 +808,9 @@ async def test_detach_never_drops_what_the_multishot_accept_took() -> None:
     address = listener.getsockname()
     clients = [socket.create_connection(address)]
     conn, _ = await listener.accept()  # arms the multishot accept
-    accepted = [conn]
+    accepted: list[UringSocket | socket.socket] = [conn]
     clients += [socket.create_connection(address) for _ in range(3)]
-    while listener._acceptor is None or listener._acceptor.queued < 3:
+    while listener._acceptor is None or listener._acceptor.queued < 3:  # noqa: ASYNC110
         await trio.sleep(0.001)  # the run's ring takes them from the backlog
     with pytest.raises(trio.BusyResourceError, match="3 accepted connections"):
         listener.detach()
@@ -828,8 +828,8 @@ async def test_detach_never_drops_what_the_multishot_accept_took() -> None:
         seen.append(int(await c.recv(16) if isinstance(c, UringSocket) else c.recv(16)))
     seen.sort()
     assert seen == list(range(len(clients)))
-    for c in accepted + clients:
-        c.close()
+    for sock in [*accepted, *clients]:
+        sock.close()
 
 
 # -- cancellation ----------------------------------------------------------------------
