@@ -215,33 +215,35 @@ def exports(source: str) -> tuple[list[Export], list[str]]:
     return found, [t for t in type_vars if t in used]
 
 
-def _imports(exported: list[Export], body: str, extra: list[str]) -> str:
-    stdlib = [m for m in ("os", "socket") if f"{m}." in body]
-    lines = ["from __future__ import annotations", ""]
-    lines += [f"import {m}" for m in stdlib]
-    lines += [
+def _imports(classes: set[str], body: str, extra: list[str]) -> str:
+    """The import block of a generated module: what ``body`` uses."""
+    typing = "TYPE_CHECKING, Any, TypeVar" if "TYPE_CHECKING" in body else "Any, TypeVar"
+    lines = [
+        "from __future__ import annotations",
+        "",
+        *(f"import {m}" for m in ("os", "socket") if f"{m}." in body),
         "from collections.abc import Coroutine",
-        "from typing import TYPE_CHECKING, Any, TypeVar"
-        if "TYPE_CHECKING" in body
-        else "from typing import Any, TypeVar",
+        f"from typing import {typing}",
         "",
         *extra,
-        f"from ._ops import {', '.join(sorted({e.cls for e in exported}))}",
+        f"from ._ops import {', '.join(sorted(classes))}",
     ]
     return "\n".join(lines)
 
 
+def _type_vars_block(names: list[str]) -> str:
+    return "\n".join(f'{t} = TypeVar("{t}")' for t in names)
+
+
 def render_ring(exported: list[Export], type_vars: list[str]) -> str:
-    methods = []
-    for e in exported:
-        methods.append(
-            f"    {e.signature('self')}\n"
-            f"        {e.docstring().replace(chr(10), chr(10) + '    ')}\n"
-            f"        return self.perform({e.construction()})\n"
-        )
+    methods = [
+        f"    {e.signature('self')}\n"
+        f"        {e.docstring().replace(chr(10), chr(10) + '    ')}\n"
+        f"        return self.perform({e.construction()})\n"
+        for e in exported
+    ]
     body = (
-        "\n".join(f'{t} = TypeVar("{t}")' for t in ["T", *type_vars])
-        + "\n\n\nclass RingOperations:\n"
+        _type_vars_block(["T", *type_vars]) + "\n\n\nclass RingOperations:\n"
         '    """The operations of _ops.py that declare ``public``, as methods\n'
         "    of a ring: each builds its operation (arguments are checked at the\n"
         '    call) and returns ``perform``\'s awaitable. Both backends inherit it."""\n\n'
@@ -250,32 +252,23 @@ def render_ring(exported: list[Export], type_vars: list[str]) -> str:
         "        def perform(self, op: Operation[T]) -> Coroutine[Any, Any, T]: ...\n\n"
         + "\n".join(methods)
     )
-    names = sorted({e.cls for e in exported} | {"Operation"})
-    imports = _imports(exported, body, [])
-    imports = imports.replace(
-        f"from ._ops import {', '.join(sorted({e.cls for e in exported}))}",
-        f"from ._ops import {', '.join(names)}",
-    )
+    imports = _imports({e.cls for e in exported} | {"Operation"}, body, [])
     return f'{HEADER}"""``RingOperations``: see tools/gen_ops.py."""\n\n{imports}\n\n{body}'
 
 
 def render_api(exported: list[Export], type_vars: list[str]) -> str:
-    functions = []
-    for e in exported:
-        functions.append(
-            f"{e.signature(None)}\n"
-            f"    {e.docstring()}\n"
-            "    ring = ring_of_task()  # first: nothing is acquired outside a run or loop\n"
-            f"    return ring.perform({e.construction()})\n"
-        )
+    functions = [
+        f"{e.signature(None)}\n"
+        f"    {e.docstring()}\n"
+        "    ring = ring_of_task()  # first: nothing is acquired outside a run or loop\n"
+        f"    return ring.perform({e.construction()})\n"
+        for e in exported
+    ]
     names = ", ".join(f'"{e.name}"' for e in sorted(exported, key=lambda e: e.name))
     body = (
-        f"__all__ = [{names}]\n\n"
-        + "\n".join(f'{t} = TypeVar("{t}")' for t in type_vars)
-        + "\n\n\n"
-        + "\n\n".join(functions)
+        f"__all__ = [{names}]\n\n" + _type_vars_block(type_vars) + "\n\n\n" + "\n\n".join(functions)
     )
-    imports = _imports(exported, body, ["from ._current import ring_of_task"])
+    imports = _imports({e.cls for e in exported}, body, ["from ._current import ring_of_task"])
     return (
         f'{HEADER}"""The module-level form of each public operation, on the ring of\n'
         'the running task (``_current.ring_of_task``): see tools/gen_ops.py."""\n\n'
