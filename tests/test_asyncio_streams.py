@@ -491,3 +491,72 @@ def test_start_server_cancelled_at_each_suspension_is_all_or_nothing(run: Any) -
     statuses = run(main)
     assert statuses[0] == "cancelled"
     assert statuses[-1] == "ok"
+
+
+# -- start_tls: upgrading a RingTransport ----------------------------------------------
+
+
+class Recorder(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Poll ``condition`` (state the transport keeps; no event tells it), 5 s at most."""
+    for _ in range(5000):
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("condition never held")
+
+
+@pytest.mark.parametrize("receive", ["multishot", "one-shot"])
+def test_pause_set_protocol_resume_hands_every_byte_to_the_new_protocol(
+    run: Any, receive: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # loop.start_tls's sequence on the transport: what arrives between
+    # pause_reading and resume_reading goes to the protocol set meanwhile,
+    # none of it to the old one. Multishot: it waits in the receive queue;
+    # one-shot (kernels without provided buffers, forced here): the receive
+    # the kernel holds when reading pauses completes, and its data waits in
+    # the transport.
+    async def main() -> None:
+        if receive == "one-shot":
+            monkeypatch.setattr(ouring.current_ring(), "recv_group", lambda: None)
+        listener = socket.create_server(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        transport, old = await oa.create_connection(Recorder, "127.0.0.1", port)
+        assert isinstance(old, Recorder)
+        assert isinstance(transport, oa.RingTransport)
+        peer, _ = listener.accept()
+        listener.close()
+        peer.sendall(b"before")
+        await until(lambda: len(old.data) == 6)
+        transport.pause_reading()
+        new = Recorder()
+        transport.set_protocol(new)
+        peer.sendall(b"after")
+        if receive == "one-shot":
+            assert transport._rx is None
+            await until(lambda: transport._held is not None)
+        else:
+            assert transport._rx is not None
+            rx = transport._rx
+            await until(lambda: rx.queued == 5)
+        for _ in range(3):  # iterations of the loop: nothing is delivered
+            await asyncio.sleep(0)
+        assert bytes(old.data) == b"before"
+        assert new.data == b""
+        transport.resume_reading()
+        await until(lambda: len(new.data) == 5)
+        peer.sendall(b" and more")
+        await until(lambda: len(new.data) == 14)
+        assert bytes(new.data) == b"after and more"
+        assert bytes(old.data) == b"before"
+        transport.close()
+        peer.close()
+
+    run(main)

@@ -68,6 +68,11 @@ _READ_SIZE = 256 * 1024  # as selector transports: max_size of one data_received
 class RingTransport(asyncio.Transport):
     """A stream socket's transport driven by the loop's ring."""
 
+    # loop.start_tls (asyncio's) checks this, then pause_reading,
+    # set_protocol, resume_reading: between the first and the last nothing
+    # is delivered, to the old protocol or the new one.
+    _start_tls_compatible = True
+
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
@@ -94,6 +99,7 @@ class RingTransport(asyncio.Transport):
         # Reading: the multishot queue (or a one-shot receive in flight).
         self._rx: Receiver | None = Receiver() if self._ring.recv_group() is not None else None
         self._recv_op: RecvBytes | None = None
+        self._held: bytes | None = None  # a one-shot receive's data, come while paused
         self._read_fut: asyncio.Future[None] | None = None
         self._paused = False
         self._eof = False
@@ -146,6 +152,8 @@ class RingTransport(asyncio.Transport):
             return
         self._paused = False
         if not self._closing and self._read_fut is None and self._recv_op is None:
+            # (_read_step checks again: a pause and resume within one
+            # iteration schedule it twice)
             self._loop.call_soon(self._read_step)
 
     def _read_step(self) -> None:
@@ -153,7 +161,13 @@ class RingTransport(asyncio.Transport):
         then wait for the next arrival."""
         rx = self._rx
         if rx is None:
-            self._recv_one_shot()
+            if self._paused or self._closing:
+                return
+            held, self._held = self._held, None
+            if held is not None:
+                self._deliver_one_shot(held)
+            elif self._recv_op is None:
+                self._recv_one_shot()
             return
         while not self._paused and not self._closing and not self._eof:
             try:
@@ -181,6 +195,8 @@ class RingTransport(asyncio.Transport):
                 self._fatal_error(exc, "the protocol failed on received data")
                 return
         if self._paused or self._closing or self._eof:
+            return
+        if self._read_fut is not None:  # already waiting (a resume_reading's step)
             return
         if rx.op is None:  # not armed: the first read, or the kernel ended the last
             arm_receive(self._ring, rx, self._fd)
@@ -213,6 +229,15 @@ class RingTransport(asyncio.Transport):
         except OSError as exc:
             self._fatal_error(exc, "fatal read error")
             return
+        if self._paused:
+            # As the proactor's transports: what a receive in flight brought
+            # waits for resume_reading, and goes to the protocol set by then
+            # (loop.start_tls pauses, swaps the protocol, resumes).
+            self._held = data
+            return
+        self._deliver_one_shot(data)
+
+    def _deliver_one_shot(self, data: bytes) -> None:
         try:
             if not data:
                 self._got_eof()
