@@ -43,7 +43,8 @@ from asyncio import trsock
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import _api, _asyncio, _sync
+from . import _api, _asyncio, _asyncio_tls, _sync
+from ._asyncio_tls import TLS
 from ._errors import FdClosedError
 from ._ops import RecvBytes, Send
 from ._ring import Ring, arm_receive
@@ -59,8 +60,13 @@ __all__ = [
     "open_connection",
     "open_unix_connection",
     "start_server",
+    "start_tls",
     "start_unix_server",
+    "stream_start_tls",
 ]
+
+start_tls = _asyncio_tls.start_tls
+stream_start_tls = _asyncio_tls.stream_start_tls
 
 _READ_SIZE = 256 * 1024  # as selector transports: max_size of one data_received
 
@@ -481,8 +487,10 @@ class RingServer(asyncio.AbstractServer):
         sockets: list[socket.socket],
         protocol_factory: Callable[[], asyncio.BaseProtocol],
         backlog: int,
+        tls: TLS | None = None,
     ) -> None:
         self._loop = loop
+        self._tls = tls
         self._listeners = sockets
         self._protocol_factory = protocol_factory
         self._backlog = backlog
@@ -549,8 +557,42 @@ class RingServer(asyncio.AbstractServer):
             except BaseException:
                 conn.close()
                 raise
-            transport = RingTransport(self._loop, conn, protocol, server=self)
-            transport._info["peername"] = addr
+            if self._tls is None:
+                transport = RingTransport(self._loop, conn, protocol, server=self)
+                transport._info["peername"] = addr
+            else:
+                self._serve_tls(conn, addr, protocol, self._tls)
+
+    def _serve_tls(
+        self, conn: socket.socket, addr: Any, protocol: asyncio.BaseProtocol, tls: TLS
+    ) -> None:
+        """As asyncio's ``_accept_connection2``: the SSLProtocol calls the
+        application's ``connection_made`` once the handshake is done; a failed
+        handshake (its SSLProtocol closed the socket) is reported only in
+        debug mode. A callback rather than a task per connection: nothing
+        waits for it."""
+        loop = self._loop
+        waiter: asyncio.Future[None] = loop.create_future()
+        ssl_protocol = _asyncio_tls.ssl_protocol(loop, protocol, tls, waiter)
+        transport = RingTransport(loop, conn, ssl_protocol, server=self)
+        transport._info["peername"] = addr
+
+        def handshake_done(waiter: asyncio.Future[None]) -> None:
+            exc = None if waiter.cancelled() else waiter.exception()
+            if exc is None:
+                return
+            transport.abort()
+            if loop.get_debug():
+                loop.call_exception_handler(
+                    {
+                        "message": "Error on transport creation for incoming connection",
+                        "exception": exc,
+                        "protocol": protocol,
+                        "transport": transport,
+                    }
+                )
+
+        waiter.add_done_callback(handshake_done)
 
     def _attach(self, transport: RingTransport) -> None:
         self._transports.add(transport)
@@ -637,20 +679,18 @@ class RingServer(asyncio.AbstractServer):
 # -- making connections and servers ---------------------------------------------------
 
 
-def _no_ssl(kwds: dict[str, Any]) -> None:
-    if kwds.get("ssl"):
-        raise NotImplementedError(
-            "ouring.asyncio has no TLS yet: use asyncio's own create_connection for ssl="
-        )
-
-
 async def _connected_transport(
-    sock: socket.socket, protocol_factory: Callable[[], asyncio.BaseProtocol]
-) -> tuple[RingTransport, asyncio.BaseProtocol]:
+    sock: socket.socket,
+    protocol_factory: Callable[[], asyncio.BaseProtocol],
+    tls: TLS | None = None,
+) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
     """The transport of a connected ``sock``, once ``connection_made`` ran.
     The connection exists already: a cancel while waiting for that is
     delivered at the caller's next await, and the transport returned (the
-    call happened; closing it would not undo the connect)."""
+    call happened; closing it would not undo the connect). With ``tls``, the
+    TLS transport once the handshake is done (see ``_tls_transport``)."""
+    if tls is not None:
+        return await _tls_transport(sock, protocol_factory, tls)
     loop = asyncio.get_running_loop()
     protocol = protocol_factory()
     waiter = loop.create_future()
@@ -663,6 +703,27 @@ async def _connected_transport(
     return transport, protocol
 
 
+async def _tls_transport(
+    sock: socket.socket, protocol_factory: Callable[[], asyncio.BaseProtocol], tls: TLS
+) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
+    """asyncio's way over any transport: the ring transport carries an
+    ``SSLProtocol`` that wraps the user's protocol and calls its
+    ``connection_made`` with the TLS transport once the handshake is done.
+    The handshake is a suspension of its own: a cancel before it completed
+    aborts the connection (no fd left; the peer's handshake fails, so no
+    server handed it to its application) and raises; a failed handshake
+    raises its error (``ssl.SSLCertVerificationError``, ``ConnectionAbortedError``
+    at ``ssl_handshake_timeout``) with the socket closed."""
+    loop = asyncio.get_running_loop()
+    protocol = protocol_factory()
+    waiter: asyncio.Future[None] = loop.create_future()
+    ssl_protocol = _asyncio_tls.ssl_protocol(loop, protocol, tls, waiter)
+    app: asyncio.Transport = ssl_protocol._app_transport  # (connection_lost drops it)
+    raw = RingTransport(loop, sock, ssl_protocol)
+    await _asyncio_tls.handshake(waiter, raw.abort)
+    return app, protocol
+
+
 async def create_connection(
     protocol_factory: Callable[[], asyncio.BaseProtocol],
     host: str | None = None,
@@ -673,16 +734,25 @@ async def create_connection(
     flags: int = 0,
     sock: socket.socket | None = None,
     local_addr: tuple[str, int] | None = None,
+    ssl: Any = None,
+    server_hostname: str | None = None,
+    ssl_handshake_timeout: float | None = None,
+    ssl_shutdown_timeout: float | None = None,
     **kwds: Any,
 ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
     """``loop.create_connection`` over the ring: the addresses of ``host`` are
-    tried in turn (``ssl``, happy eyeballs: not supported yet)."""
+    tried in turn (happy eyeballs: not supported yet). ``ssl`` (an
+    ``ssl.SSLContext``, or True for asyncio's default client context) and its
+    arguments as asyncio's: the call returns once the handshake is done."""
 
-    _no_ssl(kwds)
+    tls = _asyncio_tls.client_tls(
+        ssl, server_hostname, host, ssl_handshake_timeout, ssl_shutdown_timeout
+    )
     if sock is not None:
+        _asyncio_tls.check_socket(sock)
         if host is not None or port is not None:
             raise ValueError("host/port and sock can not be specified at the same time")
-        return await _connected_transport(sock, protocol_factory)
+        return await _connected_transport(sock, protocol_factory, tls)
     if host is None and port is None:
         raise ValueError("host and port was not specified and no sock specified")
     loop = asyncio.get_running_loop()
@@ -706,7 +776,7 @@ async def create_connection(
         except BaseException:
             conn.close()
             raise
-        return await _connected_transport(conn, protocol_factory)
+        return await _connected_transport(conn, protocol_factory, tls)
     if len(errors) == 1:
         raise errors[0]
     raise OSError(f"Multiple exceptions: {', '.join(str(exc) for exc in errors)}")
@@ -717,11 +787,19 @@ async def create_unix_connection(
     path: str | os.PathLike[str] | None = None,
     *,
     sock: socket.socket | None = None,
-    **kwds: Any,
+    ssl: Any = None,
+    server_hostname: str | None = None,
+    ssl_handshake_timeout: float | None = None,
+    ssl_shutdown_timeout: float | None = None,
 ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
-    """``loop.create_unix_connection`` over the ring."""
+    """``loop.create_unix_connection`` over the ring (``ssl`` as
+    ``create_connection``'s, with ``server_hostname`` required)."""
 
-    _no_ssl(kwds)
+    tls = _asyncio_tls.client_tls(
+        ssl, server_hostname, None, ssl_handshake_timeout, ssl_shutdown_timeout, unix=True
+    )
+    if sock is not None:
+        _asyncio_tls.check_socket(sock)
     if sock is None:
         if path is None:
             raise ValueError("no path and sock were specified")
@@ -734,7 +812,7 @@ async def create_unix_connection(
             raise
     elif path is not None:
         raise ValueError("path and sock can not be specified at the same time")
-    return await _connected_transport(sock, protocol_factory)
+    return await _connected_transport(sock, protocol_factory, tls)
 
 
 async def create_server(
@@ -749,12 +827,18 @@ async def create_server(
     reuse_address: bool | None = None,
     reuse_port: bool | None = None,
     start_serving: bool = True,
+    ssl: Any = None,
+    ssl_handshake_timeout: float | None = None,
+    ssl_shutdown_timeout: float | None = None,
     **kwds: Any,
 ) -> RingServer:
-    """``loop.create_server`` over the ring."""
-    _no_ssl(kwds)
+    """``loop.create_server`` over the ring; with ``ssl`` (an
+    ``ssl.SSLContext``) each connection reaches the protocol once its
+    handshake is done."""
+    tls = _asyncio_tls.server_tls(ssl, ssl_handshake_timeout, ssl_shutdown_timeout)
     loop = asyncio.get_running_loop()
     if sock is not None:
+        _asyncio_tls.check_socket(sock)
         if host is not None or port is not None:
             raise ValueError("host/port and sock can not be specified at the same time")
         sockets = [sock]
@@ -787,7 +871,7 @@ async def create_server(
             raise
     for listener in sockets:
         listener.setblocking(False)
-    server = RingServer(loop, sockets, protocol_factory, backlog)
+    server = RingServer(loop, sockets, protocol_factory, backlog, tls)
     if start_serving:
         await server.start_serving()  # listening: the call happened
     return server
@@ -800,10 +884,13 @@ async def create_unix_server(
     sock: socket.socket | None = None,
     backlog: int = 100,
     start_serving: bool = True,
+    ssl: Any = None,
+    ssl_handshake_timeout: float | None = None,
+    ssl_shutdown_timeout: float | None = None,
     **kwds: Any,
 ) -> RingServer:
-    """``loop.create_unix_server`` over the ring."""
-    _no_ssl(kwds)
+    """``loop.create_unix_server`` over the ring (``ssl`` as ``create_server``'s)."""
+    _asyncio_tls.server_tls(ssl, ssl_handshake_timeout, ssl_shutdown_timeout, unix=True)
     if sock is None:
         if path is None:
             raise ValueError("path was not specified, and no sock specified")
@@ -816,7 +903,13 @@ async def create_unix_server(
     elif path is not None:
         raise ValueError("path and sock can not be specified at the same time")
     return await create_server(
-        protocol_factory, sock=sock, backlog=backlog, start_serving=start_serving
+        protocol_factory,
+        sock=sock,
+        backlog=backlog,
+        start_serving=start_serving,
+        ssl=ssl,
+        ssl_handshake_timeout=ssl_handshake_timeout,
+        ssl_shutdown_timeout=ssl_shutdown_timeout,
     )
 
 
