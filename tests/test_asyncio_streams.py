@@ -10,6 +10,7 @@ import random
 import socket
 import ssl
 import struct
+import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -595,7 +596,7 @@ def test_tls_handshake_failure_raises_as_asyncio_and_leaves_no_fd(
     if case == "wrong-hostname":
         kwds: dict[str, Any] = {"ssl": tls.client, "server_hostname": "example.org"}
     else:
-        kwds = {"ssl": ssl.create_default_context(), "server_hostname": "localhost"}
+        kwds = {"ssl": True, "server_hostname": "localhost"}  # the default context
 
     async def main() -> None:
         ouring.current_ring()  # the loop's ring (its fds) first
@@ -658,6 +659,47 @@ def test_tls_server_handshake_timeout_ends_a_silent_client(run: Any, tls: TLSPai
             loop = asyncio.get_running_loop()
             assert await asyncio.wait_for(loop.sock_recv(silent, 100), 5) == b""
             silent.close()
+
+    run(main)
+
+
+def test_tls_shutdown_timeout_ends_a_close_the_peer_never_answers(run: Any, tls: TLSPair) -> None:
+    # A peer that completes the handshake (blocking ssl, in a thread) and then
+    # never answers close_notify: close() gives up after ssl_shutdown_timeout
+    # and the connection ends with asyncio's TimeoutError, as asyncio's own
+    # client does against the same peer.
+    async def close_against_silent_peer(connect: Callable[..., Any]) -> BaseException | None:
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.settimeout(5)
+        port = listener.getsockname()[1]
+        release = threading.Event()
+
+        def serve() -> None:
+            conn, _ = listener.accept()
+            with tls.server.wrap_socket(conn, server_side=True):
+                release.wait(10)
+            listener.close()
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        try:
+            _, writer = await connect(
+                "127.0.0.1", port, ssl_shutdown_timeout=0.2, **tls.client_kwds()
+            )
+            writer.close()
+            try:
+                await asyncio.wait_for(writer.wait_closed(), 5)
+            except TimeoutError as exc:
+                return exc
+            return None
+        finally:
+            release.set()
+            await asyncio.to_thread(thread.join)
+
+    async def main() -> None:
+        theirs = await close_against_silent_peer(asyncio.open_connection)
+        ours = await close_against_silent_peer(oa.open_connection)
+        assert str(ours) == str(theirs) == "SSL shutdown timed out"
 
     run(main)
 
