@@ -522,11 +522,15 @@ def tls() -> TLSPair:
     return TLSPair()
 
 
+async def banner_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    # The server speaks first: its first record follows the handshake's last.
+    writer.write(b"hello\n")
+    await echo(reader, writer)
+
+
 async def tls_echo_server(tls: TLSPair, ring: bool) -> tuple[asyncio.AbstractServer, int]:
-    if ring:
-        server: asyncio.AbstractServer = await oa.start_server(echo, "127.0.0.1", 0, ssl=tls.server)
-    else:
-        server = await asyncio.start_server(echo, "127.0.0.1", 0, ssl=tls.server)
+    start = oa.start_server if ring else asyncio.start_server
+    server: asyncio.AbstractServer = await start(banner_echo, "127.0.0.1", 0, ssl=tls.server)
     return server, server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
 
 
@@ -543,6 +547,7 @@ def test_tls_echo_both_directions_8_mib_byte_exact(
         connect = oa.open_connection if client_ring else asyncio.open_connection
         async with server:
             reader, writer = await connect("127.0.0.1", port, **tls.client_kwds())
+            assert await reader.readline() == b"hello\n"
             assert writer.get_extra_info("ssl_object").version() is not None
             assert writer.get_extra_info("peercert")["subjectAltName"] == (("DNS", "localhost"),)
             assert writer.get_extra_info("peername") == ("127.0.0.1", port)
