@@ -709,6 +709,31 @@ def test_tls_shutdown_timeout_ends_a_close_the_peer_never_answers(run: Any, tls:
     run(main)
 
 
+@pytest.mark.parametrize("over_tls", [False, True], ids=["plain", "tls"])
+def test_a_failing_protocol_factory_leaves_no_socket(
+    run: Any, tls: TLSPair, over_tls: bool
+) -> None:
+    # The connect happened, but the call fails before any transport holds
+    # the socket: it is closed (asyncio's own leaves it to the collector).
+    def factory() -> asyncio.Protocol:
+        raise RuntimeError("no protocol")
+
+    async def main() -> None:
+        server, port = await echo_server()
+        async with server:
+            before = open_fds()
+            kwds = tls.client_kwds() if over_tls else {}
+            with pytest.raises(RuntimeError, match="no protocol"):
+                await oa.create_connection(factory, "127.0.0.1", port, **kwds)
+            for _ in range(200):  # the server's side of it ends too
+                if open_fds() <= before:
+                    break
+                await asyncio.sleep(0.002)
+            assert open_fds() <= before
+
+    run(main)
+
+
 def test_tls_argument_rules_are_asyncio_s(run: Any, tls: TLSPair) -> None:
     async def main() -> None:
         ouring.current_ring()

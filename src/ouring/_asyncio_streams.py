@@ -692,7 +692,11 @@ async def _connected_transport(
     if tls is not None:
         return await _tls_transport(sock, protocol_factory, tls)
     loop = asyncio.get_running_loop()
-    protocol = protocol_factory()
+    try:
+        protocol = protocol_factory()
+    except BaseException:
+        sock.close()  # no transport holds it yet, and the ring has nothing on it
+        raise
     waiter = loop.create_future()
     transport = RingTransport(loop, sock, protocol, waiter)
     try:
@@ -715,9 +719,13 @@ async def _tls_transport(
     raises its error (``ssl.SSLCertVerificationError``, ``ConnectionAbortedError``
     at ``ssl_handshake_timeout``) with the socket closed."""
     loop = asyncio.get_running_loop()
-    protocol = protocol_factory()
     waiter: asyncio.Future[None] = loop.create_future()
-    ssl_protocol = _asyncio_tls.ssl_protocol(loop, protocol, tls, waiter)
+    try:
+        protocol = protocol_factory()
+        ssl_protocol = _asyncio_tls.ssl_protocol(loop, protocol, tls, waiter)
+    except BaseException:
+        sock.close()  # no transport holds it yet, and the ring has nothing on it
+        raise
     app: asyncio.Transport = ssl_protocol._app_transport  # (connection_lost drops it)
     raw = RingTransport(loop, sock, ssl_protocol)
     await _asyncio_tls.handshake(waiter, raw.abort)
