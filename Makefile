@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_GET := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
 
-.PHONY: test test-all test-debug test-matrix wheel test-wheel bench bench-check bench-deps lint deps clean
+.PHONY: test test-all test-debug test-matrix wheel test-wheel bench bench-check bench-deps lint generate deps clean
 
 test: deps lint
 	$(BIN)/pytest -m "not slow"
@@ -139,6 +139,12 @@ lint: deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/python tools/gen_ops.py --check
+
+# The public calls (ouring.x, Ring.x) of the operations that _ops.py declares
+# `public = Public(...)`: rewrite _generated_api.py and _generated_ring.py.
+generate: deps
+	$(BIN)/python tools/gen_ops.py
 
 deps: $(STAMP)
 

@@ -8,12 +8,15 @@ import asyncio
 import gc
 import random
 import socket
+import ssl
 import struct
+import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from conftest import open_fds
 
 import ouring
@@ -285,10 +288,14 @@ def test_extra_info_and_transport_surface(run: Any) -> None:
     run(main)
 
 
-def test_random_timeouts_on_read_lose_no_byte(run: Any) -> None:
+@pytest.mark.parametrize("over_tls", [False, True], ids=["plain", "tls"])
+def test_random_timeouts_on_read_lose_no_byte(run: Any, over_tls: bool, tls: TLSPair) -> None:
     # A numbered stream: every 4-byte number in order, whatever the timeouts
-    # cut (asyncio's StreamReader over ouring's transport).
+    # cut (asyncio's StreamReader over ouring's transport; over TLS, over
+    # asyncio's SSLProtocol over it).
     count = 500_000
+    server_tls: dict[str, Any] = {"ssl": tls.server} if over_tls else {}
+    client_tls = tls.client_kwds() if over_tls else {}
     rng = random.Random(3)
 
     async def produce(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -299,10 +306,10 @@ def test_random_timeouts_on_read_lose_no_byte(run: Any) -> None:
         writer.close()
 
     async def main() -> None:
-        server = await oa.start_server(produce, "127.0.0.1", 0)
+        server = await oa.start_server(produce, "127.0.0.1", 0, **server_tls)
         async with server:
             port = server.sockets[0].getsockname()[1]
-            reader, writer = await oa.open_connection("127.0.0.1", port)
+            reader, writer = await oa.open_connection("127.0.0.1", port, **client_tls)
             got = bytearray()
             timeouts = 0
             while True:
@@ -317,7 +324,8 @@ def test_random_timeouts_on_read_lose_no_byte(run: Any) -> None:
                 got += chunk
             assert len(got) == 4 * count
             assert list(struct.unpack(f"<{count}I", got)) == list(range(count))
-            assert timeouts > 1000
+            # (over TLS the reader waits less often: a record brings more)
+            assert timeouts > (100 if over_tls else 1000)
             writer.close()
             await writer.wait_closed()
 
@@ -345,8 +353,6 @@ def test_bad_input_is_refused_at_the_call(run: Any) -> None:
     async def main() -> None:
         with pytest.raises(ValueError, match="host and port"):
             await oa.open_connection()
-        with pytest.raises(NotImplementedError, match="TLS"):
-            await oa.open_connection("127.0.0.1", 1, ssl=True)
         listener = socket.create_server(("127.0.0.1", 0))
         port = listener.getsockname()[1]
         listener.close()
@@ -491,3 +497,454 @@ def test_start_server_cancelled_at_each_suspension_is_all_or_nothing(run: Any) -
     statuses = run(main)
     assert statuses[0] == "cancelled"
     assert statuses[-1] == "ok"
+
+
+# -- TLS: asyncio's SSLProtocol over RingTransport --------------------------------------
+
+
+class TLSPair:
+    """A CA made at test time (trustme), a server context with a certificate
+    for "localhost" signed by it, and a client context that trusts it."""
+
+    def __init__(self) -> None:
+        self.ca = trustme.CA()
+        self.server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.ca.issue_cert("localhost").configure_cert(self.server)
+        self.client = ssl.create_default_context()
+        self.ca.configure_trust(self.client)
+
+    def client_kwds(self) -> dict[str, Any]:
+        return {"ssl": self.client, "server_hostname": "localhost"}
+
+
+@pytest.fixture(scope="module")
+def tls() -> TLSPair:
+    return TLSPair()
+
+
+async def banner_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    # The server speaks first: its first record follows the handshake's last.
+    writer.write(b"hello\n")
+    await echo(reader, writer)
+
+
+async def tls_echo_server(tls: TLSPair, ring: bool) -> tuple[asyncio.AbstractServer, int]:
+    start = oa.start_server if ring else asyncio.start_server
+    server: asyncio.AbstractServer = await start(banner_echo, "127.0.0.1", 0, ssl=tls.server)
+    return server, server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("client_ring", "server_ring"),
+    [(True, False), (False, True), (True, True)],
+    ids=["ouring-client-asyncio-server", "asyncio-client-ouring-server", "ouring-both"],
+)
+def test_tls_echo_both_directions_8_mib_byte_exact(
+    run: Any, tls: TLSPair, client_ring: bool, server_ring: bool
+) -> None:
+    async def main() -> None:
+        server, port = await tls_echo_server(tls, server_ring)
+        connect = oa.open_connection if client_ring else asyncio.open_connection
+        async with server:
+            reader, writer = await connect("127.0.0.1", port, **tls.client_kwds())
+            assert await reader.readline() == b"hello\n"
+            assert writer.get_extra_info("ssl_object").version() is not None
+            assert writer.get_extra_info("peercert")["subjectAltName"] == (("DNS", "localhost"),)
+            assert writer.get_extra_info("peername") == ("127.0.0.1", port)
+            for size in (1, 64, 16384, 100_000):
+                payload = random.randbytes(size)
+                writer.write(payload)
+                assert await reader.readexactly(size) == payload
+            payload = random.randbytes(8 << 20)
+
+            async def send() -> None:
+                for i in range(0, len(payload), 65536):
+                    writer.write(payload[i : i + 65536])
+                    await writer.drain()
+
+            _, got = await asyncio.gather(send(), reader.readexactly(len(payload)))
+            assert got == payload
+            writer.close()
+            await writer.wait_closed()
+
+    run(main)
+
+
+def test_tls_unix_connection_and_server(run: Any, tls: TLSPair, tmp_path: Path) -> None:
+    path = tmp_path / "sock"
+
+    async def main() -> None:
+        server = await oa.start_unix_server(echo, path, ssl=tls.server)
+        async with server:
+            reader, writer = await oa.open_unix_connection(path, **tls.client_kwds())
+            writer.write(b"over unix and tls")
+            assert await reader.readexactly(17) == b"over unix and tls"
+            assert writer.get_extra_info("sslcontext") is tls.client
+            writer.close()
+            await writer.wait_closed()
+
+    run(main)
+
+
+@pytest.mark.parametrize(
+    "case", ["wrong-hostname", "untrusted"], ids=["wrong-hostname", "untrusted-cert"]
+)
+def test_tls_handshake_failure_raises_as_asyncio_and_leaves_no_fd(
+    run: Any, tls: TLSPair, case: str
+) -> None:
+    handled: list[int] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handled.append(1)
+        writer.close()
+
+    if case == "wrong-hostname":
+        kwds: dict[str, Any] = {"ssl": tls.client, "server_hostname": "example.org"}
+    else:
+        kwds = {"ssl": True, "server_hostname": "localhost"}  # the default context
+
+    async def main() -> None:
+        ouring.current_ring()  # the loop's ring (its fds) first
+        server = await oa.start_server(handler, "127.0.0.1", 0, ssl=tls.server)
+        port = server.sockets[0].getsockname()[1]
+        # uvloop opens an fd of its own at its first connection: made first
+        _, writer = await asyncio.open_connection("127.0.0.1", port, **tls.client_kwds())
+        writer.close()
+        await writer.wait_closed()
+        handled.clear()
+        before = open_fds()
+        async with server:
+            with pytest.raises(ssl.SSLCertVerificationError) as theirs:
+                await asyncio.open_connection("127.0.0.1", port, **kwds)
+            with pytest.raises(ssl.SSLCertVerificationError) as ours:
+                await oa.open_connection("127.0.0.1", port, **kwds)
+            assert ours.value.verify_code == theirs.value.verify_code
+            for _ in range(200):  # the server's side of them ends too
+                if open_fds() <= before:
+                    break
+                await asyncio.sleep(0.005)
+            assert open_fds() <= before
+            assert handled == []  # the application never saw the failed ones
+
+    run(main)
+
+
+def test_tls_handshake_timeout_closes_the_socket_and_raises(run: Any, tls: TLSPair) -> None:
+    # A peer that accepts and never answers the ClientHello.
+    async def main() -> None:
+        ouring.current_ring()
+        listener = socket.create_server(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        before = open_fds()
+        with pytest.raises(ConnectionAbortedError, match="SSL handshake"):
+            await oa.open_connection(
+                "127.0.0.1", port, ssl_handshake_timeout=0.2, **tls.client_kwds()
+            )
+        peer, _ = listener.accept()
+        peer.settimeout(5)
+        assert peer.recv(65536)  # the ClientHello it sent
+        assert peer.recv(65536) == b""  # then the connection ended
+        peer.close()
+        listener.close()
+        await asyncio.sleep(0)  # connection_lost's close: the next iteration
+        assert open_fds() <= before
+
+    run(main)
+
+
+def test_tls_server_handshake_timeout_ends_a_silent_client(run: Any, tls: TLSPair) -> None:
+    async def main() -> None:
+        server = await oa.start_server(
+            echo, "127.0.0.1", 0, ssl=tls.server, ssl_handshake_timeout=0.1
+        )
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            silent = socket.create_connection(("127.0.0.1", port))
+            silent.setblocking(False)
+            loop = asyncio.get_running_loop()
+            assert await asyncio.wait_for(loop.sock_recv(silent, 100), 5) == b""
+            silent.close()
+
+    run(main)
+
+
+def test_tls_shutdown_timeout_ends_a_close_the_peer_never_answers(run: Any, tls: TLSPair) -> None:
+    # A peer that completes the handshake (blocking ssl, in a thread) and then
+    # never answers close_notify: close() gives up after ssl_shutdown_timeout
+    # and the connection ends with asyncio's TimeoutError, as asyncio's own
+    # client does against the same peer.
+    async def close_against_silent_peer(connect: Callable[..., Any]) -> BaseException | None:
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.settimeout(5)
+        port = listener.getsockname()[1]
+        release = threading.Event()
+
+        def serve() -> None:
+            conn, _ = listener.accept()
+            with tls.server.wrap_socket(conn, server_side=True):
+                release.wait(10)
+            listener.close()
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        try:
+            _, writer = await connect(
+                "127.0.0.1", port, ssl_shutdown_timeout=0.2, **tls.client_kwds()
+            )
+            writer.close()
+            try:
+                await asyncio.wait_for(writer.wait_closed(), 5)
+            except TimeoutError as exc:
+                return exc
+            return None
+        finally:
+            release.set()
+            await asyncio.to_thread(thread.join)
+
+    async def main() -> None:
+        theirs = await close_against_silent_peer(asyncio.open_connection)
+        ours = await close_against_silent_peer(oa.open_connection)
+        assert str(ours) == str(theirs) == "SSL shutdown timed out"
+
+    run(main)
+
+
+@pytest.mark.parametrize("over_tls", [False, True], ids=["plain", "tls"])
+def test_a_failing_protocol_factory_leaves_no_socket(
+    run: Any, tls: TLSPair, over_tls: bool
+) -> None:
+    # The connect happened, but the call fails before any transport holds
+    # the socket: it is closed (asyncio's own leaves it to the collector).
+    def factory() -> asyncio.Protocol:
+        raise RuntimeError("no protocol")
+
+    async def main() -> None:
+        server, port = await echo_server()
+        async with server:
+            before = open_fds()
+            kwds = tls.client_kwds() if over_tls else {}
+            with pytest.raises(RuntimeError, match="no protocol"):
+                await oa.create_connection(factory, "127.0.0.1", port, **kwds)
+            for _ in range(200):  # the server's side of it ends too
+                if open_fds() <= before:
+                    break
+                await asyncio.sleep(0.002)
+            assert open_fds() <= before
+
+    run(main)
+
+
+def test_tls_argument_rules_are_asyncio_s(run: Any, tls: TLSPair) -> None:
+    async def main() -> None:
+        ouring.current_ring()
+        before = open_fds()
+        with pytest.raises(ValueError, match="server_hostname is only meaningful with ssl"):
+            await oa.open_connection("127.0.0.1", 1, server_hostname="x")
+        with pytest.raises(ValueError, match="ssl_handshake_timeout is only meaningful"):
+            await oa.open_connection("127.0.0.1", 1, ssl_handshake_timeout=1)
+        with pytest.raises(ValueError, match="ssl_shutdown_timeout is only meaningful"):
+            await oa.open_connection("127.0.0.1", 1, ssl_shutdown_timeout=1)
+        with pytest.raises(ValueError, match="should be a positive number"):
+            await oa.open_connection("127.0.0.1", 1, ssl=tls.client, ssl_handshake_timeout=0)
+        with pytest.raises(TypeError, match="SSLContext"):
+            await oa.open_connection("127.0.0.1", 1, ssl="yes")
+        with (
+            socket.socket() as sock,
+            pytest.raises(ValueError, match="You must set server_hostname"),
+        ):
+            await oa.open_connection(sock=sock, ssl=True)
+        with pytest.raises(ValueError, match="you have to pass server_hostname"):
+            await oa.open_unix_connection("/nonexistent", ssl=tls.client)
+        with pytest.raises(TypeError, match="ssl argument must be an SSLContext or None"):
+            await oa.start_server(echo, "127.0.0.1", 0, ssl=True)
+        with pytest.raises(ValueError, match="ssl_handshake_timeout is only meaningful"):
+            await oa.start_server(echo, "127.0.0.1", 0, ssl_handshake_timeout=1)
+        with pytest.raises(ValueError, match="ssl_shutdown_timeout is only meaningful"):
+            await oa.start_unix_server(echo, "/nonexistent", ssl_shutdown_timeout=1)
+        with (
+            tls.client.wrap_socket(socket.socket(), server_hostname="x") as wrapped,
+            pytest.raises(TypeError, match="SSLSocket"),
+        ):
+            await oa.open_connection(sock=wrapped, ssl=tls.client, server_hostname="x")
+        assert open_fds() == before
+
+    run(main)
+
+
+def test_open_connection_with_tls_cancelled_at_each_suspension(run: Any, tls: TLSPair) -> None:
+    # Its suspensions: the connect, then each step of the handshake. Cancelled
+    # before the handshake completed: the connection is aborted (no fd left,
+    # and the server's handshake fails, so its application never sees it).
+    # Once the handshake completed, it finishes and the caller gets the
+    # connection (the cancel at its next await).
+    handled: list[int] = []
+    tcp_accepted: list[int] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handled.append(1)
+        await echo(reader, writer)
+
+    def factory() -> asyncio.StreamReaderProtocol:
+        tcp_accepted.append(1)  # called at accept, before the handshake
+        return asyncio.StreamReaderProtocol(asyncio.StreamReader(), handler)
+
+    async def main() -> list[str]:
+        server = await oa.create_server(factory, "127.0.0.1", 0, ssl=tls.server)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            before = open_fds()
+            made = 0
+
+            async def after(status: str, value: Any) -> None:
+                nonlocal made
+                if status == "ok":
+                    made += 1
+                    reader, writer = value
+                    writer.write(b"!")
+                    assert await reader.readexactly(1) == b"!"
+                    writer.close()
+                    await writer.wait_closed()
+                for _ in range(200):  # the server's side of it ends too
+                    if len(handled) >= made and open_fds() <= before:
+                        break
+                    await asyncio.sleep(0.002)
+                assert len(handled) == made
+                assert open_fds() <= before
+
+            statuses = await cancelled_at_each_suspension(
+                lambda: oa.open_connection("127.0.0.1", port, **tls.client_kwds()), after
+            )
+            # Some cancels came after the connect, in the handshake.
+            assert len(tcp_accepted) > made
+        return statuses
+
+    statuses = run(main)
+    assert statuses[0] == "cancelled"
+    assert statuses[-1] == "ok"
+
+
+# -- start_tls: upgrading a RingTransport ----------------------------------------------
+
+
+class Recorder(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Poll ``condition`` (state the transport keeps; no event tells it), 5 s at most."""
+    for _ in range(5000):
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("condition never held")
+
+
+@pytest.mark.parametrize("receive", ["multishot", "one-shot"])
+def test_pause_set_protocol_resume_hands_every_byte_to_the_new_protocol(
+    run: Any, receive: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # loop.start_tls's sequence on the transport: what arrives between
+    # pause_reading and resume_reading goes to the protocol set meanwhile,
+    # none of it to the old one. Multishot: it waits in the receive queue;
+    # one-shot (kernels without provided buffers, forced here): the receive
+    # the kernel holds when reading pauses completes, and its data waits in
+    # the transport.
+    async def main() -> None:
+        if receive == "one-shot":
+            monkeypatch.setattr(ouring.current_ring(), "recv_group", lambda: None)
+        listener = socket.create_server(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        transport, old = await oa.create_connection(Recorder, "127.0.0.1", port)
+        assert isinstance(old, Recorder)
+        assert isinstance(transport, oa.RingTransport)
+        peer, _ = listener.accept()
+        listener.close()
+        peer.sendall(b"before")
+        await until(lambda: len(old.data) == 6)
+        transport.pause_reading()
+        new = Recorder()
+        transport.set_protocol(new)
+        peer.sendall(b"after")
+        if receive == "one-shot":
+            assert transport._rx is None
+            await until(lambda: transport._held is not None)
+        else:
+            assert transport._rx is not None
+            rx = transport._rx
+            await until(lambda: rx.queued == 5)
+        for _ in range(3):  # iterations of the loop: nothing is delivered
+            await asyncio.sleep(0)
+        assert bytes(old.data) == b"before"
+        assert new.data == b""
+        transport.resume_reading()
+        await until(lambda: len(new.data) == 5)
+        peer.sendall(b" and more")
+        await until(lambda: len(new.data) == 14)
+        assert bytes(new.data) == b"after and more"
+        assert bytes(old.data) == b"before"
+        transport.close()
+        peer.close()
+
+    run(main)
+
+
+def test_start_tls_upgrades_a_plain_connection(run: Any, tls: TLSPair) -> None:
+    # STARTTLS: plaintext first, then both sides upgrade the same connection.
+    # The server with ouring.asyncio.stream_start_tls (any loop); the client
+    # with StreamWriter.start_tls where the loop's start_tls takes a
+    # RingTransport (asyncio's), and on uvloop, which refuses it, with
+    # stream_start_tls too.
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assert await reader.readline() == b"STARTTLS\n"
+        writer.write(b"GO\n")
+        await oa.stream_start_tls(writer, tls.server)
+        assert writer.get_extra_info("ssl_object").server_side
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        server = await oa.start_server(handler, "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            reader, writer = await oa.open_connection("127.0.0.1", port)
+            assert writer.get_extra_info("ssl_object") is None
+            writer.write(b"STARTTLS\n")
+            assert await reader.readline() == b"GO\n"
+            if isinstance(asyncio.get_running_loop(), asyncio.BaseEventLoop):
+                await writer.start_tls(tls.client, server_hostname="localhost")
+            else:
+                with pytest.raises(TypeError, match="not supported by start_tls"):
+                    await writer.start_tls(tls.client, server_hostname="localhost")
+                await oa.stream_start_tls(writer, tls.client, server_hostname="localhost")
+            assert not writer.get_extra_info("ssl_object").server_side
+            payload = random.randbytes(1 << 20)
+            writer.write(payload)
+            assert await reader.readexactly(len(payload)) == payload
+            writer.close()
+            await writer.wait_closed()
+
+    run(main)
+
+
+def test_start_tls_refuses_what_asyncio_refuses(run: Any, tls: TLSPair) -> None:
+    async def main() -> None:
+        server, port = await echo_server()
+        async with server:
+            reader, writer = await oa.open_connection("127.0.0.1", port)
+            protocol = writer._protocol  # type: ignore[attr-defined]
+            with pytest.raises(TypeError, match="SSLContext"):
+                await oa.start_tls(writer.transport, protocol, None)  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match="not supported by start_tls"):
+                await oa.start_tls(asyncio.Transport(), protocol, tls.client)
+            writer.write(b"still plain")
+            assert await reader.readexactly(11) == b"still plain"
+            writer.close()
+            await writer.wait_closed()
+
+    run(main)

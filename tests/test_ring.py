@@ -174,6 +174,29 @@ def test_cancel_of_a_submitted_op_waits_for_its_cqe(
         assert a.recv(10) == b"kept"  # the cancelled recv took nothing
 
 
+def test_cancel_now_ends_a_poll_armed_op_inside_one_enter(
+    socketpair: tuple[socket.socket, socket.socket],
+) -> None:
+    """cancel_now: the cancel of a recv waiting on its socket (armed on a
+    poll) completes in the io_uring_enter that submits it, so the caller
+    knows at once that the kernel no longer runs it."""
+    a, b = socketpair
+    with ouring.Ring(4) as ring:
+        waiting = Recv(a, bytearray(8))
+        ring.submit(waiting)
+        ring.flush()
+        assert waiting.state == SUBMITTED
+        assert ring.cancel_now(waiting) is True
+        assert waiting.cancelled()
+        queued = Recv(a, bytearray(8))
+        ring.submit(queued)  # never seen by the kernel: withdrawn
+        assert ring.cancel_now(queued) is True
+        assert queued.cancelled()
+        assert ring.cancel_now(queued) is True  # already DONE: nothing to do
+        b.send(b"kept")
+        assert a.recv(10) == b"kept"  # neither took anything
+
+
 def test_submit_after_close_raises_and_releases_the_buffer() -> None:
     ring = ouring.Ring(4)
     ring.close()
@@ -439,7 +462,7 @@ def test_abandoning_a_done_operation_undoes_its_result_once(tmp_path: Path) -> N
     path = tmp_path / "f"
     path.write_bytes(b"")
     with ouring.Ring(4) as ring:
-        op = OpenAt(path, os.O_RDONLY, 0, None)
+        op = OpenAt(path, os.O_RDONLY, 0)
         ring.submit(op)
         drain(ring)
         assert op.state == DONE

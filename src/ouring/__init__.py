@@ -9,42 +9,22 @@ happens to the caller, and hands it back with the result::
 
 from typing import TYPE_CHECKING, Any
 
+from . import _generated_api
 from ._api import (
-    accept,
     close,
     connect,
     current_ring,
-    fadvise,
-    fallocate,
-    fsync,
-    ftruncate,
-    link,
-    mkdir,
-    open,  # noqa: A004 - ouring.open mirrors os.open
     open_ring,
-    read,
     read_fixed,
     read_many,
-    readv,
-    recv,
-    recvmsg,
-    rename,
-    rmdir,
-    send,
     send_zc,
     sendmsg,
-    shutdown,
-    splice,
-    stat,
-    symlink,
-    unlink,
     wait_all_ops_completed,
-    write,
     write_fixed,
-    writev,
 )
 from ._errors import BufferInUseError, RingClosedError, UnsupportedError
 from ._files import AsyncFile, open_file
+from ._generated_api import *  # noqa: F403 - the operations _ops.py declares public
 from ._pool import BufferPool, PoolBuffer, PoolExhaustedError
 from ._ring import DEFAULT_SETUP_FLAGS, Ring, RingStatistics
 
@@ -60,40 +40,19 @@ __all__ = [
     "RingClosedError",
     "RingStatistics",
     "UnsupportedError",
-    "accept",
     "close",
     "connect",
     "current_ring",
-    "fadvise",
-    "fallocate",
-    "fsync",
-    "ftruncate",
-    "link",
-    "mkdir",
-    "open",
     "open_file",
     "open_ring",
-    "read",
     "read_fixed",
     "read_many",
-    "readv",
-    "recv",
-    "recvmsg",
-    "rename",
-    "rmdir",
-    "send",
     "send_zc",
     "sendfile",
     "sendmsg",
-    "shutdown",
-    "splice",
-    "stat",
-    "symlink",
-    "unlink",
     "wait_all_ops_completed",
-    "write",
     "write_fixed",
-    "writev",
+    *_generated_api.__all__,
 ]
 __version__ = "0.1.0"
 

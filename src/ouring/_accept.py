@@ -92,6 +92,15 @@ class Acceptor:
         return len(self._queue)
 
     @property
+    def op(self) -> AcceptMulti | None:
+        """The armed multishot accept (None: not armed), and its ring."""
+        return self._op
+
+    @property
+    def ring(self) -> Ring | None:
+        return self._ring
+
+    @property
     def armed(self) -> bool:
         """A multishot accept is in the ring (it may be being cancelled)."""
         return self._op is not None

@@ -1,4 +1,5 @@
-"""The module-level operations, loop-neutral: each asks ``ring_of_task()``
+"""The module-level operations written by hand (the others are generated:
+``_generated_api.py``), loop-neutral: each asks ``ring_of_task()``
 (``_current.py``) for the ring of the running task, trio's or asyncio's, and
 hands its operation to that ring's executor. ``open_ring`` builds a ring and
 asks the current library's adapter to drive it.
@@ -6,8 +7,6 @@ asks the current library's adapter to drive it.
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import AsyncIterator, Coroutine, Iterable
 from contextlib import asynccontextmanager
 from threading import get_ident
@@ -15,18 +14,13 @@ from typing import Any, TypeVar
 
 from ._current import _innermost, _task_ring, adapter, ring_of_task
 from ._fallback import make_ring
+from ._generated_api import *  # noqa: F403 - the one-operation calls, written from _ops.py
 from ._ops import (
     Read,
     ReadFixed,
-    ReadV,
-    Recv,
-    RecvMsg,
-    Send,
     SendMsg,
-    Splice,
     Write,
     WriteFixed,
-    WriteV,
     fileno,
     fixed_or_plain,
     read_requests,
@@ -96,23 +90,13 @@ async def open_ring(
 
 # -- module-level operations on the current ring ---------------------------------------
 #
-# The hot ones are plain functions that build their operation and return the
-# executor's coroutine: arguments are checked at the call, and awaiting them
-# goes through one coroutine frame fewer than an ``async def`` wrapper would
-# (each frame costs on every suspension and resumption).
-
-
-def read(fd: Any, buf: B, offset: int = -1) -> Coroutine[Any, Any, tuple[B, int]]:
-    """Read into ``buf`` (a writable buffer) at ``offset``, or at the file
-    position when it is -1. Returns the same buffer and the byte count."""
-    ring = ring_of_task()  # first: nothing is acquired outside a run
-    return ring.perform(Read(fd, buf, offset))
-
-
-def write(fd: Any, buf: B, offset: int = -1) -> Coroutine[Any, Any, tuple[B, int]]:
-    """Write from ``buf`` at ``offset`` (-1: the file position)."""
-    ring = ring_of_task()
-    return ring.perform(Write(fd, buf, offset))
+# Those that build one operation and perform it are written from their class
+# in _ops.py (``public = Public(...)``) by tools/gen_ops.py, in
+# _generated_api.py. These do more: a batch, a choice of operation, a name to
+# resolve, every ring to ask. Like the generated ones, the hot ones are plain
+# functions that build their operation and return the executor's coroutine:
+# arguments are checked at the call, and awaiting them goes through one
+# coroutine frame fewer than an ``async def`` wrapper would.
 
 
 def read_many(requests: Iterable[tuple[Any, B, int]]) -> Coroutine[Any, Any, list[tuple[B, int]]]:
@@ -139,30 +123,6 @@ def write_fixed(fd: Any, buf: B, offset: int = -1) -> Coroutine[Any, Any, tuple[
     return ring.perform(fixed_or_plain(ring._fixed_pool, WriteFixed, Write, fd, buf, offset))
 
 
-def readv(fd: Any, bufs: S, offset: int = -1) -> Coroutine[Any, Any, tuple[S, int]]:
-    """Scatter-read into a sequence of writable buffers."""
-    ring = ring_of_task()
-    return ring.perform(ReadV(fd, bufs, offset))
-
-
-def writev(fd: Any, bufs: S, offset: int = -1) -> Coroutine[Any, Any, tuple[S, int]]:
-    """Gather-write from a sequence of buffers."""
-    ring = ring_of_task()
-    return ring.perform(WriteV(fd, bufs, offset))
-
-
-def recv(sock: Any, buf: B, flags: int = 0) -> Coroutine[Any, Any, tuple[B, int]]:
-    """Receive into ``buf``; 0 bytes means the peer closed its side."""
-    ring = ring_of_task()
-    return ring.perform(Recv(sock, buf, flags))
-
-
-def send(sock: Any, buf: B, flags: int = 0) -> Coroutine[Any, Any, tuple[B, int]]:
-    """Send from ``buf``; may send less than all of it."""
-    ring = ring_of_task()
-    return ring.perform(Send(sock, buf, flags))
-
-
 def send_zc(sock: Any, buf: B, flags: int = 0) -> Coroutine[Any, Any, tuple[B, int]]:
     """Send from ``buf`` without copying it into the socket buffer
     (IORING_OP_SEND_ZC): the network stack reads ``buf`` itself, so the
@@ -172,19 +132,6 @@ def send_zc(sock: Any, buf: B, flags: int = 0) -> Coroutine[Any, Any, tuple[B, i
     send_zc (``Ring.features()["send_zc"]``) or the socket cannot send
     without copying (``AF_UNIX``), a plain :func:`send`."""
     return ring_of_task().send_zc(sock, buf, flags)
-
-
-def recvmsg(
-    sock: Any, bufs: S, ancbufsize: int = 0, flags: int = 0
-) -> Coroutine[Any, Any, tuple[S, int, list[tuple[int, int, bytes]], int, Any]]:
-    """``socket.recvmsg_into`` with owned buffers: receive into a sequence of
-    writable buffers and up to ``ancbufsize`` bytes of ancillary data. Returns
-    ``(bufs, nbytes, ancdata, msg_flags, address)``: the same sequence, then
-    what ``recvmsg_into`` returns (``ancdata`` as ``[(level, type, data)]``,
-    ``msg_flags`` with ``MSG_TRUNC``/``MSG_CTRUNC``, the sender's address or
-    None)."""
-    ring = ring_of_task()
-    return ring.perform(RecvMsg(sock, bufs, ancbufsize, flags))
 
 
 def sendmsg(
@@ -200,106 +147,11 @@ def sendmsg(
     return ring.perform(SendMsg(sock, bufs, ancdata, flags, address))
 
 
-async def accept(sock: Any) -> tuple[socket.socket, Any]:
-    """Accept a connection: ``(socket.socket, address)``."""
-    return await ring_of_task().accept(sock)
-
-
 async def connect(sock: Any, address: Any) -> None:
     """Connect ``sock``; host names are resolved with the loop's resolver."""
     await ring_of_task().connect(sock, address)
 
 
-async def open(  # noqa: A001 - the issue's name, mirroring os.open
-    path: Any, flags: int = os.O_RDONLY, mode: int = 0o666, *, dir_fd: Any = None
-) -> int:
-    """``os.open`` through io_uring: returns a close-on-exec fd."""
-    return await ring_of_task().open(path, flags, mode, dir_fd=dir_fd)
-
-
 async def close(fd: Any) -> None:
     """Close an int fd, or a ``socket.socket`` (detached once closed)."""
     await ring_of_task().close_fd(fd)
-
-
-def splice(
-    fd_in: Any, off_in: int, fd_out: Any, off_out: int, nbytes: int, flags: int = 0
-) -> Coroutine[Any, Any, int]:
-    """``os.splice`` through io_uring: move up to ``nbytes`` from ``fd_in`` at
-    ``off_in`` to ``fd_out`` at ``off_out`` without copying through user
-    memory; one of the two must be a pipe, and a pipe's offset is -1 (so is
-    a file's to use and move its position). ``flags`` are ``os.SPLICE_F_*``.
-    Returns the count moved, 0 at the end of the input. Cancelled while it
-    waits (an empty pipe, a full socket), nothing moved."""
-    ring = ring_of_task()
-    return ring.perform(Splice(fd_in, off_in, fd_out, off_out, nbytes, flags))
-
-
-async def fsync(fd: Any, *, datasync: bool = False) -> None:
-    """``os.fsync`` (or ``os.fdatasync`` with ``datasync=True``)."""
-    await ring_of_task().fsync(fd, datasync=datasync)
-
-
-async def stat(path: Any, *, dir_fd: Any = None, follow_symlinks: bool = True) -> os.stat_result:
-    """``os.stat`` through statx; ``path`` may also be an open fd."""
-    return await ring_of_task().stat(path, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
-
-
-async def shutdown(sock: Any, how: int) -> None:
-    """``socket.shutdown``; unlike ``close``, it ends operations in flight on
-    the socket (a pending recv returns 0)."""
-    await ring_of_task().shutdown(sock, how)
-
-
-async def fallocate(fd: Any, offset: int, length: int, *, mode: int = 0) -> None:
-    """``fallocate(2)``: ``os.posix_fallocate`` with mode 0, or ``FALLOC_FL_*`` flags."""
-    await ring_of_task().fallocate(fd, offset, length, mode=mode)
-
-
-async def fadvise(fd: Any, offset: int, length: int, advice: int) -> None:
-    """``os.posix_fadvise``."""
-    await ring_of_task().fadvise(fd, offset, length, advice)
-
-
-async def ftruncate(fd: Any, length: int) -> None:
-    """``os.ftruncate`` (needs Linux 6.9; ``UnsupportedError`` before)."""
-    await ring_of_task().ftruncate(fd, length)
-
-
-async def unlink(path: Any, *, dir_fd: Any = None) -> None:
-    """``os.unlink``."""
-    await ring_of_task().unlink(path, dir_fd=dir_fd)
-
-
-async def rmdir(path: Any, *, dir_fd: Any = None) -> None:
-    """``os.rmdir``."""
-    await ring_of_task().rmdir(path, dir_fd=dir_fd)
-
-
-async def mkdir(path: Any, mode: int = 0o777, *, dir_fd: Any = None) -> None:
-    """``os.mkdir``."""
-    await ring_of_task().mkdir(path, mode, dir_fd=dir_fd)
-
-
-async def rename(src: Any, dst: Any, *, src_dir_fd: Any = None, dst_dir_fd: Any = None) -> None:
-    """``os.rename``, which on Linux replaces ``dst`` as ``os.replace`` does."""
-    await ring_of_task().rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
-
-
-async def symlink(src: Any, dst: Any, *, dir_fd: Any = None) -> None:
-    """``os.symlink``: make ``dst`` a symbolic link to ``src``."""
-    await ring_of_task().symlink(src, dst, dir_fd=dir_fd)
-
-
-async def link(
-    src: Any,
-    dst: Any,
-    *,
-    src_dir_fd: Any = None,
-    dst_dir_fd: Any = None,
-    follow_symlinks: bool = True,
-) -> None:
-    """``os.link``: make ``dst`` a hard link to ``src``."""
-    await ring_of_task().link(
-        src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd, follow_symlinks=follow_symlinks
-    )

@@ -43,7 +43,8 @@ from asyncio import trsock
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import _api, _asyncio, _sync
+from . import _api, _asyncio, _asyncio_tls, _sync
+from ._asyncio_tls import TLS
 from ._errors import FdClosedError, UnsupportedError
 from ._ops import RecvBytes, Send
 from ._ring import Ring, arm_receive
@@ -59,14 +60,24 @@ __all__ = [
     "open_connection",
     "open_unix_connection",
     "start_server",
+    "start_tls",
     "start_unix_server",
+    "stream_start_tls",
 ]
+
+start_tls = _asyncio_tls.start_tls
+stream_start_tls = _asyncio_tls.stream_start_tls
 
 _READ_SIZE = 256 * 1024  # as selector transports: max_size of one data_received
 
 
 class RingTransport(asyncio.Transport):
     """A stream socket's transport driven by the loop's ring."""
+
+    # loop.start_tls (asyncio's) checks this, then pause_reading,
+    # set_protocol, resume_reading: between the first and the last nothing
+    # is delivered, to the old protocol or the new one.
+    _start_tls_compatible = True
 
     def __init__(
         self,
@@ -94,6 +105,7 @@ class RingTransport(asyncio.Transport):
         # Reading: the multishot queue (or a one-shot receive in flight).
         self._rx: Receiver | None = Receiver() if self._ring.recv_group() is not None else None
         self._recv_op: RecvBytes | None = None
+        self._held: bytes | None = None  # a one-shot receive's data, come while paused
         self._read_fut: asyncio.Future[None] | None = None
         self._paused = False
         self._eof = False
@@ -146,6 +158,8 @@ class RingTransport(asyncio.Transport):
             return
         self._paused = False
         if not self._closing and self._read_fut is None and self._recv_op is None:
+            # (_read_step checks again: a pause and resume within one
+            # iteration schedule it twice)
             self._loop.call_soon(self._read_step)
 
     def _read_step(self) -> None:
@@ -153,7 +167,13 @@ class RingTransport(asyncio.Transport):
         then wait for the next arrival."""
         rx = self._rx
         if rx is None:
-            self._recv_one_shot()
+            if self._paused or self._closing:
+                return
+            held, self._held = self._held, None
+            if held is not None:
+                self._deliver_one_shot(held)
+            elif self._recv_op is None:
+                self._recv_one_shot()
             return
         while not self._paused and not self._closing and not self._eof:
             try:
@@ -181,6 +201,8 @@ class RingTransport(asyncio.Transport):
                 self._fatal_error(exc, "the protocol failed on received data")
                 return
         if self._paused or self._closing or self._eof:
+            return
+        if self._read_fut is not None:  # already waiting (a resume_reading's step)
             return
         if rx.op is None:  # not armed: the first read, or the kernel ended the last
             arm_receive(self._ring, rx, self._fd)
@@ -213,6 +235,15 @@ class RingTransport(asyncio.Transport):
         except OSError as exc:
             self._fatal_error(exc, "fatal read error")
             return
+        if self._paused:
+            # As the proactor's transports: what a receive in flight brought
+            # waits for resume_reading, and goes to the protocol set by then
+            # (loop.start_tls pauses, swaps the protocol, resumes).
+            self._held = data
+            return
+        self._deliver_one_shot(data)
+
+    def _deliver_one_shot(self, data: bytes) -> None:
         try:
             if not data:
                 self._got_eof()
@@ -456,8 +487,10 @@ class RingServer(asyncio.AbstractServer):
         sockets: list[socket.socket],
         protocol_factory: Callable[[], asyncio.BaseProtocol],
         backlog: int,
+        tls: TLS | None = None,
     ) -> None:
         self._loop = loop
+        self._tls = tls
         self._listeners = sockets
         self._protocol_factory = protocol_factory
         self._backlog = backlog
@@ -524,8 +557,42 @@ class RingServer(asyncio.AbstractServer):
             except BaseException:
                 conn.close()
                 raise
-            transport = RingTransport(self._loop, conn, protocol, server=self)
-            transport._info["peername"] = addr
+            if self._tls is None:
+                transport = RingTransport(self._loop, conn, protocol, server=self)
+                transport._info["peername"] = addr
+            else:
+                self._serve_tls(conn, addr, protocol, self._tls)
+
+    def _serve_tls(
+        self, conn: socket.socket, addr: Any, protocol: asyncio.BaseProtocol, tls: TLS
+    ) -> None:
+        """As asyncio's ``_accept_connection2``: the SSLProtocol calls the
+        application's ``connection_made`` once the handshake is done; a failed
+        handshake (its SSLProtocol closed the socket) is reported only in
+        debug mode. A callback rather than a task per connection: nothing
+        waits for it."""
+        loop = self._loop
+        waiter: asyncio.Future[None] = loop.create_future()
+        ssl_protocol = _asyncio_tls.ssl_protocol(loop, protocol, tls, waiter)
+        transport = RingTransport(loop, conn, ssl_protocol, server=self)
+        transport._info["peername"] = addr
+
+        def handshake_done(waiter: asyncio.Future[None]) -> None:
+            exc = None if waiter.cancelled() else waiter.exception()
+            if exc is None:
+                return
+            transport.abort()
+            if loop.get_debug():
+                loop.call_exception_handler(
+                    {
+                        "message": "Error on transport creation for incoming connection",
+                        "exception": exc,
+                        "protocol": protocol,
+                        "transport": transport,
+                    }
+                )
+
+        waiter.add_done_callback(handshake_done)
 
     def _attach(self, transport: RingTransport) -> None:
         self._transports.add(transport)
@@ -612,13 +679,6 @@ class RingServer(asyncio.AbstractServer):
 # -- making connections and servers ---------------------------------------------------
 
 
-def _no_ssl(kwds: dict[str, Any]) -> None:
-    if kwds.get("ssl"):
-        raise NotImplementedError(
-            "ouring.asyncio has no TLS yet: use asyncio's own create_connection for ssl="
-        )
-
-
 def _loop_uring() -> Ring:
     """The running loop's io_uring ring. The transports are built on its
     queue (``submit`` with a Future as the waiter, multishot receives), which
@@ -636,14 +696,23 @@ def _loop_uring() -> Ring:
 
 
 async def _connected_transport(
-    sock: socket.socket, protocol_factory: Callable[[], asyncio.BaseProtocol]
-) -> tuple[RingTransport, asyncio.BaseProtocol]:
+    sock: socket.socket,
+    protocol_factory: Callable[[], asyncio.BaseProtocol],
+    tls: TLS | None = None,
+) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
     """The transport of a connected ``sock``, once ``connection_made`` ran.
     The connection exists already: a cancel while waiting for that is
     delivered at the caller's next await, and the transport returned (the
-    call happened; closing it would not undo the connect)."""
+    call happened; closing it would not undo the connect). With ``tls``, the
+    TLS transport once the handshake is done (see ``_tls_transport``)."""
+    if tls is not None:
+        return await _tls_transport(sock, protocol_factory, tls)
     loop = asyncio.get_running_loop()
-    protocol = protocol_factory()
+    try:
+        protocol = protocol_factory()
+    except BaseException:
+        sock.close()  # no transport holds it yet, and the ring has nothing on it
+        raise
     waiter = loop.create_future()
     transport = RingTransport(loop, sock, protocol, waiter)
     try:
@@ -652,6 +721,31 @@ async def _connected_transport(
         transport.close()
         raise
     return transport, protocol
+
+
+async def _tls_transport(
+    sock: socket.socket, protocol_factory: Callable[[], asyncio.BaseProtocol], tls: TLS
+) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
+    """asyncio's way over any transport: the ring transport carries an
+    ``SSLProtocol`` that wraps the user's protocol and calls its
+    ``connection_made`` with the TLS transport once the handshake is done.
+    The handshake is a suspension of its own: a cancel before it completed
+    aborts the connection (no fd left; the peer's handshake fails, so no
+    server handed it to its application) and raises; a failed handshake
+    raises its error (``ssl.SSLCertVerificationError``, ``ConnectionAbortedError``
+    at ``ssl_handshake_timeout``) with the socket closed."""
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+    try:
+        protocol = protocol_factory()
+        ssl_protocol = _asyncio_tls.ssl_protocol(loop, protocol, tls, waiter)
+    except BaseException:
+        sock.close()  # no transport holds it yet, and the ring has nothing on it
+        raise
+    app: asyncio.Transport = ssl_protocol._app_transport  # (connection_lost drops it)
+    raw = RingTransport(loop, sock, ssl_protocol)
+    await _asyncio_tls.handshake(waiter, raw.abort)
+    return app, protocol
 
 
 async def create_connection(
@@ -664,17 +758,26 @@ async def create_connection(
     flags: int = 0,
     sock: socket.socket | None = None,
     local_addr: tuple[str, int] | None = None,
+    ssl: Any = None,
+    server_hostname: str | None = None,
+    ssl_handshake_timeout: float | None = None,
+    ssl_shutdown_timeout: float | None = None,
     **kwds: Any,
 ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
     """``loop.create_connection`` over the ring: the addresses of ``host`` are
-    tried in turn (``ssl``, happy eyeballs: not supported yet)."""
+    tried in turn (happy eyeballs: not supported yet). ``ssl`` (an
+    ``ssl.SSLContext``, or True for asyncio's default client context) and its
+    arguments as asyncio's: the call returns once the handshake is done."""
 
-    _no_ssl(kwds)
+    tls = _asyncio_tls.client_tls(
+        ssl, server_hostname, host, ssl_handshake_timeout, ssl_shutdown_timeout
+    )
     _loop_uring()
     if sock is not None:
+        _asyncio_tls.check_socket(sock)
         if host is not None or port is not None:
             raise ValueError("host/port and sock can not be specified at the same time")
-        return await _connected_transport(sock, protocol_factory)
+        return await _connected_transport(sock, protocol_factory, tls)
     if host is None and port is None:
         raise ValueError("host and port was not specified and no sock specified")
     loop = asyncio.get_running_loop()
@@ -698,7 +801,7 @@ async def create_connection(
         except BaseException:
             conn.close()
             raise
-        return await _connected_transport(conn, protocol_factory)
+        return await _connected_transport(conn, protocol_factory, tls)
     if len(errors) == 1:
         raise errors[0]
     raise OSError(f"Multiple exceptions: {', '.join(str(exc) for exc in errors)}")
@@ -709,12 +812,20 @@ async def create_unix_connection(
     path: str | os.PathLike[str] | None = None,
     *,
     sock: socket.socket | None = None,
-    **kwds: Any,
+    ssl: Any = None,
+    server_hostname: str | None = None,
+    ssl_handshake_timeout: float | None = None,
+    ssl_shutdown_timeout: float | None = None,
 ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
-    """``loop.create_unix_connection`` over the ring."""
+    """``loop.create_unix_connection`` over the ring (``ssl`` as
+    ``create_connection``'s, with ``server_hostname`` required)."""
 
-    _no_ssl(kwds)
+    tls = _asyncio_tls.client_tls(
+        ssl, server_hostname, None, ssl_handshake_timeout, ssl_shutdown_timeout, unix=True
+    )
     _loop_uring()
+    if sock is not None:
+        _asyncio_tls.check_socket(sock)
     if sock is None:
         if path is None:
             raise ValueError("no path and sock were specified")
@@ -727,7 +838,7 @@ async def create_unix_connection(
             raise
     elif path is not None:
         raise ValueError("path and sock can not be specified at the same time")
-    return await _connected_transport(sock, protocol_factory)
+    return await _connected_transport(sock, protocol_factory, tls)
 
 
 async def create_server(
@@ -742,13 +853,19 @@ async def create_server(
     reuse_address: bool | None = None,
     reuse_port: bool | None = None,
     start_serving: bool = True,
+    ssl: Any = None,
+    ssl_handshake_timeout: float | None = None,
+    ssl_shutdown_timeout: float | None = None,
     **kwds: Any,
 ) -> RingServer:
-    """``loop.create_server`` over the ring."""
-    _no_ssl(kwds)
+    """``loop.create_server`` over the ring; with ``ssl`` (an
+    ``ssl.SSLContext``) each connection reaches the protocol once its
+    handshake is done."""
+    tls = _asyncio_tls.server_tls(ssl, ssl_handshake_timeout, ssl_shutdown_timeout)
     _loop_uring()
     loop = asyncio.get_running_loop()
     if sock is not None:
+        _asyncio_tls.check_socket(sock)
         if host is not None or port is not None:
             raise ValueError("host/port and sock can not be specified at the same time")
         sockets = [sock]
@@ -781,7 +898,7 @@ async def create_server(
             raise
     for listener in sockets:
         listener.setblocking(False)
-    server = RingServer(loop, sockets, protocol_factory, backlog)
+    server = RingServer(loop, sockets, protocol_factory, backlog, tls)
     if start_serving:
         await server.start_serving()  # listening: the call happened
     return server
@@ -794,10 +911,13 @@ async def create_unix_server(
     sock: socket.socket | None = None,
     backlog: int = 100,
     start_serving: bool = True,
+    ssl: Any = None,
+    ssl_handshake_timeout: float | None = None,
+    ssl_shutdown_timeout: float | None = None,
     **kwds: Any,
 ) -> RingServer:
-    """``loop.create_unix_server`` over the ring."""
-    _no_ssl(kwds)
+    """``loop.create_unix_server`` over the ring (``ssl`` as ``create_server``'s)."""
+    _asyncio_tls.server_tls(ssl, ssl_handshake_timeout, ssl_shutdown_timeout, unix=True)
     _loop_uring()
     if sock is None:
         if path is None:
@@ -811,7 +931,13 @@ async def create_unix_server(
     elif path is not None:
         raise ValueError("path and sock can not be specified at the same time")
     return await create_server(
-        protocol_factory, sock=sock, backlog=backlog, start_serving=start_serving
+        protocol_factory,
+        sock=sock,
+        backlog=backlog,
+        start_serving=start_serving,
+        ssl=ssl,
+        ssl_handshake_timeout=ssl_handshake_timeout,
+        ssl_shutdown_timeout=ssl_shutdown_timeout,
     )
 
 

@@ -42,6 +42,7 @@ from ._ops import (
     RecvBytes,
     RecvMsg,
     RenameAt,
+    RmdirAt,
     Send,
     SendCount,
     SendMsg,
@@ -335,6 +336,7 @@ SYSCALLS: Final[dict[type[Operation[Any]], Syscall]] = {
     Fadvise: _thread(_fadvise_op),
     Ftruncate: _thread(lambda op: _sys(_ftruncate, op.fd, op.offset)),
     UnlinkAt: _thread(lambda op: _sys(_unlinkat, op.fd, op.addr, op.op_flags)),
+    RmdirAt: _thread(lambda op: _sys(_unlinkat, op.fd, op.addr, op.op_flags)),
     MkdirAt: _thread(lambda op: _sys(_mkdirat, op.fd, op.addr, op.length)),
     RenameAt: _thread(
         lambda op: _sys(_renameat2, op.fd, op.addr, _i32(op.length), op.offset, op.op_flags)

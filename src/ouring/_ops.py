@@ -26,7 +26,7 @@ import struct
 import sys
 import warnings
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NamedTuple, Protocol, TypeVar
 
 from . import _ringcore, _sockaddr
 from ._buffers import MAX_RW, Lease
@@ -70,6 +70,7 @@ __all__ = [
     "Nop",
     "OpenAt",
     "Operation",
+    "Public",
     "Read",
     "ReadFixed",
     "ReadV",
@@ -77,6 +78,7 @@ __all__ = [
     "RecvBytes",
     "RecvMsg",
     "RenameAt",
+    "RmdirAt",
     "Send",
     "SendCount",
     "SendMsg",
@@ -116,6 +118,17 @@ _OFFSET_MAX = (1 << 63) - 1
 _FD_MAX = 0x7FFFFFFF
 _IOV_MAX = 1024
 _NULL = ffi.NULL
+
+
+class Public(NamedTuple):
+    """Makes an operation class a public call, declared on the class as
+    ``public = Public("name", "doc")``: ``ouring.name(...)`` and
+    ``Ring.name(...)`` take its constructor's parameters, build it and return
+    the awaitable of its result. tools/gen_ops.py writes both from this
+    module (``make generate``; a test checks they are current)."""
+
+    name: str
+    doc: str
 
 
 class Operation(_ringcore.Operation, Generic[T]):
@@ -208,6 +221,11 @@ class Read(_FileOperation[B]):
 
     __slots__ = ()
     opcode = lib.IORING_OP_READ
+    public = Public(
+        "read",
+        """Read into ``buf`` (a writable buffer) at ``offset``, or at the file
+        position when it is -1. Returns the same buffer and the byte count.""",
+    )
     writes_buffer = True
 
 
@@ -216,6 +234,11 @@ class Write(_FileOperation[B]):
 
     __slots__ = ()
     opcode = lib.IORING_OP_WRITE
+    public = Public(
+        "write",
+        """Write from ``buf`` at ``offset`` (-1: the file position). Returns the
+        same buffer and the byte count.""",
+    )
     writes_buffer = False
 
 
@@ -284,6 +307,11 @@ class Recv(_MessageOperation[B]):
 
     __slots__ = ()
     opcode = lib.IORING_OP_RECV
+    public = Public(
+        "recv",
+        """Receive into ``buf`` with ``MSG_*`` flags; returns the same buffer and
+        the byte count, 0 when the peer closed its side.""",
+    )
     writes_buffer = True
 
 
@@ -319,6 +347,11 @@ class Send(_MessageOperation[B]):
 
     __slots__ = ()
     opcode = lib.IORING_OP_SEND
+    public = Public(
+        "send",
+        """Send from ``buf`` with ``MSG_*`` flags; returns the same buffer and the
+        byte count, which may be less than all of it.""",
+    )
     writes_buffer = False
     completes_inline = True
 
@@ -401,7 +434,7 @@ class _VectorOperation(Operation[tuple[S, int]]):
     __slots__ = ("buffers", "iovecs", "leases")
     writes_buffer: ClassVar[bool]
 
-    def __init__(self, fd: Any, bufs: S, offset: int) -> None:
+    def __init__(self, fd: Any, bufs: S, offset: int = -1) -> None:
         fd = fileno_for(fd, bufs)
         offset = file_offset(offset)
         try:
@@ -431,6 +464,11 @@ class _VectorOperation(Operation[tuple[S, int]]):
 class ReadV(_VectorOperation[S]):
     __slots__ = ()
     opcode = lib.IORING_OP_READV
+    public = Public(
+        "readv",
+        """Scatter-read into a sequence of writable buffers at ``offset`` (-1: the
+        file position). Returns the same sequence and the byte count.""",
+    )
     writes_buffer = True
     completes_inline = True
 
@@ -438,6 +476,11 @@ class ReadV(_VectorOperation[S]):
 class WriteV(_VectorOperation[S]):
     __slots__ = ()
     opcode = lib.IORING_OP_WRITEV
+    public = Public(
+        "writev",
+        """Gather-write from a sequence of buffers at ``offset`` (-1: the file
+        position). Returns the same sequence and the byte count.""",
+    )
     writes_buffer = False
     completes_inline = True
 
@@ -607,6 +650,15 @@ class RecvMsg(_MsgOperation[tuple[S, int, list[tuple[int, int, bytes]], int, Any
 
     __slots__ = ()
     opcode = lib.IORING_OP_RECVMSG
+    public = Public(
+        "recvmsg",
+        """``socket.recvmsg_into`` with owned buffers: receive into a sequence of
+        writable buffers and up to ``ancbufsize`` bytes of ancillary data. Returns
+        ``(bufs, nbytes, ancdata, msg_flags, address)``: the same sequence, then
+        what ``recvmsg_into`` returns (``ancdata`` as ``[(level, type, data)]``,
+        ``msg_flags`` with ``MSG_TRUNC``/``MSG_CTRUNC``, the sender's address or
+        None).""",
+    )
     writes_buffer = True
 
     def __init__(self, sock: Any, bufs: S, ancbufsize: int = 0, flags: int = 0) -> None:
@@ -680,6 +732,7 @@ class Accept(Operation[tuple[socket.socket, Any]]):
 
     __slots__ = ("addrlen", "sockaddr")
     opcode = lib.IORING_OP_ACCEPT
+    public = Public("accept", """Accept a connection: ``(socket.socket, address)``.""")
 
     def __init__(self, sock: Any) -> None:
         fd = fileno(sock)
@@ -768,8 +821,11 @@ class OpenAt(Operation[int]):
 
     __slots__ = ("filename", "path")
     opcode = lib.IORING_OP_OPENAT
+    public = Public("open", """``os.open`` through io_uring: returns a close-on-exec fd.""")
 
-    def __init__(self, path: Any, flags: int, mode: int, dir_fd: Any) -> None:
+    def __init__(
+        self, path: Any, flags: int = os.O_RDONLY, mode: int = 0o666, *, dir_fd: Any = None
+    ) -> None:
         raw = fs_path(path, "open")
         flags = u32(flags, "flags") | os.O_CLOEXEC
         mode = u32(mode, "mode")
@@ -814,8 +870,9 @@ class Close(Operation[None]):
 class Fsync(_Status):
     __slots__ = ()
     opcode = lib.IORING_OP_FSYNC
+    public = Public("fsync", """``os.fsync`` (or ``os.fdatasync`` with ``datasync=True``).""")
 
-    def __init__(self, fd: Any, datasync: bool = False) -> None:
+    def __init__(self, fd: Any, *, datasync: bool = False) -> None:
         super().__init__(fileno(fd), 0, 0, 0, lib.IORING_FSYNC_DATASYNC if datasync else 0)
 
 
@@ -824,8 +881,9 @@ class Statx(Operation[os.stat_result]):
 
     __slots__ = ("filename", "path", "statx")
     opcode = lib.IORING_OP_STATX
+    public = Public("stat", """``os.stat`` through statx; ``path`` may also be an open fd.""")
 
-    def __init__(self, path: Any, dir_fd: Any = None, follow_symlinks: bool = True) -> None:
+    def __init__(self, path: Any, *, dir_fd: Any = None, follow_symlinks: bool = True) -> None:
         flags = lib.AT_STATX_SYNC_AS_STAT
         if isinstance(path, int) and not isinstance(path, bool):
             if dir_fd is not None:
@@ -877,8 +935,12 @@ class Fallocate(_Status):
 
     __slots__ = ()
     opcode = lib.IORING_OP_FALLOCATE
+    public = Public(
+        "fallocate",
+        """``fallocate(2)``: ``os.posix_fallocate`` with mode 0, or ``FALLOC_FL_*`` flags.""",
+    )
 
-    def __init__(self, fd: Any, offset: int, length: int, mode: int = 0) -> None:
+    def __init__(self, fd: Any, offset: int, length: int, *, mode: int = 0) -> None:
         fd = fileno(fd)
         offset, length = file_range(offset, length)
         if length == 0:
@@ -892,6 +954,7 @@ class Fadvise(_Status):
 
     __slots__ = ()
     opcode = lib.IORING_OP_FADVISE
+    public = Public("fadvise", """``os.posix_fadvise``.""")
 
     def __init__(self, fd: Any, offset: int, length: int, advice: int) -> None:
         fd = fileno(fd)
@@ -906,6 +969,10 @@ class Ftruncate(_Status):
 
     __slots__ = ()
     opcode = lib.OURING_OP_FTRUNCATE
+    public = Public(
+        "ftruncate",
+        """``os.ftruncate`` (needs Linux 6.9; ``UnsupportedError`` before).""",
+    )
 
     def __init__(self, fd: Any, length: int) -> None:
         fd = fileno(fd)
@@ -919,6 +986,11 @@ class Shutdown(_Status):
 
     __slots__ = ()
     opcode = lib.IORING_OP_SHUTDOWN
+    public = Public(
+        "shutdown",
+        """``socket.shutdown``; unlike ``close``, it ends operations in flight on
+        the socket (a pending recv returns 0).""",
+    )
 
     def __init__(self, sock: Any, how: int) -> None:
         how = operator.index(how)
@@ -943,6 +1015,15 @@ class Splice(Operation[int]):
 
     __slots__ = ()
     opcode = lib.IORING_OP_SPLICE
+    public = Public(
+        "splice",
+        """``os.splice`` through io_uring: move up to ``nbytes`` from ``fd_in`` at
+        ``off_in`` to ``fd_out`` at ``off_out`` without copying through user
+        memory; one of the two must be a pipe, and a pipe's offset is -1 (so is
+        a file's to use and move its position). ``flags`` are ``os.SPLICE_F_*``.
+        Returns the count moved, 0 at the end of the input. Cancelled while it
+        waits (an empty pipe, a full socket), nothing moved.""",
+    )
 
     def __init__(
         self, fd_in: Any, off_in: int, fd_out: Any, off_out: int, nbytes: int, flags: int = 0
@@ -1010,14 +1091,25 @@ class _PathOperation(Operation[None]):
 
 
 class UnlinkAt(_PathOperation):
-    """IORING_OP_UNLINKAT: ``os.unlink``, or ``os.rmdir`` with ``rmdir=True``."""
+    """IORING_OP_UNLINKAT: ``os.unlink``."""
 
     __slots__ = ()
     opcode = lib.IORING_OP_UNLINKAT
+    public = Public("unlink", """``os.unlink``.""")
 
-    def __init__(self, path: Any, dir_fd: Any = None, rmdir: bool = False) -> None:
-        function, flags = ("rmdir", lib.AT_REMOVEDIR) if rmdir else ("unlink", 0)
-        super().__init__(function, dir_fd, path, 0, _NO_PATH, flags)
+    def __init__(self, path: Any, *, dir_fd: Any = None) -> None:
+        super().__init__("unlink", dir_fd, path, 0, _NO_PATH, 0)
+
+
+class RmdirAt(_PathOperation):
+    """IORING_OP_UNLINKAT with ``AT_REMOVEDIR``: ``os.rmdir``."""
+
+    __slots__ = ()
+    opcode = lib.IORING_OP_UNLINKAT
+    public = Public("rmdir", """``os.rmdir``.""")
+
+    def __init__(self, path: Any, *, dir_fd: Any = None) -> None:
+        super().__init__("rmdir", dir_fd, path, 0, _NO_PATH, lib.AT_REMOVEDIR)
 
 
 class MkdirAt(_PathOperation):
@@ -1025,8 +1117,9 @@ class MkdirAt(_PathOperation):
 
     __slots__ = ()
     opcode = lib.IORING_OP_MKDIRAT
+    public = Public("mkdir", """``os.mkdir``.""")
 
-    def __init__(self, path: Any, mode: int = 0o777, dir_fd: Any = None) -> None:
+    def __init__(self, path: Any, mode: int = 0o777, *, dir_fd: Any = None) -> None:
         super().__init__("mkdir", dir_fd, path, u32(mode, "mode"), _NO_PATH, 0)
 
 
@@ -1036,8 +1129,14 @@ class RenameAt(_PathOperation):
 
     __slots__ = ()
     opcode = lib.IORING_OP_RENAMEAT
+    public = Public(
+        "rename",
+        """``os.rename``, which on Linux replaces ``dst`` as ``os.replace`` does.""",
+    )
 
-    def __init__(self, src: Any, dst: Any, src_dir_fd: Any = None, dst_dir_fd: Any = None) -> None:
+    def __init__(
+        self, src: Any, dst: Any, *, src_dir_fd: Any = None, dst_dir_fd: Any = None
+    ) -> None:
         super().__init__("rename", src_dir_fd, src, dir_fd_of(dst_dir_fd) & 0xFFFFFFFF, dst, 0)
 
 
@@ -1046,11 +1145,13 @@ class LinkAt(_PathOperation):
 
     __slots__ = ()
     opcode = lib.IORING_OP_LINKAT
+    public = Public("link", """``os.link``: make ``dst`` a hard link to ``src``.""")
 
     def __init__(
         self,
         src: Any,
         dst: Any,
+        *,
         src_dir_fd: Any = None,
         dst_dir_fd: Any = None,
         follow_symlinks: bool = True,
@@ -1066,8 +1167,9 @@ class SymlinkAt(_PathOperation):
 
     __slots__ = ()
     opcode = lib.IORING_OP_SYMLINKAT
+    public = Public("symlink", """``os.symlink``: make ``dst`` a symbolic link to ``src``.""")
 
-    def __init__(self, src: Any, dst: Any, dir_fd: Any = None) -> None:
+    def __init__(self, src: Any, dst: Any, *, dir_fd: Any = None) -> None:
         super().__init__("symlink", dir_fd, src, 0, dst, 0)
 
 

@@ -46,40 +46,27 @@ from . import _ringcore, _sockaddr
 from ._backend import Backend, FdRequest, _live_rings_but
 from ._buffers import in_use, unlendable
 from ._errors import RingClosedError, UnsupportedError, setup_error
+from ._generated_ring import RingOperations
 from ._native import ffi, lib
 from ._ops import (
+    CANCELLING,
     CLOSED,
+    DONE,
+    PENDING,
     RING,
-    Accept,
+    SUBMITTED,
     Close,
     Connect,
-    Fadvise,
-    Fallocate,
-    Fsync,
-    Ftruncate,
-    LinkAt,
-    MkdirAt,
     MultishotReceive,
     Nop,
-    OpenAt,
     Operation,
     Read,
     ReadFixed,
-    ReadV,
-    Recv,
-    RecvMsg,
-    RenameAt,
     Send,
     SendMsg,
     SendZC,
-    Shutdown,
-    Splice,
-    Statx,
-    SymlinkAt,
-    UnlinkAt,
     Write,
     WriteFixed,
-    WriteV,
     buffer_error,
     file_offset,
     fileno,
@@ -418,6 +405,19 @@ class _IoUring(RingCore, Backend):
         self._prepare()
         self._enter(0, _NO_WAIT, self._batch if reap else 0)
 
+    def cancel_now(self, op: _ringcore.Operation) -> bool:
+        """Cancel ``op`` and hand the cancel to the kernel at once, reaping in
+        the same ``io_uring_enter``: True if ``op`` is DONE on return. For a
+        layer that must know now whether the kernel still runs it
+        (``UringSocket.detach``). The cancel of an operation armed on a poll
+        (a multishot recv or accept waiting for its socket) completes inside
+        the ``io_uring_enter`` that submits it; one running in an io-wq
+        worker may not."""
+        if op.state in (PENDING, SUBMITTED, CANCELLING) and not self._closed:
+            self.cancel(op)
+            self.flush(reap=True)
+        return bool(op.state == DONE)
+
     def reap(self) -> int:
         """Settle every operation whose final CQE is ready; never blocks. On
         a closed ring, nothing: its memory is gone (a reaper woken in the
@@ -689,7 +689,7 @@ class _IoUring(RingCore, Backend):
         return self.executor
 
 
-class Operations(Backend):
+class Operations(RingOperations, Backend):
     """The operation methods of every ring, the io_uring ``Ring``'s and the
     fallback ``ThreadRing``'s (``await ring.read(fd, buf)``): each builds its
     operation and awaits the ring's ``perform``."""
@@ -700,12 +700,6 @@ class Operations(Backend):
 
     async def nop(self) -> None:
         await self.perform(Nop())
-
-    async def read(self, fd: Any, buf: B, offset: int = -1) -> tuple[B, int]:
-        return await self.perform(Read(fd, buf, offset))
-
-    async def write(self, fd: Any, buf: B, offset: int = -1) -> tuple[B, int]:
-        return await self.perform(Write(fd, buf, offset))
 
     async def read_fixed(self, fd: Any, buf: B, offset: int = -1) -> tuple[B, int]:
         return await self.perform(
@@ -720,18 +714,6 @@ class Operations(Backend):
     async def read_many(self, requests: Iterable[tuple[Any, B, int]]) -> list[tuple[B, int]]:
         return await self.perform_many(read_requests(requests, self._fixed_pool))
 
-    async def readv(self, fd: Any, bufs: S, offset: int = -1) -> tuple[S, int]:
-        return await self.perform(ReadV(fd, bufs, offset))
-
-    async def writev(self, fd: Any, bufs: S, offset: int = -1) -> tuple[S, int]:
-        return await self.perform(WriteV(fd, bufs, offset))
-
-    async def recv(self, sock: Any, buf: B, flags: int = 0) -> tuple[B, int]:
-        return await self.perform(Recv(sock, buf, flags))
-
-    async def send(self, sock: Any, buf: B, flags: int = 0) -> tuple[B, int]:
-        return await self.perform(Send(sock, buf, flags))
-
     async def send_zc(self, sock: Any, buf: B, flags: int = 0) -> tuple[B, int]:
         if self.has("send_zc"):
             try:
@@ -743,20 +725,12 @@ class Operations(Backend):
                     raise
         return await self.perform(Send(sock, buf, flags))
 
-    async def recvmsg(
-        self, sock: Any, bufs: S, ancbufsize: int = 0, flags: int = 0
-    ) -> tuple[S, int, list[tuple[int, int, bytes]], int, Any]:
-        return await self.perform(RecvMsg(sock, bufs, ancbufsize, flags))
-
     async def sendmsg(
         self, sock: Any, bufs: S, ancdata: Any = (), flags: int = 0, address: Any = None
     ) -> tuple[S, int]:
         if address is not None:
             address = await self._numeric_address(sock, address)
         return await self.perform(SendMsg(sock, bufs, ancdata, flags, address))
-
-    async def accept(self, sock: Any) -> tuple[Any, Any]:
-        return await self.perform(Accept(sock))
 
     async def connect(self, sock: Any, address: Any) -> None:
         address = await self._numeric_address(sock, address)
@@ -774,11 +748,6 @@ class Operations(Backend):
         if self.executor is None:
             raise RuntimeError("resolving a host name needs an event loop")
         return await self.executor.resolve(family, address)
-
-    async def open(
-        self, path: Any, flags: int = os.O_RDONLY, mode: int = 0o666, *, dir_fd: Any = None
-    ) -> int:
-        return await self.perform(OpenAt(path, flags, mode, dir_fd))
 
     async def close_fd(self, fd: Any) -> None:
         """Close ``fd`` (an int or a ``socket.socket``) after cancelling every
@@ -814,59 +783,6 @@ class Operations(Backend):
 
     async def _wait_answered(self, requests: Sequence[FdRequest]) -> None:
         await self._driver_of(()).wait_answered(requests)
-
-    async def fsync(self, fd: Any, *, datasync: bool = False) -> None:
-        await self.perform(Fsync(fd, datasync))
-
-    async def splice(
-        self, fd_in: Any, off_in: int, fd_out: Any, off_out: int, nbytes: int, flags: int = 0
-    ) -> int:
-        return await self.perform(Splice(fd_in, off_in, fd_out, off_out, nbytes, flags))
-
-    async def stat(
-        self, path: Any, *, dir_fd: Any = None, follow_symlinks: bool = True
-    ) -> os.stat_result:
-        return await self.perform(Statx(path, dir_fd, follow_symlinks))
-
-    async def shutdown(self, sock: Any, how: int) -> None:
-        await self.perform(Shutdown(sock, how))
-
-    async def fallocate(self, fd: Any, offset: int, length: int, *, mode: int = 0) -> None:
-        await self.perform(Fallocate(fd, offset, length, mode))
-
-    async def fadvise(self, fd: Any, offset: int, length: int, advice: int) -> None:
-        await self.perform(Fadvise(fd, offset, length, advice))
-
-    async def ftruncate(self, fd: Any, length: int) -> None:
-        await self.perform(Ftruncate(fd, length))
-
-    async def unlink(self, path: Any, *, dir_fd: Any = None) -> None:
-        await self.perform(UnlinkAt(path, dir_fd))
-
-    async def rmdir(self, path: Any, *, dir_fd: Any = None) -> None:
-        await self.perform(UnlinkAt(path, dir_fd, rmdir=True))
-
-    async def mkdir(self, path: Any, mode: int = 0o777, *, dir_fd: Any = None) -> None:
-        await self.perform(MkdirAt(path, mode, dir_fd))
-
-    async def rename(
-        self, src: Any, dst: Any, *, src_dir_fd: Any = None, dst_dir_fd: Any = None
-    ) -> None:
-        await self.perform(RenameAt(src, dst, src_dir_fd, dst_dir_fd))
-
-    async def symlink(self, src: Any, dst: Any, *, dir_fd: Any = None) -> None:
-        await self.perform(SymlinkAt(src, dst, dir_fd))
-
-    async def link(
-        self,
-        src: Any,
-        dst: Any,
-        *,
-        src_dir_fd: Any = None,
-        dst_dir_fd: Any = None,
-        follow_symlinks: bool = True,
-    ) -> None:
-        await self.perform(LinkAt(src, dst, src_dir_fd, dst_dir_fd, follow_symlinks))
 
 
 class Ring(_IoUring, Operations):

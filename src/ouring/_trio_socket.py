@@ -103,6 +103,7 @@ from ._ops import (
     SendMsg,
 )
 from ._ring import Ring
+from ._ringcore import Operation as CoreOperation
 from ._ringcore import Receiver
 
 if TYPE_CHECKING:
@@ -151,6 +152,21 @@ def _cancel_for_close(op: Operation[Any] | None, ring: Ring | None) -> None:
     task gets ``ClosedResourceError``."""
     if op is not None and ring is not None and op.state in (PENDING, SUBMITTED) and not ring.closed:
         ring.cancel(op, CLOSED)
+
+
+def _stop_now(op: CoreOperation | None, ring: Ring | None) -> None:
+    """End a socket's multishot ``op`` before its fd changes hands: whatever
+    it delivers is in its queue on return. Refused (``BusyResourceError``)
+    from a thread that does not own its ring, or if the kernel did not end it
+    at once."""
+    if op is None or ring is None or ring.closed:
+        return  # not armed, or ended (or leaked) by its ring's close
+    if threading.get_ident() != ring._thread:
+        raise trio.BusyResourceError("this socket receives or accepts on another thread's ring")
+    if not ring.cancel_now(op):
+        raise trio.BusyResourceError(
+            "the kernel has not ended this socket's multishot operation yet: try again"
+        )
 
 
 def _waiting(flags: Any) -> int:
@@ -448,13 +464,31 @@ class UringSocket(trio.socket.SocketType):
         close_receiver(self._rx, self._rx_ring)
 
     def detach(self) -> int:
-        # What the multishot receive or accept queued is this object's: it
-        # cannot be given back to the fd. Stop them first (queued connections
-        # are closed); receive or accept what the caller needs before.
+        """trio's ``detach``: the fd is the caller's, this object closed.
+
+        What the multishot receive took from the socket, and the connections
+        the multishot accept took from the backlog, live only in this object
+        and cannot be given back to the fd. So both are stopped first, at once
+        (``Ring.cancel_now``: nothing arrives after), and a detach that would
+        drop any of it raises ``BusyResourceError`` with the socket unchanged
+        (the next receive or accept takes what is queued and re-arms)."""
+        rx, acceptor = self._rx, self._acceptor
+        _stop_now(rx.op if rx is not None else None, self._rx_ring)
+        if acceptor is not None:
+            _stop_now(acceptor.op, acceptor.ring)
+        if rx is not None and rx.queued:
+            raise trio.BusyResourceError(
+                f"detach() would drop {rx.queued} received bytes not read yet: receive them first"
+            )
+        if acceptor is not None and acceptor.queued:
+            raise trio.BusyResourceError(
+                f"detach() would drop {acceptor.queued} accepted connections not taken yet: "
+                "accept them first"
+            )
         self._close_receiver()
         self._rx = None
-        if self._acceptor is not None:
-            self._acceptor.close()
+        if acceptor is not None:
+            acceptor.close()
             self._acceptor = None
         return self._sock.detach()
 
