@@ -742,6 +742,7 @@ async def test_a_closed_sockets_oserror_comes_after_a_checkpoint(
 # -- detach: what the multishots took is never dropped ---------------------------------
 
 
+@pytest.mark.io_uring_only  # multishots: the thread ring has none
 async def test_detach_never_drops_what_the_multishot_receive_took() -> None:
     """Bytes that reach the socket while its multishot receive is armed are
     taken by the kernel into the socket's queue at the next io_uring_enter
@@ -798,6 +799,7 @@ async def test_detach_never_drops_what_the_multishot_receive_took() -> None:
     assert bytes(got) == bytes(sent)
 
 
+@pytest.mark.io_uring_only  # multishots: the thread ring has none
 async def test_detach_never_drops_what_the_multishot_accept_took() -> None:
     """Connections the multishot accept took from the backlog are this
     object's only: detach() is refused while any is queued, and every client
