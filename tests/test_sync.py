@@ -283,6 +283,45 @@ def test_asyncio_scope_cancel_ends_the_region_with_closed_resource_error() -> No
     asyncio.run(main())
 
 
+@pytest.mark.parametrize("shield", [False, True], ids=["scope", "shielded"])
+@pytest.mark.parametrize("how", ["close", "throw"])
+def test_asyncio_region_ends_with_the_coroutine_that_awaited_it(shield: bool, how: str) -> None:
+    """The caller's coroutine closed (a combinator dropping it) or thrown
+    into while the region runs as its own task: nothing will wait for the
+    region any more, so it is cancelled rather than left running (it used
+    to stay parked forever, holding what it held: a file's lock)."""
+
+    async def main() -> None:
+        scope = _sync.open_scope(shield=shield)
+        started = asyncio.Event()
+        done = asyncio.Event()
+        ended: list[BaseException] = []
+
+        async def region() -> None:
+            started.set()
+            try:
+                await asyncio.sleep(3600)
+            except BaseException as exc:
+                ended.append(exc)
+                done.set()
+                raise
+
+        coro = scope.run(region)
+        waiter = coro.send(None)  # the region task is created; the caller parks
+        await started.wait()
+        if how == "close":
+            coro.close()
+        else:
+            with pytest.raises(KeyError):
+                coro.throw(KeyError("thrown in"))
+        async with asyncio.timeout(5):
+            await done.wait()
+        assert isinstance(ended[0], asyncio.CancelledError)
+        assert isinstance(waiter, asyncio.Future)
+
+    asyncio.run(main())
+
+
 def test_asyncio_caller_cancel_wins_over_the_scopes_own() -> None:
     async def main() -> None:
         scope = _sync.open_scope()

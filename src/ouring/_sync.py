@@ -393,6 +393,22 @@ class _AsyncioScope:
                 if not self._shield and not self._passed_on:
                     self._passed_on = True
                     self._cancel_region(exc.args[0] if exc.args else None)
+            except BaseException:
+                # This coroutine was closed (GeneratorExit) or thrown into
+                # while the region runs as another task: nothing will wait
+                # for the region, so it must not outlive the call. Left
+                # running it would keep its operation in the kernel and the
+                # file's lock forever (an aclose then waits for that lock,
+                # shielded: a hang), and take the next bytes of a pipe for
+                # nobody. Cancelled, its operation gets ASYNC_CANCEL and its
+                # final CQE ends it, releasing the lock: under trio the same
+                # close reaches the operation itself (Ring.abandon). A read
+                # that completed despite the cancel is lost with the call, as
+                # an abandoned operation's result is. Nothing can be awaited
+                # here (a closed coroutine must not yield).
+                if not task.done():
+                    self._cancel_region(None)
+                raise
         if task.cancelled() and self._returned is not None:
             # fn returned, then the task ended cancelled (see _returned): its
             # result stands, and a cancel of the caller is delivered later.

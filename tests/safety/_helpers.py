@@ -160,7 +160,13 @@ async def drop_in_own_task(coro: Coroutine[Any, Any, T]) -> T:
     library's ``Ring.abandon`` path) and raises ``Cancelled``. Until ``coro``
     is closed the ring still names this task as the waiter, so use this only
     where the parked operation cannot complete in that one scheduler pass
-    (an idle pipe or socket)."""
+    (an idle pipe or socket).
+
+    Under asyncio this is ``drop_on_cancel``: there the task running
+    ``coro`` is the one that closes it already, and an ``asyncio.Lock`` may
+    be released by any task anyway."""
+    if current_library() != "trio":
+        return await _drop_on_cancel_asyncio(coro)
     to_send: outcome.Outcome[Any] | None = None
     while True:
         try:

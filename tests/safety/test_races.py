@@ -241,14 +241,10 @@ async def receive_under_random_cancels(transport: str, size: int, seed: int) -> 
     return rounds, won
 
 
-# Trio only, for now: under asyncio (3.11, 3.12) with anyio's scopes, a recv
-# that completes although its scope was cancelled is returned and its
-# cancellation kept for the task's next suspension (_asyncio._recancel, as
-# for Task.cancel); anyio's scope exit uncancels the count but the pending
-# cancellation stays, so it escapes the scope at the next round's await and
-# ends the task. No byte is lost; the fuzz cannot go on.
 @pytest.mark.parametrize("transport", ["tcp", "socketpair"])
-async def test_no_byte_lost_under_random_deadlines_and_cancels(transport: str) -> None:
+async def test_no_byte_lost_under_random_deadlines_and_cancels(
+    executor: str, transport: str
+) -> None:
     rounds, won = await receive_under_random_cancels(transport, 768 << 10, seed=4)
     assert rounds > 1000
     assert won > 0  # results that won the race against a cancel were returned
@@ -257,7 +253,7 @@ async def test_no_byte_lost_under_random_deadlines_and_cancels(transport: str) -
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("transport", ["tcp", "socketpair"])
-async def test_no_byte_lost_long_fuzz(transport: str, seed: int) -> None:
+async def test_no_byte_lost_long_fuzz(executor: str, transport: str, seed: int) -> None:
     await receive_under_random_cancels(transport, 2 << 20, seed=100 + seed)
 
 
