@@ -2133,6 +2133,7 @@ async def test_send_zc_on_a_unix_socket_is_a_plain_send() -> None:
         assert b.recv(100) == b"no zero-copy here"
 
 
+@pytest.mark.io_uring_only  # the thread ring has no send_zc: its send_zc is a plain send
 async def test_a_cancelled_send_zc_sent_nothing_and_gives_the_buffer_back() -> None:
     """A send_zc waiting for room in a full socket buffer is cancelled: it
     raises Cancelled, the peer never gets its bytes, and the buffer is given
