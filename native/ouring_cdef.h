@@ -1,34 +1,58 @@
 /* What Python sees of liburing and the shim (cffi cdef, API mode: `...` lets
  * the C compiler supply values and layouts). */
 
+/* Every opcode of liburing 2.3's enum io_uring_op, so that a new operation
+ * class in _ops.py needs nothing here; newer ones are OURING_OP_* below. */
 static const int IORING_OP_NOP;
 static const int IORING_OP_READV;
 static const int IORING_OP_WRITEV;
 static const int IORING_OP_FSYNC;
+static const int IORING_OP_READ_FIXED;
+static const int IORING_OP_WRITE_FIXED;
+static const int IORING_OP_POLL_ADD;
+static const int IORING_OP_POLL_REMOVE;
+static const int IORING_OP_SYNC_FILE_RANGE;
 static const int IORING_OP_SENDMSG;
 static const int IORING_OP_RECVMSG;
+static const int IORING_OP_TIMEOUT;
+static const int IORING_OP_TIMEOUT_REMOVE;
 static const int IORING_OP_ACCEPT;
 static const int IORING_OP_ASYNC_CANCEL;
+static const int IORING_OP_LINK_TIMEOUT;
 static const int IORING_OP_CONNECT;
+static const int IORING_OP_FALLOCATE;
 static const int IORING_OP_OPENAT;
 static const int IORING_OP_CLOSE;
+static const int IORING_OP_FILES_UPDATE;
 static const int IORING_OP_STATX;
 static const int IORING_OP_READ;
 static const int IORING_OP_WRITE;
-static const int IORING_OP_READ_FIXED;
-static const int IORING_OP_WRITE_FIXED;
+static const int IORING_OP_FADVISE;
+static const int IORING_OP_MADVISE;
 static const int IORING_OP_SEND;
 static const int IORING_OP_RECV;
-static const int IORING_OP_FALLOCATE;
-static const int IORING_OP_FADVISE;
+static const int IORING_OP_OPENAT2;
+static const int IORING_OP_EPOLL_CTL;
+static const int IORING_OP_SPLICE;
+static const int IORING_OP_PROVIDE_BUFFERS;
+static const int IORING_OP_REMOVE_BUFFERS;
+static const int IORING_OP_TEE;
 static const int IORING_OP_SHUTDOWN;
 static const int IORING_OP_RENAMEAT;
 static const int IORING_OP_UNLINKAT;
 static const int IORING_OP_MKDIRAT;
 static const int IORING_OP_SYMLINKAT;
 static const int IORING_OP_LINKAT;
-static const int IORING_OP_SPLICE;
+static const int IORING_OP_MSG_RING;
+static const int IORING_OP_FSETXATTR;
+static const int IORING_OP_SETXATTR;
+static const int IORING_OP_FGETXATTR;
+static const int IORING_OP_GETXATTR;
+static const int IORING_OP_SOCKET;
+static const int IORING_OP_URING_CMD;
 static const int IORING_OP_SEND_ZC;
+static const int IORING_OP_SENDMSG_ZC;
+static const int IORING_OP_LAST;
 #define OURING_OP_FTRUNCATE ...
 #define OURING_PROBE_OPS ...
 
