@@ -73,7 +73,7 @@ static struct hooks hooks;
 
 /* The names C looks up (interned once, at import: ringcore.c). */
 static PyObject *str_writes_buffer, *str_flags, *str_opcode, *str_release, *str_discard,
-    *str_more, *str_wake;
+    *str_more, *str_wake, *str_perform, *str_driver_of;
 
 /* -- types ------------------------------------------------------------------ */
 

@@ -190,8 +190,10 @@ PyMODINIT_FUNC PyInit__ringcore(void)
     str_discard = PyUnicode_InternFromString("discard");
     str_more = PyUnicode_InternFromString("_more");
     str_wake = PyUnicode_InternFromString("wake");
+    str_perform = PyUnicode_InternFromString("perform");
+    str_driver_of = PyUnicode_InternFromString("_driver_of");
     if (!str_writes_buffer || !str_flags || !str_opcode || !str_release || !str_discard ||
-        !str_more || !str_wake)
+        !str_more || !str_wake || !str_perform || !str_driver_of)
         return NULL;
     m = PyModule_Create(&ringcore_module);
     if (!m)
