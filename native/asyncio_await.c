@@ -9,8 +9,9 @@
  * That was about 13k of the 23k instructions of one random 4 KiB read at 32
  * tasks. Here a task parks on its step, which asyncio's Task takes for a
  * Future (the protocol every Task, the C one and asyncio.tasks._PyTask,
- * accepts from a foreign future: `_asyncio_future_blocking`, `get_loop()`,
- * `add_done_callback(fn, context=)`, `result()`, `cancel(msg)`), and the
+ * accepts from a foreign future: `_asyncio_future_blocking`, `_loop` (read
+ * when there is no `get_loop()`), `add_done_callback(fn, context=)`,
+ * `result()`, `cancel(msg)`), and the
  * driver's loop callbacks (the iteration's flush, the reader on wait_fd)
  * call the wakeup of every task whose operation they completed themselves,
  * in the task's context, before they return: one Handle per batch instead of
@@ -19,8 +20,9 @@
  * Facts about asyncio this relies on (CPython 3.11-3.13 _asynciomodule.c and
  * tasks.py; uvloop runs asyncio's Task):
  * - A Task whose coroutine yields an object with `_asyncio_future_blocking`
- *   true checks `get_loop()` is its own, sets the attribute to False, calls
- *   `add_done_callback(wakeup, context=task_context)` and parks; its
+ *   true checks that its loop (`get_loop()`, else `_loop`) is its own, sets
+ *   the attribute to False, calls `add_done_callback(wakeup,
+ *   context=task_context)` and parks; its
  *   wakeup(fut) calls `fut.result()` and steps the task (throwing in what
  *   result() raised). `asyncio.isfuture` (ensure_future, gather) reads the
  *   attribute too: a step reads None there until it is parked, so that
@@ -208,11 +210,6 @@ static int astep_set_blocking(AStep *s, PyObject *value, void *Py_UNUSED(closure
         return -1;
     s->blocking = (char)v;
     return 0;
-}
-
-static PyObject *astep_get_loop(AStep *s, PyObject *Py_UNUSED(ignored))
-{
-    return waker_loop(s->waker);
 }
 
 static PyObject *astep_add_done_callback(AStep *s, PyObject *const *args, Py_ssize_t nargs,
@@ -592,7 +589,6 @@ static PyMethodDef astep_methods[] = {
     {"send", astep_send_py, METH_O, NULL},
     {"throw", (PyCFunction)(void (*)(void))astep_throw_py, METH_FASTCALL, NULL},
     {"close", astep_close_py, METH_NOARGS, NULL},
-    {"get_loop", (PyCFunction)astep_get_loop, METH_NOARGS, NULL},
     {"add_done_callback", (PyCFunction)(void (*)(void))astep_add_done_callback,
      METH_FASTCALL | METH_KEYWORDS, NULL},
     {"remove_done_callback", (PyCFunction)astep_remove_done_callback, METH_O, NULL},
@@ -604,9 +600,18 @@ static PyMethodDef astep_methods[] = {
     {NULL},
 };
 
+/* The step's loop: asyncio's Task (futures._get_loop) reads `_loop` when a
+ * future has no get_loop(), without the bound method a get_loop() call makes
+ * on every park. */
+static PyObject *astep_loop_attr(AStep *s, void *Py_UNUSED(closure))
+{
+    return waker_loop(s->waker);
+}
+
 static PyGetSetDef astep_getset[] = {
     {"_asyncio_future_blocking", (getter)astep_get_blocking, (setter)astep_set_blocking, NULL,
      NULL},
+    {"_loop", (getter)astep_loop_attr, NULL, "the loop whose task parks on it", NULL},
     {NULL},
 };
 
