@@ -462,8 +462,14 @@ static PySendResult astep_throw(AStep *s, PyObject *const *args, Py_ssize_t narg
                : NULL;
     Py_XDECREF(v);
     if (!s->sub) {
+        /* The ring keeps the operation until its final CQE; the error stays. */
+        PyErr_Fetch(&t, &v, &tb);
         r = core_abandon(s->ring, s->op);
-        Py_XDECREF(r);
+        if (r)
+            Py_DECREF(r);
+        else
+            PyErr_Clear();
+        PyErr_Restore(t, v, tb);
         s->state = AS_FINISHED;
         return PYGEN_ERROR;
     }
