@@ -46,8 +46,9 @@
  * wakeup until it calls or schedules it (once). The waker's list holds the
  * steps it is about to wake. */
 
-static PyObject *aio_cancelled_error, *aio_invalid_state;
-static PyObject *str_cancelled_slow, *str_outcome, *str_context, *str_call_soon;
+static PyObject *aio_cancelled_error, *aio_invalid_state, *aio_task_type;
+static PyObject *str_cancelled_slow, *str_outcome, *str_context, *str_call_soon,
+    *str_create_future, *str_set_result;
 
 enum { AS_START, AS_PARKED, AS_DELEGATE, AS_FINISHED };
 enum { AF_PENDING, AF_DONE, AF_CANCELLED };
@@ -155,9 +156,23 @@ static void waker_schedule(Waker *w)
 
 /* -- the step as the future its task waits on ----------------------------------------- */
 
+/* Whether `cb` is the wakeup asyncio's C Task registers (task_wakeup, bound
+ * to the task): it only reads the outcome of the future it is handed, and
+ * reads an exact Future's in C, where any other future costs result() called
+ * by name (a str made from "result", hashed, a bound method: about 1.4k
+ * instructions per wake). */
+static int is_task_wakeup(PyObject *cb)
+{
+    return PyCFunction_Check(cb) && aio_task_type && PyCFunction_GET_SELF(cb) &&
+           PyObject_TypeCheck(PyCFunction_GET_SELF(cb), (PyTypeObject *)aio_task_type) &&
+           strcmp(((PyCFunctionObject *)cb)->m_ml->ml_name, "task_wakeup") == 0;
+}
+
 /* Schedule every done callback the step holds, as a Future does when it is
- * done (`now`: run the task's own one here instead, in its context). */
-static int astep_callbacks(AStep *s, int now)
+ * done (`now`: run the task's own one here instead, in its context; a C
+ * Task's wakeup gets `done`, when given, an exact Future done with None: the
+ * step's own outcome). */
+static int astep_callbacks(AStep *s, int now, PyObject *done)
 {
     PyObject *cb = s->callback, *ctx = s->context, *more = s->more;
     int rc = 0;
@@ -165,7 +180,8 @@ static int astep_callbacks(AStep *s, int now)
     s->callback = s->context = s->more = NULL;
     if (cb) {
         if (now && (!ctx || PyContext_Enter(ctx) == 0)) {
-            PyObject *r = PyObject_CallOneArg(cb, (PyObject *)s);
+            PyObject *r = PyObject_CallOneArg(
+                cb, done && is_task_wakeup(cb) ? done : (PyObject *)s);
             if (ctx && PyContext_Exit(ctx) < 0 && r)
                 Py_CLEAR(r);
             rc = r ? 0 : -1;
@@ -303,7 +319,7 @@ static PyObject *astep_cancel(AStep *s, PyObject *const *args, Py_ssize_t nargs,
         Py_RETURN_FALSE;
     s->fut = AF_CANCELLED;
     Py_XSETREF(s->cancel_msg, Py_NewRef(msg));
-    if (astep_callbacks(s, 0) < 0)
+    if (astep_callbacks(s, 0, NULL) < 0)
         return NULL;
     Py_RETURN_TRUE;
 }
@@ -734,6 +750,23 @@ static int waker_drain(Waker *w)
 {
     Py_ssize_t i = 0;
     int rc = 0;
+    PyObject *done = NULL, *loop, *r;
+
+    /* One exact Future done with None per drain, handed to the C Tasks'
+     * wakeups (is_task_wakeup). Made here and dropped at the end: the
+     * waker never holds its loop. */
+    if (PyList_GET_SIZE(w->woken) > 1 && (loop = waker_loop(w))) {
+        done = PyObject_CallMethodNoArgs(loop, str_create_future);
+        Py_DECREF(loop);
+        if (done) {
+            if ((r = PyObject_CallMethodOneArg(done, str_set_result, Py_None)))
+                Py_DECREF(r);
+            else
+                Py_CLEAR(done);
+        }
+    }
+    if (!done)
+        PyErr_Clear(); /* no Future: each wakeup gets its step */
 
     w->inside++;
     while (i < PyList_GET_SIZE(w->woken)) {
@@ -742,13 +775,14 @@ static int waker_drain(Waker *w)
         s->queued = 0;
         if (s->fut == AF_PENDING && s->state == AS_PARKED) {
             s->fut = AF_DONE;
-            rc = astep_callbacks(s, 1);
+            rc = astep_callbacks(s, 1, done);
         }
         Py_DECREF(s);
         if (rc < 0)
             break;
     }
     w->inside--;
+    Py_XDECREF(done);
     if (PyList_SetSlice(w->woken, 0, i, NULL) < 0 && rc == 0)
         rc = -1;
     if (rc < 0 && PyList_GET_SIZE(w->woken)) {
@@ -932,17 +966,19 @@ static PyObject *ringcore_asyncio_perform(PyObject *Py_UNUSED(m), PyObject *cons
  * (_asyncio.py, once). */
 static PyObject *ringcore_set_asyncio(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"cancelled_error", "invalid_state_error", NULL};
-    PyObject *cancelled = NULL, *invalid = NULL;
+    static char *kwlist[] = {"cancelled_error", "invalid_state_error", "task_type", NULL};
+    PyObject *cancelled = NULL, *invalid = NULL, *task = NULL;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OO:set_asyncio", kwlist, &cancelled,
-                                     &invalid))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOO:set_asyncio", kwlist, &cancelled,
+                                     &invalid, &task))
         return NULL;
-    if (!cancelled || !invalid || !PyExceptionClass_Check(cancelled) ||
-        !PyExceptionClass_Check(invalid)) {
-        PyErr_SetString(PyExc_TypeError, "set_asyncio needs both exception classes");
+    if (!cancelled || !invalid || !task || !PyExceptionClass_Check(cancelled) ||
+        !PyExceptionClass_Check(invalid) || !PyType_Check(task)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "set_asyncio needs both exception classes and the Task type");
         return NULL;
     }
+    Py_XSETREF(aio_task_type, Py_NewRef(task));
     Py_XSETREF(aio_cancelled_error, Py_NewRef(cancelled));
     Py_XSETREF(aio_invalid_state, Py_NewRef(invalid));
     Py_RETURN_NONE;
@@ -954,7 +990,10 @@ static int asyncio_await_ready(void)
     str_outcome = PyUnicode_InternFromString("outcome");
     str_context = PyUnicode_InternFromString("context");
     str_call_soon = PyUnicode_InternFromString("call_soon");
-    if (!str_cancelled_slow || !str_outcome || !str_context || !str_call_soon)
+    str_create_future = PyUnicode_InternFromString("create_future");
+    str_set_result = PyUnicode_InternFromString("set_result");
+    if (!str_cancelled_slow || !str_outcome || !str_context || !str_call_soon ||
+        !str_create_future || !str_set_result)
         return -1;
     if (PyType_Ready(&AStepType) < 0 || PyType_Ready(&AStepWaitType) < 0)
         return -1;

@@ -153,6 +153,33 @@ def test_a_woken_task_runs_in_its_own_context(run: Any, data_file: Path) -> None
     run(main)
 
 
+def test_a_parked_operation_is_a_future_to_its_callbacks(run: Any, data_file: Path) -> None:
+    """Stepped by hand, an operation parks on itself: a future whose done
+    callbacks get that future when its CQE has been reaped."""
+
+    async def main() -> None:
+        fd = os.open(data_file, os.O_RDONLY)
+        try:
+            step: Any = ouring.read(fd, bytearray(10), 10)
+            assert step.send(None) is step
+            assert asyncio.isfuture(step)
+            assert not step.done()
+            got = asyncio.get_running_loop().create_future()
+            step.add_done_callback(got.set_result)
+            assert await got is step
+            assert step.done()
+            assert not step.cancelled()
+            assert step.result() is None
+            with pytest.raises(StopIteration) as finished:
+                step.send(None)
+            buf, n = finished.value.value
+            assert bytes(buf[:n]) == DATA[10:20]
+        finally:
+            os.close(fd)
+
+    run(main)
+
+
 def test_the_cancel_message_reaches_the_task(
     run: Any, socketpair: tuple[socket.socket, socket.socket]
 ) -> None:

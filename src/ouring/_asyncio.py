@@ -99,7 +99,11 @@ from ._ringcore import Receiver
 
 __all__ = ["AsyncioDriver", "Event", "drive", "loop_ring", "run_ring"]
 
-_ringcore.set_asyncio(cancelled_error=CancelledError, invalid_state_error=asyncio.InvalidStateError)
+_ringcore.set_asyncio(
+    cancelled_error=CancelledError,
+    invalid_state_error=asyncio.InvalidStateError,
+    task_type=asyncio.Task,
+)
 
 T = TypeVar("T")
 

@@ -183,7 +183,10 @@ def trio_receive(
     ring: RingCore, rx: Receiver, fd: int, take: Callable[..., Any], /, *args: Any
 ) -> Coroutine[Any, Any, Any]: ...
 def set_asyncio(
-    *, cancelled_error: type[BaseException], invalid_state_error: type[BaseException]
+    *,
+    cancelled_error: type[BaseException],
+    invalid_state_error: type[BaseException],
+    task_type: type,
 ) -> None: ...
 
 class AsyncioStep(Coroutine[Any, Any, Any]):
