@@ -127,6 +127,7 @@ setup(
                 "native/receive.c",
                 "native/core.c",
                 "native/trio_await.c",
+                "native/asyncio_await.c",
             ],
         )
     ],

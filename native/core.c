@@ -754,6 +754,32 @@ static int core_set_executor(Core *c, PyObject *value, void *Py_UNUSED(closure))
     return 0;
 }
 
+/* perform(op): hand op (a new operation, owned by the ring from here on) to
+ * the executor that drives this ring; the awaitable of its outcome. Every
+ * module-level operation and socket call comes here, so it is C: a Python
+ * method here was one more frame on every operation. Without an executor,
+ * the ring's Python _driver_of((op,)) releases op and raises. */
+static PyObject *core_perform(Core *c, PyObject *op)
+{
+    PyObject *args[3];
+
+    if (!c->executor) {
+        PyObject *ops = PyTuple_Pack(1, op), *r;
+        if (!ops)
+            return NULL;
+        r = PyObject_CallMethodOneArg((PyObject *)c, str_driver_of, ops);
+        Py_DECREF(ops);
+        Py_XDECREF(r);
+        if (r)
+            PyErr_SetString(PyExc_RuntimeError, "this ring has no executor");
+        return NULL;
+    }
+    args[0] = c->executor;
+    args[1] = (PyObject *)c;
+    args[2] = op;
+    return PyObject_VectorcallMethod(str_perform, args, 3, NULL);
+}
+
 static PyObject *core_get_supported(Core *c, void *Py_UNUSED(closure))
 {
     return PyBytes_FromStringAndSize((const char *)c->supported, sizeof(c->supported));
@@ -775,6 +801,9 @@ static int core_set_supported(Core *c, PyObject *value, void *Py_UNUSED(closure)
 }
 
 static PyMethodDef core_methods[] = {
+    {"perform", (PyCFunction)core_perform, METH_O,
+     "perform(op): hand op (owned by the ring from here on) to the executor that\n"
+     "drives this ring: the awaitable of its outcome."},
     {"submit", (PyCFunction)(void (*)(void))core_submit, METH_FASTCALL,
      "submit(op, waiter=None): queue op; the ring now owns it and its resources.\n"
      "waiter is the executor's token to wake when op is DONE."},

@@ -14,6 +14,8 @@
  *   core.c        RingCore: the operation table, submit, prepare, reap and
  *                 settle, cancel, abandon, teardown
  *   trio_await.c  the trio executor's awaitables (the core never calls it)
+ *   asyncio_await.c  the asyncio executor's awaitable and waker (the core
+ *                 never calls it: the waker is its executor's `wake`)
  *   ringcore.c    the module: cached_ring, the hooks, after_fork_in_child, init
  */
 #ifndef OURING_INTERNAL_H
@@ -71,7 +73,7 @@ static struct hooks hooks;
 
 /* The names C looks up (interned once, at import: ringcore.c). */
 static PyObject *str_writes_buffer, *str_flags, *str_opcode, *str_release, *str_discard,
-    *str_more, *str_wake;
+    *str_more, *str_wake, *str_perform, *str_driver_of;
 
 /* -- types ------------------------------------------------------------------ */
 

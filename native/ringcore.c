@@ -34,6 +34,7 @@
 #include "receive.c"    /* the provided-buffer ring, Receiver, MultishotReceive */
 #include "core.c"       /* RingCore */
 #include "trio_await.c" /* the trio executor's awaitables */
+#include "asyncio_await.c" /* the asyncio executor's awaitable and waker */
 
 
 /* cached_ring(var, find): the ring that the ContextVar `var` caches for this
@@ -142,6 +143,13 @@ static PyMethodDef ringcore_methods[] = {
     {"trio_receive", (PyCFunction)(void (*)(void))ringcore_trio_receive, METH_FASTCALL,
      "trio_receive(ring, rx, fd, take, *args): awaitable; take(*args) from the multishot\n"
      "queue rx once it has something (the trio executor's receive)."},
+    {"set_asyncio", (PyCFunction)(void (*)(void))ringcore_set_asyncio,
+     METH_VARARGS | METH_KEYWORDS,
+     "set_asyncio(*, cancelled_error, invalid_state_error): asyncio's exceptions for\n"
+     "asyncio_perform (native/asyncio_await.c)."},
+    {"asyncio_perform", (PyCFunction)(void (*)(void))ringcore_asyncio_perform, METH_FASTCALL,
+     "asyncio_perform(ring, op): the asyncio executor's perform; the awaitable is also the\n"
+     "future its task parks on, woken by the driver's AsyncioWaker."},
     {"set_hooks", (PyCFunction)(void (*)(void))ringcore_set_hooks, METH_VARARGS | METH_KEYWORDS,
      "set_hooks(*, unlendable, in_use, fileno_for, file_offset, u32, buffer_error,\n"
      "closed_error, unsupported, cancel_fd): the Python the extension calls (internal.h)."},
@@ -173,7 +181,7 @@ PyMODINIT_FUNC PyInit__ringcore(void)
         PyType_Ready(&ReceiverType) < 0 || PyType_Ready(&MultiRecvType) < 0 ||
         PyType_Ready(&CountOpType) < 0 ||
         PyType_Ready(&PoolCoreType) < 0 || PyType_Ready(&PoolBufferType) < 0 ||
-        trio_await_ready() < 0)
+        trio_await_ready() < 0 || asyncio_await_ready() < 0)
         return NULL;
     str_writes_buffer = PyUnicode_InternFromString("writes_buffer");
     str_flags = PyUnicode_InternFromString("flags");
@@ -182,8 +190,10 @@ PyMODINIT_FUNC PyInit__ringcore(void)
     str_discard = PyUnicode_InternFromString("discard");
     str_more = PyUnicode_InternFromString("_more");
     str_wake = PyUnicode_InternFromString("wake");
+    str_perform = PyUnicode_InternFromString("perform");
+    str_driver_of = PyUnicode_InternFromString("_driver_of");
     if (!str_writes_buffer || !str_flags || !str_opcode || !str_release || !str_discard ||
-        !str_more || !str_wake)
+        !str_more || !str_wake || !str_perform || !str_driver_of)
         return NULL;
     m = PyModule_Create(&ringcore_module);
     if (!m)
@@ -200,6 +210,8 @@ PyMODINIT_FUNC PyInit__ringcore(void)
         PyModule_AddObjectRef(m, "MultishotReceive", (PyObject *)&MultiRecvType) < 0 ||
         PyModule_AddObjectRef(m, "RingCore", (PyObject *)&CoreType) < 0 ||
         PyModule_AddObjectRef(m, "TrioStep", (PyObject *)&StepType) < 0 ||
+        PyModule_AddObjectRef(m, "AsyncioStep", (PyObject *)&AStepType) < 0 ||
+        PyModule_AddObjectRef(m, "AsyncioWaker", (PyObject *)&WakerType) < 0 ||
         PyModule_AddObjectRef(m, "PoolCore", (PyObject *)&PoolCoreType) < 0 ||
         PyModule_AddObjectRef(m, "PoolBuffer", (PyObject *)&PoolBufferType) < 0 ||
         PyModule_AddIntConstant(m, "MAX_RW", OURING_MAX_RW) < 0 ||

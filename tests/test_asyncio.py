@@ -6,6 +6,7 @@ and anyio on both of its backends. Real rings, files and sockets."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import os
 import socket
@@ -102,6 +103,97 @@ def test_many_tasks_reading_at_once(run: Any, data_file: Path) -> None:
 
 
 # -- cancellation: trio's rule -------------------------------------------------------------
+
+
+def test_gather_wraps_each_operation_in_a_task(run: Any, data_file: Path) -> None:
+    """An operation not yet awaited is no future (asyncio.isfuture is False):
+    gather and ensure_future wrap it in a task, which drives it."""
+
+    async def main() -> None:
+        fd = os.open(data_file, os.O_RDONLY)
+        try:
+            step = ouring.read(fd, bytearray(10), 0)
+            assert not asyncio.isfuture(step)
+            results = await asyncio.gather(
+                step, *(ouring.read(fd, bytearray(10), 10 * i) for i in range(1, 8))
+            )
+            assert [bytes(buf[:n]) for buf, n in results] == [
+                DATA[10 * i : 10 * i + 10] for i in range(8)
+            ]
+        finally:
+            os.close(fd)
+
+    run(main)
+
+
+def test_a_woken_task_runs_in_its_own_context(run: Any, data_file: Path) -> None:
+    """Tasks woken by the ring's callbacks run in their own contexts."""
+    var: contextvars.ContextVar[int] = contextvars.ContextVar("var")
+
+    async def reader(fd: int, me: int) -> list[int]:
+        var.set(me)
+        seen = []
+        buf = bytearray(10)
+        for i in range(20):
+            buf, n = await ouring.read(fd, buf, i)
+            assert bytes(buf[:n]) == DATA[i : i + 10]
+            seen.append(var.get())
+        return seen
+
+    async def main() -> None:
+        fd = os.open(data_file, os.O_RDONLY)
+        try:
+            seen = await asyncio.gather(*(reader(fd, me) for me in range(8)))
+            assert seen == [[me] * 20 for me in range(8)]
+        finally:
+            os.close(fd)
+
+    run(main)
+
+
+@pytest.mark.io_uring_only  # the C step of the io_uring executor; the thread ring parks on Futures
+def test_a_parked_operation_is_a_future_to_its_callbacks(run: Any, data_file: Path) -> None:
+    """Stepped by hand, an operation parks on itself: a future whose done
+    callbacks get that future when its CQE has been reaped."""
+
+    async def main() -> None:
+        fd = os.open(data_file, os.O_RDONLY)
+        try:
+            step: Any = ouring.read(fd, bytearray(10), 10)
+            assert step.send(None) is step
+            assert asyncio.isfuture(step)
+            assert not step.done()
+            got = asyncio.get_running_loop().create_future()
+            step.add_done_callback(got.set_result)
+            assert await got is step
+            assert step.done()
+            assert not step.cancelled()
+            assert step.result() is None
+            with pytest.raises(StopIteration) as finished:
+                step.send(None)
+            buf, n = finished.value.value
+            assert bytes(buf[:n]) == DATA[10:20]
+        finally:
+            os.close(fd)
+
+    run(main)
+
+
+def test_the_cancel_message_reaches_the_task(
+    run: Any, socketpair: tuple[socket.socket, socket.socket]
+) -> None:
+    _, b = socketpair
+
+    async def main() -> None:
+        task = asyncio.create_task(ouring.recv(b, bytearray(10)))
+        await asyncio.sleep(0.01)
+        task.cancel("enough")
+        with pytest.raises(asyncio.CancelledError) as caught:
+            await task
+        assert caught.value.args == ("enough",)
+        assert ouring.current_ring().statistics().inflight == 0
+
+    run(main)
 
 
 # An operation queued behind the in-flight cap: the thread ring has no queue.

@@ -953,17 +953,24 @@ def check_pipe_seed(seed: int, executor: str = "trio") -> None:
     loop.run(seed, run_pipe_case, loop, make_pipe_case(seed))
 
 
-@pytest.fixture(params=["trio-c", "trio-python", *EXECUTORS[1:]])
+_PYTHON_PATHS = ["trio-python", "asyncio-python"] if len(EXECUTORS) > 1 else ["trio-python"]
+
+
+@pytest.fixture(params=["trio-c", *_PYTHON_PATHS, *EXECUTORS[1:]])
 def pipe_executor(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """trio twice, over its executor's hot paths in C and over the Python
-    paths they mirror (conftest's ``executor_path``), then the asyncio
-    executors, which have one path."""
+    """Each executor over its hot paths in C (native/trio_await.c,
+    native/asyncio_await.c), and trio and asyncio again over the Python paths
+    they mirror (conftest's ``executor_path``)."""
     if request.param == "trio-python":
         from ouring._trio import _Driver
 
         monkeypatch.setattr(_Driver, "perform", _Driver._perform_in_python)
         monkeypatch.setattr(_Driver, "receive", _Driver._receive_in_python)
-    return "trio" if str(request.param).startswith("trio-") else str(request.param)
+    if request.param == "asyncio-python":
+        from ouring._asyncio import AsyncioDriver
+
+        monkeypatch.setattr(AsyncioDriver, "perform", AsyncioDriver._perform_in_python)
+    return str(request.param).removesuffix("-c").removesuffix("-python")
 
 
 @pytest.mark.parametrize("seed", range(40))

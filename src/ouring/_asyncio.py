@@ -13,6 +13,12 @@ where it matters here):
   of cancel requests stops being empty, whoever queued) schedules one flush
   with ``call_soon``; everything queued in that iteration is in its batch,
   and the flush runs before the tasks it wakes (they are queued behind it).
+- ``perform`` is ``_ringcore.asyncio_perform`` (native/asyncio_await.c):
+  one C object that submits and parks its task on itself, a future to
+  asyncio's Task, and that the waker (the ring's ``wake``) wakes from inside
+  the flush or reader callback that completed it, in the task's context: no
+  ``call_soon`` per operation. The rest of this list is the Python reference
+  (``_perform_in_python``), whose rules the C step keeps.
 - A coroutine that yields ``None`` (``asyncio.sleep(0)``'s bare ``yield``) is
   put back at the end of the ready queue: behind the flush its first
   operation scheduled. An operation that usually completes inside its own
@@ -85,7 +91,7 @@ from contextlib import suppress
 from threading import get_ident
 from typing import Any, TypeVar
 
-from . import _sync
+from . import _ringcore, _sync
 from ._errors import FdClosedError
 from ._fallback import ThreadRing, make_ring
 from ._ops import DONE, LEAKED, Operation
@@ -93,6 +99,12 @@ from ._ring import FdRequest, Ring, arm_receive, submit_group
 from ._ringcore import Receiver
 
 __all__ = ["AsyncioDriver", "Event", "ThreadDriver", "drive", "loop_ring", "run_ring"]
+
+_ringcore.set_asyncio(
+    cancelled_error=CancelledError,
+    invalid_state_error=asyncio.InvalidStateError,
+    task_type=asyncio.Task,
+)
 
 T = TypeVar("T")
 
@@ -230,12 +242,17 @@ class AsyncioDriver(_LoopDriver):
         super().__init__(ring, loop)
         self.ring: Ring = ring
         self._flush_queued = False
+        # The ring's wake (looked up when the executor is set): parks of the
+        # C perform are woken by the loop callbacks run through it; any other
+        # waiter (a Future) goes to _wake.
+        self._waker = _ringcore.AsyncioWaker(loop, _wake)
+        self.wake = self._waker
         ring.executor = self
         ring._on_close = self._detach  # whoever closes the ring, before its fd goes
         # Whoever queues for the kernel (perform, a cancel, an abandon, a close
         # of an fd, a transport) schedules this iteration's flush through it.
         ring._on_queue = self.flush_soon
-        loop.add_reader(ring.wait_fd, self._reap)
+        loop.add_reader(ring.wait_fd, self._waker.run, self._reap)
 
     # -- Executor ---------------------------------------------------------------------
 
@@ -273,6 +290,10 @@ class AsyncioDriver(_LoopDriver):
         except BaseException as exc:  # noqa: BLE001 - the op's fate decides
             return await self._cancelled(ring, op, exc)
         return op.result() if not op.cancel_by else op.outcome()
+
+    # The reference path in Python, which the C one mirrors (tests run both).
+    _perform_in_python = perform
+    perform = staticmethod(_ringcore.asyncio_perform)  # type: ignore[assignment]
 
     async def _cancelled(self, ring: Ring, op: Operation[T], exc: BaseException) -> T:
         """``exc`` was thrown in while ``op`` was in flight (or just done)."""
@@ -367,9 +388,10 @@ class AsyncioDriver(_LoopDriver):
             if data is not None:
                 return data
 
-    # The ring calls this with a waiter: the Future a task waits on (op.waiter,
-    # a perform_many group's, or a receive's rx.waiter).
-    wake = staticmethod(_wake)
+    # The ring calls this with a waiter: the C perform's step (which the
+    # waker wakes), or the Future a task waits on (op.waiter, a perform_many
+    # group's, or a receive's rx.waiter). Replaced per driver by its waker.
+    wake: Callable[[Any], None] = staticmethod(_wake)
 
     # -- loop callbacks -----------------------------------------------------------------
 
@@ -385,7 +407,7 @@ class AsyncioDriver(_LoopDriver):
                 # the ring, whose close cancels and reaps what is in flight.
                 return
             self._flush_queued = True
-            loop.call_soon(self._flush)
+            loop.call_soon(self._waker.run, self._flush)
 
     def _flush(self) -> None:
         """Once per iteration that submitted: everything it queued goes to the

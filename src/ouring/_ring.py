@@ -660,18 +660,13 @@ class _IoUring(RingCore, Backend):
             return False
         return not room_only or len(self._inflight) < self._max_inflight
 
-    def perform(self, op: Operation[T]) -> Coroutine[Any, Any, T]:
-        """Hand ``op`` (a new operation, owned by the ring from here on) to
-        the executor that drives this ring: the awaitable of its outcome. The
-        layers above the ring (streams, sockets, files) build operations and
-        await this; the module-level functions are built on it."""
-        # Every socket call comes here: the executor is read here rather than
-        # through _driver_of, which costs a tuple and a call per operation.
-        executor = self.executor
-        if executor is None:
-            executor = self._driver_of((op,))  # releases op and raises
-        # (self is a Ring: _IoUring is only ever its base.)
-        return executor.perform(self, op)  # type: ignore[arg-type]
+    # perform(op) is RingCore's (native/core.c): executor.perform(self, op), or
+    # _driver_of((op,)) without an executor. The layers above the ring
+    # (streams, sockets, files) build operations and await it; the
+    # module-level functions are built on it.
+    if TYPE_CHECKING:
+
+        def perform(self, op: Operation[T]) -> Coroutine[Any, Any, T]: ...
 
     def perform_many(self, ops: Sequence[Operation[T]]) -> Coroutine[Any, Any, list[T]]:
         """``perform`` for a batch: one wait, the outcomes in order."""
