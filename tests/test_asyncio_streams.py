@@ -424,12 +424,22 @@ async def cancelled_at_each_suspension(
     raise AssertionError(f"still cancelled after {most} iterations")
 
 
-def test_open_connection_cancelled_at_each_suspension_is_all_or_nothing(run: Any) -> None:
+@pytest.mark.parametrize("over_tls", [False, True], ids=["plain", "tls"])
+def test_open_connection_cancelled_at_each_suspension_is_all_or_nothing(
+    run: Any, over_tls: bool, tls: TLSPair
+) -> None:
     # Cancelled before the connect happened: nothing is left (no fd) and the
     # server saw no connection (on 127.0.0.1 a connect completes inside its
     # io_uring_enter: withdrawn, or done). Once connected, it finishes: the
     # caller gets a usable connection (the cancel at its next await), never
-    # one closed behind its back.
+    # one closed behind its back. Over TLS the handshake's steps are
+    # suspensions too: cancelled before it completed, the connection is
+    # aborted (no fd left; the server's handshake fails, so its application
+    # never sees it). Whether some cancels fall in the handshake depends on
+    # how many loop passes it takes:
+    # test_tls_connection_cancelled_in_its_handshake_is_aborted makes sure.
+    server_tls: dict[str, Any] = {"ssl": tls.server} if over_tls else {}
+    client_tls = tls.client_kwds() if over_tls else {}
     accepted: list[int] = []
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -437,7 +447,7 @@ def test_open_connection_cancelled_at_each_suspension_is_all_or_nothing(run: Any
         await echo(reader, writer)
 
     async def main() -> list[str]:
-        server = await oa.start_server(handler, "127.0.0.1", 0)
+        server = await oa.start_server(handler, "127.0.0.1", 0, **server_tls)
         port = server.sockets[0].getsockname()[1]
         async with server:
             before = open_fds()
@@ -452,15 +462,15 @@ def test_open_connection_cancelled_at_each_suspension_is_all_or_nothing(run: Any
                     assert await reader.readexactly(1) == b"!"
                     writer.close()
                     await writer.wait_closed()
-                for _ in range(100):  # the server's side of it ends too
+                for _ in range(400):  # the server's side of it ends too
                     if len(accepted) >= made and open_fds() <= before:
                         break
-                    await asyncio.sleep(0.001)
+                    await asyncio.sleep(0.002)
                 assert len(accepted) == made
                 assert open_fds() <= before
 
             statuses = await cancelled_at_each_suspension(
-                lambda: oa.open_connection("127.0.0.1", port), after
+                lambda: oa.open_connection("127.0.0.1", port, **client_tls), after
             )
         return statuses
 
@@ -796,57 +806,6 @@ def test_tls_argument_rules_are_asyncio_s(run: Any, tls: TLSPair) -> None:
         assert open_fds() == before
 
     run(main)
-
-
-def test_open_connection_with_tls_cancelled_at_each_suspension(run: Any, tls: TLSPair) -> None:
-    # Its suspensions: the connect, then each step of the handshake. Cancelled
-    # before the handshake completed: the connection is aborted (no fd left,
-    # and the server's handshake fails, so its application never sees it).
-    # Once the handshake completed, it finishes and the caller gets the
-    # connection (the cancel at its next await).
-    handled: list[int] = []
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        handled.append(1)
-        await echo(reader, writer)
-
-    def factory() -> asyncio.StreamReaderProtocol:
-        return asyncio.StreamReaderProtocol(asyncio.StreamReader(), handler)
-
-    async def main() -> list[str]:
-        server = await oa.create_server(factory, "127.0.0.1", 0, ssl=tls.server)
-        port = server.sockets[0].getsockname()[1]
-        async with server:
-            before = open_fds()
-            made = 0
-
-            async def after(status: str, value: Any) -> None:
-                nonlocal made
-                if status == "ok":
-                    made += 1
-                    reader, writer = value
-                    writer.write(b"!")
-                    assert await reader.readexactly(1) == b"!"
-                    writer.close()
-                    await writer.wait_closed()
-                for _ in range(200):  # the server's side of it ends too
-                    if len(handled) >= made and open_fds() <= before:
-                        break
-                    await asyncio.sleep(0.002)
-                assert len(handled) == made
-                assert open_fds() <= before
-
-            statuses = await cancelled_at_each_suspension(
-                lambda: oa.open_connection("127.0.0.1", port, **tls.client_kwds()), after
-            )
-            # Whether some of these cancels fell in the handshake depends on
-            # how many loop passes it took; a cancel there is tested on its
-            # own below, against a peer that never answers.
-        return statuses
-
-    statuses = run(main)
-    assert statuses[0] == "cancelled"
-    assert statuses[-1] == "ok"
 
 
 # -- start_tls: upgrading a RingTransport ----------------------------------------------
