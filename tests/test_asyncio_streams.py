@@ -5,6 +5,7 @@ Unix sockets in tmp_path."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import random
 import socket
@@ -915,6 +916,85 @@ def test_start_tls_upgrades_a_plain_connection(run: Any, tls: TLSPair) -> None:
             await writer.wait_closed()
 
     run(main)
+
+
+def test_stream_start_tls_cancelled_at_each_suspension_is_all_or_nothing(
+    run: Any, tls: TLSPair
+) -> None:
+    # A plain connection, then the upgrade cancelled after k loop passes, for
+    # k = 0, 1, ... until it completes first. Cancelled before the upgrade
+    # began: the plain stream, unchanged; in the handshake: the connection is
+    # aborted (a half-done handshake cannot be undone); either way nothing is
+    # left open once closed. Completed: the stream is TLS and carries data.
+    aborted = 0
+
+    def reader_protocol(writer: asyncio.StreamWriter) -> Any:
+        return writer._protocol  # type: ignore[attr-defined]
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            assert await reader.readline() == b"STARTTLS\n"
+            writer.write(b"GO\n")
+            await oa.stream_start_tls(writer, tls.server)
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, ssl.SSLError):
+            pass  # the client aborted mid-handshake
+        finally:
+            writer.close()
+
+    async def main() -> list[str]:
+        nonlocal aborted
+        server = await oa.start_server(handler, "127.0.0.1", 0)
+        statuses: list[str] = []
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            before = open_fds()
+            for k in range(400):
+                reader, writer = await oa.open_connection("127.0.0.1", port)
+                writer.write(b"STARTTLS\n")
+                assert await reader.readline() == b"GO\n"
+                task = asyncio.ensure_future(
+                    oa.stream_start_tls(writer, tls.client, server_hostname="localhost")
+                )
+                for _ in range(k):
+                    await asyncio.sleep(0)
+                finished = task.done()
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    statuses.append("cancelled")
+                    # Before the upgrade began (the task's start, its drain):
+                    # nothing changed, the stream is the plain one. Once the
+                    # handshake began: the connection is aborted.
+                    if writer.transport.is_closing():
+                        aborted += 1
+                    else:
+                        assert writer.get_extra_info("ssl_object") is None
+                        assert writer.transport.get_protocol() is reader_protocol(writer)
+                else:
+                    statuses.append("ok")
+                    assert writer.get_extra_info("ssl_object") is not None
+                    writer.write(b"over tls")
+                    assert await reader.readexactly(8) == b"over tls"
+                writer.close()
+                with contextlib.suppress(ConnectionError, ssl.SSLError):
+                    await writer.wait_closed()
+                for _ in range(400):  # the server's side of it ends too
+                    if open_fds() <= before:
+                        break
+                    await asyncio.sleep(0.002)
+                assert open_fds() <= before
+                if finished:
+                    return statuses
+        raise AssertionError("still cancelled after 400 iterations")
+
+    statuses = run(main)
+    assert statuses[0] == "cancelled"
+    assert statuses[-1] == "ok"
+    assert aborted  # some cancels fell in the handshake
 
 
 def test_start_tls_refuses_what_asyncio_refuses(run: Any, tls: TLSPair) -> None:

@@ -222,9 +222,16 @@ async def start_tls(
     resume = loop.call_soon(raw.resume_reading)
 
     def abort() -> None:
+        # The upgrade failed or was cancelled mid-handshake: the connection
+        # ends, and the protocol that had it learns so (an SSLProtocol still
+        # in its handshake tells its application nothing: a StreamWriter's
+        # wait_closed would never return). The SSLProtocol is told too, so
+        # that its handshake timer goes with it.
         conmade.cancel()
         resume.cancel()
+        raw.set_protocol(protocol)
         raw.abort()
+        ssl_proto.connection_lost(None)
 
     await handshake(waiter, abort)
     app: asyncio.Transport = ssl_proto._app_transport
